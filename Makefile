@@ -12,7 +12,6 @@ SRCS = $(wildcard src/*.c)
 OBJS = $(SRCS:.c=.o)
 
 REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
-REGRESS_OPTS = --load-extension=pgtap
 
 # -Wall -Wextra -Werror on our code.  Three -Wextra checks are switched off
 # because PostgreSQL's own headers and fmgr conventions trip them (unused

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# scripts/deps.sh — install every Debian package that setstream's build and
+# test suites need (see shared DESIGN.md, "Dependencies").
+#
+# Idempotent: when dpkg already reports every package installed it does
+# nothing (no apt-get update, no network).  Otherwise it runs
+# `apt-get update` once and installs the missing ones, with sudo when not
+# root.  The list is the single source of truth for the project's packages.
+set -euo pipefail
+
+PACKAGES=(
+    # server, PGXS, compiler
+    postgresql-15 postgresql-server-dev-15 postgresql-contrib
+    build-essential gcc make
+    # libraries linked into setstream.so
+    libjansson-dev libcjose-dev libssl-dev libhttp-parser-dev libwslay-dev
+    # SQL tests: pgTAP, pg_prove, PostgreSQL's Perl TAP framework
+    postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
+    # protocol / interop tests
+    python3 python3-pytest python3-jwcrypto python3-websockets
+    python3-requests python3-psycopg2
+    # tools used by tests, the demo and the benchmarks
+    openssl curl wrk
+)
+
+# One dpkg-query for the whole list; a package it does not know is missing.
+installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" \
+                2>/dev/null | awk '$2 == "installed" { print $1 }' || true)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    grep -qxF -- "$pkg" <<<"$installed" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    echo "deps.sh: missing packages: ${missing[*]}" >&2
+    echo "deps.sh: not root and sudo is not available; install them as root with:" >&2
+    echo "    apt-get install --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the project's one test command (README, .ci/run).
+#
+# Installs the Debian dependencies, builds and installs setstream (warnings
+# are errors), starts a fresh private PostgreSQL 15 cluster named `test`
+# with shared_preload_libraries = 'setstream', and runs every suite:
+#   regress     pg_regress on sql/*.sql against expected/*.out
+#   isolation   pg_isolation_regress on test/isolation/specs/*.spec
+#   pgtap       pg_prove on test/pgtap/*.sql (database setstream_tap)
+#   python      pytest on test/python (database setstream_py)
+#   perl        prove on test/t/*.pl (PostgreSQL::Test::Cluster TAP tests)
+# then prints a per-suite summary and the closing line
+#   N passed, N failed[, N skipped]
+# and exits non-zero when anything failed (a failed build counts as one).
+#
+# Environment knobs:
+#   SETSTREAM_TEST_PORT     first port tried for the cluster (default 54329)
+#   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 240)
+#   SETSTREAM_KEEP=1        keep the cluster running and the work directory
+#   SETSTREAM_SUITES        space-separated subset of the suites above
+set -euo pipefail
+
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+
+TOTAL_PASS=0
+TOTAL_FAIL=0
+TOTAL_SKIP=0
+SUMMARY=()
+FINISHED=""
+CLUSTER_UP=""
+WORK=""
+
+# record SUITE PASSED FAILED SKIPPED [NOTE]
+record() {
+    local suite=$1 pass=$2 fail=$3 skip=$4 note=${5:-}
+    TOTAL_PASS=$((TOTAL_PASS + pass))
+    TOTAL_FAIL=$((TOTAL_FAIL + fail))
+    TOTAL_SKIP=$((TOTAL_SKIP + skip))
+    SUMMARY+=("$(printf '  %-10s %4d passed, %4d failed, %4d skipped%s' \
+        "$suite" "$pass" "$fail" "$skip" "${note:+  ($note)}")")
+}
+
+print_summary() {
+    local line
+    echo
+    echo "== summary"
+    for line in "${SUMMARY[@]}"; do
+        echo "$line"
+    done
+    if [ "$TOTAL_SKIP" -gt 0 ]; then
+        echo "$TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped"
+    else
+        echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+    fi
+}
+
+on_exit() {
+    local rc=$?
+    set +e
+    if [ -n "$CLUSTER_UP" ] && [ -z "${SETSTREAM_KEEP:-}" ]; then
+        cluster_stop test
+    fi
+    if [ -n "$WORK" ] && [ -z "${SETSTREAM_KEEP:-}" ]; then
+        rm -rf "$WORK"
+    fi
+    if [ -z "$FINISHED" ]; then
+        # test.sh itself broke (or was interrupted): still close with a count
+        record test.sh 0 1 0 "aborted with status $rc"
+        print_summary
+        exit 1
+    fi
+}
+trap on_exit EXIT
+
+want_suite() {
+    [ -z "${SETSTREAM_SUITES:-}" ] || [[ " $SETSTREAM_SUITES " == *" $1 "* ]]
+}
+
+# tap_count FILE RC — count top-level TAP results in one test file's output.
+# Prints "passed failed skipped".  `ok # skip` and `not ok # TODO` count as
+# skipped; tests planned but never run, or a non-zero exit with nothing
+# failed (a crash, a timeout), count as failed.
+tap_count() {
+    awk -v rc="$2" '
+        /^1\.\.[0-9]+/        { plan = substr($1, 4) + 0; next }
+        /^(not )?ok [0-9]+/ {
+            ran++
+            directive = tolower($0)
+            if (directive ~ /#[ \t]*skip/)           skip++
+            else if (directive ~ /#[ \t]*todo/)      skip++
+            else if ($1 == "ok")                     pass++
+            else                                     fail++
+        }
+        END {
+            if (plan > ran) fail += plan - ran
+            if (rc != 0 && fail == 0) fail = 1
+            printf "%d %d %d\n", pass, fail, skip
+        }' "$1"
+}
+
+# regress_count FILE RC — count pg_regress / pg_isolation_regress results.
+regress_count() {
+    awk -v rc="$2" '
+        / \.\.\. / {
+            status = $0
+            sub(/.* \.\.\. +/, "", status)
+            if (status ~ /^ok/)                       pass++
+            else if (status ~ /^(FAILED|failed)/) {
+                if (status ~ /\(ignored\)/)           skip++
+                else                                  fail++
+            }
+        }
+        END {
+            if (rc != 0 && fail == 0) fail = 1
+            printf "%d %d %d\n", pass, fail, skip
+        }' "$1"
+}
+
+# make_var NAME — a variable as the Makefile (with PGXS) defines it.
+make_var() {
+    make -s --no-print-directory -C "$REPO" PG_CONFIG="$PG_CONFIG" \
+        -f Makefile -f - "print-$1" <<'EOF' 2>/dev/null || true
+print-%:
+	@echo '$($*)'
+EOF
+}
+
+# psql_admin DB SQL... — run statements, stop at the first error.
+psql_admin() {
+    local db=$1
+    shift
+    local -a args=()
+    local sql
+    for sql in "$@"; do
+        args+=(-c "$sql")
+    done
+    PGOPTIONS="-c client_min_messages=warning" \
+        "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$db" "${args[@]}"
+}
+
+# fresh_db NAME [EXTENSION...] — drop, create, and create extensions in it.
+fresh_db() {
+    local db=$1 ext
+    shift
+    local -a stmts=()
+    for ext in "$@"; do
+        stmts+=("CREATE EXTENSION $ext")
+    done
+    psql_admin postgres "DROP DATABASE IF EXISTS $db" "CREATE DATABASE $db" &&
+        if [ ${#stmts[@]} -gt 0 ]; then psql_admin "$db" "${stmts[@]}"; fi
+}
+
+# ---------------------------------------------------------------- suites
+
+suite_regress() {
+    local -a tests=() opts=()
+    local f rc=0 out="$WORK/regress"
+    for f in "$REPO"/sql/*.sql; do
+        [ -e "$f" ] && tests+=("$(basename "$f" .sql)")
+    done
+    if [ ${#tests[@]} -eq 0 ]; then
+        record regress 0 0 0 "no sql/*.sql"
+        return
+    fi
+    mapfile -t tests < <(printf '%s\n' "${tests[@]}" | LC_ALL=C sort)
+    read -r -a opts <<<"$(make_var REGRESS_OPTS)"
+    mkdir -p "$out"
+    echo "== regress: ${tests[*]}"
+    timeout -k 10 "$SUITE_TIMEOUT" \
+        "$PGLIB/pgxs/src/test/regress/pg_regress" \
+        --inputdir="$REPO" --outputdir="$out" --bindir="$PGBIN" \
+        --host="$PGHOST" --port="$PGPORT" --user=postgres \
+        --dbname=contrib_regression "${opts[@]}" "${tests[@]}" \
+        >"$out/log" 2>&1 || rc=$?
+    cat "$out/log"
+    [ "$rc" -eq 124 ] && echo "regress: timed out after ${SUITE_TIMEOUT}s"
+    if [ -s "$out/regression.diffs" ]; then
+        echo "-- regression.diffs (first 200 lines)"
+        head -n 200 "$out/regression.diffs"
+    fi
+    record regress $(regress_count "$out/log" "$rc")
+}
+
+suite_isolation() {
+    local -a tests=() opts=()
+    local f rc=0 out="$WORK/isolation"
+    for f in "$REPO"/test/isolation/specs/*.spec; do
+        [ -e "$f" ] && tests+=("$(basename "$f" .spec)")
+    done
+    if [ ${#tests[@]} -eq 0 ]; then
+        record isolation 0 0 0 "no test/isolation/specs/*.spec"
+        return
+    fi
+    mapfile -t tests < <(printf '%s\n' "${tests[@]}" | LC_ALL=C sort)
+    read -r -a opts <<<"$(make_var ISOLATION_OPTS)"
+    mkdir -p "$out"
+    echo "== isolation: ${tests[*]}"
+    timeout -k 10 "$SUITE_TIMEOUT" \
+        "$PGLIB/pgxs/src/test/isolation/pg_isolation_regress" \
+        --inputdir="$REPO/test/isolation" --outputdir="$out" \
+        --bindir="$PGBIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+        --dbname=isolation_regression "${opts[@]}" "${tests[@]}" \
+        >"$out/log" 2>&1 || rc=$?
+    cat "$out/log"
+    [ "$rc" -eq 124 ] && echo "isolation: timed out after ${SUITE_TIMEOUT}s"
+    if [ -s "$out/regression.diffs" ]; then
+        echo "-- regression.diffs (first 200 lines)"
+        head -n 200 "$out/regression.diffs"
+    fi
+    record isolation $(regress_count "$out/log" "$rc")
+}
+
+suite_pgtap() {
+    local -a files=()
+    local f rc pass=0 fail=0 skip=0 p x s out="$WORK/pgtap" deadline
+    for f in "$REPO"/test/pgtap/*.sql; do
+        [ -e "$f" ] && files+=("$f")
+    done
+    if [ ${#files[@]} -eq 0 ]; then
+        record pgtap 0 0 0 "no test/pgtap/*.sql"
+        return
+    fi
+    mkdir -p "$out"
+    echo "== pgtap: ${#files[@]} file(s)"
+    if ! fresh_db setstream_tap pgtap setstream; then
+        record pgtap 0 1 0 "could not create database setstream_tap with pgtap and setstream"
+        return
+    fi
+    deadline=$((SECONDS + SUITE_TIMEOUT))
+    for f in "${files[@]}"; do
+        rc=0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "pgtap: suite time limit reached; not running ${f#"$REPO"/}"
+            fail=$((fail + 1))
+            continue
+        fi
+        (cd "$REPO" && timeout -k 10 $((deadline - SECONDS)) \
+            pg_prove --verbose -d setstream_tap \
+            "${f#"$REPO"/}") >"$out/log" 2>&1 || rc=$?
+        cat "$out/log"
+        [ "$rc" -eq 124 ] && echo "${f#"$REPO"/}: timed out (suite limit ${SUITE_TIMEOUT}s)"
+        read -r p x s < <(tap_count "$out/log" "$rc")
+        pass=$((pass + p)) fail=$((fail + x)) skip=$((skip + s))
+    done
+    record pgtap "$pass" "$fail" "$skip"
+}
+
+suite_python() {
+    local rc=0 out="$WORK/python" line n word pass=0 fail=0 skip=0 setup_fail=0
+    if ! compgen -G "$REPO/test/python/test_*.py" >/dev/null &&
+        ! compgen -G "$REPO/test/python/*_test.py" >/dev/null; then
+        record python 0 0 0 "no test/python/test_*.py"
+        return
+    fi
+    mkdir -p "$out"
+    echo "== python: pytest test/python"
+    if ! fresh_db setstream_py setstream; then
+        echo "python: could not create database setstream_py with setstream"
+        setup_fail=1
+    fi
+    (
+        cd "$REPO"
+        export PGDATABASE=setstream_py SETSTREAM_REPO="$REPO"
+        export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
+        export no_proxy="$NO_PROXY" PYTHONDONTWRITEBYTECODE=1
+        timeout -k 10 "$SUITE_TIMEOUT" /usr/bin/python3 -m pytest -q \
+            -p no:cacheprovider test/python
+    ) >"$out/log" 2>&1 || rc=$?
+    cat "$out/log"
+    [ "$rc" -eq 124 ] && echo "python: timed out after ${SUITE_TIMEOUT}s"
+    # pytest's closing line, e.g. "2 failed, 10 passed, 1 skipped in 3.1s"
+    line=$(grep -E '^=*[^=]*\b(passed|failed|errors?|skipped|xfailed|xpassed|no tests ran)\b.* in [0-9.]+s' \
+        "$out/log" | tail -n 1 || true)
+    while read -r n word; do
+        case "$word" in
+            passed | xpassed) pass=$((pass + n)) ;;
+            failed | error | errors) fail=$((fail + n)) ;;
+            skipped | xfailed) skip=$((skip + n)) ;;
+        esac
+    done < <(grep -oE '[0-9]+ (passed|failed|errors?|skipped|xfailed|xpassed)' <<<"$line" || true)
+    case "$rc" in
+        0 | 5) ;;                                  # 5: no tests collected
+        *) [ "$fail" -eq 0 ] && fail=1 ;;           # interrupted, crash, timeout
+    esac
+    record python "$pass" "$((fail + setup_fail))" "$skip"
+}
+
+suite_perl() {
+    local -a files=()
+    local f rc pass=0 fail=0 skip=0 p x s out="$WORK/perl" tree deadline
+    for f in "$REPO"/test/t/*.pl; do
+        [ -e "$f" ] && files+=("test/t/$(basename "$f")")
+    done
+    if [ ${#files[@]} -eq 0 ]; then
+        record perl 0 0 0 "no test/t/*.pl"
+        return
+    fi
+    mkdir -p "$out"
+    tree=$REPO
+    if is_root; then
+        # initdb refuses root: run the tests as postgres, on a copy of the
+        # tree that postgres can read and write.
+        tree="$WORK/perl-tree"
+        mkdir -p "$tree"
+        tar -C "$REPO" --exclude=./.git --exclude=./.local -cf - . | tar -C "$tree" -xf -
+        chown -R postgres:postgres "$tree" "$out"
+    fi
+    echo "== perl: ${#files[@]} file(s)"
+    deadline=$((SECONDS + SUITE_TIMEOUT))
+    for f in "${files[@]}"; do
+        rc=0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "perl: suite time limit reached; not running $f"
+            fail=$((fail + 1))
+            continue
+        fi
+        rm -rf "$out/tmp_check"
+        (
+            cd "$tree"
+            export PG_REGRESS="$PGLIB/pgxs/src/test/regress/pg_regress"
+            export PATH="$PGBIN:$PATH" TESTDIR="$out" SETSTREAM_REPO="$tree"
+            as_pg_user timeout -k 10 $((deadline - SECONDS)) \
+                prove --verbose -I "$PGLIB/pgxs/src/test/perl" "$f"
+        ) >"$out/log" 2>&1 || rc=$?
+        cat "$out/log"
+        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${SUITE_TIMEOUT}s)"
+        if [ "$rc" -ne 0 ]; then
+            # the servers' logs say why
+            for s in "$out"/tmp_check/log/*.log; do
+                [ -e "$s" ] || continue
+                echo "-- $(basename "$s") (last 40 lines)"
+                tail -n 40 "$s"
+            done
+        fi
+        read -r p x s < <(tap_count "$out/log" "$rc")
+        pass=$((pass + p)) fail=$((fail + x)) skip=$((skip + s))
+    done
+    record perl "$pass" "$fail" "$skip"
+}
+
+# ------------------------------------------------------------------ main
+
+SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
+
+echo "== dependencies"
+if ! "$SCRIPTS/deps.sh"; then
+    record deps 0 1 0 "scripts/deps.sh failed"
+fi
+
+# shellcheck source=scripts/lib.sh
+. "$SCRIPTS/lib.sh"
+export PATH="$PGBIN:$PATH"
+cd "$REPO"
+
+WORK=$(mktemp -d /tmp/setstream-test.XXXXXX)
+chmod 755 "$WORK"
+
+echo "== build"
+if ! build_and_install >"$WORK/build.log" 2>&1; then
+    echo "build failed; compiler output:"
+    cat "$WORK/build.log"
+    record build 0 1 0 "make or make install failed"
+    FINISHED=1
+    print_summary
+    exit 1
+fi
+grep -E ': (warning|error):' "$WORK/build.log" || true
+echo "built and installed $(basename "$PGLIB")/setstream.so into $PGLIB"
+
+echo "== cluster"
+cluster_destroy test
+listener_port=$(free_port 18417)
+CLUSTER_UP=1
+if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
+        "setstream.port = $listener_port"; then
+    record cluster 0 1 0 "the test cluster did not start"
+    FINISHED=1
+    print_summary
+    exit 1
+fi
+
+export SETSTREAM_PORT=$listener_port
+export SETSTREAM_URL="http://127.0.0.1:$listener_port"
+echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
+
+for suite in regress isolation pgtap python perl; do
+    if want_suite "$suite"; then
+        "suite_$suite"
+    fi
+done
+
+# A crashed backend or worker shows in the tests too; name it here as well.
+if grep -qE 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" 2>/dev/null; then
+    echo
+    echo "-- crashes in the test cluster's log ($SETSTREAM_LOGFILE)"
+    grep -E 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" | head -n 20
+fi
+
+FINISHED=1
+print_summary
+[ "$TOTAL_FAIL" -eq 0 ]

@@ -1,0 +1,84 @@
+/*-------------------------------------------------------------------------
+ *
+ * errors.c
+ *	  The one mapping between RFC 8935 error codes, their names on the wire
+ *	  and the SQLSTATEs that setstream raises for them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "setstream.h"
+
+#include <stdarg.h>
+
+typedef struct SetErrInfo
+{
+	SetErr		code;
+	const char *name;
+	int			sqlstate;
+} SetErrInfo;
+
+static const SetErrInfo seterr_table[] = {
+	{SETERR_INVALID_REQUEST, "invalid_request", ERRCODE_SET_INVALID_REQUEST},
+	{SETERR_INVALID_KEY, "invalid_key", ERRCODE_SET_INVALID_KEY},
+	{SETERR_INVALID_ISSUER, "invalid_issuer", ERRCODE_SET_INVALID_ISSUER},
+	{SETERR_INVALID_AUDIENCE, "invalid_audience", ERRCODE_SET_INVALID_AUDIENCE},
+	{SETERR_AUTHENTICATION_FAILED, "authentication_failed", ERRCODE_SET_AUTHENTICATION_FAILED},
+	{SETERR_ACCESS_DENIED, "access_denied", ERRCODE_SET_ACCESS_DENIED},
+	{SETERR_INVALID_STATE, "invalid_state", ERRCODE_SET_INVALID_STATE},
+};
+
+static const SetErrInfo *
+seterr_info(SetErr code)
+{
+	for (int i = 0; i < lengthof(seterr_table); i++)
+		if (seterr_table[i].code == code)
+			return &seterr_table[i];
+	elog(ERROR, "unknown setstream error code %d", (int) code);
+	return NULL;				/* keep compiler quiet */
+}
+
+const char *
+seterr_name(SetErr code)
+{
+	return seterr_info(code)->name;
+}
+
+int
+seterr_sqlstate(SetErr code)
+{
+	return seterr_info(code)->sqlstate;
+}
+
+/* SETERR_NONE when the SQLSTATE is not one of ours */
+SetErr
+seterr_from_sqlstate(int sqlerrcode)
+{
+	for (int i = 0; i < lengthof(seterr_table); i++)
+		if (seterr_table[i].sqlstate == sqlerrcode)
+			return seterr_table[i].code;
+	return SETERR_NONE;
+}
+
+void
+seterr_raise(SetErr code, const char *description)
+{
+	const SetErrInfo *info = seterr_info(code);
+
+	ereport(ERROR,
+			(errcode(info->sqlstate),
+			 errmsg("%s: %s", info->name, description)));
+	pg_unreachable();
+}
+
+/* Record a failure; returns false so that checks can "return set_fail(...)" */
+bool
+set_fail(SetFailure *f, SetErr code, const char *fmt,...)
+{
+	va_list		ap;
+
+	f->code = code;
+	va_start(ap, fmt);
+	vsnprintf(f->description, sizeof(f->description), fmt, ap);
+	va_end(ap);
+	return false;
+}

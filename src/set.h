@@ -1,0 +1,61 @@
+/*-------------------------------------------------------------------------
+ *
+ * set.h
+ *	  Security Event Tokens: the stream settings that govern them and the
+ *	  checks that make a received SET valid.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SETSTREAM_SET_H
+#define SETSTREAM_SET_H
+
+#include "jose.h"
+#include "nodes/pg_list.h"
+
+/* What a row of setstream.streams says, as the C code needs it */
+typedef struct StreamInfo
+{
+	char	   *name;
+	char	   *issuer;			/* iss of SETs we emit; aud of inbound SETs */
+	List	   *audience;		/* aud of SETs we emit (char *) */
+	char	   *peer_issuer;	/* iss accepted on inbound SETs, or NULL */
+	bool		ssf;			/* profile 'ssf' (else 'rfc8417') */
+	bool		allow_unsigned; /* alg "none" accepted on inbound SETs */
+	char		status;			/* 'e'nabled, 'p'aused, 'd'isabled */
+} StreamInfo;
+
+/* A peer's verification key as stored */
+typedef struct StoredKey
+{
+	char	   *kid;
+	char	   *kty;
+	char	   *crv;			/* EC and OKP, else NULL */
+	char	   *alg;			/* the key's own alg, or NULL */
+	char	   *jwk;			/* JWK text to import (public, or the secret) */
+} StoredKey;
+
+/* A SET that passed every check */
+typedef struct ParsedSet
+{
+	const char *token;
+	size_t		token_len;
+	JwsParts	jws;
+	json_t	   *claims;
+	const char *alg;
+	const char *kid;			/* NULL when the header has none */
+	const char *jti;
+	const char *iss;
+	const char *txn;			/* NULL when absent */
+	double		iat;
+	bool		has_toe;
+	double		toe;
+	json_t	   *aud;			/* string, array, or NULL */
+	json_t	   *events;
+	json_t	   *sub_id;			/* NULL when absent */
+} ParsedSet;
+
+extern bool set_verify(const StreamInfo *stream, const char *token, size_t len,
+					   ParsedSet *ps, SetFailure *f);
+extern bool set_is_uri(const char *s);
+
+#endif

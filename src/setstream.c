@@ -1,0 +1,98 @@
+/*-------------------------------------------------------------------------
+ *
+ * setstream.c
+ *	  Module entry: _PG_init defines the setstream.* GUCs and sets up the
+ *	  allocators of the JSON and JOSE libraries.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "setstream.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "jose.h"
+
+PG_MODULE_MAGIC;
+
+char	   *setstream_database = NULL;
+char	   *setstream_listen_addresses = NULL;
+int			setstream_port = 8417;
+int			setstream_workers = 1;
+char	   *setstream_tls_cert_file = NULL;
+char	   *setstream_tls_key_file = NULL;
+int			setstream_max_request_bytes = 1024 * 1024;
+int			setstream_max_connections = 1024;
+int			setstream_poll_timeout_ms = 30000;
+int			setstream_idle_timeout_ms = 60000;
+int			setstream_redelivery_interval_ms = 60000;
+int			setstream_max_poll_events = 1000;
+
+void		_PG_init(void);
+
+static void
+define_listener_gucs(void)
+{
+	DefineCustomStringVariable("setstream.database",
+							   "Database the setstream listener connects to.",
+							   NULL, &setstream_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.listen_addresses",
+							   "Addresses the setstream listener binds; empty disables it.",
+							   NULL, &setstream_listen_addresses, "localhost",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.port",
+							"TCP port of the setstream listener.",
+							NULL, &setstream_port, 8417, 1, 65535,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.workers",
+							"Number of setstream listener processes sharing the port.",
+							NULL, &setstream_workers, 1, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.tls_cert_file",
+							   "TLS certificate (PEM) of the listener; TLS is on when both cert and key are set.",
+							   NULL, &setstream_tls_cert_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.tls_key_file",
+							   "TLS private key (PEM) of the listener.",
+							   NULL, &setstream_tls_key_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.max_connections",
+							"Most client connections a listener process holds.",
+							NULL, &setstream_max_connections, 1024, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.poll_timeout",
+							"Longest wait of an RFC 8936 long poll.",
+							NULL, &setstream_poll_timeout_ms, 30000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.idle_timeout",
+							"Idle or slow client connections are closed after this long.",
+							NULL, &setstream_idle_timeout_ms, 60000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+}
+
+void
+_PG_init(void)
+{
+	jose_init_allocators();
+	define_listener_gucs();
+
+	DefineCustomIntVariable("setstream.max_request_bytes",
+							"Largest request body (and largest single SET) accepted.",
+							NULL, &setstream_max_request_bytes, 1024 * 1024,
+							1024, 256 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.redelivery_interval",
+							"A delivered, unacknowledged SET is due again after this long.",
+							NULL, &setstream_redelivery_interval_ms, 60000,
+							0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.max_poll_events",
+							"Most SETs one poll or Communication Object returns.",
+							NULL, &setstream_max_poll_events, 1000, 1, 100000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("setstream");
+}

@@ -1,0 +1,76 @@
+/*-------------------------------------------------------------------------
+ *
+ * setstream.h
+ *	  Declarations shared by setstream's modules: GUC variables, the RFC 8935
+ *	  error codes and their SQLSTATEs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SETSTREAM_H
+#define SETSTREAM_H
+
+#include "postgres.h"
+
+/* GUC variables (src/setstream.c) */
+extern char *setstream_database;
+extern char *setstream_listen_addresses;
+extern int	setstream_port;
+extern int	setstream_workers;
+extern char *setstream_tls_cert_file;
+extern char *setstream_tls_key_file;
+extern int	setstream_max_request_bytes;
+extern int	setstream_max_connections;
+extern int	setstream_poll_timeout_ms;
+extern int	setstream_idle_timeout_ms;
+extern int	setstream_redelivery_interval_ms;
+extern int	setstream_max_poll_events;
+
+/*
+ * RFC 8935 section 2.4 error codes ("Security Event Token Error Codes").
+ * Each has an SQLSTATE of its own in class SE so that SQL callers can tell
+ * them apart; see errors.c and the README for the mapping.
+ */
+typedef enum SetErr
+{
+	SETERR_NONE = 0,
+	SETERR_INVALID_REQUEST,
+	SETERR_INVALID_KEY,
+	SETERR_INVALID_ISSUER,
+	SETERR_INVALID_AUDIENCE,
+	SETERR_AUTHENTICATION_FAILED,
+	SETERR_ACCESS_DENIED,
+	SETERR_INVALID_STATE
+} SetErr;
+
+#define ERRCODE_SET_INVALID_REQUEST			MAKE_SQLSTATE('S','E','0','0','1')
+#define ERRCODE_SET_INVALID_KEY				MAKE_SQLSTATE('S','E','0','0','2')
+#define ERRCODE_SET_INVALID_ISSUER			MAKE_SQLSTATE('S','E','0','0','3')
+#define ERRCODE_SET_INVALID_AUDIENCE		MAKE_SQLSTATE('S','E','0','0','4')
+#define ERRCODE_SET_AUTHENTICATION_FAILED	MAKE_SQLSTATE('S','E','0','0','5')
+#define ERRCODE_SET_ACCESS_DENIED			MAKE_SQLSTATE('S','E','0','0','6')
+#define ERRCODE_SET_INVALID_STATE			MAKE_SQLSTATE('S','E','0','0','7')
+
+extern const char *seterr_name(SetErr code);
+extern int	seterr_sqlstate(SetErr code);
+extern SetErr seterr_from_sqlstate(int sqlerrcode);
+
+/*
+ * Raise an RFC 8935 error from SQL: the message is "<code>: <description>"
+ * and the SQLSTATE is the code's own.
+ */
+extern void seterr_raise(SetErr code, const char *description) pg_attribute_noreturn();
+
+/* A failure found while checking a SET, kept until it is raised or reported */
+typedef struct SetFailure
+{
+	SetErr		code;
+	char		description[256];
+} SetFailure;
+
+extern bool set_fail(SetFailure *f, SetErr code, const char *fmt,...) pg_attribute_printf(3, 4);
+
+
+
+/* src/sqlapi.c: constant-time check of a bearer token against a stream */
+extern bool setstream_token_valid(const char *stream, const char *token, size_t len);
+#endif							/* SETSTREAM_H */

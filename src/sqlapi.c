@@ -1,0 +1,643 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlapi.c
+ *	  The SQL-callable functions of setstream, thin over jose/set/commobj
+ *	  (checks) and store (tables): keys and tokens, receive and ingest of
+ *	  inbound SETs, emit and emit_trigger, and RFC 8936 poll.
+ *
+ *	  Signing happens at emit, inside the emitting transaction: the outbox
+ *	  keeps the signed token, so every redelivery is byte-identical and a
+ *	  key rotated later does not change what is already queued.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_builtins.h"
+#include "setstream.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "commobj.h"
+#include "jose.h"
+#include "set.h"
+#include "store.h"
+#include "subject.h"
+
+PG_FUNCTION_INFO_V1(setstream_add_key);
+PG_FUNCTION_INFO_V1(setstream_generate_key);
+PG_FUNCTION_INFO_V1(setstream_issue_token);
+PG_FUNCTION_INFO_V1(setstream_check_token);
+PG_FUNCTION_INFO_V1(setstream_receive);
+PG_FUNCTION_INFO_V1(setstream_ingest);
+PG_FUNCTION_INFO_V1(setstream_emit);
+PG_FUNCTION_INFO_V1(setstream_emit_trigger);
+PG_FUNCTION_INFO_V1(setstream_poll);
+
+#define TOKEN_PREFIX "sst_"
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ * ---------------------------------------------------------------------
+ */
+static char *
+jsonb_to_cstring(Jsonb *jb)
+{
+	return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+}
+
+static Datum
+json_to_jsonb_datum(json_t *j)
+{
+	return DirectFunctionCall1(jsonb_in,
+							   CStringGetDatum(json_dumps(j, JSON_COMPACT)));
+}
+
+/* Parse SQL-supplied JSON (jsonb text) with jansson */
+static json_t *
+sql_json(Jsonb *jb, const char *what)
+{
+	char	   *text = jsonb_to_cstring(jb);
+	json_error_t jerr;
+	json_t	   *j = json_loads(text, JSON_DECODE_ANY, &jerr);
+
+	if (j == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be read: %s", what, jerr.text)));
+	return j;
+}
+
+static StreamInfo *
+stream_for_inbound(const char *name)
+{
+	StreamInfo *stream = store_get_stream(name);
+
+	if (stream->status == 'd')
+		seterr_raise(SETERR_ACCESS_DENIED, "the stream is disabled");
+	return stream;
+}
+
+/* ---------------------------------------------------------------------
+ * Keys and tokens
+ * ---------------------------------------------------------------------
+ */
+
+/* add_key(stream, jwk): register a peer's public key (or oct secret) */
+Datum
+setstream_add_key(PG_FUNCTION_ARGS)
+{
+	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	json_t	   *jwk = sql_json(PG_GETARG_JSONB_P(1), "the JWK");
+	char		err[256];
+	char	   *kty;
+	char	   *alg;
+	bool		secret;
+	const char *kid;
+	char	   *text;
+	char	   *public_text;
+
+	store_get_stream(stream);
+	if (!jose_check_public_jwk(jwk, &kty, &alg, &secret, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid JWK: %s", err)));
+	kid = json_is_string(json_object_get(jwk, "kid")) ?
+		json_string_value(json_object_get(jwk, "kid")) : jose_thumbprint(jwk);
+	json_object_set_new(jwk, "kid", json_string(kid));
+	text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+	if (jose_key_get(text) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid JWK: the key cannot be used"),
+				 errdetail("The key material is not a valid %s key.", kty)));
+	if (secret)
+		json_object_del(jwk, "k");
+	public_text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+
+	if (!store_insert_key(stream, kid, "verify", kty, alg, public_text,
+						  secret ? text : NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("stream \"%s\" already has a key with kid \"%s\"",
+						stream, kid)));
+	PG_RETURN_TEXT_P(cstring_to_text(kid));
+}
+
+/* generate_key(stream, alg): this database's signing key; returns public JWK */
+Datum
+setstream_generate_key(PG_FUNCTION_ARGS)
+{
+	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *alg = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *public_json;
+	char	   *private_json;
+	char		err[256];
+	SetFailure	f;
+	json_t	   *pub;
+
+	store_get_stream(stream);
+	if (!jose_generate(alg, &public_json, &private_json, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", err),
+				 errhint("Supported algorithms: ES256 (default), ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA.")));
+	pub = jose_parse_json_object(public_json, strlen(public_json), "JWK", &f);
+	if (!store_insert_key(stream,
+						  json_string_value(json_object_get(pub, "kid")),
+						  "sign",
+						  json_string_value(json_object_get(pub, "kty")),
+						  alg, public_json, private_json))
+		elog(ERROR, "generated key collides with an existing kid");
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(public_json)));
+}
+
+static void
+sha256_token(const char *token, size_t len, uint8 *out)
+{
+	SHA256((const unsigned char *) token, len, out);
+}
+
+/* issue_token(stream): a new 256-bit bearer token; only its hash is kept */
+Datum
+setstream_issue_token(PG_FUNCTION_ARGS)
+{
+	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	unsigned char raw[32];
+	uint8		hash[32];
+	char	   *token;
+
+	store_get_stream(stream);
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a token")));
+	token = psprintf(TOKEN_PREFIX "%s", jose_b64url_encode(raw, sizeof(raw)));
+	OPENSSL_cleanse(raw, sizeof(raw));
+	sha256_token(token, strlen(token), hash);
+	store_insert_token(stream, hash);
+	PG_RETURN_TEXT_P(cstring_to_text(token));
+}
+
+/*
+ * True when token is an active token of this stream.  Every active hash of
+ * the stream is compared, each in constant time, whatever matched before.
+ */
+bool
+setstream_token_valid(const char *stream, const char *token, size_t len)
+{
+	uint8		hash[32];
+	List	   *hashes = store_token_hashes(stream);
+	ListCell   *lc;
+	int			match = 0;
+
+	sha256_token(token, len, hash);
+	foreach(lc, hashes)
+		match |= (CRYPTO_memcmp(hash, lfirst(lc), sizeof(hash)) == 0);
+	return match != 0;
+}
+
+Datum
+setstream_check_token(PG_FUNCTION_ARGS)
+{
+	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *token = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BOOL(setstream_token_valid(stream, VARDATA_ANY(token),
+										 VARSIZE_ANY_EXHDR(token)));
+}
+
+/* ---------------------------------------------------------------------
+ * Inbound SETs
+ * ---------------------------------------------------------------------
+ */
+
+/* receive(stream, set): verify and store one SET; returns its jti */
+Datum
+setstream_receive(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *token = PG_GETARG_TEXT_PP(1);
+	StreamInfo *stream = stream_for_inbound(name);
+	ParsedSet	ps;
+	SetFailure	f;
+
+	if (!set_verify(stream, VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &ps, &f))
+		seterr_raise(f.code, f.description);
+	store_insert_event(stream, &ps);
+	PG_RETURN_TEXT_P(cstring_to_text(ps.jti));
+}
+
+/* The outcome of one SET of a Communication Object */
+typedef enum IngestOutcome
+{
+	INGEST_ACK,					/* stored (or stored before): acknowledge */
+	INGEST_SETERR,				/* invalid: report in setErrs */
+	INGEST_UNACKED				/* failed for another reason: peer resends */
+} IngestOutcome;
+
+static void
+verify_and_store(StreamInfo *stream, SetEntry *entry)
+{
+	ParsedSet	ps;
+	SetFailure	f;
+
+	if (!set_verify(stream, entry->token, strlen(entry->token), &ps, &f))
+		seterr_raise(f.code, f.description);
+	if (strcmp(ps.jti, entry->key) != 0)
+		seterr_raise(SETERR_INVALID_REQUEST,
+					 "the key of this SET in \"sets\" is not its jti");
+	store_insert_event(stream, &ps);
+}
+
+/* Strip the "code: " prefix that seterr_raise put before a description */
+static const char *
+seterr_description(SetErr code, const char *message)
+{
+	size_t		n = strlen(seterr_name(code));
+
+	if (strncmp(message, seterr_name(code), n) == 0 && message[n] == ':')
+		return message + n + 2;
+	return message;
+}
+
+/*
+ * Verify and store one SET in a subtransaction of its own, so that a SET
+ * that fails (or whose user trigger raises) leaves its neighbours alone.
+ */
+static IngestOutcome
+ingest_one(StreamInfo *stream, SetEntry *entry, SetFailure *f)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile IngestOutcome outcome = INGEST_ACK;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		verify_and_store(stream, entry);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		SetErr		code;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+
+		code = seterr_from_sqlstate(edata->sqlerrcode);
+		if (code != SETERR_NONE)
+		{
+			f->code = code;
+			strlcpy(f->description, seterr_description(code, edata->message),
+					sizeof(f->description));
+			outcome = INGEST_SETERR;
+		}
+		else
+		{
+			ereport(WARNING,
+					(errmsg("setstream: SET \"%.128s\" of stream \"%s\" was not stored: %s",
+							entry->key, stream->name, edata->message),
+					 errdetail("It is not acknowledged; the peer will send it again.")));
+			outcome = INGEST_UNACKED;
+		}
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return outcome;
+}
+
+static json_t *
+outbound_sets(StreamInfo *stream, int max_events, bool *more)
+{
+	json_t	   *sets = json_object();
+	int			limit = setstream_max_poll_events;
+	List	   *taken;
+	ListCell   *lc;
+
+	*more = false;
+	if (max_events >= 0 && max_events < limit)
+		limit = max_events;
+	if (stream->status == 'p' || limit == 0)
+		return sets;
+	taken = store_take_due(stream->name, limit, more);
+	foreach(lc, taken)
+	{
+		OutSet	   *o = lfirst(lc);
+
+		json_object_set_new(sets, o->jti, json_string(o->token));
+	}
+	return sets;
+}
+
+/* ingest(stream, body): one pushpull Communication Object in, one out */
+Datum
+setstream_ingest(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *body = jsonb_to_cstring(PG_GETARG_JSONB_P(1));
+	StreamInfo *stream = stream_for_inbound(name);
+	CommObj		obj;
+	char		err[256];
+	json_t	   *ack = json_array();
+	json_t	   *set_errs = json_object();
+	json_t	   *response = json_object();
+	json_t	   *sets;
+	ListCell   *lc;
+	bool		more;
+
+	if (!commobj_parse(body, strlen(body), &obj, err, sizeof(err)))
+		seterr_raise(SETERR_INVALID_REQUEST, err);
+
+	store_apply_acks(stream->name, obj.ack);
+	store_apply_errs(stream->name, obj.errs);
+
+	foreach(lc, obj.sets)
+	{
+		SetEntry   *entry = lfirst(lc);
+		SetFailure	f;
+		json_t	   *e;
+
+		switch (ingest_one(stream, entry, &f))
+		{
+			case INGEST_ACK:
+				json_array_append_new(ack, json_string(entry->key));
+				break;
+			case INGEST_SETERR:
+				e = json_object();
+				json_object_set_new(e, "err", json_string(seterr_name(f.code)));
+				json_object_set_new(e, "description", json_string(f.description));
+				json_object_set_new(set_errs, entry->key, e);
+				break;
+			case INGEST_UNACKED:
+				break;
+		}
+	}
+
+	json_object_set_new(response, "ack", ack);
+	json_object_set_new(response, "setErrs", set_errs);
+	sets = outbound_sets(stream, obj.max_events, &more);
+	if (json_object_size(sets) > 0)
+		json_object_set_new(response, "sets", sets);
+	PG_RETURN_DATUM(json_to_jsonb_datum(response));
+}
+
+/* ---------------------------------------------------------------------
+ * Outbound SETs
+ * ---------------------------------------------------------------------
+ */
+
+/* A random (version 4) UUID in its text form */
+static char *
+new_jti(void)
+{
+	uint8		u[16];
+
+	if (!pg_strong_random(u, sizeof(u)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random jti")));
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
+					u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+static json_t *
+audience_json(const StreamInfo *stream)
+{
+	json_t	   *aud;
+	ListCell   *lc;
+
+	if (list_length(stream->audience) == 1)
+		return json_string(linitial(stream->audience));
+	aud = json_array();
+	foreach(lc, stream->audience)
+		json_array_append_new(aud, json_string(lfirst(lc)));
+	return aud;
+}
+
+/*
+ * Sign and queue one SET; subject NULL means the stream itself (opaque id
+ * = stream name, as SSF does for stream-level events).  Returns the jti, or
+ * NULL when the stream is disabled (SSF: a disabled stream holds nothing).
+ */
+static char *
+emit_set(const char *name, const char *event_type, json_t *event,
+		 json_t *subject, const char *txn)
+{
+	StreamInfo *stream = store_get_stream(name);
+	SignKey    *key;
+	JoseKey    *jk;
+	SetFailure	f;
+	json_t	   *claims = json_object();
+	json_t	   *events = json_object();
+	char	   *jti;
+	char	   *payload;
+	char	   *token;
+
+	if (stream->status == 'd')
+		return NULL;
+	if (!set_is_uri(event_type))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type \"%s\" is not a URI", event_type)));
+	if (!json_is_object(event))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the event payload must be a JSON object")));
+	if (subject == NULL)
+	{
+		subject = json_object();
+		json_object_set_new(subject, "format", json_string("opaque"));
+		json_object_set_new(subject, "id", json_string(stream->name));
+	}
+	if (!subject_validate(subject, "subject", &f))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid subject identifier: %s", f.description)));
+	if (txn != NULL && txn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("txn must be NULL or a non-empty string")));
+
+	key = store_sign_key(stream->name);
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("stream \"%s\" has no signing key", stream->name),
+				 errhint("Create one with setstream.generate_key('%s').", stream->name)));
+	jk = jose_key_get(key->private_jwk);
+	if (jk == NULL)
+		elog(ERROR, "signing key \"%s\" of stream \"%s\" cannot be loaded",
+			 key->kid, stream->name);
+
+	jti = new_jti();
+	json_object_set_new(claims, "iss", json_string(stream->issuer));
+	json_object_set_new(claims, "aud", audience_json(stream));
+	json_object_set_new(claims, "iat",
+						json_integer((json_int_t) time(NULL)));
+	json_object_set_new(claims, "jti", json_string(jti));
+	json_object_set(claims, "sub_id", subject);
+	json_object_set(events, event_type, event);
+	json_object_set_new(claims, "events", events);
+	if (txn != NULL)
+		json_object_set_new(claims, "txn", json_string(txn));
+
+	payload = json_dumps(claims, JSON_COMPACT);
+	token = jose_sign(jk, key->alg, key->kid, payload, strlen(payload));
+	store_insert_outbox(stream->name, jti, event_type, payload, token);
+	return jti;
+}
+
+/* emit(stream, event_type, event, subject, txn) */
+Datum
+setstream_emit(PG_FUNCTION_ARGS)
+{
+	char	   *jti;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream, event_type and event must not be NULL")));
+	jti = emit_set(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				   text_to_cstring(PG_GETARG_TEXT_PP(1)),
+				   sql_json(PG_GETARG_JSONB_P(2), "the event payload"),
+				   PG_ARGISNULL(3) ? NULL :
+				   sql_json(PG_GETARG_JSONB_P(3), "the subject"),
+				   PG_ARGISNULL(4) ? NULL :
+				   text_to_cstring(PG_GETARG_TEXT_PP(4)));
+	if (jti == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(jti));
+}
+
+static char *
+row_value(HeapTuple tuple, TupleDesc tupdesc, const char *column,
+		  const char *trigger)
+{
+	int			attnum = SPI_fnumber(tupdesc, column);
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("trigger \"%s\": column \"%s\" does not exist",
+						trigger, column)));
+	return SPI_getvalue(tuple, tupdesc, attnum);
+}
+
+/*
+ * emit_trigger(): AFTER ... FOR EACH ROW trigger.  Arguments: stream,
+ * event type, subject format, the column holding the subject's value,
+ * and optionally a json/jsonb column holding the event payload (default
+ * {}).  The subject is {"format": F, <F's member>: NEW.column}; on DELETE
+ * the old row is used.
+ */
+Datum
+setstream_emit_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Trigger    *tg;
+	HeapTuple	row;
+	TupleDesc	tupdesc;
+	const char *member;
+	char	   *value;
+	json_t	   *subject;
+	json_t	   *event;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("emit_trigger() must be called as a trigger")));
+	tg = td->tg_trigger;
+	if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\": emit_trigger() must be an AFTER ... FOR EACH ROW trigger",
+						tg->tgname)));
+	if (tg->tgnargs < 4 || tg->tgnargs > 5)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\": emit_trigger() takes 4 or 5 arguments",
+						tg->tgname),
+				 errhint("Arguments: stream, event type, subject format, subject column[, payload column].")));
+	member = subject_member_for_format(tg->tgargs[2]);
+	if (member == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\": subject format \"%s\" cannot be built from one column",
+						tg->tgname, tg->tgargs[2]),
+				 errhint("Use email, opaque, phone_number, account, did or uri.")));
+
+	row = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	tupdesc = td->tg_relation->rd_att;
+	value = row_value(row, tupdesc, tg->tgargs[3], tg->tgname);
+	if (value == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("trigger \"%s\": subject column \"%s\" is NULL",
+						tg->tgname, tg->tgargs[3])));
+	subject = json_object();
+	json_object_set_new(subject, "format", json_string(tg->tgargs[2]));
+	json_object_set_new(subject, member, json_string(value));
+
+	event = json_object();
+	if (tg->tgnargs == 5)
+	{
+		char	   *payload = row_value(row, tupdesc, tg->tgargs[4], tg->tgname);
+		json_error_t jerr;
+
+		if (payload != NULL)
+			event = json_loads(payload, 0, &jerr);
+		if (!json_is_object(event))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("trigger \"%s\": payload column \"%s\" is not a JSON object",
+							tg->tgname, tg->tgargs[4])));
+	}
+
+	emit_set(tg->tgargs[0], tg->tgargs[1], event, subject, NULL);
+	return PointerGetDatum(NULL);
+}
+
+/* poll(stream, request): one RFC 8936 poll, answered at once */
+Datum
+setstream_poll(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *body = jsonb_to_cstring(PG_GETARG_JSONB_P(1));
+	StreamInfo *stream = stream_for_inbound(name);
+	CommObj		req;
+	char		err[256];
+	json_t	   *response = json_object();
+	bool		more;
+
+	if (!commobj_parse_poll(body, strlen(body), &req, err, sizeof(err)))
+		seterr_raise(SETERR_INVALID_REQUEST, err);
+	store_apply_acks(stream->name, req.ack);
+	store_apply_errs(stream->name, req.errs);
+	json_object_set_new(response, "sets",
+						outbound_sets(stream, req.max_events, &more));
+	json_object_set_new(response, "moreAvailable", json_boolean(more));
+	PG_RETURN_DATUM(json_to_jsonb_datum(response));
+}

@@ -1,0 +1,582 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *	  The only module that speaks SQL.  Each statement is prepared once per
+ *	  backend and kept (SPI_keepplan); every value is a parameter.  Results
+ *	  are copied into the caller's memory context before SPI_finish.
+ *
+ *	  setstream.key_secrets is readable by the extension owner only; the
+ *	  statements that read or write it run with the owner's user id
+ *	  (SECURITY_LOCAL_USERID_CHANGE), restored at once afterwards and, on
+ *	  error, by transaction abort.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_builtins.h"
+#include "store.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
+
+typedef struct StoreStmt
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[14];
+	SPIPlanPtr	plan;
+} StoreStmt;
+
+#define DUE_CONDITION \
+	"(state = 'pending' OR (state = 'delivered' AND delivered_at <= " \
+	"now() - make_interval(secs => $2::float8 / 1000.0)))"
+
+static StoreStmt stmt_get_stream = {
+	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status"
+	" FROM setstream.streams WHERE name = $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_verify_keys = {
+	"SELECT k.kid, k.kty, k.jwk->>'crv', k.alg, coalesce(s.jwk, k.jwk::text)"
+	" FROM setstream.keys k LEFT JOIN setstream.key_secrets s USING (stream, kid)"
+	" WHERE k.stream = $1 AND k.purpose = 'verify' AND k.revoked_at IS NULL"
+	" AND ($2::text IS NULL OR k.kid = $2) ORDER BY k.created_at LIMIT 100",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_insert_event = {
+	"INSERT INTO setstream.events (stream, jti, iss, aud, iat, txn, toe, subject,"
+	" event_types, events, claims, header, token)"
+	" VALUES ($1, $2, $3, $4, to_timestamp($5), $6, to_timestamp($7), $8::jsonb,"
+	" $9, $10::jsonb, $11::jsonb, $12::jsonb, $13)"
+	" ON CONFLICT (stream, iss, jti) DO NOTHING",
+	13, {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, FLOAT8OID, TEXTOID, FLOAT8OID,
+	TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_insert_key = {
+	"INSERT INTO setstream.keys (stream, kid, purpose, kty, alg, jwk)"
+	" VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT DO NOTHING",
+	6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_insert_secret = {
+	"INSERT INTO setstream.key_secrets (stream, kid, jwk) VALUES ($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_sign_key = {
+	"SELECT k.kid, k.alg, s.jwk FROM setstream.keys k"
+	" JOIN setstream.key_secrets s USING (stream, kid)"
+	" WHERE k.stream = $1 AND k.purpose = 'sign' AND k.revoked_at IS NULL"
+	" ORDER BY k.created_at DESC LIMIT 1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_token = {
+	"INSERT INTO setstream.tokens (stream, token_hash) VALUES ($1, $2)",
+	2, {TEXTOID, BYTEAOID}
+};
+
+static StoreStmt stmt_token_hashes = {
+	"SELECT token_hash FROM setstream.tokens"
+	" WHERE stream = $1 AND revoked_at IS NULL",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_outbox = {
+	"INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)"
+	" VALUES ($1, $2, ARRAY[$3], $4::jsonb, $5)",
+	5, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_apply_acks = {
+	"UPDATE setstream.outbox SET state = 'acked', acked_at = now()"
+	" WHERE stream = $1 AND jti = ANY ($2) AND state IN ('pending', 'delivered')",
+	2, {TEXTOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_apply_errs = {
+	"UPDATE setstream.outbox o SET state = 'failed', failed_at = now(),"
+	" err = e.err, description = e.description"
+	" FROM unnest($2::text[], $3::text[], $4::text[]) AS e (jti, err, description)"
+	" WHERE o.stream = $1 AND o.jti = e.jti AND o.state IN ('pending', 'delivered')",
+	4, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_take_due = {
+	"WITH due AS (SELECT seq FROM setstream.outbox"
+	" WHERE stream = $1 AND " DUE_CONDITION
+	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+	" UPDATE setstream.outbox o SET state = 'delivered',"
+	" attempts = o.attempts + 1, delivered_at = now()"
+	" FROM due WHERE o.stream = $1 AND o.seq = due.seq"
+	" RETURNING o.seq, o.jti, o.token",
+	3, {TEXTOID, INT4OID, INT4OID}
+};
+
+static StoreStmt stmt_more_due = {
+	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
+	" WHERE stream = $1 AND " DUE_CONDITION " AND seq <> ALL ($3))",
+	3, {TEXTOID, INT4OID, INT8ARRAYOID}
+};
+
+static StoreStmt stmt_ext_owner = {
+	"SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'setstream'",
+	0, {InvalidOid}
+};
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ * ---------------------------------------------------------------------
+ */
+static int
+run(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc;
+
+	if (st->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(st->sql, st->nargs, st->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 st->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		st->plan = plan;
+	}
+	rc = SPI_execute_plan(st->plan, values, nulls, read_only, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 st->sql, SPI_result_code_string(rc));
+	return rc;
+}
+
+static Datum
+text_datum(const char *s)
+{
+	return CStringGetTextDatum(s);
+}
+
+static Datum
+text_array_datum(List *strings)
+{
+	int			n = list_length(strings);
+	Datum	   *elems = palloc(sizeof(Datum) * (n > 0 ? n : 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, strings)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+/* Column "col" (1-based) of row "row" as a string in "cxt", or NULL */
+static char *
+get_text(int row, int col, MemoryContext cxt)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+
+	return v ? MemoryContextStrdup(cxt, v) : NULL;
+}
+
+static Datum
+get_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
+						 isnull);
+}
+
+/* The role that owns the extension, cached per extension OID */
+static Oid
+extension_owner(void)
+{
+	static Oid	cached_ext = InvalidOid;
+	static Oid	cached_owner = InvalidOid;
+	Oid			ext = get_extension_oid("setstream", false);
+	bool		isnull;
+
+	if (ext != cached_ext)
+	{
+		run(&stmt_ext_owner, NULL, NULL, true);
+		if (SPI_processed != 1)
+			elog(ERROR, "extension setstream has no owner");
+		cached_owner = DatumGetObjectId(get_datum(0, 1, &isnull));
+		cached_ext = ext;
+	}
+	return cached_owner;
+}
+
+/* Run a statement that touches key_secrets as the extension owner */
+static int
+run_as_owner(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(extension_owner(),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	rc = run(st, values, nulls, read_only);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	return rc;
+}
+
+static void
+spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/* ---------------------------------------------------------------------
+ * Streams and keys
+ * ---------------------------------------------------------------------
+ */
+
+/* The stream's settings; raises undefined_object when there is none */
+StreamInfo *
+store_get_stream(const char *name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(name)};
+	StreamInfo *s;
+	bool		isnull;
+	Datum		aud;
+	Datum	   *elems;
+	int			nelems;
+	char	   *profile;
+	char	   *status;
+
+	spi_connect();
+	run(&stmt_get_stream, values, NULL, true);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream \"%s\" does not exist", name)));
+
+	s = MemoryContextAllocZero(cxt, sizeof(StreamInfo));
+	s->name = get_text(0, 1, cxt);
+	s->issuer = get_text(0, 2, cxt);
+	s->peer_issuer = get_text(0, 4, cxt);
+	profile = get_text(0, 5, cxt);
+	s->ssf = strcmp(profile, "ssf") == 0;
+	s->allow_unsigned = DatumGetBool(get_datum(0, 6, &isnull));
+	status = get_text(0, 7, cxt);
+	s->status = status[0];
+
+	aud = get_datum(0, 3, &isnull);
+	deconstruct_array(DatumGetArrayTypeP(aud), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, NULL, &nelems);
+	for (int i = 0; i < nelems; i++)
+		s->audience = lappend(s->audience,
+							  MemoryContextStrdup(cxt, TextDatumGetCString(elems[i])));
+	SPI_finish();
+	return s;
+}
+
+/* The stream's active verification keys, all or the one named by kid */
+List *
+store_verify_keys(const char *stream, const char *kid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[2] = {text_datum(stream), kid ? text_datum(kid) : (Datum) 0};
+	char		nulls[2] = {' ', kid ? ' ' : 'n'};
+	List	   *keys = NIL;
+
+	spi_connect();
+	run_as_owner(&stmt_verify_keys, values, nulls, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		StoredKey  *k = palloc0(sizeof(StoredKey));
+
+		MemoryContextSwitchTo(old);
+		k->kid = get_text(i, 1, cxt);
+		k->kty = get_text(i, 2, cxt);
+		k->crv = get_text(i, 3, cxt);
+		k->alg = get_text(i, 4, cxt);
+		k->jwk = get_text(i, 5, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		keys = lappend(keys, k);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return keys;
+}
+
+/* Insert a key; false when the stream already has a key with that kid */
+bool
+store_insert_key(const char *stream, const char *kid, const char *purpose,
+				 const char *kty, const char *alg, const char *public_jwk,
+				 const char *secret_jwk)
+{
+	Datum		values[6] = {text_datum(stream), text_datum(kid),
+		text_datum(purpose), text_datum(kty),
+	alg ? text_datum(alg) : (Datum) 0, text_datum(public_jwk)};
+	char		nulls[6] = {' ', ' ', ' ', ' ', alg ? ' ' : 'n', ' '};
+	bool		inserted;
+
+	spi_connect();
+	run(&stmt_insert_key, values, nulls, false);
+	inserted = SPI_processed == 1;
+	if (inserted && secret_jwk != NULL)
+	{
+		Datum		svalues[3] = {values[0], values[1], text_datum(secret_jwk)};
+
+		run_as_owner(&stmt_insert_secret, svalues, NULL, false);
+	}
+	SPI_finish();
+	return inserted;
+}
+
+/* The newest active signing key of the stream, or NULL */
+SignKey *
+store_sign_key(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	SignKey    *key = NULL;
+
+	spi_connect();
+	run_as_owner(&stmt_sign_key, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		key = MemoryContextAllocZero(cxt, sizeof(SignKey));
+		key->kid = get_text(0, 1, cxt);
+		key->alg = get_text(0, 2, cxt);
+		key->private_jwk = get_text(0, 3, cxt);
+	}
+	SPI_finish();
+	return key;
+}
+
+/* ---------------------------------------------------------------------
+ * Tokens
+ * ---------------------------------------------------------------------
+ */
+void
+store_insert_token(const char *stream, const uint8 *hash)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+	Datum		values[2];
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), hash, 32);
+	values[0] = text_datum(stream);
+	values[1] = PointerGetDatum(b);
+	spi_connect();
+	run(&stmt_insert_token, values, NULL, false);
+	SPI_finish();
+}
+
+/* SHA-256 hashes (32-byte palloc'd buffers) of the stream's active tokens */
+List *
+store_token_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes = NIL;
+
+	spi_connect();
+	run(&stmt_token_hashes, values, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bytea	   *b = DatumGetByteaPP(get_datum(i, 1, &isnull));
+		MemoryContext old;
+		uint8	   *h;
+
+		if (VARSIZE_ANY_EXHDR(b) != 32)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		h = palloc(32);
+		memcpy(h, VARDATA_ANY(b), 32);
+		hashes = lappend(hashes, h);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return hashes;
+}
+
+/* ---------------------------------------------------------------------
+ * Inbound SETs
+ * ---------------------------------------------------------------------
+ */
+
+/* Store a verified SET; false when (stream, iss, jti) was stored before */
+bool
+store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
+{
+	Datum		values[13];
+	char		nulls[13];
+	List	   *aud = NIL;
+	List	   *types = NIL;
+	const char *name;
+	json_t	   *v;
+	bool		inserted;
+
+	memset(nulls, ' ', sizeof(nulls));
+	if (json_is_string(ps->aud))
+		aud = list_make1((char *) json_string_value(ps->aud));
+	else if (json_is_array(ps->aud))
+	{
+		size_t		i;
+
+		json_array_foreach(ps->aud, i, v)
+			aud = lappend(aud, (char *) json_string_value(v));
+	}
+	json_object_foreach(ps->events, name, v)
+		types = lappend(types, (char *) name);
+
+	values[0] = text_datum(stream->name);
+	values[1] = text_datum(ps->jti);
+	values[2] = text_datum(ps->iss);
+	values[3] = ps->aud ? text_array_datum(aud) : (Datum) 0;
+	nulls[3] = ps->aud ? ' ' : 'n';
+	values[4] = Float8GetDatum(ps->iat);
+	values[5] = ps->txn ? text_datum(ps->txn) : (Datum) 0;
+	nulls[5] = ps->txn ? ' ' : 'n';
+	values[6] = Float8GetDatum(ps->toe);
+	nulls[6] = ps->has_toe ? ' ' : 'n';
+	values[7] = ps->sub_id ? text_datum(json_dumps(ps->sub_id, JSON_COMPACT)) : (Datum) 0;
+	nulls[7] = ps->sub_id ? ' ' : 'n';
+	values[8] = text_array_datum(types);
+	values[9] = text_datum(json_dumps(ps->events, JSON_COMPACT));
+	values[10] = text_datum(ps->jws.payload);
+	values[11] = text_datum(ps->jws.header_text);
+	values[12] = PointerGetDatum(cstring_to_text_with_len(ps->token, ps->token_len));
+
+	spi_connect();
+	run(&stmt_insert_event, values, nulls, false);
+	inserted = SPI_processed == 1;
+	SPI_finish();
+	return inserted;
+}
+
+/* ---------------------------------------------------------------------
+ * Outbound SETs
+ * ---------------------------------------------------------------------
+ */
+void
+store_insert_outbox(const char *stream, const char *jti,
+					const char *event_type, const char *claims,
+					const char *token)
+{
+	Datum		values[5] = {text_datum(stream), text_datum(jti),
+		text_datum(event_type), text_datum(claims), text_datum(token)};
+
+	spi_connect();
+	run(&stmt_insert_outbox, values, NULL, false);
+	SPI_finish();
+}
+
+/* Mark acknowledged; unknown jtis, and jtis of other streams, are ignored */
+void
+store_apply_acks(const char *stream, List *jtis)
+{
+	Datum		values[2];
+
+	if (jtis == NIL)
+		return;
+	values[0] = text_datum(stream);
+	values[1] = text_array_datum(jtis);
+	spi_connect();
+	run(&stmt_apply_acks, values, NULL, false);
+	SPI_finish();
+}
+
+/* Mark failed with the receiver's err and description */
+void
+store_apply_errs(const char *stream, List *errs)
+{
+	List	   *jtis = NIL,
+			   *codes = NIL;
+	ListCell   *lc;
+	Datum		values[4];
+	ArrayType  *desc_array;
+	int			n = list_length(errs);
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			i = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	if (errs == NIL)
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	elem_nulls = palloc(sizeof(bool) * n);
+	foreach(lc, errs)
+	{
+		SetErrEntry *e = lfirst(lc);
+
+		jtis = lappend(jtis, e->jti);
+		codes = lappend(codes, e->err);
+		elems[i] = e->description ? CStringGetTextDatum(e->description) : (Datum) 0;
+		elem_nulls[i] = e->description == NULL;
+		i++;
+	}
+	dims[0] = n;
+	desc_array = construct_md_array(elems, elem_nulls, 1, dims, lbs, TEXTOID,
+									-1, false, TYPALIGN_INT);
+	values[0] = text_datum(stream);
+	values[1] = text_array_datum(jtis);
+	values[2] = text_array_datum(codes);
+	values[3] = PointerGetDatum(desc_array);
+	spi_connect();
+	run(&stmt_apply_errs, values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * Take up to "limit" SETs that are pending or due for redelivery, oldest
+ * first, skipping rows another transaction holds, and mark them delivered.
+ * *more tells whether further SETs are due.
+ */
+List *
+store_take_due(const char *stream, int limit, bool *more)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[3] = {text_datum(stream),
+		Int32GetDatum(setstream_redelivery_interval_ms), Int32GetDatum(limit)};
+	List	   *out = NIL;
+	Datum	   *seqs;
+	bool		isnull;
+	uint64		n;
+
+	spi_connect();
+	run(&stmt_take_due, values, NULL, false);
+	n = SPI_processed;
+	seqs = palloc(sizeof(Datum) * (n > 0 ? n : 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		MemoryContext old;
+		OutSet	   *o;
+
+		seqs[i] = get_datum(i, 1, &isnull);
+		old = MemoryContextSwitchTo(cxt);
+		o = palloc(sizeof(OutSet));
+		o->seq = DatumGetInt64(seqs[i]);
+		MemoryContextSwitchTo(old);
+		o->jti = get_text(i, 2, cxt);
+		o->token = get_text(i, 3, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, o);
+		MemoryContextSwitchTo(old);
+	}
+	values[2] = PointerGetDatum(construct_array(seqs, (int) n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	run(&stmt_more_due, values, NULL, true);
+	*more = DatumGetBool(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return out;
+}

@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *	  Every table access of setstream (SPI with prepared, parameterised
+ *	  plans; peer input never reaches SQL text).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SETSTREAM_STORE_H
+#define SETSTREAM_STORE_H
+
+#include "set.h"
+#include "commobj.h"
+
+/* An outbound SET handed to a receiver */
+typedef struct OutSet
+{
+	int64		seq;
+	char	   *jti;
+	char	   *token;
+} OutSet;
+
+/* The stream's active signing key */
+typedef struct SignKey
+{
+	char	   *kid;
+	char	   *alg;
+	char	   *private_jwk;
+} SignKey;
+
+extern StreamInfo *store_get_stream(const char *name);
+extern List *store_verify_keys(const char *stream, const char *kid);
+extern bool store_insert_event(const StreamInfo *stream, const ParsedSet *ps);
+
+extern bool store_insert_key(const char *stream, const char *kid,
+							 const char *purpose, const char *kty,
+							 const char *alg, const char *public_jwk,
+							 const char *secret_jwk);
+extern SignKey *store_sign_key(const char *stream);
+extern void store_insert_token(const char *stream, const uint8 *hash);
+extern List *store_token_hashes(const char *stream);
+
+extern void store_insert_outbox(const char *stream, const char *jti,
+								const char *event_type, const char *claims,
+								const char *token);
+extern void store_apply_acks(const char *stream, List *jtis);
+extern void store_apply_errs(const char *stream, List *errs);
+extern List *store_take_due(const char *stream, int limit, bool *more);
+
+#endif
