@@ -24,3 +24,13 @@ SHLIB_LINK = -lcjose -ljansson -lssl -lcrypto
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The postgres executable exports a json_object() of its own (the SQL
+# function), and the dynamic linker prefers it to jansson's.  Our code calls
+# jansson's constructor through src/json.h; make sure no call by name slipped in.
+all: check-symbols
+check-symbols: $(shlib)
+	@if nm -D --undefined-only $(shlib) | grep -qw json_object; then \
+		echo "error: $(shlib) calls json_object() by name; include src/json.h and use json_object() from there" >&2; \
+		exit 1; fi
+.PHONY: check-symbols

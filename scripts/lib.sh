@@ -59,6 +59,7 @@ as_pg_user() {
             PG*|SETSTREAM_*|TESTDIR|PERL5LIB|PROVE_*) keep+=("$var=${!var}") ;;
         esac
     done
+    # shellcheck disable=SC2016 # $1 and $@ belong to the inner sh
     runuser -u postgres -- env -i HOME=/tmp "${keep[@]}" \
         sh -c 'cd "$1" 2>/dev/null || cd /; shift; exec "$@"' sh "$PWD" "$@"
 }
@@ -147,7 +148,9 @@ cluster_start() {
     local name=$1 want_port=$2
     shift 2
     local dir port line
-    dir=$(cluster_dir_for "$name")
+    # Callers may test cluster_start with `if`, where set -e is off: every
+    # step that can fail returns explicitly.
+    dir=$(cluster_dir_for "$name") || return 1
 
     if cluster_running "$dir"; then
         cluster_export_env "$dir"
@@ -163,9 +166,9 @@ cluster_start() {
         }
         echo "include = 'setstream-cluster.conf'" >>"$dir/data/postgresql.conf"
     fi
-    as_pg_user mkdir -p "$dir/run"
+    as_pg_user mkdir -p "$dir/run" || return 1
 
-    port=$(free_port "$want_port")
+    port=$(free_port "$want_port") || return 1
     {
         echo "# written by scripts/lib.sh cluster_start at every start"
         echo "port = $port"
@@ -178,11 +181,12 @@ cluster_start() {
         for line in "$@"; do
             echo "$line"
         done
-    } >"$dir/setstream-cluster.conf.new"
+    } >"$dir/setstream-cluster.conf.new" || return 1
     if is_root; then
-        chown postgres:postgres "$dir/setstream-cluster.conf.new"
+        chown postgres:postgres "$dir/setstream-cluster.conf.new" || return 1
     fi
-    mv "$dir/setstream-cluster.conf.new" "$dir/data/setstream-cluster.conf"
+    mv "$dir/setstream-cluster.conf.new" "$dir/data/setstream-cluster.conf" ||
+        return 1
 
     if ! as_pg_user "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/logfile" -w -t 60 \
             start >/dev/null 2>&1; then
@@ -213,11 +217,12 @@ cluster_destroy() {
 
 # Build setstream.so from a clean tree (the Makefile has -Werror) and install
 # it into PostgreSQL 15.  Output goes to stdout/stderr; returns make's status.
+# (Explicit && chain: callers test it with `if`, which switches off set -e.)
 build_and_install() {
     (
-        cd "$REPO"
-        make PG_CONFIG="$PG_CONFIG" clean >/dev/null 2>&1 || true
-        make PG_CONFIG="$PG_CONFIG" -j"$(nproc 2>/dev/null || echo 2)"
-        as_root make PG_CONFIG="$PG_CONFIG" install
+        cd "$REPO" &&
+            { make PG_CONFIG="$PG_CONFIG" clean >/dev/null 2>&1 || true; } &&
+            make PG_CONFIG="$PG_CONFIG" -j"$(nproc 2>/dev/null || echo 2)" &&
+            as_root make PG_CONFIG="$PG_CONFIG" install
     )
 }

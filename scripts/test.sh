@@ -154,7 +154,7 @@ fresh_db() {
 
 suite_regress() {
     local -a tests=() opts=()
-    local f rc=0 out="$WORK/regress"
+    local f p x s rc=0 out="$WORK/regress"
     for f in "$REPO"/sql/*.sql; do
         [ -e "$f" ] && tests+=("$(basename "$f" .sql)")
     done
@@ -178,12 +178,13 @@ suite_regress() {
         echo "-- regression.diffs (first 200 lines)"
         head -n 200 "$out/regression.diffs"
     fi
-    record regress $(regress_count "$out/log" "$rc")
+    read -r p x s < <(regress_count "$out/log" "$rc")
+    record regress "$p" "$x" "$s"
 }
 
 suite_isolation() {
     local -a tests=() opts=()
-    local f rc=0 out="$WORK/isolation"
+    local f p x s rc=0 out="$WORK/isolation"
     for f in "$REPO"/test/isolation/specs/*.spec; do
         [ -e "$f" ] && tests+=("$(basename "$f" .spec)")
     done
@@ -207,7 +208,8 @@ suite_isolation() {
         echo "-- regression.diffs (first 200 lines)"
         head -n 200 "$out/regression.diffs"
     fi
-    record isolation $(regress_count "$out/log" "$rc")
+    read -r p x s < <(regress_count "$out/log" "$rc")
+    record isolation "$p" "$x" "$s"
 }
 
 suite_pgtap() {

@@ -17,9 +17,6 @@
  *
  *-------------------------------------------------------------------------
  */
-/* cjose hands out OpenSSL's legacy RSA and EC_KEY structures */
-#define OPENSSL_SUPPRESS_DEPRECATED
-
 #include "jose.h"
 
 #include <string.h>
@@ -27,7 +24,7 @@
 #include <cjose/cjose.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/ec.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
@@ -511,16 +508,6 @@ import_ed25519(json_t *jwk)
 	return NULL;
 }
 
-/* EC public points must lie on their curve */
-static bool
-ec_point_valid(cjose_jwk_t *jwk)
-{
-	cjose_err	err;
-	EC_KEY	   *ec = cjose_jwk_get_keydata(jwk, &err);
-
-	return ec != NULL && EC_KEY_check_key(ec) == 1;
-}
-
 static JoseKey *
 import_key(const char *jwk_text)
 {
@@ -544,14 +531,10 @@ import_key(const char *jwk_text)
 		key->okp = import_ed25519(jwk);
 		return key->okp ? key : NULL;
 	}
+	/* cjose refuses EC points off their curve (OpenSSL checks the key) */
 	key->cjose = cjose_jwk_import(jwk_text, strlen(jwk_text), &err);
 	if (key->cjose == NULL)
 		return NULL;
-	if (strcmp(kty, "EC") == 0 && !ec_point_valid(key->cjose))
-	{
-		cjose_jwk_release(key->cjose);
-		return NULL;
-	}
 	if (strcmp(kty, "oct") == 0)
 		key->bits = (int) b64_member_len(jwk, "k", NULL) * 8;
 	else
@@ -775,20 +758,66 @@ generate_ed25519(void)
 	return jwk;
 }
 
-static json_t *
-cjose_private_json(cjose_jwk_t *key)
+/* A big-number parameter of a key as base64url, left-padded to "width" */
+static bool
+set_bn_member(json_t *jwk, EVP_PKEY *pkey, const char *param,
+			  const char *member, int width)
 {
-	cjose_err	err;
-	char	   *text;
-	SetFailure	f;
+	BIGNUM	   *bn = NULL;
+	int			len;
+	unsigned char *buf;
 
-	if (key == NULL)
-		return NULL;
-	text = cjose_jwk_to_json(key, true, &err);
-	cjose_jwk_release(key);
-	if (text == NULL)
-		return NULL;
-	return jose_parse_json_object(text, strlen(text), "JWK", &f);
+	if (EVP_PKEY_get_bn_param(pkey, param, &bn) != 1)
+		return false;
+	len = width > 0 ? width : BN_num_bytes(bn);
+	buf = palloc(len > 0 ? len : 1);
+	if (BN_bn2binpad(bn, buf, len) != len)
+	{
+		BN_clear_free(bn);
+		return false;
+	}
+	BN_clear_free(bn);
+	json_object_set_new(jwk, member, json_string(jose_b64url_encode(buf, len)));
+	explicit_bzero(buf, len);
+	return true;
+}
+
+static json_t *
+generate_ec(const char *curve, const char *crv, int width)
+{
+	EVP_PKEY   *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+	json_t	   *jwk = json_object();
+	bool		ok;
+
+	json_object_set_new(jwk, "kty", json_string("EC"));
+	json_object_set_new(jwk, "crv", json_string(crv));
+	ok = pkey != NULL &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_EC_PUB_X, "x", width) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_EC_PUB_Y, "y", width) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_PRIV_KEY, "d", width);
+	EVP_PKEY_free(pkey);
+	return ok ? jwk : NULL;
+}
+
+static json_t *
+generate_rsa(unsigned int bits)
+{
+	EVP_PKEY   *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
+	json_t	   *jwk = json_object();
+	bool		ok;
+
+	json_object_set_new(jwk, "kty", json_string("RSA"));
+	ok = pkey != NULL &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_N, "n", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_E, "e", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_D, "d", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_FACTOR1, "p", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_FACTOR2, "q", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_EXPONENT1, "dp", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_EXPONENT2, "dq", 0) &&
+		set_bn_member(jwk, pkey, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, "qi", 0);
+	EVP_PKEY_free(pkey);
+	return ok ? jwk : NULL;
 }
 
 /*
@@ -799,23 +828,23 @@ bool
 jose_generate(const char *alg, char **public_json, char **private_json,
 			  char *err, size_t errlen)
 {
-	static const uint8_t e65537[] = {0x01, 0x00, 0x01};
 	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi"};
-	cjose_err	cerr;
 	json_t	   *priv;
 	json_t	   *pub;
 	char	   *kid;
 
 	if (strcmp(alg, "ES256") == 0)
-		priv = cjose_private_json(cjose_jwk_create_EC_random(CJOSE_JWK_EC_P_256, &cerr));
+		priv = generate_ec("P-256", "P-256", 32);
 	else if (strcmp(alg, "ES384") == 0)
-		priv = cjose_private_json(cjose_jwk_create_EC_random(CJOSE_JWK_EC_P_384, &cerr));
+		priv = generate_ec("P-384", "P-384", 48);
 	else if (strcmp(alg, "ES512") == 0)
-		priv = cjose_private_json(cjose_jwk_create_EC_random(CJOSE_JWK_EC_P_521, &cerr));
-	else if (strcmp(alg, "RS256") == 0 || strcmp(alg, "RS384") == 0 ||
-			 strcmp(alg, "RS512") == 0 || strcmp(alg, "PS256") == 0 ||
-			 strcmp(alg, "PS384") == 0 || strcmp(alg, "PS512") == 0)
-		priv = cjose_private_json(cjose_jwk_create_RSA_random(2048, e65537, sizeof(e65537), &cerr));
+		priv = generate_ec("P-521", "P-521", 66);
+	else if (strcmp(alg, "RS256") == 0 || strcmp(alg, "PS256") == 0)
+		priv = generate_rsa(2048);
+	else if (strcmp(alg, "RS384") == 0 || strcmp(alg, "PS384") == 0)
+		priv = generate_rsa(3072);
+	else if (strcmp(alg, "RS512") == 0 || strcmp(alg, "PS512") == 0)
+		priv = generate_rsa(4096);
 	else if (strcmp(alg, "EdDSA") == 0)
 		priv = generate_ed25519();
 	else

@@ -8,7 +8,7 @@
 #ifndef SETSTREAM_JOSE_H
 #define SETSTREAM_JOSE_H
 
-#include <jansson.h>
+#include "json.h"
 
 #include "setstream.h"
 

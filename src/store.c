@@ -278,8 +278,12 @@ store_get_stream(const char *name)
 	deconstruct_array(DatumGetArrayTypeP(aud), TEXTOID, -1, false,
 					  TYPALIGN_INT, &elems, NULL, &nelems);
 	for (int i = 0; i < nelems; i++)
-		s->audience = lappend(s->audience,
-							  MemoryContextStrdup(cxt, TextDatumGetCString(elems[i])));
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		s->audience = lappend(s->audience, TextDatumGetCString(elems[i]));
+		MemoryContextSwitchTo(old);
+	}
 	SPI_finish();
 	return s;
 }

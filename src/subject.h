@@ -8,7 +8,7 @@
 #ifndef SETSTREAM_SUBJECT_H
 #define SETSTREAM_SUBJECT_H
 
-#include <jansson.h>
+#include "json.h"
 
 #include "setstream.h"
 
