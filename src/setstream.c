@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * setstream.c
- *	  Module entry: _PG_init defines the setstream.* GUCs and sets up the
- *	  allocators of the JSON and JOSE libraries.
+ *	  Module entry: _PG_init defines the setstream.* GUCs, sets up the
+ *	  allocators of the JSON and JOSE libraries, registers the commit
+ *	  callback that wakes the listeners, and, under
+ *	  shared_preload_libraries, requests shared memory and registers the
+ *	  listener background workers.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,9 +14,12 @@
 #include <limits.h>
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "jose.h"
+#include "wakeup.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -95,4 +101,11 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("setstream");
+
+	wakeup_register_callbacks();
+	if (process_shared_preload_libraries_in_progress)
+	{
+		wakeup_request_shmem();
+		worker_register_all();
+	}
 }

@@ -35,6 +35,7 @@
 #include "set.h"
 #include "store.h"
 #include "subject.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(setstream_add_key);
 PG_FUNCTION_INFO_V1(setstream_generate_key);
@@ -361,6 +362,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	payload = json_dumps(claims, JSON_COMPACT);
 	token = jose_sign(jk, key->alg, key->kid, payload, strlen(payload));
 	store_insert_outbox(stream->name, jti, event_type, payload, token);
+	wakeup_note_emit(stream->name);
 	return jti;
 }
 

@@ -128,6 +128,11 @@ static StoreStmt stmt_more_due = {
 	3, {TEXTOID, INT4OID, INT8ARRAYOID}
 };
 
+static StoreStmt stmt_jwks = {
+	"SELECT setstream.jwks()::text",
+	0, {InvalidOid}
+};
+
 static StoreStmt stmt_ext_owner = {
 	"SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'setstream'",
 	0, {InvalidOid}
@@ -583,4 +588,18 @@ store_take_due(const char *stream, int limit, bool *more)
 	*more = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
 	return out;
+}
+
+/* The public JWK Set of every active signing key, as JSON text */
+char *
+store_jwks(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *result;
+
+	spi_connect();
+	run(&stmt_jwks, NULL, NULL, true);
+	result = get_text(0, 1, cxt);
+	SPI_finish();
+	return result;
 }

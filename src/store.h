@@ -46,5 +46,6 @@ extern void store_insert_outbox(const char *stream, const char *jti,
 extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
 extern List *store_take_due(const char *stream, int limit, bool *more);
+extern char *store_jwks(void);
 
 #endif

@@ -1,0 +1,420 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  HTTP/1.1 on one listener connection, with http-parser: reading bytes,
+ *	  parsing requests (keep-alive, pipelining, Content-Length and chunked
+ *	  bodies, Expect: 100-continue) and writing responses.
+ *
+ *	  The parser is paused at the end of each request, so that pipelined
+ *	  bytes stay buffered until the response to the request before them is
+ *	  written.  Everything a peer controls is bounded: header bytes, URL
+ *	  length, body size (setstream.max_request_bytes) and the input buffer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "utils/memutils.h"
+
+#include "listener.h"
+#include "setstream.h"
+
+static http_parser_settings parser_settings;
+static bool parser_settings_ready = false;
+
+static Conn *
+conn_of(http_parser *p)
+{
+	return (Conn *) p->data;
+}
+
+static void
+reject(Conn *conn, int status, const char *reason)
+{
+	if (conn->req.reject_status == 0)
+	{
+		conn->req.reject_status = status;
+		conn->req.reject_reason = reason;
+	}
+}
+
+static int
+on_message_begin(http_parser *p)
+{
+	Conn	   *conn = conn_of(p);
+
+	http_request_reset(conn);
+	return 0;
+}
+
+static int
+on_url(http_parser *p, const char *at, size_t len)
+{
+	Conn	   *conn = conn_of(p);
+
+	if (conn->req.url.len + len > MAX_URL_BYTES)
+	{
+		reject(conn, 414, "the request URI is too long");
+		return 1;
+	}
+	appendBinaryStringInfo(&conn->req.url, at, len);
+	return 0;
+}
+
+static bool
+count_header_bytes(Conn *conn, size_t len)
+{
+	conn->header_bytes += len;
+	if (conn->header_bytes > MAX_HEADER_BYTES)
+	{
+		reject(conn, 431, "the request headers are too large");
+		return false;
+	}
+	return true;
+}
+
+/* A whole header has been read: keep the ones setstream looks at */
+static void
+finish_header(Conn *conn)
+{
+	const char *name = conn->hfield.data;
+	char	   *value;
+
+	if (conn->hfield.len == 0)
+		return;
+	value = MemoryContextStrdup(conn->reqcxt, conn->hvalue.data);
+	if (pg_strcasecmp(name, "Authorization") == 0)
+		conn->req.authorization = value;
+	else if (pg_strcasecmp(name, "Content-Type") == 0)
+		conn->req.content_type = value;
+	else if (pg_strcasecmp(name, "Expect") == 0)
+		conn->req.expect_continue = pg_strcasecmp(value, "100-continue") == 0;
+	resetStringInfo(&conn->hfield);
+	resetStringInfo(&conn->hvalue);
+}
+
+static int
+on_header_field(http_parser *p, const char *at, size_t len)
+{
+	Conn	   *conn = conn_of(p);
+
+	if (!count_header_bytes(conn, len))
+		return 1;
+	if (conn->in_value)
+	{
+		finish_header(conn);
+		conn->in_value = false;
+	}
+	appendBinaryStringInfo(&conn->hfield, at, len);
+	return 0;
+}
+
+static int
+on_header_value(http_parser *p, const char *at, size_t len)
+{
+	Conn	   *conn = conn_of(p);
+
+	if (!count_header_bytes(conn, len))
+		return 1;
+	conn->in_value = true;
+	appendBinaryStringInfo(&conn->hvalue, at, len);
+	return 0;
+}
+
+static int
+on_headers_complete(http_parser *p)
+{
+	Conn	   *conn = conn_of(p);
+
+	finish_header(conn);
+	conn->in_value = false;
+	conn->req.method = p->method;
+	if (p->content_length != ULLONG_MAX &&
+		p->content_length > (uint64) setstream_max_request_bytes)
+	{
+		reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
+		return -1;				/* 1 would mean "no body" here */
+	}
+	if (conn->req.expect_continue && p->content_length > 0)
+	{
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+		appendBinaryStringInfo(&conn->out, cont, sizeof(cont) - 1);
+		http_conn_flush(conn);
+	}
+	return 0;
+}
+
+static int
+on_body(http_parser *p, const char *at, size_t len)
+{
+	Conn	   *conn = conn_of(p);
+
+	if (conn->req.body.len + len > (size_t) setstream_max_request_bytes)
+	{
+		reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
+		return 1;
+	}
+	appendBinaryStringInfo(&conn->req.body, at, len);
+	return 0;
+}
+
+static int
+on_message_complete(http_parser *p)
+{
+	Conn	   *conn = conn_of(p);
+
+	conn->message_complete = true;
+	conn->keep_alive = http_should_keep_alive(p) != 0;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+void
+http_conn_init(Conn *conn)
+{
+	if (!parser_settings_ready)
+	{
+		memset(&parser_settings, 0, sizeof(parser_settings));
+		parser_settings.on_message_begin = on_message_begin;
+		parser_settings.on_url = on_url;
+		parser_settings.on_header_field = on_header_field;
+		parser_settings.on_header_value = on_header_value;
+		parser_settings.on_headers_complete = on_headers_complete;
+		parser_settings.on_body = on_body;
+		parser_settings.on_message_complete = on_message_complete;
+		parser_settings_ready = true;
+	}
+	http_parser_init(&conn->parser, HTTP_REQUEST);
+	conn->parser.data = conn;
+	conn->incap = 16384;
+	conn->in = MemoryContextAlloc(conn->cxt, conn->incap);
+	conn->inlen = 0;
+	conn->reqcxt = AllocSetContextCreate(conn->cxt, "setstream request",
+										 ALLOCSET_DEFAULT_SIZES);
+	http_request_reset(conn);
+	initStringInfo(&conn->out);
+}
+
+/* Forget the last request; its memory goes with it */
+void
+http_request_reset(Conn *conn)
+{
+	MemoryContext old;
+
+	MemoryContextReset(conn->reqcxt);
+	old = MemoryContextSwitchTo(conn->reqcxt);
+	memset(&conn->req, 0, sizeof(conn->req));
+	initStringInfo(&conn->req.url);
+	initStringInfo(&conn->req.body);
+	initStringInfo(&conn->hfield);
+	initStringInfo(&conn->hvalue);
+	MemoryContextSwitchTo(old);
+	conn->in_value = false;
+	conn->header_bytes = 0;
+	conn->message_complete = false;
+	conn->poll_stream = NULL;
+}
+
+/*
+ * Read what the socket has.  Returns false when the peer closed the
+ * connection or it failed.
+ */
+bool
+http_conn_read(Conn *conn)
+{
+	for (;;)
+	{
+		ssize_t		n;
+
+		if (conn->inlen == conn->incap)
+			return true;		/* parse before reading more */
+		n = conn_recv(conn, conn->in + conn->inlen, conn->incap - conn->inlen);
+		if (n > 0)
+		{
+			conn->inlen += n;
+			conn->last_activity = GetCurrentTimestamp();
+			continue;
+		}
+		if (n == 0)
+			return false;
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	}
+}
+
+/*
+ * Parse buffered bytes until a request is complete (the parser pauses) or
+ * the bytes run out.  A malformed request gets a 400 and the connection
+ * closes; an over-limit one gets its 4xx.
+ */
+void
+http_conn_parse(Conn *conn)
+{
+	MemoryContext old;
+	size_t		used;
+	enum http_errno err;
+
+	if (conn->inlen == 0 || conn->message_complete)
+		return;
+	old = MemoryContextSwitchTo(conn->reqcxt);
+	used = http_parser_execute(&conn->parser, &parser_settings,
+							   conn->in, conn->inlen);
+	MemoryContextSwitchTo(old);
+	err = HTTP_PARSER_ERRNO(&conn->parser);
+
+	if (err == HPE_PAUSED)
+	{
+		/* the byte that completed the message is consumed too */
+		http_parser_pause(&conn->parser, 0);
+	}
+	else if (err != HPE_OK && conn->req.reject_status == 0)
+		reject(conn, 400, http_errno_description(err));
+	else if (err == HPE_OK && conn->parser.upgrade)
+		conn->message_complete = true;
+
+	if (used < (size_t) conn->inlen)
+		memmove(conn->in, conn->in + used, conn->inlen - used);
+	conn->inlen -= used;
+
+	if (conn->req.reject_status != 0)
+	{
+		http_respond_error(conn, conn->req.reject_status, "invalid_request",
+						   conn->req.reject_reason, NULL);
+		conn->close_after_write = true;
+		conn->message_complete = true;
+	}
+	else if (!conn->message_complete && conn->inlen == conn->incap)
+	{
+		/* cannot happen with http-parser's streaming, but bound it anyway */
+		http_respond_error(conn, 400, "invalid_request", "request too large", NULL);
+		conn->close_after_write = true;
+		conn->message_complete = true;
+	}
+}
+
+const char *
+http_status_text(int status)
+{
+	switch (status)
+	{
+		case 100:
+			return "Continue";
+		case 101:
+			return "Switching Protocols";
+		case 200:
+			return "OK";
+		case 202:
+			return "Accepted";
+		case 204:
+			return "No Content";
+		case 400:
+			return "Bad Request";
+		case 401:
+			return "Unauthorized";
+		case 403:
+			return "Forbidden";
+		case 404:
+			return "Not Found";
+		case 405:
+			return "Method Not Allowed";
+		case 408:
+			return "Request Timeout";
+		case 413:
+			return "Content Too Large";
+		case 414:
+			return "URI Too Long";
+		case 415:
+			return "Unsupported Media Type";
+		case 426:
+			return "Upgrade Required";
+		case 431:
+			return "Request Header Fields Too Large";
+		case 500:
+			return "Internal Server Error";
+		case 501:
+			return "Not Implemented";
+		case 503:
+			return "Service Unavailable";
+	}
+	return "Unknown";
+}
+
+/* Queue a whole response on the connection */
+void
+http_respond(Conn *conn, int status, const char *content_type,
+			 const char *body, size_t len, const char *extra_headers)
+{
+	bool		close = conn->close_after_write || !conn->keep_alive;
+
+	appendStringInfo(&conn->out, "HTTP/1.1 %d %s\r\n", status,
+					 http_status_text(status));
+	appendStringInfoString(&conn->out, "Server: setstream\r\n");
+	if (content_type)
+		appendStringInfo(&conn->out, "Content-Type: %s\r\n", content_type);
+	appendStringInfo(&conn->out, "Content-Length: %zu\r\n", len);
+	if (extra_headers)
+		appendStringInfoString(&conn->out, extra_headers);
+	appendStringInfoString(&conn->out, close ? "Connection: close\r\n\r\n"
+						   : "Connection: keep-alive\r\n\r\n");
+	if (len > 0)
+		appendBinaryStringInfo(&conn->out, body, len);
+	if (close)
+		conn->close_after_write = true;
+}
+
+void
+http_respond_json(Conn *conn, int status, json_t *body,
+				  const char *extra_headers)
+{
+	char	   *text = json_dumps(body, JSON_COMPACT);
+
+	http_respond(conn, status, "application/json", text, strlen(text),
+				 extra_headers);
+}
+
+/* An RFC 8935 error body: {"err", "description"}, in English */
+void
+http_respond_error(Conn *conn, int status, const char *err,
+				   const char *description, const char *extra_headers)
+{
+	json_t	   *body = json_object();
+	char	   *headers;
+
+	if (err)
+		json_object_set_new(body, "err", json_string(err));
+	json_object_set_new(body, "description", json_string(description));
+	headers = psprintf("Content-Language: en\r\n%s",
+					   extra_headers ? extra_headers : "");
+	http_respond_json(conn, status, body, headers);
+}
+
+/*
+ * Write queued bytes.  Returns true when everything is written; false when
+ * the socket is full (wait for it to be writable) or failed (then the
+ * connection is marked closed).
+ */
+bool
+http_conn_flush(Conn *conn)
+{
+	while (conn->outpos < conn->out.len)
+	{
+		ssize_t		n = conn_send(conn, conn->out.data + conn->outpos,
+								  conn->out.len - conn->outpos);
+
+		if (n > 0)
+		{
+			conn->outpos += n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return false;
+		conn->phase = PHASE_CLOSED;
+		return false;
+	}
+	resetStringInfo(&conn->out);
+	conn->outpos = 0;
+	return true;
+}

@@ -1,0 +1,631 @@
+/*-------------------------------------------------------------------------
+ *
+ * listener.c
+ *	  The listener's event loop: accept, read, one transaction per loop turn,
+ *	  write, time out.
+ *
+ *	  PostgreSQL's WaitEventSet cannot remove a socket, so it watches only
+ *	  what lives as long as the process: the latch, postmaster death, the
+ *	  listen sockets and one private epoll descriptor; client sockets come
+ *	  and go in the private epoll (level-triggered).
+ *
+ *	  A loop turn gathers every connection with a complete request, and
+ *	  every parked long poll whose stream moved or whose time is up, and
+ *	  handles them all in one transaction, each in a subtransaction of its
+ *	  own.  Responses are written only after that transaction commits: a
+ *	  202 or an acknowledgement always follows the commit that made it
+ *	  durable.  If the commit fails, every request of the turn gets a 503.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
+
+#include "exchange.h"
+#include "listener.h"
+#include "setstream.h"
+#include "wakeup.h"
+
+#define MAX_LISTEN_SOCKETS 16
+#define MAX_EPOLL_EVENTS 256
+#define HOUSEKEEPING_MS 250
+
+static int	listener_index;
+static int	listen_fds[MAX_LISTEN_SOCKETS];
+static int	nlisten = 0;
+static int	epfd = -1;
+static WaitEventSet *wait_set;
+static dlist_head conns = DLIST_STATIC_INIT(conns);
+static int	nconns = 0;
+static int	nparked = 0;
+static MemoryContext conns_cxt;
+static MemoryContext turn_cxt;
+static uint64 generations[WAKEUP_SLOTS];
+static TimestampTz last_housekeeping = 0;
+static TimestampTz last_error_log = 0;
+
+/* ---------------------------------------------------------------------
+ * Listen sockets
+ * ---------------------------------------------------------------------
+ */
+static void
+bind_address(const char *host)
+{
+	struct addrinfo hints;
+	struct addrinfo *res;
+	struct addrinfo *ai;
+	char		port[16];
+	int			rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(port, sizeof(port), "%d", setstream_port);
+	if (strcmp(host, "*") == 0)
+		host = NULL;
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc != 0)
+		ereport(ERROR,
+				(errmsg("setstream: could not resolve listen address \"%s\": %s",
+						host ? host : "*", gai_strerror(rc))));
+	for (ai = res; ai != NULL && nlisten < MAX_LISTEN_SOCKETS; ai = ai->ai_next)
+	{
+		int			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int			one = 1;
+
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0)
+		{
+			ereport(LOG,
+					(errcode_for_socket_access(),
+					 errmsg("setstream: could not listen on \"%s\" port %d: %m",
+							host ? host : "*", setstream_port)));
+			close(fd);
+			continue;
+		}
+		listen_fds[nlisten++] = fd;
+	}
+	freeaddrinfo(res);
+}
+
+static void
+open_listen_sockets(void)
+{
+	char	   *raw = pstrdup(setstream_listen_addresses);
+	List	   *hosts;
+	ListCell   *lc;
+
+	if (!SplitGUCList(raw, ',', &hosts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in setstream.listen_addresses")));
+	foreach(lc, hosts)
+		bind_address((char *) lfirst(lc));
+	if (nlisten == 0)
+		ereport(ERROR,
+				(errmsg("setstream: no listen socket could be opened on port %d",
+						setstream_port),
+				 errhint("Check setstream.listen_addresses and setstream.port; another process may hold the port.")));
+}
+
+/* ---------------------------------------------------------------------
+ * Connections
+ * ---------------------------------------------------------------------
+ */
+static void
+set_interest(Conn *conn, uint32 events)
+{
+	struct epoll_event ev;
+
+	if (conn->tls_want_write)
+		events |= EPOLLOUT;
+	if (events == conn->epoll_events)
+		return;
+	ev.events = events;
+	ev.data.ptr = conn;
+	if (epoll_ctl(epfd, EPOLL_CTL_MOD, conn->fd, &ev) == 0)
+		conn->epoll_events = events;
+}
+
+static void
+conn_close(Conn *conn)
+{
+	if (conn->phase == PHASE_PARKED)
+		nparked--;
+	conn->phase = PHASE_CLOSED;
+	epoll_ctl(epfd, EPOLL_CTL_DEL, conn->fd, NULL);
+	tls_conn_close(conn);
+	close(conn->fd);
+	dlist_delete(&conn->node);
+	nconns--;
+	MemoryContextDelete(conn->cxt);
+}
+
+static void
+refuse_connection(int fd)
+{
+	static const char busy[] =
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+		"Content-Length: 60\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+		"{\"description\":\"too many connections; try again shortly\"}\n";
+
+	(void) send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+static void
+accept_connections(int lfd)
+{
+	for (int i = 0; i < 256; i++)
+	{
+		struct sockaddr_storage addr;
+		socklen_t	alen = sizeof(addr);
+		int			fd = accept4(lfd, (struct sockaddr *) &addr, &alen,
+								 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int			one = 1;
+		MemoryContext cxt;
+		Conn	   *conn;
+		struct epoll_event ev;
+
+		if (fd < 0)
+			return;
+		if (nconns >= setstream_max_connections)
+		{
+			refuse_connection(fd);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		cxt = AllocSetContextCreate(conns_cxt, "setstream connection",
+									ALLOCSET_SMALL_SIZES);
+		conn = MemoryContextAllocZero(cxt, sizeof(Conn));
+		conn->fd = fd;
+		conn->cxt = cxt;
+		conn->phase = PHASE_READ;
+		conn->last_activity = GetCurrentTimestamp();
+		getnameinfo((struct sockaddr *) &addr, alen, conn->peer,
+					sizeof(conn->peer), NULL, 0, NI_NUMERICHOST);
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			http_conn_init(conn);
+			MemoryContextSwitchTo(old);
+		}
+		dlist_push_tail(&conns, &conn->node);
+		nconns++;
+		if (tls_enabled() && !tls_conn_start(conn))
+		{
+			conn_close(conn);
+			continue;
+		}
+		ev.events = EPOLLIN | EPOLLRDHUP;
+		ev.data.ptr = conn;
+		conn->epoll_events = ev.events;
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+			conn_close(conn);
+	}
+}
+
+/* The connection has a whole request, or a response to write */
+static void
+after_parse(Conn *conn)
+{
+	if (!conn->message_complete)
+	{
+		set_interest(conn, EPOLLIN | EPOLLRDHUP);
+		return;
+	}
+	if (conn->out.len > conn->outpos)
+		conn->phase = PHASE_WRITE;	/* an error found while parsing */
+	else
+		conn->phase = PHASE_READY;
+	set_interest(conn, conn->phase == PHASE_WRITE ? EPOLLOUT | EPOLLRDHUP : EPOLLRDHUP);
+}
+
+/* The response is written: close, or read the next request */
+static void
+after_response(Conn *conn)
+{
+	if (conn->close_after_write)
+	{
+		conn_close(conn);
+		return;
+	}
+	conn->phase = PHASE_READ;
+	conn->message_complete = false;
+	conn->last_activity = GetCurrentTimestamp();
+	http_request_reset(conn);
+	http_conn_parse(conn);		/* pipelined bytes */
+	if (conn->phase == PHASE_CLOSED)
+		conn_close(conn);
+	else
+		after_parse(conn);
+}
+
+static void
+write_response(Conn *conn)
+{
+	conn->phase = PHASE_WRITE;
+	if (http_conn_flush(conn))
+		after_response(conn);
+	else if (conn->phase == PHASE_CLOSED)
+		conn_close(conn);
+	else
+		set_interest(conn, EPOLLOUT | EPOLLRDHUP);
+}
+
+static void
+on_client_event(Conn *conn, uint32 events)
+{
+	if (conn->phase == PHASE_PARKED || conn->phase == PHASE_READY)
+	{
+		/* the peer gave up waiting */
+		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			conn_close(conn);
+		return;
+	}
+	if (conn->phase == PHASE_WRITE)
+	{
+		if (events & (EPOLLHUP | EPOLLERR))
+			conn_close(conn);
+		else if (events & (EPOLLOUT | EPOLLIN))
+			write_response(conn);
+		return;
+	}
+	/* PHASE_READ */
+	if (!http_conn_read(conn))
+	{
+		conn_close(conn);
+		return;
+	}
+	http_conn_parse(conn);
+	if (conn->out.len > conn->outpos && !conn->message_complete)
+		http_conn_flush(conn);	/* 100 Continue still queued */
+	if (conn->phase == PHASE_CLOSED)
+	{
+		conn_close(conn);
+		return;
+	}
+	after_parse(conn);
+	if (conn->phase == PHASE_WRITE)
+		write_response(conn);
+	else if ((events & (EPOLLRDHUP | EPOLLHUP)) && conn->phase == PHASE_READ)
+		conn_close(conn);
+}
+
+static void
+poll_clients(void)
+{
+	struct epoll_event evs[MAX_EPOLL_EVENTS];
+	int			n = epoll_wait(epfd, evs, MAX_EPOLL_EVENTS, 0);
+
+	for (int i = 0; i < n; i++)
+		on_client_event((Conn *) evs[i].data.ptr, evs[i].events);
+}
+
+/* ---------------------------------------------------------------------
+ * The database turn
+ * ---------------------------------------------------------------------
+ */
+static bool
+poll_is_due(Conn *conn, TimestampTz now)
+{
+	return conn->phase == PHASE_PARKED &&
+		(generations[conn->poll_slot] != conn->poll_generation ||
+		 now >= conn->poll_deadline);
+}
+
+static void
+log_internal_error(ErrorData *edata)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* at most one line a second: a flood of failures must not flood the log */
+	if (TimestampDifferenceExceeds(last_error_log, now, 1000))
+	{
+		ereport(LOG,
+				(errmsg("setstream listener: request failed: %s", edata->message)));
+		last_error_log = now;
+	}
+}
+
+/* Handle one connection in a subtransaction of its own */
+static void
+handle_in_subxact(Conn *conn, TimestampTz now)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		parked = conn->phase == PHASE_PARKED;
+	RouteResult result = ROUTE_ANSWERED;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(turn_cxt);
+	PG_TRY();
+	{
+		if (parked)
+			result = route_parked_poll(conn, now >= conn->poll_deadline, generations);
+		else
+			result = route_request(conn, generations);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		SetErr		code;
+
+		MemoryContextSwitchTo(turn_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		resetStringInfo(&conn->out);
+		conn->outpos = 0;
+		code = seterr_from_sqlstate(edata->sqlerrcode);
+		if (code != SETERR_NONE)
+			http_respond_error(conn, 400, seterr_name(code),
+							   seterr_description(code, edata->message), NULL);
+		else
+		{
+			log_internal_error(edata);
+			http_respond_error(conn, 500, NULL,
+							   "the request could not be processed; try again later",
+							   NULL);
+		}
+		result = ROUTE_ANSWERED;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(turn_cxt);
+	CurrentResourceOwner = owner;
+
+	if (result == ROUTE_PARKED)
+	{
+		if (!parked)
+			nparked++;
+		conn->phase = PHASE_PARKED;
+	}
+	else
+	{
+		if (parked)
+			nparked--;
+		conn->phase = PHASE_WRITE;
+	}
+}
+
+static void
+respond_unavailable(List *batch, const char *why)
+{
+	ListCell   *lc;
+
+	foreach(lc, batch)
+	{
+		Conn	   *conn = lfirst(lc);
+
+		if (conn->phase == PHASE_PARKED)
+			nparked--;
+		resetStringInfo(&conn->out);
+		conn->outpos = 0;
+		http_respond_error(conn, 503, NULL, why, "Retry-After: 1\r\n");
+		conn->phase = PHASE_WRITE;
+	}
+}
+
+/* Everything the turn's connections need from the database, committed */
+static void
+database_turn(List *batch, TimestampTz now)
+{
+	ListCell   *lc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "setstream listener");
+	PG_TRY();
+	{
+		if (!OidIsValid(get_extension_oid("setstream", true)))
+			respond_unavailable(batch, "setstream is not installed in this database");
+		else
+		{
+			foreach(lc, batch)
+				handle_in_subxact((Conn *) lfirst(lc), now);
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(turn_cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		respond_unavailable(batch, "the database could not commit; try again later");
+	}
+	PG_END_TRY();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static void
+run_turn(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *batch = NIL;
+	dlist_mutable_iter iter;
+	ListCell   *lc;
+	MemoryContext old;
+
+	for (int i = 0; i < WAKEUP_SLOTS; i++)
+		generations[i] = wakeup_generation(i);
+
+	old = MemoryContextSwitchTo(turn_cxt);
+	dlist_foreach_modify(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+
+		if (conn->phase == PHASE_READY || poll_is_due(conn, now))
+			batch = lappend(batch, conn);
+	}
+	if (batch != NIL)
+	{
+		database_turn(batch, now);
+		foreach(lc, batch)
+		{
+			Conn	   *conn = lfirst(lc);
+
+			if (conn->phase == PHASE_WRITE)
+				write_response(conn);
+			else if (conn->phase == PHASE_PARKED)
+				set_interest(conn, EPOLLRDHUP);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(turn_cxt);
+}
+
+/* ---------------------------------------------------------------------
+ * Timeouts and the loop
+ * ---------------------------------------------------------------------
+ */
+static void
+expire_idle(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+
+		if ((conn->phase == PHASE_READ || conn->phase == PHASE_WRITE) &&
+			TimestampDifferenceExceeds(conn->last_activity, now,
+									   setstream_idle_timeout_ms))
+			conn_close(conn);
+	}
+}
+
+static long
+next_timeout_ms(TimestampTz now)
+{
+	long		timeout = HOUSEKEEPING_MS;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+
+		if (conn->phase == PHASE_READY)
+			return 0;
+		if (conn->phase == PHASE_PARKED)
+		{
+			long		ms = TimestampDifferenceMilliseconds(now, conn->poll_deadline);
+
+			if (ms < timeout)
+				timeout = ms;
+		}
+	}
+	return timeout;
+}
+
+static void
+listener_shutdown(int code, Datum arg)
+{
+	wakeup_set_listener_latch(listener_index, NULL);
+}
+
+static void
+handle_reload(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	tls_configure();
+}
+
+void
+listener_run(int index)
+{
+	WaitEvent	events[MAX_LISTEN_SOCKETS + 4];
+
+	listener_index = index;
+	conns_cxt = AllocSetContextCreate(TopMemoryContext, "setstream connections",
+									  ALLOCSET_DEFAULT_SIZES);
+	turn_cxt = AllocSetContextCreate(TopMemoryContext, "setstream turn",
+									 ALLOCSET_DEFAULT_SIZES);
+	open_listen_sockets();
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		ereport(ERROR, (errmsg("setstream: epoll_create1 failed: %m")));
+	tls_configure();
+
+	wait_set = CreateWaitEventSet(TopMemoryContext, nlisten + 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nlisten; i++)
+		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, listen_fds[i], NULL,
+						  &listen_fds[i]);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epfd, NULL, &epfd);
+
+	before_shmem_exit(listener_shutdown, (Datum) 0);
+	wakeup_set_listener_latch(index, MyLatch);
+	ereport(LOG,
+			(errmsg("setstream listener %d serving %s on port %d%s", index,
+					setstream_listen_addresses, setstream_port,
+					tls_enabled() ? " (TLS)" : "")));
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		int			n = WaitEventSetWait(wait_set, next_timeout_ms(now), events,
+										 lengthof(events), PG_WAIT_EXTENSION);
+
+		for (int i = 0; i < n; i++)
+		{
+			WaitEvent  *ev = &events[i];
+
+			if (ev->events & WL_POSTMASTER_DEATH)
+				proc_exit(1);
+			if (ev->events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+				if (ConfigReloadPending)
+					handle_reload();
+			}
+			else if (ev->user_data == &epfd)
+				poll_clients();
+			else if (ev->events & WL_SOCKET_READABLE)
+				accept_connections(*(int *) ev->user_data);
+		}
+		CHECK_FOR_INTERRUPTS();
+		run_turn();
+
+		now = GetCurrentTimestamp();
+		if (TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS))
+		{
+			expire_idle(now);
+			last_housekeeping = now;
+		}
+		wakeup_report_listener(index, nconns, nparked);
+	}
+}

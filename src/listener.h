@@ -1,0 +1,121 @@
+/*-------------------------------------------------------------------------
+ *
+ * listener.h
+ *	  The listener's connections and requests, shared by listener.c (the
+ *	  event loop), http.c (HTTP/1.1 on a connection), tls.c and routes.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SETSTREAM_LISTENER_H
+#define SETSTREAM_LISTENER_H
+
+#include <http_parser.h>
+#include <openssl/ssl.h>
+
+#include "lib/ilist.h"
+#include "lib/stringinfo.h"
+#include "utils/timestamp.h"
+
+#include "json.h"
+
+#define MAX_HEADER_BYTES	16384
+#define MAX_URL_BYTES		2048
+
+typedef enum ConnPhase
+{
+	PHASE_READ,					/* reading a request */
+	PHASE_READY,				/* a whole request waits for the next turn */
+	PHASE_PARKED,				/* a long poll waits for SETs */
+	PHASE_WRITE,				/* writing a response */
+	PHASE_CLOSED				/* to be freed */
+} ConnPhase;
+
+/* What a request carries that setstream looks at */
+typedef struct Request
+{
+	int			method;			/* enum http_method */
+	StringInfoData url;
+	StringInfoData body;
+	char	   *authorization;
+	char	   *content_type;
+	bool		expect_continue;
+	int			reject_status;	/* set while parsing: answer this and close */
+	const char *reject_reason;
+} Request;
+
+typedef struct Conn
+{
+	int			fd;
+	SSL		   *ssl;			/* NULL for plain TCP */
+	bool		tls_want_write; /* OpenSSL needs the socket writable */
+	MemoryContext cxt;			/* the connection's memory */
+	MemoryContext reqcxt;		/* the current request's memory */
+	char		peer[64];		/* address, for log lines */
+
+	http_parser parser;
+	char	   *in;				/* received bytes not yet parsed */
+	int			inlen;
+	int			incap;
+	StringInfoData hfield;		/* header being parsed */
+	StringInfoData hvalue;
+	bool		in_value;
+	int			header_bytes;
+	bool		message_complete;
+	bool		keep_alive;
+	Request		req;
+
+	StringInfoData out;			/* response bytes */
+	int			outpos;
+	bool		close_after_write;
+
+	ConnPhase	phase;
+	uint32		epoll_events;	/* what the private epoll watches */
+	TimestampTz last_activity;
+
+	/* a parked long poll */
+	char	   *poll_stream;
+	int			poll_slot;
+	uint64		poll_generation;
+	int			poll_max_events;
+	TimestampTz poll_deadline;
+
+	dlist_node	node;			/* in the listener's list of connections */
+} Conn;
+
+/* http.c */
+extern void http_conn_init(Conn *conn);
+extern bool http_conn_read(Conn *conn);
+extern void http_conn_parse(Conn *conn);
+extern void http_request_reset(Conn *conn);
+extern void http_respond(Conn *conn, int status, const char *content_type,
+						 const char *body, size_t len, const char *extra_headers);
+extern void http_respond_json(Conn *conn, int status, json_t *body,
+							  const char *extra_headers);
+extern void http_respond_error(Conn *conn, int status, const char *err,
+							   const char *description, const char *extra_headers);
+extern bool http_conn_flush(Conn *conn);
+extern const char *http_status_text(int status);
+
+/* tls.c */
+extern void tls_configure(void);
+extern bool tls_enabled(void);
+extern bool tls_conn_start(Conn *conn);
+extern ssize_t conn_recv(Conn *conn, char *buf, size_t len);
+extern ssize_t conn_send(Conn *conn, const char *buf, size_t len);
+extern void tls_conn_close(Conn *conn);
+
+/* routes.c */
+typedef enum RouteResult
+{
+	ROUTE_ANSWERED,				/* a response is in conn->out */
+	ROUTE_PARKED				/* a long poll waits; see conn->poll_* */
+} RouteResult;
+
+extern RouteResult route_request(Conn *conn, const uint64 *generations);
+extern RouteResult route_parked_poll(Conn *conn, bool timed_out,
+									 const uint64 *generations);
+
+/* listener.c */
+extern void listener_run(int index);
+
+#endif

@@ -1,0 +1,155 @@
+/*-------------------------------------------------------------------------
+ *
+ * tls.c
+ *	  TLS for the listener with OpenSSL: the server context (TLS 1.2 and
+ *	  newer; certificate and key from setstream.tls_cert_file and
+ *	  setstream.tls_key_file, reloaded on SIGHUP) and non-blocking reads
+ *	  and writes that also carry the handshake.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+#include <openssl/err.h>
+
+#include "listener.h"
+#include "setstream.h"
+
+static SSL_CTX *tls_ctx = NULL;
+
+static void
+log_tls_error(const char *what)
+{
+	unsigned long e = ERR_get_error();
+
+	ereport(LOG,
+			(errmsg("setstream: %s: %s", what,
+					e ? ERR_reason_error_string(e) : "unknown TLS error")));
+	ERR_clear_error();
+}
+
+/*
+ * (Re)build the server context from the GUCs.  On failure the old context
+ * stays in use (or TLS stays off) and the problem is logged.
+ */
+void
+tls_configure(void)
+{
+	SSL_CTX    *ctx;
+
+	if (setstream_tls_cert_file == NULL || setstream_tls_cert_file[0] == '\0' ||
+		setstream_tls_key_file == NULL || setstream_tls_key_file[0] == '\0')
+	{
+		if (tls_ctx != NULL)
+			SSL_CTX_free(tls_ctx);
+		tls_ctx = NULL;
+		return;
+	}
+	ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL)
+	{
+		log_tls_error("could not create a TLS context");
+		return;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+					 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (SSL_CTX_use_certificate_chain_file(ctx, setstream_tls_cert_file) != 1 ||
+		SSL_CTX_use_PrivateKey_file(ctx, setstream_tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+		SSL_CTX_check_private_key(ctx) != 1)
+	{
+		log_tls_error("could not load setstream.tls_cert_file / setstream.tls_key_file");
+		SSL_CTX_free(ctx);
+		return;
+	}
+	if (tls_ctx != NULL)
+		SSL_CTX_free(tls_ctx);
+	tls_ctx = ctx;
+}
+
+bool
+tls_enabled(void)
+{
+	return tls_ctx != NULL;
+}
+
+/* Begin TLS on an accepted socket; the handshake runs in the first reads */
+bool
+tls_conn_start(Conn *conn)
+{
+	conn->ssl = SSL_new(tls_ctx);
+	if (conn->ssl == NULL || SSL_set_fd(conn->ssl, conn->fd) != 1)
+	{
+		log_tls_error("could not start TLS on a connection");
+		return false;
+	}
+	SSL_set_accept_state(conn->ssl);
+	return true;
+}
+
+static ssize_t
+tls_result(Conn *conn, int n)
+{
+	int			err = SSL_get_error(conn->ssl, n);
+
+	conn->tls_want_write = false;
+	switch (err)
+	{
+		case SSL_ERROR_WANT_READ:
+			errno = EAGAIN;
+			return -1;
+		case SSL_ERROR_WANT_WRITE:
+			conn->tls_want_write = true;
+			errno = EAGAIN;
+			return -1;
+		case SSL_ERROR_ZERO_RETURN:
+			return 0;
+		default:
+			ERR_clear_error();
+			errno = ECONNRESET;
+			return -1;
+	}
+}
+
+ssize_t
+conn_recv(Conn *conn, char *buf, size_t len)
+{
+	int			n;
+
+	if (conn->ssl == NULL)
+		return recv(conn->fd, buf, len, 0);
+	ERR_clear_error();
+	n = SSL_read(conn->ssl, buf, (int) Min(len, INT_MAX));
+	if (n > 0)
+		return n;
+	return tls_result(conn, n);
+}
+
+ssize_t
+conn_send(Conn *conn, const char *buf, size_t len)
+{
+	int			n;
+
+	if (conn->ssl == NULL)
+		return send(conn->fd, buf, len, MSG_NOSIGNAL);
+	ERR_clear_error();
+	n = SSL_write(conn->ssl, buf, (int) Min(len, INT_MAX));
+	if (n > 0)
+		return n;
+	return tls_result(conn, n);
+}
+
+void
+tls_conn_close(Conn *conn)
+{
+	if (conn->ssl == NULL)
+		return;
+	SSL_shutdown(conn->ssl);
+	SSL_free(conn->ssl);
+	conn->ssl = NULL;
+	ERR_clear_error();
+}

@@ -1,0 +1,216 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.c
+ *	  Wake-ups from the emitting commit to the listeners.
+ *
+ *	  Shared memory holds WAKEUP_SLOTS generation counters; a stream maps
+ *	  to the slot of its name's hash (two streams in one slot only cost a
+ *	  spurious wake-up).  emit() notes the stream's slot in a backend-local
+ *	  list; the transaction callback, registered once per backend, bumps the
+ *	  noted generations at commit and sets every listener's latch.  At
+ *	  commit it does nothing that can fail: atomics and SetLatch only.  A
+ *	  listener parks a long poll with the generation it saw before its
+ *	  transaction, and looks again when the generation moves.
+ *
+ *	  Without shared_preload_libraries there is no shared memory and no
+ *	  listener; everything here is then a no-op.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+#include "wakeup.h"
+
+typedef struct ListenerSlot
+{
+	Latch	   *latch;			/* NULL when no listener runs here */
+	pg_atomic_uint32 connections;
+	pg_atomic_uint32 long_polls;
+} ListenerSlot;
+
+typedef struct WakeupShared
+{
+	pg_atomic_uint64 generation[WAKEUP_SLOTS];
+	ListenerSlot listeners[MAX_LISTENERS];
+} WakeupShared;
+
+static WakeupShared *shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Slots noted by this transaction's emits (a few; duplicates skipped) */
+#define MAX_NOTED 64
+static int	noted[MAX_NOTED];
+static int	nnoted = 0;
+static bool noted_overflow = false;
+
+static void
+wakeup_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WakeupShared)));
+}
+
+static void
+wakeup_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("setstream", sizeof(WakeupShared), &found);
+	if (!found)
+	{
+		for (int i = 0; i < WAKEUP_SLOTS; i++)
+			pg_atomic_init_u64(&shared->generation[i], 0);
+		for (int i = 0; i < MAX_LISTENERS; i++)
+		{
+			shared->listeners[i].latch = NULL;
+			pg_atomic_init_u32(&shared->listeners[i].connections, 0);
+			pg_atomic_init_u32(&shared->listeners[i].long_polls, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* From _PG_init, when loaded by shared_preload_libraries */
+void
+wakeup_request_shmem(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = wakeup_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = wakeup_shmem_startup;
+}
+
+bool
+wakeup_enabled(void)
+{
+	return shared != NULL;
+}
+
+int
+wakeup_slot(const char *stream)
+{
+	return (int) (hash_bytes((const unsigned char *) stream, strlen(stream))
+				  % WAKEUP_SLOTS);
+}
+
+uint64
+wakeup_generation(int slot)
+{
+	return shared ? pg_atomic_read_u64(&shared->generation[slot]) : 0;
+}
+
+/* emit() queued a SET on this stream: wake the listeners at commit */
+void
+wakeup_note_emit(const char *stream)
+{
+	int			slot;
+
+	if (shared == NULL)
+		return;
+	slot = wakeup_slot(stream);
+	for (int i = 0; i < nnoted; i++)
+		if (noted[i] == slot)
+			return;
+	if (nnoted < MAX_NOTED)
+		noted[nnoted++] = slot;
+	else
+		noted_overflow = true;
+}
+
+static void
+wake_listeners(void)
+{
+	for (int i = 0; i < MAX_LISTENERS; i++)
+	{
+		Latch	   *latch = shared->listeners[i].latch;
+
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+}
+
+static void
+wakeup_xact_callback(XactEvent event, void *arg)
+{
+	if (nnoted == 0 && !noted_overflow)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (noted_overflow)
+		{
+			for (int i = 0; i < WAKEUP_SLOTS; i++)
+				pg_atomic_fetch_add_u64(&shared->generation[i], 1);
+		}
+		else
+		{
+			for (int i = 0; i < nnoted; i++)
+				pg_atomic_fetch_add_u64(&shared->generation[noted[i]], 1);
+		}
+		wake_listeners();
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		nnoted = 0;
+		noted_overflow = false;
+	}
+}
+
+/* Once per backend, from _PG_init */
+void
+wakeup_register_callbacks(void)
+{
+	RegisterXactCallback(wakeup_xact_callback, NULL);
+}
+
+void
+wakeup_set_listener_latch(int index, Latch *latch)
+{
+	if (shared == NULL || index < 0 || index >= MAX_LISTENERS)
+		return;
+	shared->listeners[index].latch = latch;
+	if (latch == NULL)
+	{
+		pg_atomic_write_u32(&shared->listeners[index].connections, 0);
+		pg_atomic_write_u32(&shared->listeners[index].long_polls, 0);
+	}
+}
+
+void
+wakeup_report_listener(int index, int connections, int long_polls)
+{
+	if (shared == NULL || index < 0 || index >= MAX_LISTENERS)
+		return;
+	pg_atomic_write_u32(&shared->listeners[index].connections, connections);
+	pg_atomic_write_u32(&shared->listeners[index].long_polls, long_polls);
+}
+
+void
+wakeup_listener_totals(int *connections, int *long_polls, int *listeners)
+{
+	*connections = *long_polls = *listeners = 0;
+	if (shared == NULL)
+		return;
+	for (int i = 0; i < MAX_LISTENERS; i++)
+	{
+		if (shared->listeners[i].latch == NULL)
+			continue;
+		(*listeners)++;
+		*connections += pg_atomic_read_u32(&shared->listeners[i].connections);
+		*long_polls += pg_atomic_read_u32(&shared->listeners[i].long_polls);
+	}
+}
