@@ -50,6 +50,7 @@
 #define MAX_LISTEN_SOCKETS 16
 #define MAX_EPOLL_EVENTS 256
 #define HOUSEKEEPING_MS 250
+#define DRAIN_MS 2000			/* lingering close after an early error */
 
 static int	listener_index;
 static int	listen_fds[MAX_LISTEN_SOCKETS];
@@ -248,13 +249,48 @@ after_parse(Conn *conn)
 	set_interest(conn, conn->phase == PHASE_WRITE ? EPOLLOUT | EPOLLRDHUP : EPOLLRDHUP);
 }
 
+/*
+ * Closing right after answering a request whose body was not read (413,
+ * a parse error) would reset the connection and lose the answer: shut our
+ * side, then read and discard until the peer closes or DRAIN_MS pass.
+ */
+static void
+start_drain(Conn *conn)
+{
+	shutdown(conn->fd, SHUT_WR);
+	conn->phase = PHASE_DRAIN;
+	conn->last_activity = GetCurrentTimestamp();
+	set_interest(conn, EPOLLIN | EPOLLRDHUP);
+}
+
+static void
+drain(Conn *conn)
+{
+	char		scratch[8192];
+
+	for (int i = 0; i < 64; i++)
+	{
+		ssize_t		n = recv(conn->fd, scratch, sizeof(scratch), 0);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		break;
+	}
+	conn_close(conn);
+}
+
 /* The response is written: close, or read the next request */
 static void
 after_response(Conn *conn)
 {
 	if (conn->close_after_write)
 	{
-		conn_close(conn);
+		if (conn->req.reject_status != 0 && conn->ssl == NULL)
+			start_drain(conn);
+		else
+			conn_close(conn);
 		return;
 	}
 	conn->phase = PHASE_READ;
@@ -296,6 +332,11 @@ on_client_event(Conn *conn, uint32 events)
 			conn_close(conn);
 		else if (events & (EPOLLOUT | EPOLLIN))
 			write_response(conn);
+		return;
+	}
+	if (conn->phase == PHASE_DRAIN)
+	{
+		drain(conn);
 		return;
 	}
 	/* PHASE_READ */
@@ -521,6 +562,9 @@ expire_idle(TimestampTz now)
 		if ((conn->phase == PHASE_READ || conn->phase == PHASE_WRITE) &&
 			TimestampDifferenceExceeds(conn->last_activity, now,
 									   setstream_idle_timeout_ms))
+			conn_close(conn);
+		else if (conn->phase == PHASE_DRAIN &&
+				 TimestampDifferenceExceeds(conn->last_activity, now, DRAIN_MS))
 			conn_close(conn);
 	}
 }

@@ -27,6 +27,7 @@ typedef enum ConnPhase
 	PHASE_READY,				/* a whole request waits for the next turn */
 	PHASE_PARKED,				/* a long poll waits for SETs */
 	PHASE_WRITE,				/* writing a response */
+	PHASE_DRAIN,				/* answered an error early; discarding input */
 	PHASE_CLOSED				/* to be freed */
 } ConnPhase;
 
