@@ -20,6 +20,7 @@
 #include "utils/resowner.h"
 
 #include "exchange.h"
+#include "stats.h"
 #include "store.h"
 
 /* The outcome of one SET of a Communication Object */
@@ -159,9 +160,11 @@ exchange_ingest(StreamInfo *stream, CommObj *obj)
 		switch (ingest_one(stream, entry, &f))
 		{
 			case INGEST_ACK:
+				stats_count_received(stream->name);
 				json_array_append_new(ack, json_string(entry->key));
 				break;
 			case INGEST_SETERR:
+				stats_count_rejected(stream->name, f.code);
 				e = json_object();
 				json_object_set_new(e, "err", json_string(seterr_name(f.code)));
 				json_object_set_new(e, "description", json_string(f.description));

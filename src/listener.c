@@ -44,6 +44,7 @@
 
 #include "exchange.h"
 #include "listener.h"
+#include "stats.h"
 #include "setstream.h"
 #include "wakeup.h"
 
@@ -156,10 +157,17 @@ set_interest(Conn *conn, uint32 events)
 }
 
 static void
+unpark(Conn *conn)
+{
+	nparked--;
+	stats_count_long_poll(conn->poll_stream, -1);
+}
+
+static void
 conn_close(Conn *conn)
 {
 	if (conn->phase == PHASE_PARKED)
-		nparked--;
+		unpark(conn);
 	conn->phase = PHASE_CLOSED;
 	epoll_ctl(epfd, EPOLL_CTL_DEL, conn->fd, NULL);
 	tls_conn_close(conn);
@@ -445,13 +453,16 @@ handle_in_subxact(Conn *conn, TimestampTz now)
 	if (result == ROUTE_PARKED)
 	{
 		if (!parked)
+		{
 			nparked++;
+			stats_count_long_poll(conn->poll_stream, 1);
+		}
 		conn->phase = PHASE_PARKED;
 	}
 	else
 	{
 		if (parked)
-			nparked--;
+			unpark(conn);
 		conn->phase = PHASE_WRITE;
 	}
 }
@@ -466,7 +477,7 @@ respond_unavailable(List *batch, const char *why)
 		Conn	   *conn = lfirst(lc);
 
 		if (conn->phase == PHASE_PARKED)
-			nparked--;
+			unpark(conn);
 		resetStringInfo(&conn->out);
 		conn->outpos = 0;
 		http_respond_error(conn, 503, NULL, why, "Retry-After: 1\r\n");

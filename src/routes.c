@@ -27,6 +27,7 @@
 #include "exchange.h"
 #include "listener.h"
 #include "setstream.h"
+#include "stats.h"
 #include "store.h"
 #include "wakeup.h"
 
@@ -203,10 +204,12 @@ handle_push(Conn *conn, const char *name)
 		return;
 	if (!set_verify(stream, conn->req.body.data, conn->req.body.len, &ps, &f))
 	{
+		stats_count_rejected(name, f.code);
 		respond_seterr(conn, f.code, f.description);
 		return;
 	}
 	store_insert_event(stream, &ps);
+	stats_count_received(name);
 	http_respond(conn, 202, NULL, NULL, 0, NULL);
 }
 

@@ -463,3 +463,47 @@ AS $$
         WHEN 'SE007' THEN 'invalid_state'
     END
 $$;
+
+-- ---------------------------------------------------------------------
+-- Observability
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION setstream.stream_counters(
+    OUT stream text, OUT received bigint, OUT rejected jsonb, OUT long_polls integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'setstream_stream_counters'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION setstream.listener_stats(
+    OUT listeners integer, OUT connections integer, OUT long_polls integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'setstream_listener_stats'
+LANGUAGE C STRICT VOLATILE;
+
+-- Per stream: SETs received since server start (accepted, duplicates
+-- included) and rejected by RFC 8935 code, SETs stored, the outbox by
+-- state, long polls waiting now; and the listener's open connections.
+CREATE VIEW setstream.stats AS
+SELECT s.name AS stream,
+       s.status,
+       coalesce(c.received, 0) AS received,
+       coalesce(c.rejected, '{}'::jsonb) AS rejected,
+       (SELECT count(*) FROM setstream.events e WHERE e.stream = s.name) AS stored,
+       o.emitted,
+       o.pending,
+       o.delivered,
+       o.acked,
+       o.failed,
+       o.pending + o.delivered AS outbox_depth,
+       coalesce(c.long_polls, 0) AS waiting_long_polls,
+       l.connections AS listener_connections
+  FROM setstream.streams s
+  LEFT JOIN setstream.stream_counters() c ON c.stream = s.name
+  CROSS JOIN LATERAL (
+      SELECT count(*) AS emitted,
+             count(*) FILTER (WHERE ob.state = 'pending') AS pending,
+             count(*) FILTER (WHERE ob.state = 'delivered') AS delivered,
+             count(*) FILTER (WHERE ob.state = 'acked') AS acked,
+             count(*) FILTER (WHERE ob.state = 'failed') AS failed
+        FROM setstream.outbox ob WHERE ob.stream = s.name) o
+  CROSS JOIN setstream.listener_stats() l;

@@ -34,6 +34,7 @@
 #include "jose.h"
 #include "set.h"
 #include "store.h"
+#include "stats.h"
 #include "subject.h"
 #include "wakeup.h"
 
@@ -236,8 +237,12 @@ setstream_receive(PG_FUNCTION_ARGS)
 	SetFailure	f;
 
 	if (!set_verify(stream, VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &ps, &f))
+	{
+		stats_count_rejected(stream->name, f.code);
 		seterr_raise(f.code, f.description);
+	}
 	store_insert_event(stream, &ps);
+	stats_count_received(stream->name);
 	PG_RETURN_TEXT_P(cstring_to_text(ps.jti));
 }
 

@@ -27,6 +27,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
+#include "stats.h"
 #include "wakeup.h"
 
 typedef struct ListenerSlot
@@ -58,6 +59,8 @@ wakeup_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(WakeupShared)));
+	RequestAddinShmemSpace(stats_shmem_size());
+	RequestNamedLWLockTranche("setstream", 1);
 }
 
 static void
@@ -80,6 +83,7 @@ wakeup_shmem_startup(void)
 			pg_atomic_init_u32(&shared->listeners[i].long_polls, 0);
 		}
 	}
+	stats_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -1,0 +1,191 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *	  Per-stream counters kept in shared memory: SETs received (accepted,
+ *	  duplicates included), SETs rejected by RFC 8935 error code, and long
+ *	  polls waiting now.  What the tables already know (stored events,
+ *	  outbox states) is counted from the tables by the setstream.stats view.
+ *
+ *	  A shared hash of at most MAX_STAT_STREAMS entries, keyed by stream
+ *	  name; a lock is taken only to add an entry, counters are atomics.
+ *	  Counters start at zero when the server starts.  Without
+ *	  shared_preload_libraries nothing is counted.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/tuplestore.h"
+
+#include "stats.h"
+#include "wakeup.h"
+
+#define MAX_STAT_STREAMS 4096
+#define STREAM_KEY_LEN 132
+#define NCODES 8
+
+typedef struct StreamStats
+{
+	char		name[STREAM_KEY_LEN];	/* hash key */
+	pg_atomic_uint64 received;
+	pg_atomic_uint64 rejected[NCODES];
+	pg_atomic_uint32 long_polls;
+} StreamStats;
+
+static HTAB *stats_hash = NULL;
+static LWLock *stats_lock = NULL;
+
+PG_FUNCTION_INFO_V1(setstream_stream_counters);
+PG_FUNCTION_INFO_V1(setstream_listener_stats);
+
+Size
+stats_shmem_size(void)
+{
+	return hash_estimate_size(MAX_STAT_STREAMS, sizeof(StreamStats));
+}
+
+/* From the shared memory startup hook, under AddinShmemInitLock */
+void
+stats_shmem_init(void)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = STREAM_KEY_LEN;
+	ctl.entrysize = sizeof(StreamStats);
+	stats_hash = ShmemInitHash("setstream stream stats", 64, MAX_STAT_STREAMS,
+							   &ctl, HASH_ELEM | HASH_STRINGS);
+	stats_lock = &(GetNamedLWLockTranche("setstream"))->lock;
+}
+
+static StreamStats *
+stats_entry(const char *stream)
+{
+	char		key[STREAM_KEY_LEN];
+	StreamStats *entry;
+	bool		found;
+
+	if (stats_hash == NULL)
+		return NULL;
+	memset(key, 0, sizeof(key));
+	strlcpy(key, stream, sizeof(key));
+
+	LWLockAcquire(stats_lock, LW_SHARED);
+	entry = hash_search(stats_hash, key, HASH_FIND, NULL);
+	LWLockRelease(stats_lock);
+	if (entry != NULL)
+		return entry;
+
+	LWLockAcquire(stats_lock, LW_EXCLUSIVE);
+	entry = hash_search(stats_hash, key, HASH_ENTER_NULL, &found);
+	if (entry != NULL && !found)
+	{
+		pg_atomic_init_u64(&entry->received, 0);
+		for (int i = 0; i < NCODES; i++)
+			pg_atomic_init_u64(&entry->rejected[i], 0);
+		pg_atomic_init_u32(&entry->long_polls, 0);
+	}
+	LWLockRelease(stats_lock);
+	return entry;				/* NULL when the table is full */
+}
+
+void
+stats_count_received(const char *stream)
+{
+	StreamStats *e = stats_entry(stream);
+
+	if (e)
+		pg_atomic_fetch_add_u64(&e->received, 1);
+}
+
+void
+stats_count_rejected(const char *stream, SetErr code)
+{
+	StreamStats *e = stats_entry(stream);
+
+	if (e && code > SETERR_NONE && code < NCODES)
+		pg_atomic_fetch_add_u64(&e->rejected[code], 1);
+}
+
+void
+stats_count_long_poll(const char *stream, int delta)
+{
+	StreamStats *e = stats_entry(stream);
+
+	if (e)
+		pg_atomic_fetch_add_u32(&e->long_polls, delta);
+}
+
+/*
+ * setstream.stream_counters(): stream, received, rejected (jsonb: code ->
+ * count), long_polls; one row per stream that has counted anything.
+ */
+Datum
+setstream_stream_counters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS status;
+	StreamStats *e;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (stats_hash == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(stats_lock, LW_SHARED);
+	hash_seq_init(&status, stats_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		StringInfoData rej;
+		bool		first = true;
+
+		initStringInfo(&rej);
+		appendStringInfoChar(&rej, '{');
+		for (int c = SETERR_INVALID_REQUEST; c < NCODES; c++)
+		{
+			uint64		n = pg_atomic_read_u64(&e->rejected[c]);
+
+			if (n == 0)
+				continue;
+			appendStringInfo(&rej, "%s\"%s\": " UINT64_FORMAT,
+							 first ? "" : ", ", seterr_name((SetErr) c), n);
+			first = false;
+		}
+		appendStringInfoChar(&rej, '}');
+
+		values[0] = CStringGetTextDatum(e->name);
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&e->received));
+		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(rej.data));
+		values[3] = Int32GetDatum((int32) pg_atomic_read_u32(&e->long_polls));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(stats_lock);
+	return (Datum) 0;
+}
+
+/* setstream.listener_stats(): listeners running, open connections, long polls */
+Datum
+setstream_listener_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int			connections,
+				long_polls,
+				listeners;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	wakeup_listener_totals(&connections, &long_polls, &listeners);
+	values[0] = Int32GetDatum(listeners);
+	values[1] = Int32GetDatum(connections);
+	values[2] = Int32GetDatum(long_polls);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
