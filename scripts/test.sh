@@ -249,24 +249,30 @@ suite_pgtap() {
 
 suite_python() {
     local rc=0 out="$WORK/python" line n word pass=0 fail=0 skip=0 setup_fail=0
-    if ! compgen -G "$REPO/test/python/test_*.py" >/dev/null &&
-        ! compgen -G "$REPO/test/python/*_test.py" >/dev/null; then
-        record python 0 0 0 "no test/python/test_*.py"
+    local -a dirs=()
+    local d
+    for d in test/python test/protocol; do
+        compgen -G "$REPO/$d/test_*.py" >/dev/null && dirs+=("$d")
+    done
+    if [ ${#dirs[@]} -eq 0 ]; then
+        record python 0 0 0 "no test/python or test/protocol test_*.py"
         return
     fi
     mkdir -p "$out"
-    echo "== python: pytest test/python"
+    echo "== python: pytest ${dirs[*]}"
     if ! fresh_db setstream_py setstream; then
         echo "python: could not create database setstream_py with setstream"
         setup_fail=1
     fi
     (
         cd "$REPO"
+        # test/protocol talks to the listener, which serves setstream.database
         export PGDATABASE=setstream_py SETSTREAM_REPO="$REPO"
+        export SETSTREAM_DATABASE=postgres
         export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
         export no_proxy="$NO_PROXY" PYTHONDONTWRITEBYTECODE=1
         timeout -k 10 "$SUITE_TIMEOUT" /usr/bin/python3 -m pytest -q \
-            -p no:cacheprovider test/python
+            -p no:cacheprovider "${dirs[@]}"
     ) >"$out/log" 2>&1 || rc=$?
     cat "$out/log"
     [ "$rc" -eq 124 ] && echo "python: timed out after ${SUITE_TIMEOUT}s"
