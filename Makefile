@@ -19,7 +19,7 @@ REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 # partially initialised option structs); PostgreSQL builds itself the same way.
 PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
              -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lssl -lcrypto
+SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -23,14 +23,6 @@
 #include "stats.h"
 #include "store.h"
 
-/* The outcome of one SET of a Communication Object */
-typedef enum IngestOutcome
-{
-	INGEST_ACK,					/* stored (or stored before): acknowledge */
-	INGEST_SETERR,				/* invalid: report in setErrs */
-	INGEST_UNACKED				/* failed for another reason: peer resends */
-} IngestOutcome;
-
 static void
 verify_and_store(StreamInfo *stream, SetEntry *entry)
 {
@@ -60,8 +52,8 @@ seterr_description(SetErr code, const char *message)
  * Verify and store one SET in a subtransaction of its own, so that a SET
  * that fails (or whose user trigger raises) leaves its neighbours alone.
  */
-static IngestOutcome
-ingest_one(StreamInfo *stream, SetEntry *entry, SetFailure *f)
+IngestOutcome
+exchange_ingest_set(StreamInfo *stream, SetEntry *entry, SetFailure *f)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -157,7 +149,7 @@ exchange_ingest(StreamInfo *stream, CommObj *obj)
 		SetFailure	f;
 		json_t	   *e;
 
-		switch (ingest_one(stream, entry, &f))
+		switch (exchange_ingest_set(stream, entry, &f))
 		{
 			case INGEST_ACK:
 				stats_count_received(stream->name);

@@ -92,6 +92,15 @@ finish_header(Conn *conn)
 		conn->req.content_type = value;
 	else if (pg_strcasecmp(name, "Expect") == 0)
 		conn->req.expect_continue = pg_strcasecmp(value, "100-continue") == 0;
+	else if (pg_strcasecmp(name, "Upgrade") == 0)
+		conn->req.upgrade = value;
+	else if (pg_strcasecmp(name, "Sec-WebSocket-Key") == 0)
+		conn->req.ws_key = value;
+	else if (pg_strcasecmp(name, "Sec-WebSocket-Version") == 0)
+		conn->req.ws_version = value;
+	else if (pg_strcasecmp(name, "Sec-WebSocket-Protocol") == 0)
+		conn->req.ws_protocol = conn->req.ws_protocol ?
+			psprintf("%s, %s", conn->req.ws_protocol, value) : value;
 	resetStringInfo(&conn->hfield);
 	resetStringInfo(&conn->hvalue);
 }
@@ -347,7 +356,8 @@ void
 http_respond(Conn *conn, int status, const char *content_type,
 			 const char *body, size_t len, const char *extra_headers)
 {
-	bool		close = conn->close_after_write || !conn->keep_alive;
+	bool		close = conn->close_after_write || !conn->keep_alive ||
+		conn->parser.upgrade;	/* a refused upgrade */
 
 	appendStringInfo(&conn->out, "HTTP/1.1 %d %s\r\n", status,
 					 http_status_text(status));

@@ -170,6 +170,7 @@ conn_close(Conn *conn)
 		unpark(conn);
 	conn->phase = PHASE_CLOSED;
 	epoll_ctl(epfd, EPOLL_CTL_DEL, conn->fd, NULL);
+	ws_free(conn);
 	tls_conn_close(conn);
 	close(conn->fd);
 	dlist_delete(&conn->node);
@@ -289,10 +290,24 @@ drain(Conn *conn)
 	conn_close(conn);
 }
 
-/* The response is written: close, or read the next request */
+static void
+ws_update_interest(Conn *conn)
+{
+	set_interest(conn, EPOLLIN | EPOLLRDHUP | (ws_wants_write(conn) ? EPOLLOUT : 0));
+}
+
+/* The response is written: close, start a WebSocket session, or read on */
 static void
 after_response(Conn *conn)
 {
+	if (conn->websocket)
+	{
+		if (ws_start(conn))
+			ws_update_interest(conn);
+		else
+			conn_close(conn);
+		return;
+	}
 	if (conn->close_after_write)
 	{
 		if (conn->req.reject_status != 0 && conn->ssl == NULL)
@@ -345,6 +360,14 @@ on_client_event(Conn *conn, uint32 events)
 	if (conn->phase == PHASE_DRAIN)
 	{
 		drain(conn);
+		return;
+	}
+	if (conn->phase == PHASE_WEBSOCKET)
+	{
+		if ((events & (EPOLLHUP | EPOLLERR)) || !ws_on_event(conn, events))
+			conn_close(conn);
+		else
+			ws_update_interest(conn);
 		return;
 	}
 	/* PHASE_READ */
@@ -410,13 +433,15 @@ handle_in_subxact(Conn *conn, TimestampTz now)
 {
 	ResourceOwner owner = CurrentResourceOwner;
 	bool		parked = conn->phase == PHASE_PARKED;
-	RouteResult result = ROUTE_ANSWERED;
+	volatile RouteResult result = ROUTE_ANSWERED;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(turn_cxt);
 	PG_TRY();
 	{
-		if (parked)
+		if (conn->phase == PHASE_WEBSOCKET)
+			route_ws_turn(conn, generations, now);
+		else if (parked)
 			result = route_parked_poll(conn, now >= conn->poll_deadline, generations);
 		else
 			result = route_request(conn, generations);
@@ -434,7 +459,12 @@ handle_in_subxact(Conn *conn, TimestampTz now)
 		resetStringInfo(&conn->out);
 		conn->outpos = 0;
 		code = seterr_from_sqlstate(edata->sqlerrcode);
-		if (code != SETERR_NONE)
+		if (conn->phase == PHASE_WEBSOCKET)
+		{
+			log_internal_error(edata);
+			ws_abandon_turn(conn);
+		}
+		else if (code != SETERR_NONE)
 			http_respond_error(conn, 400, seterr_name(code),
 							   seterr_description(code, edata->message), NULL);
 		else
@@ -450,6 +480,8 @@ handle_in_subxact(Conn *conn, TimestampTz now)
 	MemoryContextSwitchTo(turn_cxt);
 	CurrentResourceOwner = owner;
 
+	if (conn->phase == PHASE_WEBSOCKET)
+		return;
 	if (result == ROUTE_PARKED)
 	{
 		if (!parked)
@@ -476,6 +508,11 @@ respond_unavailable(List *batch, const char *why)
 	{
 		Conn	   *conn = lfirst(lc);
 
+		if (conn->phase == PHASE_WEBSOCKET)
+		{
+			ws_abandon_turn(conn);
+			continue;
+		}
 		if (conn->phase == PHASE_PARKED)
 			unpark(conn);
 		resetStringInfo(&conn->out);
@@ -537,7 +574,8 @@ run_turn(void)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY || poll_is_due(conn, now))
+		if (conn->phase == PHASE_READY || poll_is_due(conn, now) ||
+			ws_turn_due(conn, generations, now))
 			batch = lappend(batch, conn);
 	}
 	if (batch != NIL)
@@ -551,6 +589,13 @@ run_turn(void)
 				write_response(conn);
 			else if (conn->phase == PHASE_PARKED)
 				set_interest(conn, EPOLLRDHUP);
+			else if (conn->phase == PHASE_WEBSOCKET)
+			{
+				if (ws_send_outbox(conn))
+					ws_update_interest(conn);
+				else
+					conn_close(conn);
+			}
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -577,6 +622,13 @@ expire_idle(TimestampTz now)
 		else if (conn->phase == PHASE_DRAIN &&
 				 TimestampDifferenceExceeds(conn->last_activity, now, DRAIN_MS))
 			conn_close(conn);
+		else if (conn->phase == PHASE_WEBSOCKET)
+		{
+			if (ws_housekeeping(conn, now))
+				ws_update_interest(conn);
+			else
+				conn_close(conn);
+		}
 	}
 }
 
@@ -592,9 +644,11 @@ next_timeout_ms(TimestampTz now)
 
 		if (conn->phase == PHASE_READY)
 			return 0;
-		if (conn->phase == PHASE_PARKED)
+		if (conn->phase == PHASE_PARKED || conn->phase == PHASE_WEBSOCKET)
 		{
-			long		ms = TimestampDifferenceMilliseconds(now, conn->poll_deadline);
+			TimestampTz deadline = conn->phase == PHASE_PARKED ?
+			conn->poll_deadline : conn->ws_next_take;
+			long		ms = TimestampDifferenceMilliseconds(now, deadline);
 
 			if (ms < timeout)
 				timeout = ms;

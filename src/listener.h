@@ -14,6 +14,7 @@
 
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
 #include "json.h"
@@ -28,6 +29,7 @@ typedef enum ConnPhase
 	PHASE_PARKED,				/* a long poll waits for SETs */
 	PHASE_WRITE,				/* writing a response */
 	PHASE_DRAIN,				/* answered an error early; discarding input */
+	PHASE_WEBSOCKET,			/* a pushpull WebSocket session */
 	PHASE_CLOSED				/* to be freed */
 } ConnPhase;
 
@@ -40,6 +42,10 @@ typedef struct Request
 	char	   *authorization;
 	char	   *content_type;
 	bool		expect_continue;
+	char	   *upgrade;		/* Upgrade */
+	char	   *ws_key;			/* Sec-WebSocket-Key */
+	char	   *ws_version;		/* Sec-WebSocket-Version */
+	char	   *ws_protocol;	/* Sec-WebSocket-Protocol (all of them) */
 	int			reject_status;	/* set while parsing: answer this and close */
 	const char *reject_reason;
 } Request;
@@ -80,6 +86,21 @@ typedef struct Conn
 	int			poll_max_events;
 	TimestampTz poll_deadline;
 
+	/* the pushpull WebSocket binding (ws.c) */
+	bool		websocket;		/* upgraded, or upgrading after this response */
+	void	   *ws;				/* wslay_event_context_ptr */
+	char	   *ws_stream;
+	int			ws_slot;
+	uint64		ws_generation;	/* the stream's generation at the last take */
+	List	   *ws_inbox;		/* received messages (char *), next turn */
+	List	   *ws_outbox;		/* messages to send after the commit */
+	List	   *ws_in_flight;	/* InFlight *: sent, not yet acked */
+	TimestampTz ws_next_take;
+	TimestampTz ws_last_rx;
+	bool		ws_ping_sent;
+	int			ws_close_code;	/* close with this after the turn, or 0 */
+	const char *ws_close_reason;
+
 	dlist_node	node;			/* in the listener's list of connections */
 } Conn;
 
@@ -109,12 +130,36 @@ extern void tls_conn_close(Conn *conn);
 typedef enum RouteResult
 {
 	ROUTE_ANSWERED,				/* a response is in conn->out */
-	ROUTE_PARKED				/* a long poll waits; see conn->poll_* */
+	ROUTE_PARKED,				/* a long poll waits; see conn->poll_* */
+	ROUTE_UPGRADED				/* 101 queued; a WebSocket session follows */
 } RouteResult;
 
 extern RouteResult route_request(Conn *conn, const uint64 *generations);
 extern RouteResult route_parked_poll(Conn *conn, bool timed_out,
 									 const uint64 *generations);
+
+extern void route_ws_turn(Conn *conn, const uint64 *generations,
+						  TimestampTz now);
+
+/* ws.c */
+#define WS_MAX_IN_FLIGHT 1000
+
+typedef struct InFlight
+{
+	char	   *jti;
+	TimestampTz sent_at;
+} InFlight;
+
+extern bool ws_handshake(Conn *conn, const char *stream);
+extern bool ws_start(Conn *conn);
+extern bool ws_on_event(Conn *conn, uint32 events);
+extern bool ws_send_outbox(Conn *conn);
+extern void ws_close(Conn *conn, int code, const char *reason);
+extern bool ws_housekeeping(Conn *conn, TimestampTz now);
+extern bool ws_wants_write(Conn *conn);
+extern void ws_free(Conn *conn);
+extern void ws_abandon_turn(Conn *conn);
+extern bool ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now);
 
 /* listener.c */
 extern void listener_run(int index);

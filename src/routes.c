@@ -330,9 +330,11 @@ route_request(Conn *conn, const uint64 *generations)
 			return handle_poll(conn, stream, generations);
 		case EP_PUSHPULL:
 			if (is_get)
-				http_respond_error(conn, 426, NULL,
-								   "the pushpull WebSocket binding is not available yet; POST a Communication Object",
-								   NULL);
+			{
+				if (inbound_stream(conn, stream) != NULL &&
+					ws_handshake(conn, stream))
+					return ROUTE_UPGRADED;
+			}
 			else
 				handle_pushpull(conn, stream);
 			break;
@@ -367,4 +369,164 @@ route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 	json_object_set_new(response, "moreAvailable", json_boolean(more));
 	http_respond_json(conn, 200, response, NULL);
 	return ROUTE_ANSWERED;
+}
+
+/* Forget in-flight SETs the peer acknowledged or rejected */
+static void
+ws_settle(Conn *conn, List *jtis)
+{
+	ListCell   *lc;
+
+	foreach(lc, jtis)
+	{
+		const char *jti = lfirst(lc);
+		ListCell   *f;
+
+		foreach(f, conn->ws_in_flight)
+		{
+			InFlight   *inf = lfirst(f);
+
+			if (strcmp(inf->jti, jti) == 0)
+			{
+				conn->ws_in_flight = foreach_delete_current(conn->ws_in_flight, f);
+				pfree(inf->jti);
+				pfree(inf);
+				break;
+			}
+		}
+	}
+}
+
+/* In-flight SETs past setstream.redelivery_interval are due again anywhere */
+static void
+ws_expire_in_flight(Conn *conn, TimestampTz now)
+{
+	ListCell   *f;
+
+	foreach(f, conn->ws_in_flight)
+	{
+		InFlight   *inf = lfirst(f);
+
+		if (TimestampDifferenceExceeds(inf->sent_at, now,
+									   setstream_redelivery_interval_ms))
+		{
+			conn->ws_in_flight = foreach_delete_current(conn->ws_in_flight, f);
+			pfree(inf->jti);
+			pfree(inf);
+		}
+	}
+}
+
+/* Apply one received Communication Object; false when it is malformed */
+static bool
+ws_apply_message(Conn *conn, StreamInfo *stream, const char *text,
+				 json_t *ack, json_t *set_errs)
+{
+	CommObj		obj;
+	char		err[256];
+	ListCell   *lc;
+
+	if (!commobj_parse(text, strlen(text), &obj, err, sizeof(err)))
+	{
+		conn->ws_close_code = 1007;
+		conn->ws_close_reason = MemoryContextStrdup(conn->cxt, err);
+		return false;
+	}
+	store_apply_acks(stream->name, obj.ack);
+	store_apply_errs(stream->name, obj.errs);
+	ws_settle(conn, obj.ack);
+	foreach(lc, obj.errs)
+		ws_settle(conn, list_make1(((SetErrEntry *) lfirst(lc))->jti));
+
+	foreach(lc, obj.sets)
+	{
+		SetEntry   *entry = lfirst(lc);
+		SetFailure	f;
+		json_t	   *e;
+
+		switch (exchange_ingest_set(stream, entry, &f))
+		{
+			case INGEST_ACK:
+				stats_count_received(stream->name);
+				json_array_append_new(ack, json_string(entry->key));
+				break;
+			case INGEST_SETERR:
+				stats_count_rejected(stream->name, f.code);
+				e = json_object();
+				json_object_set_new(e, "err", json_string(seterr_name(f.code)));
+				json_object_set_new(e, "description", json_string(f.description));
+				json_object_set_new(set_errs, entry->key, e);
+				break;
+			case INGEST_UNACKED:
+				break;
+		}
+	}
+	return true;
+}
+
+/* Hand out due SETs, within the connection's in-flight window */
+static json_t *
+ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
+{
+	int			window = WS_MAX_IN_FLIGHT - list_length(conn->ws_in_flight);
+	json_t	   *sets;
+	const char *jti;
+	json_t	   *v;
+
+	*more = false;
+	if (window <= 0)
+		return json_object();
+	sets = exchange_take(stream, window, more);
+	json_object_foreach(sets, jti, v)
+	{
+		MemoryContext old = MemoryContextSwitchTo(conn->cxt);
+		InFlight   *inf = palloc(sizeof(InFlight));
+
+		inf->jti = pstrdup(jti);
+		inf->sent_at = now;
+		conn->ws_in_flight = lappend(conn->ws_in_flight, inf);
+		MemoryContextSwitchTo(old);
+	}
+	return sets;
+}
+
+/*
+ * One database turn of a WebSocket session: apply what the peer sent, then
+ * hand out due SETs.  What to send waits in conn->ws_outbox for the commit.
+ */
+void
+route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
+{
+	StreamInfo *stream = store_get_stream(conn->ws_stream);
+	json_t	   *ack = json_array();
+	json_t	   *set_errs = json_object();
+	json_t	   *response = json_object();
+	json_t	   *sets;
+	ListCell   *lc;
+	bool		more;
+
+	foreach(lc, conn->ws_inbox)
+	{
+		if (!ws_apply_message(conn, stream, lfirst(lc), ack, set_errs))
+			break;
+	}
+	list_free_deep(conn->ws_inbox);
+	conn->ws_inbox = NIL;
+
+	conn->ws_generation = generations[conn->ws_slot];
+	ws_expire_in_flight(conn, now);
+	sets = ws_take(conn, stream, now, &more);
+	conn->ws_next_take = more && list_length(conn->ws_in_flight) < WS_MAX_IN_FLIGHT ?
+		now : TimestampTzPlusMilliseconds(now, Max(setstream_redelivery_interval_ms, 1000));
+
+	if (json_array_size(ack) > 0)
+		json_object_set_new(response, "ack", ack);
+	if (json_object_size(set_errs) > 0)
+		json_object_set_new(response, "setErrs", set_errs);
+	if (json_object_size(sets) > 0)
+		json_object_set_new(response, "sets", sets);
+	if (json_object_size(response) > 0)
+		conn->ws_outbox = lappend(conn->ws_outbox,
+								  MemoryContextStrdup(conn->cxt,
+													  json_dumps(response, JSON_COMPACT)));
 }
