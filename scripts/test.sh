@@ -264,32 +264,39 @@ suite_python() {
         echo "python: could not create database setstream_py with setstream"
         setup_fail=1
     fi
-    (
-        cd "$REPO"
-        # test/protocol talks to the listener, which serves setstream.database
-        export PGDATABASE=setstream_py SETSTREAM_REPO="$REPO"
-        export SETSTREAM_DATABASE=postgres
-        export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
-        export no_proxy="$NO_PROXY" PYTHONDONTWRITEBYTECODE=1
-        timeout -k 10 "$SUITE_TIMEOUT" /usr/bin/python3 -m pytest -q \
-            -p no:cacheprovider "${dirs[@]}"
-    ) >"$out/log" 2>&1 || rc=$?
-    cat "$out/log"
-    [ "$rc" -eq 124 ] && echo "python: timed out after ${SUITE_TIMEOUT}s"
-    # pytest's closing line, e.g. "2 failed, 10 passed, 1 skipped in 3.1s"
-    line=$(grep -E '^=*[^=]*\b(passed|failed|errors?|skipped|xfailed|xpassed|no tests ran)\b.* in [0-9.]+s' \
-        "$out/log" | tail -n 1 || true)
-    while read -r n word; do
-        case "$word" in
-            passed | xpassed) pass=$((pass + n)) ;;
-            failed | error | errors) fail=$((fail + n)) ;;
-            skipped | xfailed) skip=$((skip + n)) ;;
+    # one pytest run per directory: each has a conftest.py of its own
+    for d in "${dirs[@]}"; do
+        local_rc=0
+        (
+            cd "$REPO"
+            # test/protocol talks to the listener, which serves setstream.database
+            export PGDATABASE=setstream_py SETSTREAM_REPO="$REPO"
+            export SETSTREAM_DATABASE=postgres
+            export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
+            export no_proxy="$NO_PROXY" PYTHONDONTWRITEBYTECODE=1
+            timeout -k 10 "$SUITE_TIMEOUT" /usr/bin/python3 -m pytest -q \
+                -p no:cacheprovider "$d"
+        ) >"$out/log" 2>&1 || local_rc=$?
+        cat "$out/log"
+        [ "$local_rc" -eq 124 ] && echo "python: $d timed out after ${SUITE_TIMEOUT}s"
+        # pytest's closing line, e.g. "2 failed, 10 passed, 1 skipped in 3.1s"
+        line=$(grep -E '^=*[^=]*\b(passed|failed|errors?|skipped|xfailed|xpassed|no tests ran)\b.* in [0-9.]+s' \
+            "$out/log" | tail -n 1 || true)
+        local dpass=0 dfail=0
+        while read -r n word; do
+            case "$word" in
+                passed | xpassed) dpass=$((dpass + n)) ;;
+                failed | error | errors) dfail=$((dfail + n)) ;;
+                skipped | xfailed) skip=$((skip + n)) ;;
+            esac
+        done < <(grep -oE '[0-9]+ (passed|failed|errors?|skipped|xfailed|xpassed)' <<<"$line" || true)
+        case "$local_rc" in
+            0 | 5) ;;                                  # 5: no tests collected
+            *) [ "$dfail" -eq 0 ] && dfail=1 ;;         # interrupted, crash, timeout
         esac
-    done < <(grep -oE '[0-9]+ (passed|failed|errors?|skipped|xfailed|xpassed)' <<<"$line" || true)
-    case "$rc" in
-        0 | 5) ;;                                  # 5: no tests collected
-        *) [ "$fail" -eq 0 ] && fail=1 ;;           # interrupted, crash, timeout
-    esac
+        pass=$((pass + dpass))
+        fail=$((fail + dfail))
+    done
     record python "$pass" "$((fail + setup_fail))" "$skip"
 }
 

@@ -117,8 +117,13 @@ exchange_take(StreamInfo *stream, int max_events, bool *more)
 	*more = false;
 	if (max_events >= 0 && max_events < limit)
 		limit = max_events;
-	if (stream->status == 'p' || limit == 0)
+	if (stream->status == 'p')
 		return sets;
+	if (limit == 0)
+	{
+		*more = store_any_due(stream->name);
+		return sets;
+	}
 	taken = store_take_due(stream->name, limit, more);
 	foreach(lc, taken)
 	{

@@ -116,8 +116,10 @@ setstream_add_key(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid JWK: %s", err)));
+	/* a copy: setting "kid" below frees the string the JWK holds */
 	kid = json_is_string(json_object_get(jwk, "kid")) ?
-		json_string_value(json_object_get(jwk, "kid")) : jose_thumbprint(jwk);
+		pstrdup(json_string_value(json_object_get(jwk, "kid"))) :
+		jose_thumbprint(jwk);
 	json_object_set_new(jwk, "kid", json_string(kid));
 	text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
 	if (jose_key_get(text) == NULL)

@@ -128,6 +128,12 @@ static StoreStmt stmt_more_due = {
 	3, {TEXTOID, INT4OID, INT8ARRAYOID}
 };
 
+static StoreStmt stmt_any_due = {
+	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
+	" WHERE stream = $1 AND " DUE_CONDITION ")",
+	2, {TEXTOID, INT4OID}
+};
+
 static StoreStmt stmt_jwks = {
 	"SELECT setstream.jwks()::text",
 	0, {InvalidOid}
@@ -600,6 +606,22 @@ store_jwks(void)
 	spi_connect();
 	run(&stmt_jwks, NULL, NULL, true);
 	result = get_text(0, 1, cxt);
+	SPI_finish();
+	return result;
+}
+
+/* Whether any SET of the stream is pending or due for redelivery */
+bool
+store_any_due(const char *stream)
+{
+	Datum		values[2] = {text_datum(stream),
+		Int32GetDatum(setstream_redelivery_interval_ms)};
+	bool		isnull;
+	bool		result;
+
+	spi_connect();
+	run(&stmt_any_due, values, NULL, true);
+	result = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
 	return result;
 }

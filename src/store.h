@@ -47,5 +47,6 @@ extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
 extern List *store_take_due(const char *stream, int limit, bool *more);
 extern char *store_jwks(void);
+extern bool store_any_due(const char *stream);
 
 #endif
