@@ -1,13 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * exchange.c
- *	  Protocol operations on a stream inside the caller's transaction,
- *	  shared by the SQL API (sqlapi.c) and the listener (routes.c):
+ *	  Protocol operations on a stream, shared by the SQL API (sqlapi.c) and
+ *	  the listener (routes.c):
  *
- *	  - exchange_ingest: a pushpull Communication Object: apply the peer's
- *	    ack and setErrs to the outbox, verify and store each SET in a
- *	    subtransaction of its own (a bad SET, or one whose user trigger
- *	    raises, does not fail its neighbours), and hand out due SETs;
+ *	  - exchange_verify: check every SET of a Communication Object (no
+ *	    database access when the stream's keys are cached, so the listener
+ *	    does it outside any transaction);
+ *	  - exchange_ingest: apply the peer's ack and setErrs to the outbox,
+ *	    store each valid SET in a subtransaction of its own (a SET whose
+ *	    user trigger raises does not fail its neighbours), and hand out due
+ *	    SETs;
  *	  - exchange_poll: an RFC 8936 poll: ack and setErrs first, then up to
  *	    maxEvents due SETs.
  *
@@ -23,20 +26,6 @@
 #include "stats.h"
 #include "store.h"
 
-static void
-verify_and_store(StreamInfo *stream, SetEntry *entry)
-{
-	ParsedSet	ps;
-	SetFailure	f;
-
-	if (!set_verify(stream, entry->token, strlen(entry->token), &ps, &f))
-		seterr_raise(f.code, f.description);
-	if (strcmp(ps.jti, entry->key) != 0)
-		seterr_raise(SETERR_INVALID_REQUEST,
-					 "the key of this SET in \"sets\" is not its jti");
-	store_insert_event(stream, &ps);
-}
-
 /* Strip the "code: " prefix that seterr_raise put before a description */
 const char *
 seterr_description(SetErr code, const char *message)
@@ -48,22 +37,50 @@ seterr_description(SetErr code, const char *message)
 	return message;
 }
 
+/* Verify every SET of the object; the key of each must be its jti */
+IngestItem *
+exchange_verify(StreamInfo *stream, CommObj *obj)
+{
+	IngestItem *items = palloc0(sizeof(IngestItem) * (list_length(obj->sets) + 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, obj->sets)
+	{
+		IngestItem *item = &items[i++];
+
+		item->entry = lfirst(lc);
+		item->valid = set_verify(stream, item->entry->token,
+								 strlen(item->entry->token), &item->ps, &item->f);
+		if (item->valid && strcmp(item->ps.jti, item->entry->key) != 0)
+			item->valid = set_fail(&item->f, SETERR_INVALID_REQUEST,
+								   "the key of this SET in \"sets\" is not its jti");
+	}
+	return items;
+}
+
 /*
- * Verify and store one SET in a subtransaction of its own, so that a SET
- * that fails (or whose user trigger raises) leaves its neighbours alone.
+ * Store one verified SET in a subtransaction of its own.  A failure with
+ * an RFC 8935 code becomes a setErr; any other (a user trigger that
+ * raises, say) leaves the SET unacknowledged, so that the peer resends it.
  */
 IngestOutcome
-exchange_ingest_set(StreamInfo *stream, SetEntry *entry, SetFailure *f)
+exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile IngestOutcome outcome = INGEST_ACK;
 
+	if (!item->valid)
+	{
+		*f = item->f;
+		return INGEST_SETERR;
+	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		verify_and_store(stream, entry);
+		store_insert_event(stream, &item->ps);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -92,7 +109,7 @@ exchange_ingest_set(StreamInfo *stream, SetEntry *entry, SetFailure *f)
 		{
 			ereport(WARNING,
 					(errmsg("setstream: SET \"%.128s\" of stream \"%s\" was not stored: %s",
-							entry->key, stream->name, edata->message),
+							item->entry->key, stream->name, edata->message),
 					 errdetail("It is not acknowledged; the peer will send it again.")));
 			outcome = INGEST_UNACKED;
 		}
@@ -100,6 +117,36 @@ exchange_ingest_set(StreamInfo *stream, SetEntry *entry, SetFailure *f)
 	}
 	PG_END_TRY();
 	return outcome;
+}
+
+/* Store the object's SETs, adding to the "ack" array and "setErrs" object */
+void
+exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
+				 json_t *ack, json_t *set_errs)
+{
+	for (int i = 0; i < list_length(obj->sets); i++)
+	{
+		IngestItem *item = &items[i];
+		SetFailure	f;
+		json_t	   *e;
+
+		switch (exchange_store_item(stream, item, &f))
+		{
+			case INGEST_ACK:
+				stats_count_received(stream->name);
+				json_array_append_new(ack, json_string(item->entry->key));
+				break;
+			case INGEST_SETERR:
+				stats_count_rejected(stream->name, f.code);
+				e = json_object();
+				json_object_set_new(e, "err", json_string(seterr_name(f.code)));
+				json_object_set_new(e, "description", json_string(f.description));
+				json_object_set_new(set_errs, item->entry->key, e);
+				break;
+			case INGEST_UNACKED:
+				break;
+		}
+	}
 }
 
 /*
@@ -134,43 +181,24 @@ exchange_take(StreamInfo *stream, int max_events, bool *more)
 	return sets;
 }
 
-/* Apply a Communication Object; returns the response object */
+/*
+ * Apply a Communication Object; returns the response object.  items are
+ * the verification results of its SETs, or NULL to verify here.
+ */
 json_t *
-exchange_ingest(StreamInfo *stream, CommObj *obj)
+exchange_ingest(StreamInfo *stream, CommObj *obj, IngestItem *items)
 {
 	json_t	   *ack = json_array();
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
 	json_t	   *sets;
-	ListCell   *lc;
 	bool		more;
 
+	if (items == NULL)
+		items = exchange_verify(stream, obj);
 	store_apply_acks(stream->name, obj->ack);
 	store_apply_errs(stream->name, obj->errs);
-
-	foreach(lc, obj->sets)
-	{
-		SetEntry   *entry = lfirst(lc);
-		SetFailure	f;
-		json_t	   *e;
-
-		switch (exchange_ingest_set(stream, entry, &f))
-		{
-			case INGEST_ACK:
-				stats_count_received(stream->name);
-				json_array_append_new(ack, json_string(entry->key));
-				break;
-			case INGEST_SETERR:
-				stats_count_rejected(stream->name, f.code);
-				e = json_object();
-				json_object_set_new(e, "err", json_string(seterr_name(f.code)));
-				json_object_set_new(e, "description", json_string(f.description));
-				json_object_set_new(set_errs, entry->key, e);
-				break;
-			case INGEST_UNACKED:
-				break;
-		}
-	}
+	exchange_collect(stream, obj, items, ack, set_errs);
 
 	json_object_set_new(response, "ack", ack);
 	json_object_set_new(response, "setErrs", set_errs);

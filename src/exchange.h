@@ -2,7 +2,7 @@
  *
  * exchange.h
  *	  The protocol operations on a stream, shared by the SQL API and the
- *	  listener: receive one SET, ingest a Communication Object, poll.
+ *	  listener: verify and store SETs of a Communication Object, poll.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,7 +12,16 @@
 #include "commobj.h"
 #include "set.h"
 
-/* The outcome of one SET of a Communication Object */
+/* One SET of a Communication Object, verified (no database needed) */
+typedef struct IngestItem
+{
+	SetEntry   *entry;
+	bool		valid;
+	ParsedSet	ps;				/* when valid */
+	SetFailure	f;				/* when not */
+} IngestItem;
+
+/* The outcome of storing one SET */
 typedef enum IngestOutcome
 {
 	INGEST_ACK,					/* stored (or stored before): acknowledge */
@@ -20,9 +29,13 @@ typedef enum IngestOutcome
 	INGEST_UNACKED				/* failed for another reason: peer resends */
 } IngestOutcome;
 
-extern IngestOutcome exchange_ingest_set(StreamInfo *stream, SetEntry *entry,
+extern IngestItem *exchange_verify(StreamInfo *stream, CommObj *obj);
+extern IngestOutcome exchange_store_item(StreamInfo *stream, IngestItem *item,
 										 SetFailure *f);
-extern json_t *exchange_ingest(StreamInfo *stream, CommObj *obj);
+extern void exchange_collect(StreamInfo *stream, CommObj *obj,
+							 IngestItem *items, json_t *ack, json_t *set_errs);
+extern json_t *exchange_ingest(StreamInfo *stream, CommObj *obj,
+							   IngestItem *items);
 extern json_t *exchange_poll(StreamInfo *stream, CommObj *req, bool *more);
 extern json_t *exchange_take(StreamInfo *stream, int max_events, bool *more);
 extern const char *seterr_description(SetErr code, const char *message);

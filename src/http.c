@@ -226,6 +226,7 @@ http_request_reset(Conn *conn)
 	conn->header_bytes = 0;
 	conn->message_complete = false;
 	conn->poll_stream = NULL;
+	conn->route_state = NULL;
 }
 
 /*

@@ -44,6 +44,7 @@
 
 #include "exchange.h"
 #include "listener.h"
+#include "streamcache.h"
 #include "stats.h"
 #include "setstream.h"
 #include "wakeup.h"
@@ -66,6 +67,7 @@ static MemoryContext turn_cxt;
 static uint64 generations[WAKEUP_SLOTS];
 static TimestampTz last_housekeeping = 0;
 static TimestampTz last_error_log = 0;
+static Oid	last_extension = InvalidOid;
 
 /* ---------------------------------------------------------------------
  * Listen sockets
@@ -444,7 +446,7 @@ handle_in_subxact(Conn *conn, TimestampTz now)
 		else if (parked)
 			result = route_parked_poll(conn, now >= conn->poll_deadline, generations);
 		else
-			result = route_request(conn, generations);
+			result = route_execute(conn, generations);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -522,6 +524,23 @@ respond_unavailable(List *batch, const char *why)
 	}
 }
 
+/*
+ * Is the extension there, and the same one the cache was filled from?  A
+ * DROP and CREATE EXTENSION leaves nothing of the cache valid.  Inside a
+ * transaction.
+ */
+static bool
+extension_unchanged(void)
+{
+	Oid			ext = get_extension_oid("setstream", true);
+	bool		same = ext == last_extension;
+
+	if (!same)
+		streamcache_reset();
+	last_extension = ext;
+	return same && OidIsValid(ext);
+}
+
 /* Everything the turn's connections need from the database, committed */
 static void
 database_turn(List *batch, TimestampTz now)
@@ -534,8 +553,10 @@ database_turn(List *batch, TimestampTz now)
 	pgstat_report_activity(STATE_RUNNING, "setstream listener");
 	PG_TRY();
 	{
-		if (!OidIsValid(get_extension_oid("setstream", true)))
-			respond_unavailable(batch, "setstream is not installed in this database");
+		if (!extension_unchanged())
+			respond_unavailable(batch, OidIsValid(last_extension) ?
+								"setstream was re-created; try again" :
+								"setstream is not installed in this database");
 		else
 		{
 			foreach(lc, batch)
@@ -557,31 +578,170 @@ database_turn(List *batch, TimestampTz now)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* Read streams the prepared requests need into the cache */
+static bool
+load_streams(List *names)
+{
+	volatile bool ok = true;
+	ListCell   *lc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		(void) extension_unchanged();
+		if (!OidIsValid(last_extension))
+			ok = false;
+		else
+		{
+			foreach(lc, names)
+			{
+				StreamInfo *unused;
+
+				if (!streamcache_lookup(lfirst(lc), &unused))
+					streamcache_load(lfirst(lc));
+			}
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(turn_cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(turn_cxt);
+	return ok;
+}
+
+/* Step one for a connection, outside any transaction */
+static PrepResult
+prepare_one(Conn *conn, char **load)
+{
+	bool		ws = conn->phase == PHASE_WEBSOCKET;
+	volatile PrepResult result = PREP_ANSWERED;
+
+	MemoryContextSwitchTo(ws ? turn_cxt : conn->reqcxt);
+	PG_TRY();
+	{
+		if (ws)
+			result = route_ws_prepare(conn, load) ? PREP_EXECUTE : PREP_LOAD;
+		else
+			result = route_prepare(conn, load);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(turn_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		log_internal_error(edata);
+		if (ws)
+			ws_abandon_turn(conn);
+		else
+		{
+			resetStringInfo(&conn->out);
+			conn->outpos = 0;
+			http_respond_error(conn, 500, NULL,
+							   "the request could not be processed; try again later",
+							   NULL);
+		}
+		result = PREP_ANSWERED;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(turn_cxt);
+	return result;
+}
+
+/*
+ * Step one for every new request and WebSocket message: route,
+ * authenticate, parse and verify outside any transaction, loading into the
+ * cache (one short transaction) the streams not in it yet.  Returns the
+ * connections that need the database.
+ */
+static List *
+prepare_all(List *fresh)
+{
+	List	   *db = NIL;
+	List	   *waiting = NIL;
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	for (int pass = 0; pass < 2 && fresh != NIL; pass++)
+	{
+		foreach(lc, fresh)
+		{
+			Conn	   *conn = lfirst(lc);
+			char	   *load = NULL;
+
+			switch (prepare_one(conn, &load))
+			{
+				case PREP_EXECUTE:
+					db = lappend(db, conn);
+					break;
+				case PREP_LOAD:
+					waiting = lappend(waiting, conn);
+					names = lappend(names, load);
+					break;
+				case PREP_ANSWERED:
+					/* a WebSocket session that failed only sends its close */
+					if (conn->phase != PHASE_WEBSOCKET)
+						conn->phase = PHASE_WRITE;
+					break;
+			}
+		}
+		fresh = NIL;
+		if (waiting != NIL)
+		{
+			if (pass == 0 && load_streams(names))
+				fresh = waiting;
+			else
+				respond_unavailable(waiting, "the database is not available; try again later");
+			waiting = names = NIL;
+		}
+	}
+	return db;
+}
+
 static void
 run_turn(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	List	   *batch = NIL;
+	List	   *fresh = NIL;
+	List	   *due = NIL;
+	List	   *touched = NIL;
 	dlist_mutable_iter iter;
 	ListCell   *lc;
 	MemoryContext old;
 
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		generations[i] = wakeup_generation(i);
+	streamcache_check_generation();
 
 	old = MemoryContextSwitchTo(turn_cxt);
 	dlist_foreach_modify(iter, &conns)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY || poll_is_due(conn, now) ||
-			ws_turn_due(conn, generations, now))
-			batch = lappend(batch, conn);
+		if (conn->phase == PHASE_READY ||
+			(conn->phase == PHASE_WEBSOCKET && conn->ws_inbox != NIL))
+			fresh = lappend(fresh, conn);
+		else if (poll_is_due(conn, now) || ws_turn_due(conn, generations, now))
+			due = lappend(due, conn);
 	}
-	if (batch != NIL)
+	if (fresh != NIL || due != NIL)
 	{
-		database_turn(batch, now);
-		foreach(lc, batch)
+		touched = list_concat(list_copy(fresh), due);
+		due = list_concat(due, prepare_all(fresh));
+		if (due != NIL)
+			database_turn(due, now);
+		foreach(lc, touched)
 		{
 			Conn	   *conn = lfirst(lc);
 

@@ -93,6 +93,7 @@ typedef struct Conn
 	int			ws_slot;
 	uint64		ws_generation;	/* the stream's generation at the last take */
 	List	   *ws_inbox;		/* received messages (char *), next turn */
+	List	   *ws_prepared;	/* this turn's messages, parsed and verified */
 	List	   *ws_outbox;		/* messages to send after the commit */
 	List	   *ws_in_flight;	/* InFlight *: sent, not yet acked */
 	TimestampTz ws_next_take;
@@ -100,6 +101,8 @@ typedef struct Conn
 	bool		ws_ping_sent;
 	int			ws_close_code;	/* close with this after the turn, or 0 */
 	const char *ws_close_reason;
+
+	void	   *route_state;	/* routes.c: the prepared request */
 
 	dlist_node	node;			/* in the listener's list of connections */
 } Conn;
@@ -130,11 +133,19 @@ extern void tls_conn_close(Conn *conn);
 typedef enum RouteResult
 {
 	ROUTE_ANSWERED,				/* a response is in conn->out */
-	ROUTE_PARKED,				/* a long poll waits; see conn->poll_* */
-	ROUTE_UPGRADED				/* 101 queued; a WebSocket session follows */
+	ROUTE_PARKED				/* a long poll waits; see conn->poll_* */
 } RouteResult;
 
-extern RouteResult route_request(Conn *conn, const uint64 *generations);
+typedef enum PrepResult
+{
+	PREP_ANSWERED,				/* answered without the database */
+	PREP_EXECUTE,				/* route_execute must run in the transaction */
+	PREP_LOAD					/* load the stream into the cache, then again */
+} PrepResult;
+
+extern PrepResult route_prepare(Conn *conn, char **load_stream);
+extern RouteResult route_execute(Conn *conn, const uint64 *generations);
+extern bool route_ws_prepare(Conn *conn, char **load_stream);
 extern RouteResult route_parked_poll(Conn *conn, bool timed_out,
 									 const uint64 *generations);
 

@@ -11,9 +11,14 @@
  *	  Every stream route needs "Authorization: Bearer <token>" with a token
  *	  of that stream; a missing or wrong token, and a token of another
  *	  stream, get 401 with WWW-Authenticate and say nothing about the
- *	  stream.  Handlers run inside the listener's transaction (each in a
- *	  subtransaction of its own); the listener sends what they queue only
- *	  after the commit.
+ *	  stream.
+ *
+ *	  Each request goes through two steps.  route_prepare runs outside any
+ *	  transaction, on the listener's cached copy of the stream
+ *	  (streamcache.c): routing, authentication, parsing, JWS verification;
+ *	  most bad requests are answered right there.  route_execute runs inside
+ *	  the loop turn's transaction, in a subtransaction of its own, and only
+ *	  stores and reads; the listener sends what it queues after the commit.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +30,7 @@
 #include "utils/memutils.h"
 
 #include "exchange.h"
+#include "streamcache.h"
 #include "listener.h"
 #include "setstream.h"
 #include "stats.h"
@@ -137,38 +143,11 @@ bearer_token(Conn *conn, size_t *len)
 	return h;
 }
 
-static bool
-authorized(Conn *conn, const char *stream)
-{
-	size_t		len = 0;
-	const char *token = bearer_token(conn, &len);
-
-	if (token != NULL && setstream_token_valid(stream, token, len))
-		return true;
-	http_respond_error(conn, 401, "authentication_failed",
-					   token ? "the bearer token is not valid for this stream"
-					   : "this endpoint needs Authorization: Bearer <token>",
-					   token ? bearer_challenge_invalid : bearer_challenge);
-	return false;
-}
 
 static void
 respond_seterr(Conn *conn, SetErr code, const char *description)
 {
 	http_respond_error(conn, 400, seterr_name(code), description, NULL);
-}
-
-static StreamInfo *
-inbound_stream(Conn *conn, const char *name)
-{
-	StreamInfo *stream = store_get_stream(name);
-
-	if (stream->status == 'd')
-	{
-		respond_seterr(conn, SETERR_ACCESS_DENIED, "the stream is disabled");
-		return NULL;
-	}
-	return stream;
 }
 
 static bool
@@ -185,32 +164,163 @@ require_json_body(Conn *conn)
 	return true;
 }
 
-/* RFC 8935: one SET in, 202 once it is stored (after the commit) */
-static void
-handle_push(Conn *conn, const char *name)
+/* What route_prepare found out, kept for route_execute (request memory) */
+typedef struct Prepared
+{
+	Endpoint	ep;
+	char	   *stream_name;
+	StreamInfo *stream;			/* the cached copy */
+	ParsedSet	ps;				/* EP_EVENTS: the verified SET */
+	CommObj		obj;			/* EP_POLL, EP_PUSHPULL */
+	IngestItem *items;			/* EP_PUSHPULL: its SETs, verified */
+} Prepared;
+
+static Prepared *
+prepared(Conn *conn)
+{
+	return (Prepared *) conn->route_state;
+}
+
+/* The bearer token must be an active token of this very stream */
+static bool
+authorized(Conn *conn, StreamInfo *stream)
+{
+	size_t		len = 0;
+	const char *token = bearer_token(conn, &len);
+
+	if (token != NULL && stream != NULL &&
+		setstream_tokens_match(stream->token_hashes, token, len))
+		return true;
+	http_respond_error(conn, 401, "authentication_failed",
+					   token ? "the bearer token is not valid for this stream"
+					   : "this endpoint needs Authorization: Bearer <token>",
+					   token ? bearer_challenge_invalid : bearer_challenge);
+	return false;
+}
+
+static PrepResult
+prepare_push(Conn *conn, Prepared *p)
 {
 	char	   *mt = media_type(conn);
-	StreamInfo *stream;
-	ParsedSet	ps;
 	SetFailure	f;
 
 	if (mt == NULL || strcmp(mt, "application/secevent+jwt") != 0)
 	{
 		http_respond_error(conn, 415, "invalid_request",
 						   "Content-Type must be application/secevent+jwt", NULL);
-		return;
+		return PREP_ANSWERED;
 	}
-	if ((stream = inbound_stream(conn, name)) == NULL)
-		return;
-	if (!set_verify(stream, conn->req.body.data, conn->req.body.len, &ps, &f))
+	if (!set_verify(p->stream, conn->req.body.data, conn->req.body.len,
+					&p->ps, &f))
 	{
-		stats_count_rejected(name, f.code);
+		stats_count_rejected(p->stream->name, f.code);
 		respond_seterr(conn, f.code, f.description);
-		return;
+		return PREP_ANSWERED;
 	}
-	store_insert_event(stream, &ps);
-	stats_count_received(name);
-	http_respond(conn, 202, NULL, NULL, 0, NULL);
+	return PREP_EXECUTE;
+}
+
+static PrepResult
+prepare_poll(Conn *conn, Prepared *p)
+{
+	char		err[256];
+
+	if (!require_json_body(conn))
+		return PREP_ANSWERED;
+	if (!commobj_parse_poll(conn->req.body.data, conn->req.body.len, &p->obj,
+							err, sizeof(err)))
+	{
+		respond_seterr(conn, SETERR_INVALID_REQUEST, err);
+		return PREP_ANSWERED;
+	}
+	return PREP_EXECUTE;
+}
+
+static PrepResult
+prepare_pushpull(Conn *conn, Prepared *p, bool is_get)
+{
+	char		err[256];
+
+	if (is_get)
+	{
+		ws_handshake(conn, p->stream_name);
+		return PREP_ANSWERED;	/* a 101, or why not */
+	}
+	if (!require_json_body(conn))
+		return PREP_ANSWERED;
+	if (!commobj_parse(conn->req.body.data, conn->req.body.len, &p->obj,
+					   err, sizeof(err)))
+	{
+		respond_seterr(conn, SETERR_INVALID_REQUEST, err);
+		return PREP_ANSWERED;
+	}
+	p->items = exchange_verify(p->stream, &p->obj);
+	return PREP_EXECUTE;
+}
+
+/*
+ * Step one, outside any transaction.  PREP_LOAD asks the listener to load
+ * *load_stream into the cache (in a transaction) and call again.
+ */
+PrepResult
+route_prepare(Conn *conn, char **load_stream)
+{
+	Prepared   *p = prepared(conn);
+	bool		is_get = conn->req.method == HTTP_GET;
+	bool		is_post = conn->req.method == HTTP_POST;
+
+	if (p == NULL)
+	{
+		char	   *path = request_path(conn);
+
+		p = palloc0(sizeof(Prepared));
+		p->ep = path ? parse_path(path, &p->stream_name) : EP_NONE;
+		conn->route_state = p;
+	}
+
+	if (p->ep == EP_NONE)
+	{
+		http_respond_error(conn, 404, NULL, "no such endpoint", NULL);
+		return PREP_ANSWERED;
+	}
+	if (p->ep == EP_JWKS)
+	{
+		if (is_get)
+			return PREP_EXECUTE;
+		http_respond_error(conn, 405, NULL, "use GET", "Allow: GET\r\n");
+		return PREP_ANSWERED;
+	}
+	if (!is_post && !(p->ep == EP_PUSHPULL && is_get))
+	{
+		http_respond_error(conn, 405, NULL, "use POST",
+						   p->ep == EP_PUSHPULL ? "Allow: GET, POST\r\n" : "Allow: POST\r\n");
+		return PREP_ANSWERED;
+	}
+	if (!streamcache_lookup(p->stream_name, &p->stream))
+	{
+		*load_stream = p->stream_name;
+		return PREP_LOAD;
+	}
+	if (!authorized(conn, p->stream))
+		return PREP_ANSWERED;
+	if (p->stream->status == 'd')
+	{
+		respond_seterr(conn, SETERR_ACCESS_DENIED, "the stream is disabled");
+		return PREP_ANSWERED;
+	}
+
+	switch (p->ep)
+	{
+		case EP_EVENTS:
+			return prepare_push(conn, p);
+		case EP_POLL:
+			return prepare_poll(conn, p);
+		case EP_PUSHPULL:
+			return prepare_pushpull(conn, p, is_get);
+		default:
+			elog(ERROR, "unexpected endpoint %d", (int) p->ep);
+	}
+	return PREP_ANSWERED;		/* keep compiler quiet */
 }
 
 static void
@@ -229,119 +339,69 @@ park(Conn *conn, const char *name, int max_events, const uint64 *generations)
 
 /* RFC 8936: acks first, then SETs; with none due, a long poll parks */
 static RouteResult
-handle_poll(Conn *conn, const char *name, const uint64 *generations)
+execute_poll(Conn *conn, Prepared *p, const uint64 *generations)
 {
-	StreamInfo *stream;
-	CommObj		req;
-	char		err[256];
-	json_t	   *response;
 	bool		more;
+	json_t	   *response = exchange_poll(p->stream, &p->obj, &more);
 
-	if (!require_json_body(conn))
-		return ROUTE_ANSWERED;
-	if (!commobj_parse_poll(conn->req.body.data, conn->req.body.len, &req,
-							err, sizeof(err)))
-	{
-		respond_seterr(conn, SETERR_INVALID_REQUEST, err);
-		return ROUTE_ANSWERED;
-	}
-	if ((stream = inbound_stream(conn, name)) == NULL)
-		return ROUTE_ANSWERED;
-	response = exchange_poll(stream, &req, &more);
 	if (json_object_size(json_object_get(response, "sets")) == 0 &&
-		!req.return_immediately && req.max_events != 0 &&
+		!p->obj.return_immediately && p->obj.max_events != 0 &&
 		setstream_poll_timeout_ms > 0 && wakeup_enabled())
 	{
-		park(conn, name, req.max_events, generations);
+		park(conn, p->stream_name, p->obj.max_events, generations);
 		return ROUTE_PARKED;
 	}
 	http_respond_json(conn, 200, response, NULL);
 	return ROUTE_ANSWERED;
 }
 
-/* pushpull, HTTP binding: a Communication Object in, one out */
-static void
-handle_pushpull(Conn *conn, const char *name)
-{
-	StreamInfo *stream;
-	CommObj		obj;
-	char		err[256];
-
-	if (!require_json_body(conn))
-		return;
-	if (!commobj_parse(conn->req.body.data, conn->req.body.len, &obj,
-					   err, sizeof(err)))
-	{
-		respond_seterr(conn, SETERR_INVALID_REQUEST, err);
-		return;
-	}
-	if ((stream = inbound_stream(conn, name)) == NULL)
-		return;
-	http_respond_json(conn, 200, exchange_ingest(stream, &obj), NULL);
-}
-
-static void
-handle_jwks(Conn *conn)
-{
-	char	   *jwks = store_jwks();
-
-	http_respond(conn, 200, "application/json", jwks, strlen(jwks),
-				 "Cache-Control: max-age=60\r\n");
-}
-
-/* Answer (or park) one complete request */
+/* Step two, inside the loop turn's transaction: store, read, answer */
 RouteResult
-route_request(Conn *conn, const uint64 *generations)
+route_execute(Conn *conn, const uint64 *generations)
 {
-	char	   *path = request_path(conn);
-	char	   *stream = NULL;
-	Endpoint	ep = path ? parse_path(path, &stream) : EP_NONE;
-	bool		is_get = conn->req.method == HTTP_GET;
-	bool		is_post = conn->req.method == HTTP_POST;
+	Prepared   *p = prepared(conn);
+	char	   *jwks;
 
-	if (ep == EP_NONE)
+	switch (p->ep)
 	{
-		http_respond_error(conn, 404, NULL, "no such endpoint", NULL);
-		return ROUTE_ANSWERED;
-	}
-	if (ep == EP_JWKS)
-	{
-		if (!is_get)
-			http_respond_error(conn, 405, NULL, "use GET", "Allow: GET\r\n");
-		else
-			handle_jwks(conn);
-		return ROUTE_ANSWERED;
-	}
-	if (!is_post && !(ep == EP_PUSHPULL && is_get))
-	{
-		http_respond_error(conn, 405, NULL, "use POST",
-						   ep == EP_PUSHPULL ? "Allow: GET, POST\r\n" : "Allow: POST\r\n");
-		return ROUTE_ANSWERED;
-	}
-	if (!authorized(conn, stream))
-		return ROUTE_ANSWERED;
-
-	switch (ep)
-	{
+		case EP_JWKS:
+			jwks = store_jwks();
+			http_respond(conn, 200, "application/json", jwks, strlen(jwks),
+						 "Cache-Control: max-age=60\r\n");
+			break;
 		case EP_EVENTS:
-			handle_push(conn, stream);
+			store_insert_event(p->stream, &p->ps);
+			stats_count_received(p->stream_name);
+			http_respond(conn, 202, NULL, NULL, 0, NULL);
 			break;
 		case EP_POLL:
-			return handle_poll(conn, stream, generations);
+			return execute_poll(conn, p, generations);
 		case EP_PUSHPULL:
-			if (is_get)
-			{
-				if (inbound_stream(conn, stream) != NULL &&
-					ws_handshake(conn, stream))
-					return ROUTE_UPGRADED;
-			}
-			else
-				handle_pushpull(conn, stream);
+			http_respond_json(conn, 200,
+							  exchange_ingest(p->stream, &p->obj, p->items), NULL);
 			break;
 		default:
-			elog(ERROR, "unexpected endpoint %d", (int) ep);
+			elog(ERROR, "unexpected endpoint %d", (int) p->ep);
 	}
 	return ROUTE_ANSWERED;
+}
+
+/* A stream's cached copy, loading it if needed (inside a transaction) */
+static StreamInfo *
+stream_in_transaction(const char *name)
+{
+	StreamInfo *stream;
+
+	if (!streamcache_lookup(name, &stream))
+	{
+		streamcache_load(name);
+		streamcache_lookup(name, &stream);
+	}
+	if (stream == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream \"%s\" does not exist", name)));
+	return stream;
 }
 
 /* A parked long poll: the stream's generation moved, or its time is up */
@@ -356,9 +416,8 @@ route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 		sets = json_object();
 	else
 	{
-		StreamInfo *stream = store_get_stream(conn->poll_stream);
-
-		sets = exchange_take(stream, conn->poll_max_events, &more);
+		sets = exchange_take(stream_in_transaction(conn->poll_stream),
+							 conn->poll_max_events, &more);
 		if (json_object_size(sets) == 0)
 		{
 			conn->poll_generation = generations[conn->poll_slot];
@@ -371,28 +430,75 @@ route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 	return ROUTE_ANSWERED;
 }
 
-/* Forget in-flight SETs the peer acknowledged or rejected */
-static void
-ws_settle(Conn *conn, List *jtis)
+/* ---------------------------------------------------------------------
+ * WebSocket sessions
+ * ---------------------------------------------------------------------
+ */
+
+/* A received message, parsed and verified before the transaction */
+typedef struct WsMessage
 {
+	CommObj		obj;
+	IngestItem *items;
+} WsMessage;
+
+/*
+ * Parse and verify what the peer sent since the last turn (outside any
+ * transaction, in the turn's memory).  Returns false when the stream must
+ * be loaded into the cache first (*load_stream).  A malformed message
+ * makes the session close with 1007 after this turn.
+ */
+bool
+route_ws_prepare(Conn *conn, char **load_stream)
+{
+	StreamInfo *stream;
 	ListCell   *lc;
 
-	foreach(lc, jtis)
+	if (conn->ws_inbox == NIL)
+		return true;
+	if (!streamcache_lookup(conn->ws_stream, &stream))
 	{
-		const char *jti = lfirst(lc);
-		ListCell   *f;
+		*load_stream = conn->ws_stream;
+		return false;
+	}
+	foreach(lc, conn->ws_inbox)
+	{
+		const char *text = lfirst(lc);
+		WsMessage  *m = palloc0(sizeof(WsMessage));
+		char		err[256];
 
-		foreach(f, conn->ws_in_flight)
+		if (stream == NULL)
+			break;				/* dropped: route_ws_turn ends the session */
+		if (!commobj_parse(text, strlen(text), &m->obj, err, sizeof(err)))
 		{
-			InFlight   *inf = lfirst(f);
+			conn->ws_close_code = 1007;
+			conn->ws_close_reason = MemoryContextStrdup(conn->cxt, err);
+			break;
+		}
+		m->items = exchange_verify(stream, &m->obj);
+		conn->ws_prepared = lappend(conn->ws_prepared, m);
+	}
+	list_free_deep(conn->ws_inbox);
+	conn->ws_inbox = NIL;
+	return true;
+}
 
-			if (strcmp(inf->jti, jti) == 0)
-			{
-				conn->ws_in_flight = foreach_delete_current(conn->ws_in_flight, f);
-				pfree(inf->jti);
-				pfree(inf);
-				break;
-			}
+/* Forget an in-flight SET the peer acknowledged or rejected */
+static void
+ws_settle(Conn *conn, const char *jti)
+{
+	ListCell   *f;
+
+	foreach(f, conn->ws_in_flight)
+	{
+		InFlight   *inf = lfirst(f);
+
+		if (strcmp(inf->jti, jti) == 0)
+		{
+			conn->ws_in_flight = foreach_delete_current(conn->ws_in_flight, f);
+			pfree(inf->jti);
+			pfree(inf);
+			return;
 		}
 	}
 }
@@ -417,51 +523,20 @@ ws_expire_in_flight(Conn *conn, TimestampTz now)
 	}
 }
 
-/* Apply one received Communication Object; false when it is malformed */
-static bool
-ws_apply_message(Conn *conn, StreamInfo *stream, const char *text,
+/* Apply one received Communication Object */
+static void
+ws_apply_message(Conn *conn, StreamInfo *stream, WsMessage *m,
 				 json_t *ack, json_t *set_errs)
 {
-	CommObj		obj;
-	char		err[256];
 	ListCell   *lc;
 
-	if (!commobj_parse(text, strlen(text), &obj, err, sizeof(err)))
-	{
-		conn->ws_close_code = 1007;
-		conn->ws_close_reason = MemoryContextStrdup(conn->cxt, err);
-		return false;
-	}
-	store_apply_acks(stream->name, obj.ack);
-	store_apply_errs(stream->name, obj.errs);
-	ws_settle(conn, obj.ack);
-	foreach(lc, obj.errs)
-		ws_settle(conn, list_make1(((SetErrEntry *) lfirst(lc))->jti));
-
-	foreach(lc, obj.sets)
-	{
-		SetEntry   *entry = lfirst(lc);
-		SetFailure	f;
-		json_t	   *e;
-
-		switch (exchange_ingest_set(stream, entry, &f))
-		{
-			case INGEST_ACK:
-				stats_count_received(stream->name);
-				json_array_append_new(ack, json_string(entry->key));
-				break;
-			case INGEST_SETERR:
-				stats_count_rejected(stream->name, f.code);
-				e = json_object();
-				json_object_set_new(e, "err", json_string(seterr_name(f.code)));
-				json_object_set_new(e, "description", json_string(f.description));
-				json_object_set_new(set_errs, entry->key, e);
-				break;
-			case INGEST_UNACKED:
-				break;
-		}
-	}
-	return true;
+	store_apply_acks(stream->name, m->obj.ack);
+	store_apply_errs(stream->name, m->obj.errs);
+	foreach(lc, m->obj.ack)
+		ws_settle(conn, lfirst(lc));
+	foreach(lc, m->obj.errs)
+		ws_settle(conn, ((SetErrEntry *) lfirst(lc))->jti);
+	exchange_collect(stream, &m->obj, m->items, ack, set_errs);
 }
 
 /* Hand out due SETs, within the connection's in-flight window */
@@ -497,7 +572,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 void
 route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	StreamInfo *stream = store_get_stream(conn->ws_stream);
+	StreamInfo *stream = stream_in_transaction(conn->ws_stream);
 	json_t	   *ack = json_array();
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
@@ -505,13 +580,9 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	ListCell   *lc;
 	bool		more;
 
-	foreach(lc, conn->ws_inbox)
-	{
-		if (!ws_apply_message(conn, stream, lfirst(lc), ack, set_errs))
-			break;
-	}
-	list_free_deep(conn->ws_inbox);
-	conn->ws_inbox = NIL;
+	foreach(lc, conn->ws_prepared)
+		ws_apply_message(conn, stream, lfirst(lc), ack, set_errs);
+	conn->ws_prepared = NIL;	/* turn memory */
 
 	conn->ws_generation = generations[conn->ws_slot];
 	ws_expire_in_flight(conn, now);

@@ -219,6 +219,25 @@ check_issuer(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 	return true;
 }
 
+/* The stream's active keys, or the one named by kid */
+List *
+set_stream_keys(const StreamInfo *stream, const char *kid)
+{
+	List	   *keys = NIL;
+	ListCell   *lc;
+
+	if (!stream->keys_loaded)
+		return store_verify_keys(stream->name, kid);
+	foreach(lc, stream->keys)
+	{
+		StoredKey  *key = lfirst(lc);
+
+		if (kid == NULL || strcmp(key->kid, kid) == 0)
+			keys = lappend(keys, key);
+	}
+	return keys;
+}
+
 /* The key's own alg, and its type, allow alg (oct key length: see caller) */
 static bool
 key_allows_alg(const StoredKey *key, const char *alg)
@@ -248,7 +267,7 @@ check_signature(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 		return true;
 	}
 
-	keys = store_verify_keys(stream->name, ps->kid);
+	keys = set_stream_keys(stream, ps->kid);
 	if (keys == NIL)
 	{
 		if (ps->kid)

@@ -22,6 +22,10 @@ typedef struct StreamInfo
 	bool		ssf;			/* profile 'ssf' (else 'rfc8417') */
 	bool		allow_unsigned; /* alg "none" accepted on inbound SETs */
 	char		status;			/* 'e'nabled, 'p'aused, 'd'isabled */
+	/* the listener's cache preloads these; otherwise they are read on use */
+	bool		keys_loaded;
+	List	   *keys;			/* active verification keys (StoredKey *) */
+	List	   *token_hashes;	/* SHA-256 of active tokens (uint8[32]) */
 } StreamInfo;
 
 /* A peer's verification key as stored */
@@ -54,6 +58,7 @@ typedef struct ParsedSet
 	json_t	   *sub_id;			/* NULL when absent */
 } ParsedSet;
 
+extern List *set_stream_keys(const StreamInfo *stream, const char *kid);
 extern bool set_verify(const StreamInfo *stream, const char *token, size_t len,
 					   ParsedSet *ps, SetFailure *f);
 extern bool set_is_uri(const char *s);

@@ -165,6 +165,26 @@ SELECT pg_catalog.pg_extension_config_dump('setstream.events', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.outbox_seq', '');
 
+-- The listeners cache streams, keys and token hashes; any change to them
+-- makes every listener drop its cache when the transaction commits.
+CREATE FUNCTION setstream._config_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'setstream_config_changed'
+LANGUAGE C;
+
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.streams
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.key_secrets
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+
 -- ---------------------------------------------------------------------
 -- Stream management
 -- ---------------------------------------------------------------------

@@ -71,6 +71,9 @@ extern bool set_fail(SetFailure *f, SetErr code, const char *fmt,...) pg_attribu
 
 
 
-/* src/sqlapi.c: constant-time check of a bearer token against a stream */
+struct List;
+
+/* src/sqlapi.c: constant-time checks of a bearer token */
 extern bool setstream_token_valid(const char *stream, const char *token, size_t len);
+extern bool setstream_tokens_match(struct List *hashes, const char *token, size_t len);
 #endif							/* SETSTREAM_H */

@@ -47,6 +47,7 @@ PG_FUNCTION_INFO_V1(setstream_ingest);
 PG_FUNCTION_INFO_V1(setstream_emit);
 PG_FUNCTION_INFO_V1(setstream_emit_trigger);
 PG_FUNCTION_INFO_V1(setstream_poll);
+PG_FUNCTION_INFO_V1(setstream_config_changed);
 
 #define TOKEN_PREFIX "sst_"
 
@@ -200,10 +201,9 @@ setstream_issue_token(PG_FUNCTION_ARGS)
  * the stream is compared, each in constant time, whatever matched before.
  */
 bool
-setstream_token_valid(const char *stream, const char *token, size_t len)
+setstream_tokens_match(List *hashes, const char *token, size_t len)
 {
 	uint8		hash[32];
-	List	   *hashes = store_token_hashes(stream);
 	ListCell   *lc;
 	int			match = 0;
 
@@ -211,6 +211,12 @@ setstream_token_valid(const char *stream, const char *token, size_t len)
 	foreach(lc, hashes)
 		match |= (CRYPTO_memcmp(hash, lfirst(lc), sizeof(hash)) == 0);
 	return match != 0;
+}
+
+bool
+setstream_token_valid(const char *stream, const char *token, size_t len)
+{
+	return setstream_tokens_match(store_token_hashes(stream), token, len);
 }
 
 Datum
@@ -260,7 +266,7 @@ setstream_ingest(PG_FUNCTION_ARGS)
 
 	if (!commobj_parse(body, strlen(body), &obj, err, sizeof(err)))
 		seterr_raise(SETERR_INVALID_REQUEST, err);
-	PG_RETURN_DATUM(json_to_jsonb_datum(exchange_ingest(stream, &obj)));
+	PG_RETURN_DATUM(json_to_jsonb_datum(exchange_ingest(stream, &obj, NULL)));
 }
 
 /* ---------------------------------------------------------------------
@@ -497,4 +503,19 @@ setstream_poll(PG_FUNCTION_ARGS)
 	if (!commobj_parse_poll(body, strlen(body), &req, err, sizeof(err)))
 		seterr_raise(SETERR_INVALID_REQUEST, err);
 	PG_RETURN_DATUM(json_to_jsonb_datum(exchange_poll(stream, &req, &more)));
+}
+
+/*
+ * Statement trigger on streams, keys, key_secrets and tokens: the
+ * listeners drop their cached copies when this transaction commits.
+ */
+Datum
+setstream_config_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("setstream._config_changed() must be called as a trigger")));
+	wakeup_note_config();
+	return PointerGetDatum(NULL);
 }

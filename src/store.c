@@ -258,6 +258,19 @@ spi_connect(void)
 StreamInfo *
 store_get_stream(const char *name)
 {
+	StreamInfo *s = store_find_stream(name);
+
+	if (s == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream \"%s\" does not exist", name)));
+	return s;
+}
+
+/* The stream's settings, or NULL when there is no such stream */
+StreamInfo *
+store_find_stream(const char *name)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[1] = {text_datum(name)};
 	StreamInfo *s;
@@ -271,9 +284,10 @@ store_get_stream(const char *name)
 	spi_connect();
 	run(&stmt_get_stream, values, NULL, true);
 	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("stream \"%s\" does not exist", name)));
+	{
+		SPI_finish();
+		return NULL;
+	}
 
 	s = MemoryContextAllocZero(cxt, sizeof(StreamInfo));
 	s->name = get_text(0, 1, cxt);

@@ -29,6 +29,7 @@ typedef struct SignKey
 } SignKey;
 
 extern StreamInfo *store_get_stream(const char *name);
+extern StreamInfo *store_find_stream(const char *name);
 extern List *store_verify_keys(const char *stream, const char *kid);
 extern bool store_insert_event(const StreamInfo *stream, const ParsedSet *ps);
 

@@ -39,6 +39,7 @@ typedef struct ListenerSlot
 
 typedef struct WakeupShared
 {
+	pg_atomic_uint64 config_generation; /* streams, keys, tokens changed */
 	pg_atomic_uint64 generation[WAKEUP_SLOTS];
 	ListenerSlot listeners[MAX_LISTENERS];
 } WakeupShared;
@@ -52,6 +53,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static int	noted[MAX_NOTED];
 static int	nnoted = 0;
 static bool noted_overflow = false;
+static bool noted_config = false;
 
 static void
 wakeup_shmem_request(void)
@@ -74,6 +76,7 @@ wakeup_shmem_startup(void)
 	shared = ShmemInitStruct("setstream", sizeof(WakeupShared), &found);
 	if (!found)
 	{
+		pg_atomic_init_u64(&shared->config_generation, 0);
 		for (int i = 0; i < WAKEUP_SLOTS; i++)
 			pg_atomic_init_u64(&shared->generation[i], 0);
 		for (int i = 0; i < MAX_LISTENERS; i++)
@@ -116,6 +119,20 @@ wakeup_generation(int slot)
 	return shared ? pg_atomic_read_u64(&shared->generation[slot]) : 0;
 }
 
+/* Streams, keys or tokens changed: listeners drop their caches at commit */
+void
+wakeup_note_config(void)
+{
+	if (shared != NULL)
+		noted_config = true;
+}
+
+uint64
+wakeup_config_generation(void)
+{
+	return shared ? pg_atomic_read_u64(&shared->config_generation) : 0;
+}
+
 /* emit() queued a SET on this stream: wake the listeners at commit */
 void
 wakeup_note_emit(const char *stream)
@@ -149,10 +166,12 @@ wake_listeners(void)
 static void
 wakeup_xact_callback(XactEvent event, void *arg)
 {
-	if (nnoted == 0 && !noted_overflow)
+	if (nnoted == 0 && !noted_overflow && !noted_config)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
+		if (noted_config)
+			pg_atomic_fetch_add_u64(&shared->config_generation, 1);
 		if (noted_overflow)
 		{
 			for (int i = 0; i < WAKEUP_SLOTS; i++)
@@ -171,6 +190,7 @@ wakeup_xact_callback(XactEvent event, void *arg)
 	{
 		nnoted = 0;
 		noted_overflow = false;
+		noted_config = false;
 	}
 }
 

@@ -21,6 +21,8 @@ extern bool wakeup_enabled(void);
 extern int	wakeup_slot(const char *stream);
 extern uint64 wakeup_generation(int slot);
 extern void wakeup_note_emit(const char *stream);
+extern void wakeup_note_config(void);
+extern uint64 wakeup_config_generation(void);
 
 extern void wakeup_set_listener_latch(int index, Latch *latch);
 

@@ -269,7 +269,7 @@ bool
 ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now)
 {
 	return conn->phase == PHASE_WEBSOCKET &&
-		(conn->ws_inbox != NIL ||
+		(conn->ws_inbox != NIL || conn->ws_prepared != NIL ||
 		 generations[conn->ws_slot] != conn->ws_generation ||
 		 now >= conn->ws_next_take);
 }

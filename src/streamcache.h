@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * streamcache.h
+ *	  The listener's per-process copy of streams, keys and token hashes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SETSTREAM_STREAMCACHE_H
+#define SETSTREAM_STREAMCACHE_H
+
+#include "set.h"
+
+extern void streamcache_check_generation(void);
+extern void streamcache_reset(void);
+extern bool streamcache_lookup(const char *name, StreamInfo **stream);
+extern void streamcache_load(const char *name);
+
+#endif
