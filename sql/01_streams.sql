@@ -3,7 +3,9 @@
 -- disable_stream, enable_stream, drop_stream, and every validation error
 -- of the stream management functions.
 --
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS setstream;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 
 -- try(sql): run a statement; 'ok', or "SQLSTATE: message [detail] [hint]".

@@ -7,8 +7,10 @@
 -- The public JWKs below were generated once with python3-jwcrypto; the
 -- thumbprints next to them are jwcrypto's, an independent implementation.
 --
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS setstream;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 
 CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$

@@ -3,8 +3,10 @@
 -- the token format, only a SHA-256 of it stored, and a token of one stream
 -- opens no other.
 --
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS setstream;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 
 CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$

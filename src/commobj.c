@@ -32,7 +32,7 @@ load_object(const char *text, size_t len, const char *what, char *err,
 			size_t errlen)
 {
 	json_error_t jerr;
-	json_t	   *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t	   *j = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 
 	if (j == NULL)
 	{

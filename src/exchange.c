@@ -97,6 +97,10 @@ exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 
+		/* a cancel or timeout stops the whole call, as it would anywhere */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+
 		code = seterr_from_sqlstate(edata->sqlerrcode);
 		if (code != SETERR_NONE)
 		{

@@ -151,7 +151,7 @@ jose_parse_json_object(const char *text, size_t len, const char *what,
 					   SetFailure *f)
 {
 	json_error_t jerr;
-	json_t	   *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t	   *j = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 
 	if (j == NULL)
 	{

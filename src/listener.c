@@ -524,21 +524,33 @@ respond_unavailable(List *batch, const char *why)
 	}
 }
 
+typedef enum ExtensionState
+{
+	EXT_MISSING,				/* not installed in setstream.database */
+	EXT_SAME,					/* the one the cache was filled from */
+	EXT_RECREATED				/* dropped and created again since */
+} ExtensionState;
+
 /*
  * Is the extension there, and the same one the cache was filled from?  A
  * DROP and CREATE EXTENSION leaves nothing of the cache valid.  Inside a
  * transaction.
  */
-static bool
-extension_unchanged(void)
+static ExtensionState
+extension_state(void)
 {
 	Oid			ext = get_extension_oid("setstream", true);
-	bool		same = ext == last_extension;
+	bool		recreated = false;
 
-	if (!same)
+	if (ext != last_extension)
+	{
 		streamcache_reset();
-	last_extension = ext;
-	return same && OidIsValid(ext);
+		recreated = OidIsValid(last_extension) && OidIsValid(ext);
+		last_extension = ext;
+	}
+	if (!OidIsValid(ext))
+		return EXT_MISSING;
+	return recreated ? EXT_RECREATED : EXT_SAME;
 }
 
 /* Everything the turn's connections need from the database, committed */
@@ -553,14 +565,25 @@ database_turn(List *batch, TimestampTz now)
 	pgstat_report_activity(STATE_RUNNING, "setstream listener");
 	PG_TRY();
 	{
-		if (!extension_unchanged())
-			respond_unavailable(batch, OidIsValid(last_extension) ?
-								"setstream was re-created; try again" :
-								"setstream is not installed in this database");
+		ExtensionState state = extension_state();
+
+		if (state == EXT_MISSING)
+			respond_unavailable(batch, "setstream is not installed in this database");
 		else
 		{
 			foreach(lc, batch)
-				handle_in_subxact((Conn *) lfirst(lc), now);
+			{
+				Conn	   *conn = lfirst(lc);
+
+				/*
+				 * A request prepared against the dropped extension's
+				 * streams is prepared again, next turn, on the new ones.
+				 */
+				if (state == EXT_RECREATED && conn->phase == PHASE_READY)
+					conn->route_state = NULL;
+				else
+					handle_in_subxact(conn, now);
+			}
 		}
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -590,8 +613,7 @@ load_streams(List *names)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		(void) extension_unchanged();
-		if (!OidIsValid(last_extension))
+		if (extension_state() == EXT_MISSING)
 			ok = false;
 		else
 		{

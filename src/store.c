@@ -604,7 +604,8 @@ store_take_due(const char *stream, int limit, bool *more)
 	}
 	values[2] = PointerGetDatum(construct_array(seqs, (int) n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	run(&stmt_more_due, values, NULL, true);
+	/* not read-only: it must see the acks and takes of this very call */
+	run(&stmt_more_due, values, NULL, false);
 	*more = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
 	return out;
@@ -634,7 +635,8 @@ store_any_due(const char *stream)
 	bool		result;
 
 	spi_connect();
-	run(&stmt_any_due, values, NULL, true);
+	/* not read-only: it must see the acks of this very call */
+	run(&stmt_any_due, values, NULL, false);
 	result = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
 	return result;

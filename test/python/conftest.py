@@ -41,7 +41,6 @@ SQLSTATE = {
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 CREDENTIAL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
-VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
 
 UUID4_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
@@ -331,8 +330,11 @@ def admin():
 
 
 @pytest.fixture
-def connect():
-    """Factory of extra connections (Db), closed when the test ends."""
+def connect(streams):
+    """Factory of extra connections (Db), closed when the test ends.
+
+    It depends on streams so that connections close (ending any open
+    transaction) before the test's streams are dropped."""
     opened = []
 
     def factory():

@@ -304,3 +304,52 @@ def test_emit_trigger_builds_subject_and_payload(db, streams, admin):
         assert c2["events"] == {SESSION_REVOKED: {}}
     finally:
         admin.execute("DROP TABLE public.%s" % table)
+
+
+@pytest.mark.parametrize("fmt,member,value", [
+    ("opaque", "id", "user-42"),
+    ("account", "uri", "acct:example.user@service.example.com"),
+    ("uri", "uri", "https://example.com/users/42"),
+    ("did", "url", "did:example:123456"),
+    ("email", "email", "erin@example.com"),
+    ("phone_number", "phone_number", "+12065550100"),
+])
+def test_emit_trigger_subject_formats_and_delete(fmt, member, value, db, streams, admin):
+    s = streams.create()
+    pub = db.generate_key(s.name, "EdDSA")
+    table = "pytest_fmt_" + s.name.replace("-", "_")
+    admin.execute("CREATE TABLE public.%s (v text)" % table)
+    try:
+        admin.execute(
+            "CREATE TRIGGER t AFTER DELETE ON public.%s FOR EACH ROW EXECUTE FUNCTION "
+            "setstream.emit_trigger('%s', '%s', '%s', 'v')" % (table, s.name, SESSION_REVOKED, fmt))
+        db.execute("INSERT INTO public.%s VALUES (%%s)" % table, (value,))
+        db.execute("DELETE FROM public.%s" % table)
+        token = db.val("SELECT token FROM setstream.outbox WHERE stream = %s", (s.name,))
+        _, claims = verify(token, pub, "EdDSA")
+        assert claims["sub_id"] == {"format": fmt, member: value}
+        assert claims["events"] == {SESSION_REVOKED: {}}
+    finally:
+        admin.execute("DROP TABLE public.%s" % table)
+
+
+def test_emit_trigger_refuses_null_subject_and_wrong_use(db, streams, admin):
+    s = streams.create()
+    db.generate_key(s.name)
+    table = "pytest_bad_" + s.name.replace("-", "_")
+    admin.execute("CREATE TABLE public.%s (v text)" % table)
+    try:
+        admin.execute(
+            "CREATE TRIGGER t AFTER INSERT ON public.%s FOR EACH ROW EXECUTE FUNCTION "
+            "setstream.emit_trigger('%s', '%s', 'email', 'v')" % (table, s.name, SESSION_REVOKED))
+        db.expect_error("22004", "INSERT INTO public.%s VALUES (NULL)" % table)
+        db.expect_error("22023", "INSERT INTO public.%s VALUES ('not-an-email')" % table)
+        admin.execute("DROP TRIGGER t ON public.%s" % table)
+        admin.execute(
+            "CREATE TRIGGER t BEFORE INSERT ON public.%s FOR EACH ROW EXECUTE FUNCTION "
+            "setstream.emit_trigger('%s', '%s', 'email', 'v')" % (table, s.name, SESSION_REVOKED))
+        db.error("INSERT INTO public.%s VALUES ('a@example.com')" % table)
+        assert db.val("SELECT count(*) FROM public.%s" % table) == 0
+        assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s", (s.name,)) == 0
+    finally:
+        admin.execute("DROP TABLE public.%s" % table)

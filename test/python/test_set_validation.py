@@ -412,19 +412,19 @@ def test_stream_without_peer_issuer_accepts_nothing(db, streams, admin):
 
 
 @pytest.mark.parametrize("aud", [
-    "https://not-us.example.com",
-    ["https://not-us.example.com", "https://also-not-us.example.com"],
-    "AUD-PLACEHOLDER-audience",      # the audience of SETs we emit is not us
-    "AUD-PLACEHOLDER-upper",
-    DROP,
-])
+    lambda s: "https://not-us.example.com",
+    lambda s: ["https://not-us.example.com", "https://also-not-us.example.com"],
+    lambda s: s.audience[0],         # the audience of the SETs we emit is not us
+    lambda s: s.audience,
+    lambda s: s.issuer.upper(),
+    lambda s: s.issuer + "/",
+    lambda s: [s.issuer + " "],
+    lambda s: DROP,
+], ids=["other", "others", "our-audience", "our-audience-array", "upper", "slash",
+        "space", "missing"])
 def test_wrong_or_missing_audience_under_ssf(aud, db, ssf):
     s, key, kid = ssf
-    if aud == "AUD-PLACEHOLDER-audience":
-        aud = s.audience[0]
-    elif aud == "AUD-PLACEHOLDER-upper":
-        aud = s.issuer.upper()
-    db.set_error("invalid_audience", s.name, sign(key, ALG, s.claims(aud=aud), kid=kid))
+    db.set_error("invalid_audience", s.name, sign(key, ALG, s.claims(aud=aud(s)), kid=kid))
 
 
 def test_audience_array_containing_us(db, ssf):
