@@ -177,9 +177,25 @@ README_GRANTS = [
     # README, "Privileges": what a role needs to emit and to receive
     "GRANT USAGE ON SCHEMA setstream TO {role}",
     "GRANT SELECT ON setstream.streams TO {role}",
+    # emit
     "GRANT INSERT ON setstream.outbox TO {role}",
-    "GRANT INSERT ON setstream.events TO {role}",
+    "GRANT USAGE ON SEQUENCE setstream.outbox_seq TO {role}",
+    # receive
+    "GRANT SELECT, INSERT ON setstream.events TO {role}",
 ]
+
+
+def test_readme_emit_grants_are_needed(db, streams, make_role):
+    """The sequence grant the README lists is really needed to emit."""
+    role = make_role([g for g in README_GRANTS if "SEQUENCE" not in g])
+    s = streams.create()
+    db.generate_key(s.name)
+    db.execute("SET ROLE %s" % role)
+    try:
+        db.expect_error("42501", "SELECT setstream.emit(%s, 'https://example.com/e', '{}')",
+                        (s.name,))
+    finally:
+        db.execute("RESET ROLE")
 
 
 @pytest.fixture
