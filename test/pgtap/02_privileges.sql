@@ -37,26 +37,26 @@ SELECT is((SELECT count(*)::int
               AND a.grantee = 0),
           0, 'no table, view or sequence of schema setstream grants anything to PUBLIC');
 
-CREATE ROLE tap_nobody;
+CREATE ROLE setstream_tap_nobody;
 
 SELECT is((SELECT count(*)::int
              FROM pg_class c
             WHERE c.relnamespace = 'setstream'::regnamespace
               AND c.relkind IN ('r', 'p', 'v', 'm')
-              AND has_table_privilege('tap_nobody', c.oid, 'SELECT,INSERT,UPDATE,DELETE')),
+              AND has_table_privilege('setstream_tap_nobody', c.oid, 'SELECT,INSERT,UPDATE,DELETE')),
           0, 'a fresh role has no privilege on any setstream table');
 
-SELECT is(has_table_privilege('tap_nobody', 'setstream.key_secrets', 'SELECT'), false,
+SELECT is(has_table_privilege('setstream_tap_nobody', 'setstream.key_secrets', 'SELECT'), false,
           'a fresh role cannot SELECT setstream.key_secrets');
 
 -- Even with USAGE on the schema and SELECT on every other table.
-GRANT USAGE ON SCHEMA setstream TO tap_nobody;
+GRANT USAGE ON SCHEMA setstream TO setstream_tap_nobody;
 GRANT SELECT ON setstream.streams, setstream.keys, setstream.tokens, setstream.events,
-                setstream.outbox TO tap_nobody;
-SELECT is(pg_temp.as_role('tap_nobody', 'SELECT count(*)::text FROM setstream.key_secrets'),
+                setstream.outbox TO setstream_tap_nobody;
+SELECT is(pg_temp.as_role('setstream_tap_nobody', 'SELECT count(*)::text FROM setstream.key_secrets'),
           'ERROR 42501: permission denied for table key_secrets',
           'a role with schema usage and SELECT on the other tables still cannot read key_secrets');
-SELECT is(pg_temp.as_role('tap_nobody', 'SELECT count(*)::text FROM setstream.keys'),
+SELECT is(pg_temp.as_role('setstream_tap_nobody', 'SELECT count(*)::text FROM setstream.keys'),
           '0', 'the same role can read setstream.keys (the check above is about key_secrets only)');
 
 -- ---------------------------------------------------------------- generated keys
@@ -151,39 +151,39 @@ SELECT is((SELECT count(*)::int FROM setstream.keys WHERE stream = 'tap-priv-b')
           'a refused JWK is not stored');
 
 -- ---------------------------------------------------------------- a non-owner role that uses the API
-CREATE ROLE tap_app;
-GRANT USAGE ON SCHEMA setstream TO tap_app;
+CREATE ROLE setstream_tap_app;
+GRANT USAGE ON SCHEMA setstream TO setstream_tap_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON setstream.streams, setstream.keys, setstream.tokens,
-      setstream.events, setstream.outbox TO tap_app;
-GRANT USAGE ON SEQUENCE setstream.outbox_seq TO tap_app;
+      setstream.events, setstream.outbox TO setstream_tap_app;
+GRANT USAGE ON SEQUENCE setstream.outbox_seq TO setstream_tap_app;
 
-SELECT is(pg_temp.as_role('tap_app', $q$
+SELECT is(pg_temp.as_role('setstream_tap_app', $q$
     SELECT setstream.create_stream('tap-priv-c', 'https://c.example', ARRAY['https://d.example'])::text IS NOT NULL
 $q$), 'true', 'a role without access to key_secrets can create a stream');
-SELECT is(pg_temp.as_role('tap_app', $q$
+SELECT is(pg_temp.as_role('setstream_tap_app', $q$
     SELECT (setstream.generate_key('tap-priv-c') ? 'd')::text
 $q$), 'false', 'that role can generate a signing key (its private half stored as the owner)');
 SELECT is((SELECT count(*)::int FROM setstream.key_secrets WHERE stream = 'tap-priv-c'), 1,
           'the private half of that key went to key_secrets');
-SELECT pg_temp.as_role('tap_app', $q$
+SELECT pg_temp.as_role('setstream_tap_app', $q$
     SELECT setstream.emit('tap-priv-c', 'urn:example:event', '{}')
 $q$) AS emitted \gset
 SELECT is((SELECT jti FROM setstream.outbox WHERE stream = 'tap-priv-c'), :'emitted',
           'that role can emit (signing reads key_secrets as the owner)');
-SELECT pg_temp.as_role('tap_app', $q$
+SELECT pg_temp.as_role('setstream_tap_app', $q$
     SELECT setstream.add_key('tap-priv-c', '{"kty":"oct","k":"b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC0zMmJ5dGVzIQ"}')
 $q$) AS added \gset
 SELECT is((SELECT kid FROM setstream.keys WHERE stream = 'tap-priv-c' AND kty = 'oct'), :'added',
           'that role can register an oct secret');
 SELECT is((SELECT count(*)::int FROM setstream.key_secrets WHERE stream = 'tap-priv-c'), 2,
           'the oct secret went to key_secrets');
-SELECT is(pg_temp.as_role('tap_app', 'SELECT count(*)::text FROM setstream.key_secrets'),
+SELECT is(pg_temp.as_role('setstream_tap_app', 'SELECT count(*)::text FROM setstream.key_secrets'),
           'ERROR 42501: permission denied for table key_secrets',
           'that role still cannot read key_secrets');
-SELECT is(pg_temp.as_role('tap_app', $q$
+SELECT is(pg_temp.as_role('setstream_tap_app', $q$
     SELECT jsonb_path_exists(setstream.jwks(), '$.keys[*] ? (exists(@.d) || exists(@.k))')::text
 $q$), 'false', 'jwks() called by that role serves no private member');
-SELECT is(pg_temp.as_role('tap_app', 'SELECT current_user::text'), 'tap_app',
+SELECT is(pg_temp.as_role('setstream_tap_app', 'SELECT current_user::text'), 'setstream_tap_app',
           'the helper really switches role (sanity check of the tests above)');
 
 SELECT * FROM finish();

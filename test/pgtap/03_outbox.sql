@@ -5,7 +5,7 @@
 -- byte-identical; maxEvents/moreAvailable; oldest first; acks and setErrs
 -- scoped to the stream; maxEvents 0 is acknowledge-only; paused/disabled.
 BEGIN;
-SELECT plan(62);
+SELECT plan(65);
 
 CREATE TEMP TABLE tap_jti (name text PRIMARY KEY, stream text, jti text);
 CREATE TEMP TABLE tap_poll (n int PRIMARY KEY, r jsonb);
@@ -182,6 +182,22 @@ SELECT results_eq($$ SELECT (pg_temp.row_of(n)).state, (pg_temp.row_of(n)).attem
 SELECT is(r->'moreAvailable', 'true'::jsonb,
           'maxEvents 0 with SETs still due answers moreAvailable true')
   FROM tap_poll WHERE n = 30;
+
+-- moreAvailable sees the acks of the very same request
+SELECT setstream.create_stream('tap-ob3', 'https://tx.example', ARRAY['https://rx.example']) IS NOT NULL AS ok \gset
+SELECT setstream.generate_key('tap-ob3') IS NOT NULL AS ok \gset
+INSERT INTO tap_jti VALUES ('y1', 'tap-ob3', setstream.emit('tap-ob3', 'urn:example:t', '{"n":"y1"}'));
+INSERT INTO tap_jti VALUES ('y2', 'tap-ob3', setstream.emit('tap-ob3', 'urn:example:t', '{"n":"y2"}'));
+SELECT is(setstream.poll('tap-ob3', jsonb_build_object('maxEvents', 0, 'ack', pg_temp.jtis('y1', 'y2'))),
+          '{"sets": {}, "moreAvailable": false}'::jsonb,
+          'maxEvents 0 acknowledging every pending SET answers moreAvailable false');
+INSERT INTO tap_jti VALUES ('y3', 'tap-ob3', setstream.emit('tap-ob3', 'urn:example:t', '{"n":"y3"}'));
+INSERT INTO tap_jti VALUES ('y4', 'tap-ob3', setstream.emit('tap-ob3', 'urn:example:t', '{"n":"y4"}'));
+INSERT INTO tap_poll VALUES (31, setstream.poll('tap-ob3', jsonb_build_object('maxEvents', 1, 'ack', pg_temp.jtis('y4'))));
+SELECT is(pg_temp.set_keys(r), pg_temp.jtis('y3'), 'a poll that acks the newer pending SET returns the older one')
+  FROM tap_poll WHERE n = 31;
+SELECT is(r->'moreAvailable', 'false'::jsonb, '... and moreAvailable does not count the SET acked in the same request')
+  FROM tap_poll WHERE n = 31;
 
 -- ---------------------------------------------------------------- request validation (SE001)
 SELECT throws_ok($$ SELECT setstream.poll('tap-ob2', '{"maxEvents": -1}') $$,
