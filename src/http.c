@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 
@@ -47,7 +48,22 @@ on_message_begin(http_parser *p)
 	Conn	   *conn = conn_of(p);
 
 	http_request_reset(conn);
+	conn->request_started = GetCurrentTimestamp();
 	return 0;
+}
+
+/* RFC 9110 token characters: what a header name may hold */
+static bool
+is_token(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
+			return false;
+	}
+	return true;
 }
 
 static int
@@ -90,6 +106,8 @@ finish_header(Conn *conn)
 		conn->req.authorization = value;
 	else if (pg_strcasecmp(name, "Content-Type") == 0)
 		conn->req.content_type = value;
+	else if (pg_strcasecmp(name, "Host") == 0)
+		conn->req.has_host = true;
 	else if (pg_strcasecmp(name, "Expect") == 0)
 		conn->req.expect_continue = pg_strcasecmp(value, "100-continue") == 0;
 	else if (pg_strcasecmp(name, "Upgrade") == 0)
@@ -112,6 +130,12 @@ on_header_field(http_parser *p, const char *at, size_t len)
 
 	if (!count_header_bytes(conn, len))
 		return 1;
+	if (!is_token(at, len))
+	{
+		/* e.g. "Transfer-Encoding : chunked", a request smuggling vector */
+		reject(conn, 400, "a header name holds a character that is not allowed");
+		return 1;
+	}
 	if (conn->in_value)
 	{
 		finish_header(conn);
@@ -141,6 +165,11 @@ on_headers_complete(http_parser *p)
 	finish_header(conn);
 	conn->in_value = false;
 	conn->req.method = p->method;
+	if (p->http_major == 1 && p->http_minor >= 1 && !conn->req.has_host)
+	{
+		reject(conn, 400, "an HTTP/1.1 request must have a Host header");
+		return -1;
+	}
 	if (p->content_length != ULLONG_MAX &&
 		p->content_length > (uint64) setstream_max_request_bytes)
 	{

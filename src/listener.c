@@ -183,12 +183,17 @@ conn_close(Conn *conn)
 static void
 refuse_connection(int fd)
 {
-	static const char busy[] =
-		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-		"Content-Length: 60\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-		"{\"description\":\"too many connections; try again shortly\"}\n";
+	static const char body[] =
+		"{\"description\":\"too many connections; try again shortly\"}";
+	char		busy[256];
+	int			len;
 
-	(void) send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	len = snprintf(busy, sizeof(busy),
+				   "HTTP/1.1 503 Service Unavailable\r\n"
+				   "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+				   "Retry-After: 1\r\nConnection: close\r\n\r\n%s",
+				   sizeof(body) - 1, body);
+	(void) send(fd, busy, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
 }
 
@@ -321,6 +326,7 @@ after_response(Conn *conn)
 	conn->phase = PHASE_READ;
 	conn->message_complete = false;
 	conn->last_activity = GetCurrentTimestamp();
+	conn->request_started = 0;
 	http_request_reset(conn);
 	http_conn_parse(conn);		/* pipelined bytes */
 	if (conn->phase == PHASE_CLOSED)
@@ -801,6 +807,10 @@ expire_idle(TimestampTz now)
 			TimestampDifferenceExceeds(conn->last_activity, now,
 									   setstream_idle_timeout_ms))
 			conn_close(conn);
+		else if (conn->phase == PHASE_READ && conn->request_started != 0 &&
+				 TimestampDifferenceExceeds(conn->request_started, now,
+											setstream_idle_timeout_ms))
+			conn_close(conn);	/* a slow sender: a request must arrive whole in time */
 		else if (conn->phase == PHASE_DRAIN &&
 				 TimestampDifferenceExceeds(conn->last_activity, now, DRAIN_MS))
 			conn_close(conn);

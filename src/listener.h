@@ -42,6 +42,7 @@ typedef struct Request
 	char	   *authorization;
 	char	   *content_type;
 	bool		expect_continue;
+	bool		has_host;
 	char	   *upgrade;		/* Upgrade */
 	char	   *ws_key;			/* Sec-WebSocket-Key */
 	char	   *ws_version;		/* Sec-WebSocket-Version */
@@ -78,6 +79,7 @@ typedef struct Conn
 	ConnPhase	phase;
 	uint32		epoll_events;	/* what the private epoll watches */
 	TimestampTz last_activity;
+	TimestampTz request_started;	/* first byte of the request being read */
 
 	/* a parked long poll */
 	char	   *poll_stream;
