@@ -155,7 +155,8 @@ extern void route_ws_turn(Conn *conn, const uint64 *generations,
 						  TimestampTz now);
 
 /* ws.c */
-#define WS_MAX_IN_FLIGHT 1000
+#define WS_MAX_IN_FLIGHT 1000	/* SETs sent, not yet acknowledged */
+#define WS_MAX_INBOX 64			/* messages waiting for the next turn */
 
 typedef struct InFlight
 {

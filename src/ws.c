@@ -122,6 +122,12 @@ ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 	Conn	   *conn = user_data;
 	ssize_t		n;
 
+	/* bound what one peer can queue: the turn drains the inbox first */
+	if (list_length(conn->ws_inbox) >= WS_MAX_INBOX)
+	{
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
 	if (conn->inlen > 0)
 	{
 		n = Min((size_t) conn->inlen, len);
