@@ -372,8 +372,19 @@ on_client_event(Conn *conn, uint32 events)
 	}
 	if (conn->phase == PHASE_WEBSOCKET)
 	{
+		if (conn->ws_closing)
+			return;
 		if ((events & (EPOLLHUP | EPOLLERR)) || !ws_on_event(conn, events))
-			conn_close(conn);
+		{
+			/* what the peer sent before it left still counts (its acks) */
+			if (conn->ws_inbox != NIL)
+			{
+				conn->ws_closing = true;
+				set_interest(conn, 0);
+			}
+			else
+				conn_close(conn);
+		}
 		else
 			ws_update_interest(conn);
 		return;
@@ -741,6 +752,7 @@ static void
 run_turn(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		config_moved;
 	List	   *fresh = NIL;
 	List	   *due = NIL;
 	List	   *touched = NIL;
@@ -750,7 +762,7 @@ run_turn(void)
 
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		generations[i] = wakeup_generation(i);
-	streamcache_check_generation();
+	config_moved = streamcache_check_generation();
 
 	old = MemoryContextSwitchTo(turn_cxt);
 	dlist_foreach_modify(iter, &conns)
@@ -760,8 +772,10 @@ run_turn(void)
 		if (conn->phase == PHASE_READY ||
 			(conn->phase == PHASE_WEBSOCKET && conn->ws_inbox != NIL))
 			fresh = lappend(fresh, conn);
-		else if (poll_is_due(conn, now) || ws_turn_due(conn, generations, now))
-			due = lappend(due, conn);
+		else if (poll_is_due(conn, now) || ws_turn_due(conn, generations, now) ||
+				 (config_moved && (conn->phase == PHASE_PARKED ||
+								   conn->phase == PHASE_WEBSOCKET)))
+			due = lappend(due, conn);	/* a re-enabled stream has SETs */
 	}
 	if (fresh != NIL || due != NIL)
 	{
@@ -779,7 +793,7 @@ run_turn(void)
 				set_interest(conn, EPOLLRDHUP);
 			else if (conn->phase == PHASE_WEBSOCKET)
 			{
-				if (ws_send_outbox(conn))
+				if (!conn->ws_closing && ws_send_outbox(conn))
 					ws_update_interest(conn);
 				else
 					conn_close(conn);

@@ -586,6 +586,8 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 
 	conn->ws_generation = generations[conn->ws_slot];
 	ws_expire_in_flight(conn, now);
+	if (conn->ws_closing)
+		return;					/* the acks are applied; nothing more to send */
 	sets = ws_take(conn, stream, now, &more);
 	conn->ws_next_take = more && list_length(conn->ws_in_flight) < WS_MAX_IN_FLIGHT ?
 		now : TimestampTzPlusMilliseconds(now, Max(setstream_redelivery_interval_ms, 1000));

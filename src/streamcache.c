@@ -54,8 +54,11 @@ streamcache_reset(void)
 						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 }
 
-/* Drop everything when streams, keys or tokens changed anywhere */
-void
+/*
+ * Drop everything when streams, keys or tokens changed anywhere; returns
+ * whether they did.
+ */
+bool
 streamcache_check_generation(void)
 {
 	uint64		gen = wakeup_config_generation();
@@ -64,7 +67,9 @@ streamcache_check_generation(void)
 	{
 		streamcache_reset();
 		cache_generation = gen;
+		return true;
 	}
+	return false;
 }
 
 static void

@@ -10,7 +10,7 @@
 
 #include "set.h"
 
-extern void streamcache_check_generation(void);
+extern bool streamcache_check_generation(void);
 extern void streamcache_reset(void);
 extern bool streamcache_lookup(const char *name, StreamInfo **stream);
 extern void streamcache_load(const char *name);

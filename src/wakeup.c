@@ -170,6 +170,7 @@ wakeup_xact_callback(XactEvent event, void *arg)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
+		/* listeners re-check: a re-enabled stream may have SETs to hand out */
 		if (noted_config)
 			pg_atomic_fetch_add_u64(&shared->config_generation, 1);
 		if (noted_overflow)

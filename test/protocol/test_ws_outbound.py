@@ -2,8 +2,10 @@
 on an open socket without being asked, within milliseconds of the commit
 (measured here: commit-to-message latency over a series of emits); the
 peer's {"ack": [...]} moves them to acked and {"setErrs": {...}} to failed
-with err and description; a rolled-back emit is never pushed; a paused
-stream pushes nothing until it is enabled again.
+with err and description (also when the ack arrives in the same write as
+the peer's close frame); acks and setErrs for unknown or foreign jtis are
+ignored; a rolled-back emit is never pushed; a paused stream pushes
+nothing until it is enabled again, and then pushes what it held.
 """
 
 import asyncio

@@ -162,7 +162,8 @@ class Db:
             if row["state"] == state:
                 return row
             assert time.monotonic() < deadline, \
-                "outbox %s stayed %r (wanted %r): %r" % (jti, row["state"], state, row)
+                "outbox %s stayed %r (wanted %r): attempts %d, delivered_at %s" % (
+                    jti, row["state"], state, row["attempts"], row["delivered_at"])
             time.sleep(0.02)
 
 
