@@ -14,6 +14,8 @@
  */
 #include "subject.h"
 
+#include "set.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <string.h>
@@ -31,7 +33,6 @@ static bool check_email(const char *v);
 static bool check_phone(const char *v);
 static bool check_acct(const char *v);
 static bool check_did(const char *v);
-static bool check_uri(const char *v);
 
 static const SubjectFormat simple_formats[] = {
 	{"account", {"uri"}, {check_acct}},
@@ -40,31 +41,13 @@ static const SubjectFormat simple_formats[] = {
 	{"opaque", {"id"}},
 	{"phone_number", {"phone_number"}, {check_phone}},
 	{"did", {"url"}, {check_did}},
-	{"uri", {"uri"}, {check_uri}},
+	{"uri", {"uri"}, {set_is_uri}},
 	{"jwt_id", {"iss", "jti"}},
 	{"saml_assertion_id", {"issuer", "assertion_id"}},
 };
 
 static bool validate_at(json_t *subject, const char *what, int depth,
 						bool allow_aliases, bool allow_complex, SetFailure *f);
-
-/* An RFC 3986 scheme followed by ':' and something */
-static bool
-check_uri(const char *v)
-{
-	const char *p = v;
-
-	if (!isalpha((unsigned char) *p))
-		return false;
-	while (isalnum((unsigned char) *p) || *p == '+' || *p == '-' || *p == '.')
-		p++;
-	if (*p != ':' || p[1] == '\0')
-		return false;
-	for (; *p; p++)
-		if ((unsigned char) *p <= ' ' || *p == 0x7f)
-			return false;
-	return true;
-}
 
 /* addr-spec, checked for shape: local@domain, no spaces or controls */
 static bool
@@ -116,7 +99,7 @@ check_did(const char *v)
 		return false;
 	while (islower((unsigned char) *p) || isdigit((unsigned char) *p))
 		p++;
-	return *p == ':' && p[1] != '\0' && check_uri(v);
+	return *p == ':' && p[1] != '\0' && set_is_uri(v);
 }
 
 static bool
