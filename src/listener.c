@@ -639,7 +639,7 @@ load_streams(List *names)
 				StreamInfo *unused;
 
 				if (!streamcache_lookup(lfirst(lc), &unused))
-					streamcache_load(lfirst(lc));
+					streamcache_load(lfirst(lc), true);
 			}
 		}
 		PopActiveSnapshot();

@@ -394,7 +394,7 @@ stream_in_transaction(const char *name)
 
 	if (!streamcache_lookup(name, &stream))
 	{
-		streamcache_load(name);
+		streamcache_load(name, true);
 		streamcache_lookup(name, &stream);
 	}
 	if (stream == NULL)

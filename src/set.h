@@ -26,6 +26,8 @@ typedef struct StreamInfo
 	bool		keys_loaded;
 	List	   *keys;			/* active verification keys (StoredKey *) */
 	List	   *token_hashes;	/* SHA-256 of active tokens (uint8[32]) */
+	bool		sign_key_loaded;
+	struct SignKey *sign_key;	/* the active signing key, or NULL */
 } StreamInfo;
 
 /* A peer's verification key as stored */

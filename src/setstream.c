@@ -18,6 +18,7 @@
 #include "utils/guc.h"
 
 #include "jose.h"
+#include "streamcache.h"
 #include "wakeup.h"
 #include "worker.h"
 
@@ -103,6 +104,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("setstream");
 
 	wakeup_register_callbacks();
+	streamcache_register_callbacks();
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wakeup_request_shmem();

@@ -35,6 +35,7 @@
 #include "set.h"
 #include "store.h"
 #include "stats.h"
+#include "streamcache.h"
 #include "subject.h"
 #include "wakeup.h"
 
@@ -86,7 +87,7 @@ sql_json(Jsonb *jb, const char *what)
 static StreamInfo *
 stream_for_inbound(const char *name)
 {
-	StreamInfo *stream = store_get_stream(name);
+	StreamInfo *stream = streamcache_stream(name, false);
 
 	if (stream->status == 'd')
 		seterr_raise(SETERR_ACCESS_DENIED, "the stream is disabled");
@@ -314,7 +315,7 @@ static char *
 emit_set(const char *name, const char *event_type, json_t *event,
 		 json_t *subject, const char *txn)
 {
-	StreamInfo *stream = store_get_stream(name);
+	StreamInfo *stream = streamcache_stream(name, false);
 	SignKey    *key;
 	JoseKey    *jk;
 	SetFailure	f;
@@ -349,7 +350,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("txn must be NULL or a non-empty string")));
 
-	key = store_sign_key(stream->name);
+	key = streamcache_sign_key(stream);
 	if (key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -517,5 +518,6 @@ setstream_config_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("setstream._config_changed() must be called as a trigger")));
 	wakeup_note_config();
+	streamcache_invalidate();
 	return PointerGetDatum(NULL);
 }

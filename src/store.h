@@ -21,12 +21,13 @@ typedef struct OutSet
 } OutSet;
 
 /* The stream's active signing key */
-typedef struct SignKey
+struct SignKey
 {
 	char	   *kid;
 	char	   *alg;
 	char	   *private_jwk;
-} SignKey;
+};
+typedef struct SignKey SignKey;
 
 extern StreamInfo *store_get_stream(const char *name);
 extern StreamInfo *store_find_stream(const char *name);

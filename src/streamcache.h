@@ -13,6 +13,13 @@
 extern bool streamcache_check_generation(void);
 extern void streamcache_reset(void);
 extern bool streamcache_lookup(const char *name, StreamInfo **stream);
-extern void streamcache_load(const char *name);
+extern void streamcache_load(const char *name, bool with_tokens);
+
+#include "store.h"
+
+extern void streamcache_register_callbacks(void);
+extern void streamcache_invalidate(void);
+extern StreamInfo *streamcache_stream(const char *name, bool missing_ok);
+extern SignKey *streamcache_sign_key(StreamInfo *stream);
 
 #endif
