@@ -1,32 +1,67 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  Background worker lifecycle of the listener: registration from
- *	  _PG_init (one worker per setstream.workers, sharing the port with
- *	  SO_REUSEPORT), signals, the database connection, and waiting until
- *	  the extension exists before touching its tables.
+ *	  Background worker lifecycle of the listener.
+ *
+ *	  _PG_init registers one supervisor per setstream.workers.  A supervisor
+ *	  connects to no database (shared catalogs only); it waits, quietly,
+ *	  until setstream.database exists, then starts a listener as a dynamic
+ *	  background worker and waits for it to end.  When the listener ends
+ *	  (it crashed, was terminated, or its database was dropped), the
+ *	  supervisor starts it again, or waits for the database to come back.
+ *	  A dropped database therefore costs no crash loop and no log spam.
+ *
+ *	  A listener connects to setstream.database, waits until the extension
+ *	  exists there before touching its tables, and runs the event loop;
+ *	  listeners share the port with SO_REUSEPORT.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 
 #include "listener.h"
 #include "setstream.h"
 #include "worker.h"
 
 PGDLLEXPORT void setstream_worker_main(Datum arg);
+PGDLLEXPORT void setstream_supervisor_main(Datum arg);
 
 #define WAIT_FOR_EXTENSION_MS 2000
+#define WAIT_FOR_DATABASE_MS 2000
+#define RESTART_DELAY_MS 5000	/* a listener that ended starts again after
+								 * this long, as bgw_restart_time would */
+
+static void
+fill_worker(BackgroundWorker *worker, int index, const char *function,
+			const char *type)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "setstream");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s %d", type, index);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+	worker->bgw_main_arg = Int32GetDatum(index);
+}
 
 /* From _PG_init under shared_preload_libraries */
 void
@@ -38,17 +73,122 @@ worker_register_all(void)
 		return;
 	for (int i = 0; i < setstream_workers; i++)
 	{
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-			BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		fill_worker(&worker, i, "setstream_supervisor_main", "setstream supervisor");
 		worker.bgw_restart_time = 5;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "setstream");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "setstream_worker_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "setstream listener %d", i);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "setstream listener");
-		worker.bgw_main_arg = Int32GetDatum(i);
 		RegisterBackgroundWorker(&worker);
+	}
+}
+
+static void
+sleep_ms(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * Does the database exist?  Without a database of our own only a heap scan
+ * of the shared catalog pg_database works (as in the autovacuum launcher).
+ */
+static bool
+database_exists(const char *name)
+{
+	bool		exists = false;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!exists && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		exists = strcmp(NameStr(db->datname), name) == 0 &&
+			db->datconnlimit != DATCONNLIMIT_INVALID_DB;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return exists;
+}
+
+static BackgroundWorkerHandle *listener_handle = NULL;
+
+/* A supervisor that exits takes its listener along: its successor starts one */
+static void
+stop_listener_at_exit(int code, Datum arg)
+{
+	if (listener_handle != NULL)
+		TerminateBackgroundWorker(listener_handle);
+}
+
+/* Start listener "index" and wait for it to end */
+static void
+run_listener(int index)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	fill_worker(&worker, index, "setstream_worker_main", "setstream listener");
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ereport(WARNING,
+				(errmsg("setstream supervisor %d could not start its listener: no background worker slot is free",
+						index),
+				 errhint("Raise max_worker_processes: setstream needs two per setstream.workers.")));
+		sleep_ms(RESTART_DELAY_MS);
+		return;
+	}
+	listener_handle = handle;
+	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
+		(void) WaitForBackgroundWorkerShutdown(handle);
+	listener_handle = NULL;
+	pfree(handle);
+	sleep_ms(RESTART_DELAY_MS);
+}
+
+/* A supervisor: keeps one listener running while its database exists */
+void
+setstream_supervisor_main(Datum arg)
+{
+	int			index = DatumGetInt32(arg);
+	bool		told = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("setstream supervisor");
+	before_shmem_exit(stop_listener_at_exit, (Datum) 0);
+
+	for (;;)
+	{
+		if (!database_exists(setstream_database))
+		{
+			if (!told)
+				ereport(LOG,
+						(errmsg("setstream listener waits for database \"%s\" (setstream.database) to exist",
+								setstream_database)));
+			told = true;
+			sleep_ms(WAIT_FOR_DATABASE_MS);
+			continue;
+		}
+		told = false;
+		run_listener(index);
 	}
 }
 
