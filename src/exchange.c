@@ -8,9 +8,9 @@
  *	    database access when the stream's keys are cached, so the listener
  *	    does it outside any transaction);
  *	  - exchange_ingest: apply the peer's ack and setErrs to the outbox,
- *	    store each valid SET in a subtransaction of its own (a SET whose
- *	    user trigger raises does not fail its neighbours), and hand out due
- *	    SETs;
+ *	    store the valid SETs (together; one by one, each in a subtransaction
+ *	    of its own, only if that fails, so that a SET whose user trigger
+ *	    raises does not fail its neighbours), and hand out due SETs;
  *	  - exchange_poll: an RFC 8936 poll: ack and setErrs first, then up to
  *	    maxEvents due SETs.
  *
@@ -123,18 +123,79 @@ exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 	return outcome;
 }
 
-/* Store the object's SETs, adding to the "ack" array and "setErrs" object */
+/*
+ * Store every valid SET of the object in one subtransaction.  False when
+ * any of them failed; nothing is stored then, and the caller retries them
+ * one by one.
+ */
+static bool
+store_all(StreamInfo *stream, IngestItem *items, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		for (int i = 0; i < n; i++)
+			if (items[i].valid)
+				store_insert_event(stream, &items[i].ps);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			ReThrowError(edata);
+		}
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * Store the object's SETs, adding to the "ack" array and "setErrs" object.
+ * All valid SETs go in together; only when that fails (a user trigger
+ * raised, say) is each retried in a subtransaction of its own, so that one
+ * SET never fails its neighbours.
+ */
 void
 exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
 				 json_t *ack, json_t *set_errs)
 {
-	for (int i = 0; i < list_length(obj->sets); i++)
+	int			n = list_length(obj->sets);
+	bool		together = n > 0 && store_all(stream, items, n);
+
+	for (int i = 0; i < n; i++)
 	{
 		IngestItem *item = &items[i];
 		SetFailure	f;
 		json_t	   *e;
+		IngestOutcome outcome;
 
-		switch (exchange_store_item(stream, item, &f))
+		if (together)
+		{
+			outcome = item->valid ? INGEST_ACK : INGEST_SETERR;
+			f = item->f;
+		}
+		else
+			outcome = exchange_store_item(stream, item, &f);
+
+		switch (outcome)
 		{
 			case INGEST_ACK:
 				stats_count_received(stream->name);
