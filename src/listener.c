@@ -570,6 +570,76 @@ extension_state(void)
 	return recreated ? EXT_RECREATED : EXT_SAME;
 }
 
+/*
+ * Store the turn's pushes together in one subtransaction; false (nothing
+ * stored) when any failed, and then each is handled on its own.
+ */
+static bool
+store_pushes_together(List *pushes)
+{
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+	ListCell   *lc;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(turn_cxt);
+	PG_TRY();
+	{
+		foreach(lc, pushes)
+			route_store_push((Conn *) lfirst(lc));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(turn_cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(turn_cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * Handle the batch: pushes first, all in one subtransaction when they can
+ * be (a subtransaction per request would cost an XID each); everything
+ * else, and every push again if that failed, in a subtransaction of its
+ * own, so that one failing request does not fail its neighbours.
+ */
+static void
+handle_batch(List *batch, TimestampTz now)
+{
+	List	   *pushes = NIL;
+	List	   *others = NIL;
+	ListCell   *lc;
+
+	foreach(lc, batch)
+	{
+		Conn	   *conn = lfirst(lc);
+
+		if (route_is_push(conn))
+			pushes = lappend(pushes, conn);
+		else
+			others = lappend(others, conn);
+	}
+	if (list_length(pushes) > 1 && store_pushes_together(pushes))
+	{
+		foreach(lc, pushes)
+		{
+			Conn	   *conn = lfirst(lc);
+
+			route_answer_push(conn);
+			conn->phase = PHASE_WRITE;
+		}
+	}
+	else
+		others = list_concat(pushes, others);
+	foreach(lc, others)
+		handle_in_subxact((Conn *) lfirst(lc), now);
+}
+
 /* Everything the turn's connections need from the database, committed */
 static void
 database_turn(List *batch, TimestampTz now)
@@ -586,22 +656,27 @@ database_turn(List *batch, TimestampTz now)
 
 		if (state == EXT_MISSING)
 			respond_unavailable(batch, "setstream is not installed in this database");
-		else
+		else if (state == EXT_RECREATED)
 		{
+			/*
+			 * Requests prepared against the dropped extension's streams are
+			 * prepared again, next turn, on the new ones.
+			 */
+			List	   *rest = NIL;
+
 			foreach(lc, batch)
 			{
 				Conn	   *conn = lfirst(lc);
 
-				/*
-				 * A request prepared against the dropped extension's
-				 * streams is prepared again, next turn, on the new ones.
-				 */
-				if (state == EXT_RECREATED && conn->phase == PHASE_READY)
+				if (conn->phase == PHASE_READY)
 					conn->route_state = NULL;
 				else
-					handle_in_subxact(conn, now);
+					rest = lappend(rest, conn);
 			}
+			handle_batch(rest, now);
 		}
+		else
+			handle_batch(batch, now);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}

@@ -370,9 +370,8 @@ route_execute(Conn *conn, const uint64 *generations)
 						 "Cache-Control: max-age=60\r\n");
 			break;
 		case EP_EVENTS:
-			store_insert_event(p->stream, &p->ps);
-			stats_count_received(p->stream_name);
-			http_respond(conn, 202, NULL, NULL, 0, NULL);
+			route_store_push(conn);
+			route_answer_push(conn);
 			break;
 		case EP_POLL:
 			return execute_poll(conn, p, generations);
@@ -384,6 +383,32 @@ route_execute(Conn *conn, const uint64 *generations)
 			elog(ERROR, "unexpected endpoint %d", (int) p->ep);
 	}
 	return ROUTE_ANSWERED;
+}
+
+/* Is this a prepared RFC 8935 push, ready to be stored? */
+bool
+route_is_push(Conn *conn)
+{
+	Prepared   *p = prepared(conn);
+
+	return conn->phase == PHASE_READY && p != NULL && p->ep == EP_EVENTS;
+}
+
+/* Store a prepared push without answering it (see the listener's turn) */
+void
+route_store_push(Conn *conn)
+{
+	Prepared   *p = prepared(conn);
+
+	store_insert_event(p->stream, &p->ps);
+}
+
+/* Answer a push that route_store_push stored */
+void
+route_answer_push(Conn *conn)
+{
+	stats_count_received(prepared(conn)->stream_name);
+	http_respond(conn, 202, NULL, NULL, 0, NULL);
 }
 
 /* A stream's cached copy, loading it if needed (inside a transaction) */
