@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -67,6 +68,8 @@ static MemoryContext turn_cxt;
 static uint64 generations[WAKEUP_SLOTS];
 static TimestampTz last_housekeeping = 0;
 static TimestampTz last_error_log = 0;
+static TimestampTz last_fd_log = 0;
+static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
 static Oid	last_extension = InvalidOid;
 
 /* ---------------------------------------------------------------------
@@ -197,6 +200,35 @@ refuse_connection(int fd)
 	close(fd);
 }
 
+/*
+ * Out of file descriptors: the pending connection would keep the listen
+ * socket readable forever.  Give up the spare descriptor, accept it, answer
+ * 503, and take the spare back.
+ */
+static void
+refuse_without_descriptors(int lfd)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			fd;
+
+	if (TimestampDifferenceExceeds(last_fd_log, now, 10000))
+	{
+		ereport(LOG,
+				(errmsg("setstream listener is out of file descriptors with %d connections; refusing new ones",
+						nconns),
+				 errhint("Lower setstream.max_connections, or raise the open files limit (ulimit -n) of the server.")));
+		last_fd_log = now;
+	}
+	if (spare_fd >= 0)
+	{
+		close(spare_fd);
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0)
+			refuse_connection(fd);
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+}
+
 static void
 accept_connections(int lfd)
 {
@@ -212,7 +244,11 @@ accept_connections(int lfd)
 		struct epoll_event ev;
 
 		if (fd < 0)
+		{
+			if (errno == EMFILE || errno == ENFILE)
+				refuse_without_descriptors(lfd);
 			return;
+		}
 		if (nconns >= setstream_max_connections)
 		{
 			refuse_connection(fd);
@@ -938,6 +974,28 @@ next_timeout_ms(TimestampTz now)
 	return timeout;
 }
 
+/*
+ * Each connection is a descriptor: lift the soft limit (the postmaster's,
+ * often 1024) to the hard one, so that setstream.max_connections is what
+ * bounds them.
+ */
+static void
+raise_descriptor_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur != RLIM_INFINITY &&
+		rl.rlim_cur < (rlim_t) setstream_max_connections + 64)
+		ereport(LOG,
+				(errmsg("setstream listener may open %lu files, fewer than setstream.max_connections (%d) needs",
+						(unsigned long) rl.rlim_cur, setstream_max_connections)));
+}
+
 static void
 listener_shutdown(int code, Datum arg)
 {
@@ -958,6 +1016,8 @@ listener_run(int index)
 	WaitEvent	events[MAX_LISTEN_SOCKETS + 4];
 
 	listener_index = index;
+	raise_descriptor_limit();
+	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	conns_cxt = AllocSetContextCreate(TopMemoryContext, "setstream connections",
 									  ALLOCSET_DEFAULT_SIZES);
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "setstream turn",

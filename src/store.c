@@ -31,11 +31,18 @@ typedef struct StoreStmt
 	int			nargs;
 	Oid			argtypes[14];
 	SPIPlanPtr	plan;
+	bool		custom;			/* plan for the actual values every time */
 } StoreStmt;
 
+/*
+ * SETs due for delivery.  "state IN (...)" repeats the predicate of the
+ * partial index outbox_due_idx, so that plans find it: the rows a stream
+ * has acked long ago must never be scanned.
+ */
 #define DUE_CONDITION \
-	"(state = 'pending' OR (state = 'delivered' AND delivered_at <= " \
-	"now() - make_interval(secs => $2::float8 / 1000.0)))"
+	"state IN ('pending', 'delivered') AND " \
+	"(state = 'pending' OR delivered_at <= " \
+	"now() - make_interval(secs => $2::float8 / 1000.0))"
 
 static StoreStmt stmt_get_stream = {
 	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status"
@@ -100,7 +107,7 @@ static StoreStmt stmt_insert_outbox = {
 static StoreStmt stmt_apply_acks = {
 	"UPDATE setstream.outbox SET state = 'acked', acked_at = now()"
 	" WHERE stream = $1 AND jti = ANY ($2) AND state IN ('pending', 'delivered')",
-	2, {TEXTOID, TEXTARRAYOID}
+	2, {TEXTOID, TEXTARRAYOID}, NULL, true
 };
 
 static StoreStmt stmt_apply_errs = {
@@ -108,30 +115,33 @@ static StoreStmt stmt_apply_errs = {
 	" err = e.err, description = e.description"
 	" FROM unnest($2::text[], $3::text[], $4::text[]) AS e (jti, err, description)"
 	" WHERE o.stream = $1 AND o.jti = e.jti AND o.state IN ('pending', 'delivered')",
-	4, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+	4, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}, NULL, true
 };
 
+/*
+ * The rows are locked by the subquery and updated by their ctid: a TID
+ * scan, whatever the planner believes about the stream's history.
+ */
 static StoreStmt stmt_take_due = {
-	"WITH due AS (SELECT seq FROM setstream.outbox"
-	" WHERE stream = $1 AND " DUE_CONDITION
-	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
-	" UPDATE setstream.outbox o SET state = 'delivered',"
+	"UPDATE setstream.outbox o SET state = 'delivered',"
 	" attempts = o.attempts + 1, delivered_at = now()"
-	" FROM due WHERE o.stream = $1 AND o.seq = due.seq"
+	" WHERE o.ctid = ANY (ARRAY(SELECT ctid FROM setstream.outbox"
+	" WHERE stream = $1 AND " DUE_CONDITION
+	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED))"
 	" RETURNING o.seq, o.jti, o.token",
-	3, {TEXTOID, INT4OID, INT4OID}
+	3, {TEXTOID, INT4OID, INT4OID}, NULL, true
 };
 
 static StoreStmt stmt_more_due = {
 	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
 	" WHERE stream = $1 AND " DUE_CONDITION " AND seq <> ALL ($3))",
-	3, {TEXTOID, INT4OID, INT8ARRAYOID}
+	3, {TEXTOID, INT4OID, INT8ARRAYOID}, NULL, true
 };
 
 static StoreStmt stmt_any_due = {
 	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
 	" WHERE stream = $1 AND " DUE_CONDITION ")",
-	2, {TEXTOID, INT4OID}
+	2, {TEXTOID, INT4OID}, NULL, true
 };
 
 static StoreStmt stmt_jwks = {
@@ -155,7 +165,8 @@ run(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
 
 	if (st->plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(st->sql, st->nargs, st->argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes,
+											  st->custom ? CURSOR_OPT_CUSTOM_PLAN : 0);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
