@@ -527,3 +527,26 @@ SELECT s.name AS stream,
              count(*) FILTER (WHERE ob.state = 'failed') AS failed
         FROM setstream.outbox ob WHERE ob.stream = s.name) o
   CROSS JOIN setstream.listener_stats() l;
+
+-- ---------------------------------------------------------------------
+-- Retention
+-- ---------------------------------------------------------------------
+
+-- Delete outbox rows that are settled (acked or failed) since longer than
+-- older_than, of one stream or of all; returns how many.  Pending and
+-- delivered rows are never touched.
+CREATE FUNCTION setstream.purge_outbox(
+    older_than interval DEFAULT '7 days',
+    stream text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM setstream.outbox o
+         WHERE (purge_outbox.stream IS NULL OR o.stream = purge_outbox.stream)
+           AND ((o.state = 'acked' AND o.acked_at < now() - older_than)
+             OR (o.state = 'failed' AND o.failed_at < now() - older_than))
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
