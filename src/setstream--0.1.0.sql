@@ -107,7 +107,11 @@ CREATE TABLE setstream.events (
     token        text NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream, iss, jti)
-);
+)
+-- A SET row is about 2 kB: just over the default TOAST threshold, which
+-- would try (and fail) to compress the base64 token of every row.  Rows
+-- stay whole up to a page instead.
+WITH (toast_tuple_target = 8160);
 
 CREATE INDEX events_event_types_idx ON setstream.events USING gin (event_types);
 CREATE INDEX events_subject_idx ON setstream.events USING gin (subject jsonb_path_ops);
@@ -146,7 +150,8 @@ CREATE TABLE setstream.outbox (
     CHECK ((state = 'failed') = (err IS NOT NULL)),
     CHECK (state <> 'acked' OR acked_at IS NOT NULL),
     CHECK (state = 'pending' OR attempts > 0 OR state IN ('acked', 'failed'))
-);
+)
+WITH (toast_tuple_target = 8160);
 ALTER SEQUENCE setstream.outbox_seq OWNED BY setstream.outbox.seq;
 
 -- What poll and pushpull scan: SETs not yet acknowledged or failed.
