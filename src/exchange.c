@@ -124,12 +124,12 @@ exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 }
 
 /*
- * Store every valid SET of the object in one subtransaction.  False when
- * any of them failed; nothing is stored then, and the caller retries them
- * one by one.
+ * Run fn(arg) in a subtransaction of its own.  Returns false, with the
+ * subtransaction rolled back and the error dropped, when it raised; a
+ * query cancel is raised again, as it would be anywhere.
  */
-static bool
-store_all(StreamInfo *stream, IngestItem *items, int n)
+bool
+try_in_subtransaction(void (*fn) (void *arg), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -139,9 +139,7 @@ store_all(StreamInfo *stream, IngestItem *items, int n)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		for (int i = 0; i < n; i++)
-			if (items[i].valid)
-				store_insert_event(stream, &items[i].ps);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -152,12 +150,10 @@ store_all(StreamInfo *stream, IngestItem *items, int n)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-		{
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
 			ReThrowError(edata);
-		}
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -165,6 +161,36 @@ store_all(StreamInfo *stream, IngestItem *items, int n)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return ok;
+}
+
+typedef struct StoreAllArgs
+{
+	StreamInfo *stream;
+	IngestItem *items;
+	int			n;
+} StoreAllArgs;
+
+static void
+store_valid_items(void *arg)
+{
+	StoreAllArgs *a = arg;
+
+	for (int i = 0; i < a->n; i++)
+		if (a->items[i].valid)
+			store_insert_event(a->stream, &a->items[i].ps);
+}
+
+/*
+ * Store every valid SET of the object in one subtransaction.  False when
+ * any of them failed; nothing is stored then, and the caller retries them
+ * one by one.
+ */
+static bool
+store_all(StreamInfo *stream, IngestItem *items, int n)
+{
+	StoreAllArgs args = {stream, items, n};
+
+	return try_in_subtransaction(store_valid_items, &args);
 }
 
 /*

@@ -39,5 +39,6 @@ extern json_t *exchange_ingest(StreamInfo *stream, CommObj *obj,
 extern json_t *exchange_poll(StreamInfo *stream, CommObj *req, bool *more);
 extern json_t *exchange_take(StreamInfo *stream, int max_events, bool *more);
 extern const char *seterr_description(SetErr code, const char *message);
+extern bool try_in_subtransaction(void (*fn) (void *arg), void *arg);
 
 #endif

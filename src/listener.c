@@ -606,36 +606,13 @@ extension_state(void)
 	return recreated ? EXT_RECREATED : EXT_SAME;
 }
 
-/*
- * Store the turn's pushes together in one subtransaction; false (nothing
- * stored) when any failed, and then each is handled on its own.
- */
-static bool
-store_pushes_together(List *pushes)
+static void
+store_pushes(void *arg)
 {
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
 	ListCell   *lc;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(turn_cxt);
-	PG_TRY();
-	{
-		foreach(lc, pushes)
-			route_store_push((Conn *) lfirst(lc));
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(turn_cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(turn_cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	foreach(lc, (List *) arg)
+		route_store_push((Conn *) lfirst(lc));
 }
 
 /*
@@ -660,7 +637,8 @@ handle_batch(List *batch, TimestampTz now)
 		else
 			others = lappend(others, conn);
 	}
-	if (list_length(pushes) > 1 && store_pushes_together(pushes))
+	/* together in one subtransaction; each alone again if that fails */
+	if (list_length(pushes) > 1 && try_in_subtransaction(store_pushes, pushes))
 	{
 		foreach(lc, pushes)
 		{
@@ -676,83 +654,21 @@ handle_batch(List *batch, TimestampTz now)
 		handle_in_subxact((Conn *) lfirst(lc), now);
 }
 
-/* Everything the turn's connections need from the database, committed */
-static void
-database_turn(List *batch, TimestampTz now)
-{
-	ListCell   *lc;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "setstream listener");
-	PG_TRY();
-	{
-		ExtensionState state = extension_state();
-
-		if (state == EXT_MISSING)
-			respond_unavailable(batch, "setstream is not installed in this database");
-		else if (state == EXT_RECREATED)
-		{
-			/*
-			 * Requests prepared against the dropped extension's streams are
-			 * prepared again, next turn, on the new ones.
-			 */
-			List	   *rest = NIL;
-
-			foreach(lc, batch)
-			{
-				Conn	   *conn = lfirst(lc);
-
-				if (conn->phase == PHASE_READY)
-					conn->route_state = NULL;
-				else
-					rest = lappend(rest, conn);
-			}
-			handle_batch(rest, now);
-		}
-		else
-			handle_batch(batch, now);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(turn_cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		respond_unavailable(batch, "the database could not commit; try again later");
-	}
-	PG_END_TRY();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/* Read streams the prepared requests need into the cache */
+/*
+ * Run work(arg) in a transaction of its own.  Returns false, the error
+ * logged and the transaction aborted, when it (or its commit) failed.
+ */
 static bool
-load_streams(List *names)
+in_transaction(void (*work) (void *arg), void *arg)
 {
 	volatile bool ok = true;
-	ListCell   *lc;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		if (extension_state() == EXT_MISSING)
-			ok = false;
-		else
-		{
-			foreach(lc, names)
-			{
-				StreamInfo *unused;
-
-				if (!streamcache_lookup(lfirst(lc), &unused))
-					streamcache_load(lfirst(lc), true);
-			}
-		}
+		work(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -767,6 +683,90 @@ load_streams(List *names)
 	PG_END_TRY();
 	MemoryContextSwitchTo(turn_cxt);
 	return ok;
+}
+
+typedef struct TurnWork
+{
+	List	   *batch;
+	TimestampTz now;
+} TurnWork;
+
+static void
+turn_work(void *arg)
+{
+	TurnWork   *w = arg;
+	ExtensionState state = extension_state();
+	ListCell   *lc;
+
+	if (state == EXT_MISSING)
+		respond_unavailable(w->batch, "setstream is not installed in this database");
+	else if (state == EXT_RECREATED)
+	{
+		/*
+		 * Requests prepared against the dropped extension's streams are
+		 * prepared again, next turn, on the new ones.
+		 */
+		List	   *rest = NIL;
+
+		foreach(lc, w->batch)
+		{
+			Conn	   *conn = lfirst(lc);
+
+			if (conn->phase == PHASE_READY)
+				conn->route_state = NULL;
+			else
+				rest = lappend(rest, conn);
+		}
+		handle_batch(rest, w->now);
+	}
+	else
+		handle_batch(w->batch, w->now);
+}
+
+/* Everything the turn's connections need from the database, committed */
+static void
+database_turn(List *batch, TimestampTz now)
+{
+	TurnWork	work = {batch, now};
+
+	pgstat_report_activity(STATE_RUNNING, "setstream listener");
+	if (!in_transaction(turn_work, &work))
+		respond_unavailable(batch, "the database could not commit; try again later");
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+typedef struct LoadWork
+{
+	List	   *names;
+	bool		installed;
+} LoadWork;
+
+static void
+load_work(void *arg)
+{
+	LoadWork   *w = arg;
+	ListCell   *lc;
+
+	w->installed = extension_state() != EXT_MISSING;
+	if (!w->installed)
+		return;
+	foreach(lc, w->names)
+	{
+		StreamInfo *unused;
+
+		if (!streamcache_lookup(lfirst(lc), &unused))
+			streamcache_load(lfirst(lc), true);
+	}
+}
+
+/* Read streams the prepared requests need into the cache */
+static bool
+load_streams(List *names)
+{
+	LoadWork	work = {names, false};
+
+	return in_transaction(load_work, &work) && work.installed;
 }
 
 /* Step one for a connection, outside any transaction */
