@@ -174,10 +174,18 @@ static void
 store_valid_items(void *arg)
 {
 	StoreAllArgs *a = arg;
+	StreamInfo **streams = palloc(sizeof(StreamInfo *) * (a->n + 1));
+	ParsedSet **sets = palloc(sizeof(ParsedSet *) * (a->n + 1));
+	int			m = 0;
 
 	for (int i = 0; i < a->n; i++)
-		if (a->items[i].valid)
-			store_insert_event(a->stream, &a->items[i].ps);
+	{
+		if (!a->items[i].valid)
+			continue;
+		streams[m] = a->stream;
+		sets[m++] = &a->items[i].ps;
+	}
+	store_insert_events(streams, sets, m);
 }
 
 /*

@@ -609,10 +609,7 @@ extension_state(void)
 static void
 store_pushes(void *arg)
 {
-	ListCell   *lc;
-
-	foreach(lc, (List *) arg)
-		route_store_push((Conn *) lfirst(lc));
+	route_store_pushes((List *) arg);
 }
 
 /*

@@ -403,6 +403,26 @@ route_store_push(Conn *conn)
 	store_insert_event(p->stream, &p->ps);
 }
 
+/* Store many prepared pushes with one statement, answering none */
+void
+route_store_pushes(List *conns)
+{
+	int			n = list_length(conns);
+	StreamInfo **streams = palloc(sizeof(StreamInfo *) * (n + 1));
+	ParsedSet **sets = palloc(sizeof(ParsedSet *) * (n + 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, conns)
+	{
+		Prepared   *p = prepared((Conn *) lfirst(lc));
+
+		streams[i] = p->stream;
+		sets[i++] = &p->ps;
+	}
+	store_insert_events(streams, sets, n);
+}
+
 /* Answer a push that route_store_push stored */
 void
 route_answer_push(Conn *conn)

@@ -33,6 +33,7 @@ extern StreamInfo *store_get_stream(const char *name);
 extern StreamInfo *store_find_stream(const char *name);
 extern List *store_verify_keys(const char *stream, const char *kid);
 extern bool store_insert_event(const StreamInfo *stream, const ParsedSet *ps);
+extern void store_insert_events(StreamInfo **streams, ParsedSet **sets, int n);
 
 extern bool store_insert_key(const char *stream, const char *kid,
 							 const char *purpose, const char *kty,
