@@ -150,7 +150,6 @@ extern PrepResult route_prepare(Conn *conn, char **load_stream);
 extern RouteResult route_execute(Conn *conn, const uint64 *generations);
 extern bool route_ws_prepare(Conn *conn, char **load_stream);
 extern bool route_is_push(Conn *conn);
-extern void route_store_push(Conn *conn);
 extern void route_store_pushes(List *conns);
 extern void route_answer_push(Conn *conn);
 extern RouteResult route_parked_poll(Conn *conn, bool timed_out,

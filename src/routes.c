@@ -164,6 +164,8 @@ require_json_body(Conn *conn)
 	return true;
 }
 
+static void route_store_push(Conn *conn);
+
 /* What route_prepare found out, kept for route_execute (request memory) */
 typedef struct Prepared
 {
@@ -394,8 +396,8 @@ route_is_push(Conn *conn)
 	return conn->phase == PHASE_READY && p != NULL && p->ep == EP_EVENTS;
 }
 
-/* Store a prepared push without answering it (see the listener's turn) */
-void
+/* Store a prepared push without answering it */
+static void
 route_store_push(Conn *conn)
 {
 	Prepared   *p = prepared(conn);

@@ -56,7 +56,9 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # JSON / JOSE
 # ---------------------------------------------------------------------------
 
-# the JOSE helpers are the HTTP suite's (conftest.py, loaded by pytest first)
+# the JOSE and database helpers are the HTTP suite's (conftest.py, loaded
+# by pytest first)
+import listener_support  # noqa: E402
 from listener_support import b64u_decode, jdump, peer_key, sign, split_token  # noqa: E402,F401
 
 
@@ -80,40 +82,13 @@ def connect_db(autocommit=True):
     return conn
 
 
-class Db:
-    """A thin wrapper over one psycopg2 connection."""
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    def rows(self, sql, params=None):
-        with self.conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-
-    def val(self, sql, params=None):
-        rows = self.rows(sql, params)
-        assert len(rows) == 1, "expected one row, got %d" % len(rows)
-        return rows[0][0]
-
-    def dicts(self, sql, params=None):
-        with self.conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(sql, params)
-            return [dict(r) for r in cur.fetchall()]
-
-    def execute(self, sql, params=None):
-        with self.conn.cursor() as cur:
-            cur.execute(sql, params)
+class Db(listener_support.Db):
+    """The HTTP suite's database wrapper, with what the WebSocket tests add:
+    emit() defaults to a subject, events() is keyed by jti."""
 
     def emit(self, stream, event=None, event_type=SESSION_REVOKED, subject=SUBJECT):
         return self.val("SELECT setstream.emit(%s, %s, %s::jsonb, %s::jsonb)",
                         (stream, event_type, jdump(event or {}), jdump(subject)))
-
-    def outbox(self, stream, jti):
-        rows = self.dicts("SELECT * FROM setstream.outbox WHERE stream = %s AND jti = %s",
-                          (stream, jti))
-        assert len(rows) == 1, "outbox rows of %s: %d" % (jti, len(rows))
-        return rows[0]
 
     def outbox_jtis(self, stream):
         return {r[0] for r in self.rows(
