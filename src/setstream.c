@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "emitbuf.h"
 #include "jose.h"
 #include "streamcache.h"
 #include "wakeup.h"
@@ -105,6 +106,7 @@ _PG_init(void)
 
 	wakeup_register_callbacks();
 	streamcache_register_callbacks();
+	emitbuf_init();
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wakeup_request_shmem();

@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "commobj.h"
+#include "emitbuf.h"
 #include "exchange.h"
 #include "jose.h"
 #include "set.h"
@@ -49,6 +50,7 @@ PG_FUNCTION_INFO_V1(setstream_emit);
 PG_FUNCTION_INFO_V1(setstream_emit_trigger);
 PG_FUNCTION_INFO_V1(setstream_poll);
 PG_FUNCTION_INFO_V1(setstream_config_changed);
+PG_FUNCTION_INFO_V1(setstream_outbox_row_valid);
 
 #define TOKEN_PREFIX "sst_"
 
@@ -308,12 +310,13 @@ audience_json(const StreamInfo *stream)
 
 /*
  * Sign and queue one SET; subject NULL means the stream itself (opaque id
- * = stream name, as SSF does for stream-level events).  Returns the jti, or
+ * = stream name, as SSF does for stream-level events).  SETs from
+ * emit_trigger are stored in batches per statement (emitbuf.c).  Returns the jti, or
  * NULL when the stream is disabled (SSF: a disabled stream holds nothing).
  */
 static char *
 emit_set(const char *name, const char *event_type, json_t *event,
-		 json_t *subject, const char *txn)
+		 json_t *subject, const char *txn, bool from_trigger)
 {
 	StreamInfo *stream = streamcache_stream(name, false);
 	SignKey    *key;
@@ -375,7 +378,10 @@ emit_set(const char *name, const char *event_type, json_t *event,
 
 	payload = json_dumps(claims, JSON_COMPACT);
 	token = jose_sign(jk, key->alg, key->kid, payload, strlen(payload));
-	store_insert_outbox(stream->name, jti, event_type, payload, token);
+	if (from_trigger)
+		emitbuf_add(stream->name, jti, event_type, payload, token);
+	else
+		store_insert_outbox(stream->name, jti, event_type, payload, token);
 	wakeup_note_emit(stream->name);
 	return jti;
 }
@@ -396,7 +402,7 @@ setstream_emit(PG_FUNCTION_ARGS)
 				   PG_ARGISNULL(3) ? NULL :
 				   sql_json(PG_GETARG_JSONB_P(3), "the subject"),
 				   PG_ARGISNULL(4) ? NULL :
-				   text_to_cstring(PG_GETARG_TEXT_PP(4)));
+				   text_to_cstring(PG_GETARG_TEXT_PP(4)), false);
 	if (jti == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(jti));
@@ -486,7 +492,7 @@ setstream_emit_trigger(PG_FUNCTION_ARGS)
 							tg->tgname, tg->tgargs[4])));
 	}
 
-	emit_set(tg->tgargs[0], tg->tgargs[1], event, subject, NULL);
+	emit_set(tg->tgargs[0], tg->tgargs[1], event, subject, NULL, true);
 	return PointerGetDatum(NULL);
 }
 
@@ -520,4 +526,39 @@ setstream_config_changed(PG_FUNCTION_ARGS)
 	wakeup_note_config();
 	streamcache_invalidate();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * The outbox's state machine, as the one CHECK constraint of the table:
+ * _outbox_row_valid(state, attempts, acked_at, err).  A call of a C
+ * function is a small expression tree; every INSERT prepares the table's
+ * CHECKs anew, and the same rules as four SQL expressions cost about as
+ * much as the rest of the INSERT of an emitted SET.
+ *
+ * state is one of pending, delivered, acked, failed; err is set exactly
+ * when failed; acked rows have acked_at; rows past pending were delivered
+ * at least once (acked and failed may be reached without a delivery, by
+ * an ack or error for a SET the peer got elsewhere).
+ */
+Datum
+setstream_outbox_row_valid(PG_FUNCTION_ARGS)
+{
+	char	   *state;
+	bool		failed;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	state = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	failed = strcmp(state, "failed") == 0;
+	if (strcmp(state, "pending") != 0 && strcmp(state, "delivered") != 0 &&
+		strcmp(state, "acked") != 0 && !failed)
+		PG_RETURN_BOOL(false);
+	if (failed != !PG_ARGISNULL(3))
+		PG_RETURN_BOOL(false);
+	if (strcmp(state, "acked") == 0 && PG_ARGISNULL(2))
+		PG_RETURN_BOOL(false);
+	if (strcmp(state, "delivered") == 0 &&
+		(PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(true);
 }

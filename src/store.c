@@ -123,6 +123,15 @@ static StoreStmt stmt_insert_outbox = {
 	5, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
 };
 
+/* Many at once, seq in array order (emitbuf.c) */
+static StoreStmt stmt_insert_outbox_rows = {
+	"INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)"
+	" SELECT r.stream, r.jti, ARRAY[r.event_type], r.claims::jsonb, r.token"
+	" FROM unnest($1, $2, $3, $4, $5) WITH ORDINALITY"
+	" AS r (stream, jti, event_type, claims, token, n) ORDER BY r.n",
+	5, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
 static StoreStmt stmt_apply_acks = {
 	"UPDATE setstream.outbox SET state = 'acked', acked_at = now()"
 	" WHERE stream = $1 AND jti = ANY ($2) AND state IN ('pending', 'delivered')",
@@ -629,6 +638,37 @@ store_insert_outbox(const char *stream, const char *jti,
 
 	spi_connect();
 	run(&stmt_insert_outbox, values, NULL, false);
+	SPI_finish();
+}
+
+/* Queue n signed SETs with one statement; seq follows their order */
+void
+store_insert_outbox_rows(const EmitRow *rows, int n)
+{
+	Datum	   *cols[5];
+	Datum		values[5];
+
+	if (n == 1)
+	{
+		store_insert_outbox(rows[0].stream, rows[0].jti, rows[0].event_type,
+							rows[0].claims, rows[0].token);
+		return;
+	}
+	for (int c = 0; c < 5; c++)
+		cols[c] = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		cols[0][i] = text_datum(rows[i].stream);
+		cols[1][i] = text_datum(rows[i].jti);
+		cols[2][i] = text_datum(rows[i].event_type);
+		cols[3][i] = text_datum(rows[i].claims);
+		cols[4][i] = text_datum(rows[i].token);
+	}
+	for (int c = 0; c < 5; c++)
+		values[c] = array_datum(cols[c], NULL, n, TEXTOID);
+
+	spi_connect();
+	run(&stmt_insert_outbox_rows, values, NULL, false);
 	SPI_finish();
 }
 

@@ -46,6 +46,18 @@ extern List *store_token_hashes(const char *stream);
 extern void store_insert_outbox(const char *stream, const char *jti,
 								const char *event_type, const char *claims,
 								const char *token);
+
+/* One outbound SET, signed, for store_insert_outbox_rows */
+typedef struct EmitRow
+{
+	char	   *stream;
+	char	   *jti;
+	char	   *event_type;
+	char	   *claims;
+	char	   *token;
+} EmitRow;
+
+extern void store_insert_outbox_rows(const EmitRow *rows, int n);
 extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
 extern List *store_take_due(const char *stream, int limit, bool *more);

@@ -6,11 +6,13 @@ verify every emitted SET with nothing but that public JWK, and the SET must
 follow the SSF profile (typ secevent+jwt, sub_id, no sub, no exp).
 """
 
+import io
 import json
 import os
 import re
 import time
 
+import psycopg2
 import pytest
 from jwcrypto import jwk
 
@@ -351,5 +353,64 @@ def test_emit_trigger_refuses_null_subject_and_wrong_use(db, streams, admin):
         db.error("INSERT INTO public.%s VALUES ('a@example.com')" % table)
         assert db.val("SELECT count(*) FROM public.%s" % table) == 0
         assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s", (s.name,)) == 0
+    finally:
+        admin.execute("DROP TABLE public.%s" % table)
+
+
+def test_emit_trigger_batch_deferred_copy_and_commit(db, streams, admin):
+    """emit_trigger's batches (emitbuf.c) across real commits: a bulk INSERT
+    is verified by jwcrypto row by row; a deferred trigger fires at COMMIT
+    and its SETs are stored by that commit; COPY fires row triggers outside
+    any executor and stores them too; a failing COMMIT-time trigger leaves
+    nothing."""
+    s = streams.create()
+    pub = db.generate_key(s.name, "ES256")
+    table = "pytest_batch_" + s.name.replace("-", "_")
+    admin.execute("CREATE TABLE public.%s (id int, email text)" % table)
+    try:
+        admin.execute(
+            "CREATE TRIGGER t AFTER INSERT ON public.%s FOR EACH ROW EXECUTE FUNCTION "
+            "setstream.emit_trigger('%s', '%s', 'email', 'email')" % (table, s.name, SESSION_REVOKED))
+        db.execute("INSERT INTO public.%s SELECT g, 'b' || g || '@example.com' "
+                   "FROM generate_series(1, 1500) g" % table)
+        rows = db.rows("SELECT token, jti FROM setstream.outbox WHERE stream = %s ORDER BY seq",
+                       (s.name,))
+        assert len(rows) == 1500
+        for i, (token, jti) in enumerate(rows, start=1):
+            _, claims = verify(token, pub, "ES256")
+            assert claims["jti"] == jti
+            assert claims["sub_id"] == {"format": "email", "email": "b%d@example.com" % i}
+
+        # COPY: row triggers fired by COPY itself
+        cur = db.conn.cursor()
+        cur.copy_expert("COPY public.%s FROM STDIN" % table,
+                        io.StringIO("".join("%d\tc%d@example.com\n" % (i, i)
+                                                          for i in range(1, 51))))
+        assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s "
+                      "AND claims->'sub_id'->>'email' LIKE 'c%%'", (s.name,)) == 50
+
+        # deferred to COMMIT
+        admin.execute("DROP TRIGGER t ON public.%s" % table)
+        admin.execute(
+            "CREATE CONSTRAINT TRIGGER d AFTER INSERT ON public.%s DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION setstream.emit_trigger('%s', '%s', 'email', 'email')"
+            % (table, s.name, SESSION_REVOKED))
+        db.execute("BEGIN")
+        db.execute("INSERT INTO public.%s SELECT g, 'd' || g || '@example.com' "
+                   "FROM generate_series(1, 30) g" % table)
+        assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s "
+                      "AND claims->'sub_id'->>'email' LIKE 'd%%'", (s.name,)) == 0
+        db.execute("COMMIT")
+        assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s "
+                      "AND claims->'sub_id'->>'email' LIKE 'd%%'", (s.name,)) == 30
+
+        # a deferred trigger failing at COMMIT: the transaction leaves nothing
+        db.execute("BEGIN")
+        db.execute("INSERT INTO public.%s VALUES (1, 'e1@example.com'), (2, NULL)" % table)
+        with pytest.raises(psycopg2.Error) as failed:
+            db.execute("COMMIT")
+        assert failed.value.pgcode == "22004"
+        assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s "
+                      "AND claims->'sub_id'->>'email' LIKE 'e%%'", (s.name,)) == 0
     finally:
         admin.execute("DROP TABLE public.%s" % table)
