@@ -129,13 +129,14 @@ COMMENT ON TABLE setstream.events IS
 CREATE SEQUENCE setstream.outbox_seq;
 
 -- The outbox's state machine as one CHECK: state is pending, delivered,
--- acked or failed; err is set exactly when failed; acked rows have acked_at;
--- delivered rows have attempts > 0.  One C call instead of four SQL
+-- acked or failed; err and failed_at are set exactly when failed, acked_at
+-- exactly when acked; delivered rows have attempts > 0.  One C call instead of four SQL
 -- expressions: every INSERT (each SET emit_trigger queues) prepares the
 -- table's CHECKs anew, and the four SQL forms cost as much as the rest of
 -- the INSERT.
 CREATE FUNCTION setstream._outbox_row_valid(state text, attempts integer,
-                                            acked_at timestamptz, err text)
+                                            acked_at timestamptz, err text,
+                                            failed_at timestamptz)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'setstream_outbox_row_valid'
 LANGUAGE C IMMUTABLE PARALLEL SAFE;
@@ -159,14 +160,18 @@ CREATE TABLE setstream.outbox (
     PRIMARY KEY (stream, seq),
     UNIQUE (stream, jti),
     CONSTRAINT outbox_state_valid
-        CHECK (setstream._outbox_row_valid(state, attempts, acked_at, err))
+        CHECK (setstream._outbox_row_valid(state, attempts, acked_at, err, failed_at))
 )
-WITH (toast_tuple_target = 8160);
+-- Pages are half filled by INSERTs: the other half takes the new version of
+-- each row when it is delivered, as a HOT update (no index entries).
+WITH (toast_tuple_target = 8160, fillfactor = 50);
 ALTER SEQUENCE setstream.outbox_seq OWNED BY setstream.outbox.seq;
 
--- What poll and pushpull scan: SETs not yet acknowledged or failed.
+-- What poll and pushpull scan: SETs not yet acknowledged or failed.  The
+-- predicate names acked_at and failed_at, not state (the CHECK makes them
+-- equivalent): a delivery changes no indexed column, so it is a HOT update.
 CREATE INDEX outbox_due_idx ON setstream.outbox (stream, seq)
-    WHERE state IN ('pending', 'delivered');
+    WHERE acked_at IS NULL AND failed_at IS NULL;
 
 COMMENT ON TABLE setstream.outbox IS
 'Emitted SETs: pending -> delivered -> acked, or failed (err, description) when the receiver reports it in setErrs. token is signed at emit and redelivered byte-identical.';

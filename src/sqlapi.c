@@ -530,15 +530,16 @@ setstream_config_changed(PG_FUNCTION_ARGS)
 
 /*
  * The outbox's state machine, as the one CHECK constraint of the table:
- * _outbox_row_valid(state, attempts, acked_at, err).  A call of a C
+ * _outbox_row_valid(state, attempts, acked_at, err, failed_at).  A call of a C
  * function is a small expression tree; every INSERT prepares the table's
  * CHECKs anew, and the same rules as four SQL expressions cost about as
  * much as the rest of the INSERT of an emitted SET.
  *
- * state is one of pending, delivered, acked, failed; err is set exactly
- * when failed; acked rows have acked_at; rows past pending were delivered
- * at least once (acked and failed may be reached without a delivery, by
- * an ack or error for a SET the peer got elsewhere).
+ * state is one of pending, delivered, acked, failed; err and failed_at are
+ * set exactly when failed, acked_at exactly when acked (so the due index's
+ * predicate, on acked_at and failed_at, is "pending or delivered");
+ * delivered rows have attempts > 0 (acked and failed may be reached
+ * without a delivery, by an ack or error for a SET the peer got elsewhere).
  */
 Datum
 setstream_outbox_row_valid(PG_FUNCTION_ARGS)
@@ -553,9 +554,9 @@ setstream_outbox_row_valid(PG_FUNCTION_ARGS)
 	if (strcmp(state, "pending") != 0 && strcmp(state, "delivered") != 0 &&
 		strcmp(state, "acked") != 0 && !failed)
 		PG_RETURN_BOOL(false);
-	if (failed != !PG_ARGISNULL(3))
+	if (failed != !PG_ARGISNULL(3) || failed != !PG_ARGISNULL(4))
 		PG_RETURN_BOOL(false);
-	if (strcmp(state, "acked") == 0 && PG_ARGISNULL(2))
+	if ((strcmp(state, "acked") == 0) != !PG_ARGISNULL(2))
 		PG_RETURN_BOOL(false);
 	if (strcmp(state, "delivered") == 0 &&
 		(PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0))

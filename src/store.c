@@ -35,12 +35,12 @@ typedef struct StoreStmt
 } StoreStmt;
 
 /*
- * SETs due for delivery.  "state IN (...)" repeats the predicate of the
- * partial index outbox_due_idx, so that plans find it: the rows a stream
- * has acked long ago must never be scanned.
+ * SETs due for delivery.  "acked_at IS NULL AND failed_at IS NULL" repeats
+ * the predicate of the partial index outbox_due_idx, so that plans find it:
+ * the rows a stream has acked long ago must never be scanned.
  */
 #define DUE_CONDITION \
-	"state IN ('pending', 'delivered') AND " \
+	"acked_at IS NULL AND failed_at IS NULL AND " \
 	"(state = 'pending' OR delivered_at <= " \
 	"now() - make_interval(secs => $2::float8 / 1000.0))"
 

@@ -5,7 +5,7 @@
 -- statement (SET CONSTRAINTS, deferred) store at once.  Also the outbox's
 -- state-machine CHECK (setstream._outbox_row_valid).
 BEGIN;
-SELECT plan(23);
+SELECT plan(26);
 
 SELECT setstream.create_stream('tap-eb', 'https://tx.example/issuer', ARRAY['https://rx.example/aud']) IS NOT NULL AS ok \gset
 SELECT setstream.generate_key('tap-eb')->>'kid' AS kid \gset
@@ -100,8 +100,12 @@ INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)
 VALUES ('tap-eb', 'chk', ARRAY['urn:x:y'], '{}', 'a.b.c');
 SELECT throws_ok($$ UPDATE setstream.outbox SET state = 'lost' WHERE stream = 'tap-eb' AND jti = 'chk' $$,
                  '23514', NULL, 'state outside pending, delivered, acked, failed -> 23514');
-SELECT throws_ok($$ UPDATE setstream.outbox SET state = 'failed' WHERE stream = 'tap-eb' AND jti = 'chk' $$,
+SELECT throws_ok($$ UPDATE setstream.outbox SET state = 'failed', failed_at = now() WHERE stream = 'tap-eb' AND jti = 'chk' $$,
                  '23514', NULL, 'failed without err -> 23514');
+SELECT throws_ok($$ UPDATE setstream.outbox SET state = 'failed', err = 'invalid_key' WHERE stream = 'tap-eb' AND jti = 'chk' $$,
+                 '23514', NULL, 'failed without failed_at -> 23514');
+SELECT throws_ok($$ UPDATE setstream.outbox SET acked_at = now() WHERE stream = 'tap-eb' AND jti = 'chk' $$,
+                 '23514', NULL, 'acked_at on a row that is not acked -> 23514');
 SELECT throws_ok($$ UPDATE setstream.outbox SET err = 'invalid_key' WHERE stream = 'tap-eb' AND jti = 'chk' $$,
                  '23514', NULL, 'err on a row that is not failed -> 23514');
 SELECT throws_ok($$ UPDATE setstream.outbox SET state = 'acked' WHERE stream = 'tap-eb' AND jti = 'chk' $$,
@@ -112,7 +116,12 @@ SELECT lives_ok($$ UPDATE setstream.outbox SET state = 'delivered', attempts = 1
                     WHERE stream = 'tap-eb' AND jti = 'chk' $$, 'pending -> delivered with an attempt is valid');
 SELECT lives_ok($$ UPDATE setstream.outbox SET state = 'acked', acked_at = now()
                     WHERE stream = 'tap-eb' AND jti = 'chk' $$, 'delivered -> acked with acked_at is valid');
-SELECT lives_ok($$ UPDATE setstream.outbox SET state = 'failed', err = 'invalid_key', failed_at = now()
-                    WHERE stream = 'tap-eb' AND jti = 'chk' $$, 'failed with err is valid');
+SELECT lives_ok($$ INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)
+                   VALUES ('tap-eb', 'chk2', ARRAY['urn:x:y'], '{}', 'a.b.c');
+                   UPDATE setstream.outbox SET state = 'failed', err = 'invalid_key', failed_at = now()
+                    WHERE stream = 'tap-eb' AND jti = 'chk2' $$, 'pending -> failed with err and failed_at is valid');
+SELECT throws_ok($$ UPDATE setstream.outbox SET state = 'failed', err = 'invalid_key', failed_at = now()
+                    WHERE stream = 'tap-eb' AND jti = 'chk' $$,
+                 '23514', NULL, 'acked -> failed keeps acked_at -> 23514');
 SELECT * FROM finish();
 ROLLBACK;
