@@ -157,8 +157,10 @@ CREATE TABLE setstream.outbox (
     failed_at     timestamptz,
     err           text,
     description   text,
-    PRIMARY KEY (stream, seq),
-    UNIQUE (stream, jti),
+    -- No unique index on seq (the sequence makes it unique): an ack moves
+    -- the row out of outbox_due_idx, a non-HOT update that writes an entry
+    -- into every other index, and one is cheaper than two.
+    PRIMARY KEY (stream, jti),
     CONSTRAINT outbox_state_valid
         CHECK (setstream._outbox_row_valid(state, attempts, acked_at, err, failed_at))
 )

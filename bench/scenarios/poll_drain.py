@@ -107,6 +107,11 @@ def sql_limit(rows):
     cur = c.cursor()
     cur.execute("DROP TABLE IF EXISTS public.bench_outbox_copy")
     cur.execute("CREATE TABLE public.bench_outbox_copy (LIKE setstream.outbox INCLUDING ALL)")
+    # LIKE copies columns, CHECKs and indexes, not storage parameters (fillfactor)
+    cur.execute("SELECT reloptions FROM pg_class WHERE oid = 'setstream.outbox'::regclass")
+    reloptions = cur.fetchone()[0]
+    if reloptions:
+        cur.execute("ALTER TABLE public.bench_outbox_copy SET (%s)" % ", ".join(reloptions))
     cur.execute("ALTER TABLE public.bench_outbox_copy ADD FOREIGN KEY (stream)"
                 " REFERENCES setstream.streams (name) ON DELETE CASCADE ON UPDATE CASCADE")
     cur.execute("INSERT INTO public.bench_outbox_copy (stream, jti, event_types, claims, token)"
@@ -117,7 +122,9 @@ def sql_limit(rows):
     cur.execute("VACUUM ANALYZE public.bench_outbox_copy")
     cur.execute("CHECKPOINT")
     c.autocommit = False
-    due = ("(state = 'pending' OR (state = 'delivered' AND delivered_at <= now() - make_interval(secs => 60)))")
+    # src/store.c's DUE_CONDITION: the due index's predicate, then the due rule
+    due = ("acked_at IS NULL AND failed_at IS NULL"
+           " AND (state = 'pending' OR delivered_at <= now() - make_interval(secs => 60))")
     stream = rows["stream"]
     acks, n = [], 0
     t0 = time.monotonic()
@@ -125,11 +132,11 @@ def sql_limit(rows):
         cur.execute("UPDATE public.bench_outbox_copy SET state = 'acked', acked_at = now()"
                     " WHERE stream = %s AND jti = ANY (%s) AND state IN ('pending', 'delivered')",
                     (stream, acks))
-        cur.execute("WITH due AS (SELECT seq FROM public.bench_outbox_copy WHERE stream = %s AND " + due +
-                    " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-                    " UPDATE public.bench_outbox_copy o SET state = 'delivered', attempts = o.attempts + 1,"
-                    " delivered_at = now() FROM due WHERE o.stream = %s AND o.seq = due.seq"
-                    " RETURNING o.seq, o.jti, o.token", (stream, MAX_EVENTS, stream))
+        # src/store.c's stmt_take_due: lock the due rows, update them by ctid
+        cur.execute("UPDATE public.bench_outbox_copy o SET state = 'delivered', attempts = o.attempts + 1,"
+                    " delivered_at = now() WHERE o.ctid = ANY (ARRAY(SELECT ctid FROM public.bench_outbox_copy"
+                    " WHERE stream = %s AND " + due + " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED))"
+                    " RETURNING o.seq, o.jti, o.token", (stream, MAX_EVENTS))
         got = cur.fetchall()
         seqs = [g[0] for g in got]
         cur.execute("SELECT EXISTS (SELECT 1 FROM public.bench_outbox_copy WHERE stream = %s AND "

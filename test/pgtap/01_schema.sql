@@ -2,7 +2,7 @@
 -- tables and their columns/types, keys that make inbound SETs unique per
 -- (stream, iss, jti), the query indexes on events, and the SQL API signatures.
 BEGIN;
-SELECT plan(109);
+SELECT plan(111);
 
 -- ---------------------------------------------------------------- tables
 SELECT has_schema('setstream');
@@ -106,15 +106,22 @@ SELECT ok(EXISTS (
            = ARRAY['jti', 'stream']),
     'outbox has a unique key on exactly (stream, jti)');
 
+SELECT is((SELECT array_agg(a.attname::text ORDER BY k.n)
+             FROM pg_constraint c, unnest(c.conkey) WITH ORDINALITY AS k (attnum, n), pg_attribute a
+            WHERE c.conrelid = 'setstream.outbox'::regclass AND c.contype = 'p'
+              AND a.attrelid = c.conrelid AND a.attnum = k.attnum),
+          ARRAY['stream', 'jti'], 'the primary key of outbox is (stream, jti)');
+SELECT is((SELECT count(*)::int FROM pg_index i WHERE i.indrelid = 'setstream.outbox'::regclass), 2,
+          'outbox has two indexes (every ack writes an entry into each index but the due one)');
 SELECT ok(EXISTS (
     SELECT 1 FROM pg_index i
-     WHERE i.indrelid = 'setstream.outbox'::regclass AND i.indisunique
-       AND i.indpred IS NULL AND i.indnkeyatts = 2
-       AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
-              FROM pg_attribute a
-             WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))
-           = ARRAY['seq', 'stream']),
-    'outbox has a unique key on (stream, seq)');
+     WHERE i.indrelid = 'setstream.outbox'::regclass AND NOT i.indisunique
+       AND pg_get_expr(i.indpred, i.indrelid) = '((acked_at IS NULL) AND (failed_at IS NULL))'
+       AND (SELECT array_agg(a.attname::text ORDER BY k.n)
+              FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k (attnum, n)
+              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+           = ARRAY['stream', 'seq']),
+    'outbox_due_idx: (stream, seq) of the rows neither acked nor failed');
 
 SELECT ok(EXISTS (
     SELECT 1 FROM pg_index i
