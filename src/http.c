@@ -409,10 +409,13 @@ void
 http_respond_json(Conn *conn, int status, json_t *body,
 				  const char *extra_headers)
 {
-	char	   *text = json_dumps(body, JSON_COMPACT);
+	StringInfoData text;
 
-	http_respond(conn, status, "application/json", text, strlen(text),
+	initStringInfo(&text);
+	json_write(&text, body);
+	http_respond(conn, status, "application/json", text.data, text.len,
 				 extra_headers);
+	pfree(text.data);
 }
 
 /* An RFC 8935 error body: {"err", "description"}, in English */

@@ -20,4 +20,8 @@
 
 #define json_object() json_pack("{}")
 
+/* jsonwrite.c: json_dumps(JSON_COMPACT) into a StringInfo, faster */
+struct StringInfoData;
+extern void json_write(struct StringInfoData *out, json_t *v);
+
 #endif

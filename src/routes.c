@@ -646,7 +646,13 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	if (json_object_size(sets) > 0)
 		json_object_set_new(response, "sets", sets);
 	if (json_object_size(response) > 0)
+	{
+		StringInfoData text;
+
+		initStringInfo(&text);
+		json_write(&text, response);
 		conn->ws_outbox = lappend(conn->ws_outbox,
-								  MemoryContextStrdup(conn->cxt,
-													  json_dumps(response, JSON_COMPACT)));
+								  MemoryContextStrdup(conn->cxt, text.data));
+		pfree(text.data);
+	}
 }
