@@ -2,13 +2,14 @@
  *
  * streamcache.c
  *	  A per-process copy of each stream in use: its settings, its active
- *	  verification keys, the hashes of its active tokens and its signing
- *	  key.  The listener authenticates requests and verifies SETs with it
+ *	  verification keys, the hashes of its active tokens, the fingerprints
+ *	  of its client certificates and its signing key.  The listener authenticates requests and verifies SETs with it
  *	  outside any transaction (the loop turn's transaction then only
  *	  stores); SQL functions in any backend (emit, receive, poll) use it to
  *	  spare the same lookups on every call.
  *
- *	  Any committed change to streams, keys, key_secrets or tokens bumps a
+ *	  Any committed change to streams, keys, key_secrets, tokens or
+ *	  client_certs bumps a
  *	  generation in shared memory (a statement trigger, then wakeup.c at
  *	  commit); a listener that sees the generation move drops the whole
  *	  cache.  A stream that does not exist is cached as absent too, so that
@@ -150,7 +151,10 @@ streamcache_load(const char *name, bool with_tokens)
 	{
 		stream->keys = store_verify_keys(name, NULL);
 		if (with_tokens)
+		{
 			stream->token_hashes = store_token_hashes(name);
+			stream->cert_hashes = store_cert_hashes(name);
+		}
 		stream->keys_loaded = true;
 	}
 	MemoryContextSwitchTo(old);
