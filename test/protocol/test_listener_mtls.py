@@ -115,8 +115,9 @@ class Pki:
         self.certs = {}
         self.ca = _make_cert("setstream test client CA", ca=True)
         self.ca2 = _make_cert("setstream second client CA", ca=True)
+        # distinct subjects: the client trusts both, looked up by subject
         for name in ("server", "server2"):
-            self.certs[name] = _make_cert("localhost", server=True)
+            self.certs[name] = _make_cert("setstream test " + name, server=True)
         self.certs["good"] = _make_cert("good client", issuer=self.ca)
         self.certs["other"] = _make_cert("other client", issuer=self.ca)
         self.certs["expired"] = _make_cert("expired client", issuer=self.ca, expired=True)
@@ -408,8 +409,10 @@ def test_client_certs_row(db, streams, pki, mtls):
     fp = db.val("SELECT setstream.bind_client_cert(%s, %s)", (s.name, pki.pem("good")))
     row = db.dicts("SELECT encode(sha256, 'hex') AS fp, subject, not_after "
                    "FROM setstream.client_certs WHERE stream = %s", (s.name,))
-    assert row == [{"fp": fp, "subject": "CN=good client",
-                    "not_after": pki.certs["good"][0].not_valid_after_utc}]
+    cert = pki.certs["good"][0]
+    not_after = getattr(cert, "not_valid_after_utc", None) or \
+        cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    assert row == [{"fp": fp, "subject": "CN=good client", "not_after": not_after}]
 
 
 def test_ca_file_reload(db, streams, pki, mtls):
