@@ -61,7 +61,7 @@ note_client_cert_verdict(int preverify_ok, X509_STORE_CTX *store)
 static bool
 configure_client_ca(SSL_CTX *ctx)
 {
-	STACK_OF(X509_NAME) * names;
+	STACK_OF(X509_NAME) *names;
 
 	if (setstream_tls_ca_file == NULL || setstream_tls_ca_file[0] == '\0')
 		return true;
