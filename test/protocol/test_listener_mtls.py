@@ -512,3 +512,44 @@ def test_old_tls_refused_by_the_server(pki, mtls, version):
     assert "NO_PROTOCOLS_AVAILABLE" not in msg, info.value
     assert any(s in msg for s in ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL",
                                   "WRONG_VERSION_NUMBER")), info.value
+
+
+def test_websocket_session_with_a_client_certificate_only(db, streams, pki, mtls):
+    """A 'cert' stream: a wss:// session authenticated by its certificate
+    alone receives an emitted SET and its ack settles the outbox row."""
+    import asyncio
+    import json
+
+    import websockets
+
+    s = streams.create(signing_alg="ES256")
+    db.execute("SELECT setstream.alter_stream(%s, client_auth => 'cert')", (s.name,))
+    db.execute("SELECT setstream.bind_client_cert(%s, %s)", (s.name, pki.pem("good")))
+    url = "wss://%s:%d/streams/%s/pushpull" % (ls.HOST, ls.PORT, s.name)
+
+    async def go():
+        async with websockets.connect(url, subprotocols=["pushpull"], open_timeout=5,
+                                      ssl=client_context(pki, "good")) as ws:
+            assert ws.subprotocol == "pushpull"
+            jti = db.emit(s.name)
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert list(msg.get("sets", {})) == [jti], msg
+            await ws.send(json.dumps({"ack": [jti]}))
+            return jti
+
+    jti = asyncio.run(asyncio.wait_for(go(), 20))
+    deadline = time.monotonic() + 5
+    while db.outbox(s.name, jti)["state"] != "acked":
+        assert time.monotonic() < deadline, db.outbox(s.name, jti)
+        time.sleep(0.05)
+
+    # the same session refused with another CA's certificate
+    async def refused():
+        with pytest.raises(Exception) as info:
+            async with websockets.connect(url, subprotocols=["pushpull"], open_timeout=5,
+                                          ssl=client_context(pki, "otherca")):
+                pass
+        return info.value
+
+    err = asyncio.run(asyncio.wait_for(refused(), 20))
+    assert "401" in str(err), err
