@@ -434,6 +434,28 @@ def test_ca_file_reload(db, streams, pki, mtls):
     assert call(pki, "poll", s, None, "good").status == 200
 
 
+def test_unreadable_ca_file_keeps_the_running_context(db, streams, pki, mtls):
+    """A reload with a CA file that cannot be loaded changes nothing: the
+    listener keeps its TLS context (and its client CAs) and says so in the
+    server log."""
+    s = streams.create()
+    db.execute("SELECT setstream.alter_stream(%s, client_auth => 'cert')", (s.name,))
+    db.execute("SELECT setstream.bind_client_cert(%s, %s)", (s.name, pki.pem("good")))
+    logfile = os.environ.get("SETSTREAM_LOGFILE")  # scripts/test.sh exports it
+    size = os.path.getsize(logfile) if logfile and os.path.exists(logfile) else None
+    gucs = ls.Gucs(db)
+    try:
+        gucs.set(tls_ca_file=pki.path("no-such-ca.pem"))
+        assert call(pki, "poll", s, None, "good").status == 200
+        assert call(pki, "poll", s, None, "otherca").status == 401
+        if size is not None:
+            with open(logfile, errors="replace") as f:
+                f.seek(size)
+                assert "could not load setstream.tls_ca_file" in f.read()
+    finally:
+        gucs.restore()
+
+
 def test_without_ca_file_cert_streams_refuse(db, streams, pki, mtls):
     """With no tls_ca_file the server asks for no certificate: a 'cert'
     stream answers 401 even to a client that has a bound certificate, and
