@@ -17,7 +17,7 @@ PACKAGES=(
     # SQL tests: pgTAP, pg_prove, PostgreSQL's Perl TAP framework
     postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
     # protocol / interop tests
-    python3 python3-pytest python3-jwcrypto python3-websockets
+    python3 python3-pytest python3-jwcrypto python3-websockets python3-cryptography
     python3-requests python3-psycopg2
     # tools used by tests, the demo and the benchmarks
     openssl curl wrk

@@ -15,6 +15,7 @@
 #
 # Environment knobs:
 #   SETSTREAM_TEST_PORT     first port tried for the cluster (default 54329)
+#   SETSTREAM_LISTENER_PORT first port tried for the listener (default 18417)
 #   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 240)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
@@ -384,7 +385,7 @@ echo "built and installed $(basename "$PGLIB")/setstream.so into $PGLIB"
 
 echo "== cluster"
 cluster_destroy test
-listener_port=$(free_port 18417)
+listener_port=$(free_port "${SETSTREAM_LISTENER_PORT:-18417}")
 CLUSTER_UP=1
 if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
         "setstream.port = $listener_port"; then

@@ -56,6 +56,10 @@ typedef struct Conn
 	int			fd;
 	SSL		   *ssl;			/* NULL for plain TCP */
 	bool		tls_want_write; /* OpenSSL needs the socket writable */
+	bool		tls_peer_known; /* the handshake is done, peer cert looked at */
+	bool		tls_cert_rejected;	/* the peer's chain failed verification */
+	bool		client_cert_verified;	/* a client cert verified by the CAs */
+	uint8		client_cert_sha256[32]; /* its fingerprint (DER, SHA-256) */
 	MemoryContext cxt;			/* the connection's memory */
 	MemoryContext reqcxt;		/* the current request's memory */
 	char		peer[64];		/* address, for log lines */

@@ -8,10 +8,14 @@
  *	    POST /streams/{name}/poll         RFC 8936 poll, with long poll
  *	    POST /streams/{name}/pushpull     pushpull, HTTP binding
  *
- *	  Every stream route needs "Authorization: Bearer <token>" with a token
- *	  of that stream; a missing or wrong token, and a token of another
- *	  stream, get 401 with WWW-Authenticate and say nothing about the
- *	  stream.
+ *	  Every stream route authenticates the peer as the stream's
+ *	  client_auth says: "Authorization: Bearer <token>" with a token of
+ *	  that stream ('bearer', the default), a verified client certificate
+ *	  bound to the stream ('cert'), or both ('bearer+cert').  A missing or
+ *	  wrong token, and a token of another stream, get 401 with
+ *	  WWW-Authenticate and say nothing about the stream; so does a stream
+ *	  that does not exist.  No verified client certificate gets 401; a
+ *	  verified one that is not bound to the stream gets 403.
  *
  *	  Each request goes through two steps.  route_prepare runs outside any
  *	  transaction, on the listener's cached copy of the stream
@@ -185,7 +189,7 @@ prepared(Conn *conn)
 
 /* The bearer token must be an active token of this very stream */
 static bool
-authorized(Conn *conn, StreamInfo *stream)
+bearer_authorized(Conn *conn, StreamInfo *stream)
 {
 	size_t		len = 0;
 	const char *token = bearer_token(conn, &len);
@@ -198,6 +202,39 @@ authorized(Conn *conn, StreamInfo *stream)
 					   : "this endpoint needs Authorization: Bearer <token>",
 					   token ? bearer_challenge_invalid : bearer_challenge);
 	return false;
+}
+
+/*
+ * The connection's client certificate, verified at the handshake, must be
+ * bound to this stream (its fingerprint was computed once, at handshake).
+ */
+static bool
+cert_authorized(Conn *conn, StreamInfo *stream)
+{
+	if (!conn->client_cert_verified)
+	{
+		http_respond_error(conn, 401, "authentication_failed",
+						   "this stream needs a verified client certificate",
+						   NULL);
+		return false;
+	}
+	if (!setstream_cert_match(stream->cert_hashes, conn->client_cert_sha256))
+	{
+		http_respond_error(conn, 403, "access_denied",
+						   "the client certificate is not bound to this stream",
+						   NULL);
+		return false;
+	}
+	return true;
+}
+
+/* The stream's client_auth: a bearer token, a client certificate, or both */
+static bool
+authorized(Conn *conn, StreamInfo *stream)
+{
+	if ((stream == NULL || stream->auth_bearer) && !bearer_authorized(conn, stream))
+		return false;
+	return stream == NULL || !stream->auth_cert || cert_authorized(conn, stream);
 }
 
 static PrepResult

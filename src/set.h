@@ -22,10 +22,13 @@ typedef struct StreamInfo
 	bool		ssf;			/* profile 'ssf' (else 'rfc8417') */
 	bool		allow_unsigned; /* alg "none" accepted on inbound SETs */
 	char		status;			/* 'e'nabled, 'p'aused, 'd'isabled */
+	bool		auth_bearer;	/* client_auth: a bearer token is required */
+	bool		auth_cert;		/* client_auth: a bound client cert is required */
 	/* the listener's cache preloads these; otherwise they are read on use */
 	bool		keys_loaded;
 	List	   *keys;			/* active verification keys (StoredKey *) */
 	List	   *token_hashes;	/* SHA-256 of active tokens (uint8[32]) */
+	List	   *cert_hashes;	/* SHA-256 of bound client certs (uint8[32]) */
 	bool		sign_key_loaded;
 	struct SignKey *sign_key;	/* the active signing key, or NULL */
 } StreamInfo;

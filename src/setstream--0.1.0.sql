@@ -32,11 +32,13 @@ CREATE TABLE setstream.streams (
     allow_unsigned  boolean NOT NULL DEFAULT false,
     status          text NOT NULL DEFAULT 'enabled'
                     CHECK (status IN ('enabled', 'paused', 'disabled')),
+    client_auth     text NOT NULL DEFAULT 'bearer'
+                    CHECK (client_auth IN ('bearer', 'cert', 'bearer+cert')),
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 
 COMMENT ON TABLE setstream.streams IS
-'SET streams: one peer each. issuer/audience are the iss and aud of SETs this database emits; peer_issuer is the iss accepted on inbound SETs, whose aud must contain issuer.';
+'SET streams: one peer each. issuer/audience are the iss and aud of SETs this database emits; peer_issuer is the iss accepted on inbound SETs, whose aud must contain issuer. client_auth: what the listener requires of the peer (a bearer token, a client certificate bound in client_certs, or both).';
 
 -- ---------------------------------------------------------------------
 -- Keys
@@ -85,6 +87,25 @@ CREATE TABLE setstream.tokens (
     revoked_at  timestamptz,
     PRIMARY KEY (stream, id)
 );
+
+-- ---------------------------------------------------------------------
+-- Client certificates (mTLS): the SHA-256 of the DER of each certificate
+-- bound to a stream.  The listener verifies the certificate against
+-- setstream.tls_ca_file; the binding says which stream it opens.
+-- ---------------------------------------------------------------------
+
+CREATE TABLE setstream.client_certs (
+    stream      text NOT NULL REFERENCES setstream.streams (name)
+                ON DELETE CASCADE ON UPDATE CASCADE,
+    sha256      bytea NOT NULL CHECK (length(sha256) = 32),
+    subject     text,
+    not_after   timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream, sha256)
+);
+
+COMMENT ON TABLE setstream.client_certs IS
+'Client certificates bound to a stream (bind_client_cert): SHA-256 fingerprint of the DER certificate, with its subject and expiry for reference.';
 
 -- ---------------------------------------------------------------------
 -- Inbound SETs
@@ -183,11 +204,13 @@ SELECT pg_catalog.pg_extension_config_dump('setstream.streams', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.key_secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('setstream.client_certs', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.events', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('setstream.outbox_seq', '');
 
--- The listeners cache streams, keys and token hashes; any change to them
+-- The listeners cache streams, keys, token hashes and client certificate
+-- fingerprints; any change to them
 -- makes every listener drop its cache when the transaction commits.
 CREATE FUNCTION setstream._config_changed()
 RETURNS trigger
@@ -206,6 +229,9 @@ CREATE TRIGGER config_changed
 CREATE TRIGGER config_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.tokens
     FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.client_certs
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
 
 -- ---------------------------------------------------------------------
 -- Stream management
@@ -217,7 +243,8 @@ CREATE FUNCTION setstream.create_stream(
     audience text[],
     peer_issuer text DEFAULT NULL,
     profile text DEFAULT 'ssf',
-    allow_unsigned boolean DEFAULT false)
+    allow_unsigned boolean DEFAULT false,
+    client_auth text DEFAULT 'bearer')
 RETURNS setstream.streams
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -225,9 +252,12 @@ AS $$
 DECLARE
     result setstream.streams;
 BEGIN
-    PERFORM setstream._check_stream_fields(name, issuer, audience, peer_issuer, profile);
-    INSERT INTO setstream.streams AS s (name, issuer, audience, peer_issuer, profile, allow_unsigned)
-    VALUES (name, issuer, audience, peer_issuer, profile, coalesce(allow_unsigned, false))
+    PERFORM setstream._check_stream_fields(name, issuer, audience, peer_issuer, profile,
+                                           coalesce(client_auth, 'bearer'));
+    INSERT INTO setstream.streams AS s (name, issuer, audience, peer_issuer, profile,
+                                        allow_unsigned, client_auth)
+    VALUES (name, issuer, audience, peer_issuer, profile, coalesce(allow_unsigned, false),
+            coalesce(client_auth, 'bearer'))
     RETURNING s.* INTO result;
     RETURN result;
 EXCEPTION WHEN unique_violation THEN
@@ -237,7 +267,8 @@ END
 $$;
 
 CREATE FUNCTION setstream._check_stream_fields(
-    name text, issuer text, audience text[], peer_issuer text, profile text)
+    name text, issuer text, audience text[], peer_issuer text, profile text,
+    client_auth text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -267,6 +298,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use ''ssf'' (the default) or ''rfc8417''.';
     END IF;
+    IF client_auth IS NULL OR client_auth NOT IN ('bearer', 'cert', 'bearer+cert') THEN
+        RAISE EXCEPTION 'unknown client_auth "%"', client_auth
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''bearer'' (the default), ''cert'' or ''bearer+cert''.';
+    END IF;
 END
 $$;
 
@@ -294,7 +330,8 @@ CREATE FUNCTION setstream.alter_stream(
     audience text[] DEFAULT NULL,
     peer_issuer text DEFAULT NULL,
     profile text DEFAULT NULL,
-    allow_unsigned boolean DEFAULT NULL)
+    allow_unsigned boolean DEFAULT NULL,
+    client_auth text DEFAULT NULL)
 RETURNS setstream.streams
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -305,13 +342,15 @@ DECLARE
 BEGIN
     PERFORM setstream._check_stream_fields(cur.name,
         coalesce(issuer, cur.issuer), coalesce(audience, cur.audience),
-        coalesce(peer_issuer, cur.peer_issuer), coalesce(profile, cur.profile));
+        coalesce(peer_issuer, cur.peer_issuer), coalesce(profile, cur.profile),
+        coalesce(client_auth, cur.client_auth));
     UPDATE setstream.streams s
        SET issuer = coalesce(alter_stream.issuer, s.issuer),
            audience = coalesce(alter_stream.audience, s.audience),
            peer_issuer = coalesce(alter_stream.peer_issuer, s.peer_issuer),
            profile = coalesce(alter_stream.profile, s.profile),
-           allow_unsigned = coalesce(alter_stream.allow_unsigned, s.allow_unsigned)
+           allow_unsigned = coalesce(alter_stream.allow_unsigned, s.allow_unsigned),
+           client_auth = coalesce(alter_stream.client_auth, s.client_auth)
      WHERE s.name = cur.name
     RETURNING s.* INTO result;
     RETURN result;
@@ -440,6 +479,41 @@ BEGIN
        AND t.revoked_at IS NULL;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'stream "%" has no active token %', stream, id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------
+-- Client certificates (mTLS)
+-- ---------------------------------------------------------------------
+
+-- Bind a PEM certificate to a stream; returns its SHA-256 fingerprint (hex).
+CREATE FUNCTION setstream.bind_client_cert(stream text, cert text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'setstream_bind_client_cert'
+LANGUAGE C STRICT VOLATILE;
+
+-- Unbind a certificate, named by its SHA-256 fingerprint: 64 hex digits,
+-- in either case, with or without ':' between the bytes.
+CREATE FUNCTION setstream.unbind_client_cert(stream text, sha256 text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hex text := lower(replace(sha256, ':', ''));
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    IF hex !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'invalid certificate fingerprint "%"', sha256
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A fingerprint is the SHA-256 of the DER certificate: 64 hexadecimal digits, optionally separated by colons.';
+    END IF;
+    DELETE FROM setstream.client_certs c
+     WHERE c.stream = unbind_client_cert.stream AND c.sha256 = decode(hex, 'hex');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" has no client certificate %', stream, hex
             USING ERRCODE = 'undefined_object';
     END IF;
 END

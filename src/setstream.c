@@ -31,6 +31,7 @@ int			setstream_port = 8417;
 int			setstream_workers = 1;
 char	   *setstream_tls_cert_file = NULL;
 char	   *setstream_tls_key_file = NULL;
+char	   *setstream_tls_ca_file = NULL;
 int			setstream_max_request_bytes = 1024 * 1024;
 int			setstream_max_connections = 1024;
 int			setstream_poll_timeout_ms = 30000;
@@ -66,6 +67,10 @@ define_listener_gucs(void)
 	DefineCustomStringVariable("setstream.tls_key_file",
 							   "TLS private key (PEM) of the listener.",
 							   NULL, &setstream_tls_key_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.tls_ca_file",
+							   "CA certificates (PEM) trusted for client certificates; when set, the listener asks for one.",
+							   NULL, &setstream_tls_ca_file, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.max_connections",
 							"Most client connections a listener process holds.",

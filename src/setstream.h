@@ -18,6 +18,7 @@ extern int	setstream_port;
 extern int	setstream_workers;
 extern char *setstream_tls_cert_file;
 extern char *setstream_tls_key_file;
+extern char *setstream_tls_ca_file;
 extern int	setstream_max_request_bytes;
 extern int	setstream_max_connections;
 extern int	setstream_poll_timeout_ms;
@@ -76,4 +77,9 @@ struct List;
 /* src/sqlapi.c: constant-time checks of a bearer token */
 extern bool setstream_token_valid(const char *stream, const char *token, size_t len);
 extern bool setstream_tokens_match(struct List *hashes, const char *token, size_t len);
+
+/* src/clientcert.c: client certificate fingerprints (mTLS) */
+struct x509_st;
+extern bool setstream_cert_sha256(struct x509_st *cert, uint8 *out);
+extern bool setstream_cert_match(struct List *hashes, const uint8 *sha256);
 #endif							/* SETSTREAM_H */

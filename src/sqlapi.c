@@ -513,8 +513,9 @@ setstream_poll(PG_FUNCTION_ARGS)
 }
 
 /*
- * Statement trigger on streams, keys, key_secrets and tokens: the
- * listeners drop their cached copies when this transaction commits.
+ * Statement trigger on streams, keys, key_secrets, tokens and
+ * client_certs: the listeners drop their cached copies when this
+ * transaction commits.
  */
 Datum
 setstream_config_changed(PG_FUNCTION_ARGS)

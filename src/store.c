@@ -24,6 +24,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 typedef struct StoreStmt
 {
@@ -45,8 +46,8 @@ typedef struct StoreStmt
 	"now() - make_interval(secs => $2::float8 / 1000.0))"
 
 static StoreStmt stmt_get_stream = {
-	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status"
-	" FROM setstream.streams WHERE name = $1",
+	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
+	" client_auth FROM setstream.streams WHERE name = $1",
 	1, {TEXTOID}
 };
 
@@ -114,6 +115,17 @@ static StoreStmt stmt_insert_token = {
 static StoreStmt stmt_token_hashes = {
 	"SELECT token_hash FROM setstream.tokens"
 	" WHERE stream = $1 AND revoked_at IS NULL",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_client_cert = {
+	"INSERT INTO setstream.client_certs (stream, sha256, subject, not_after)"
+	" VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+	4, {TEXTOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static StoreStmt stmt_cert_hashes = {
+	"SELECT sha256 FROM setstream.client_certs WHERE stream = $1",
 	1, {TEXTOID}
 };
 
@@ -319,6 +331,7 @@ store_find_stream(const char *name)
 	int			nelems;
 	char	   *profile;
 	char	   *status;
+	char	   *client_auth;
 
 	spi_connect();
 	run(&stmt_get_stream, values, NULL, true);
@@ -337,6 +350,9 @@ store_find_stream(const char *name)
 	s->allow_unsigned = DatumGetBool(get_datum(0, 6, &isnull));
 	status = get_text(0, 7, cxt);
 	s->status = status[0];
+	client_auth = get_text(0, 8, cxt);
+	s->auth_bearer = strstr(client_auth, "bearer") != NULL;
+	s->auth_cert = strstr(client_auth, "cert") != NULL;
 
 	aud = get_datum(0, 3, &isnull);
 	deconstruct_array(DatumGetArrayTypeP(aud), TEXTOID, -1, false,
@@ -447,16 +463,12 @@ store_insert_token(const char *stream, const uint8 *hash)
 	SPI_finish();
 }
 
-/* SHA-256 hashes (32-byte palloc'd buffers) of the stream's active tokens */
-List *
-store_token_hashes(const char *stream)
+/* The 32-byte hashes in column 1 of the result, in "cxt" */
+static List *
+get_hashes(MemoryContext cxt)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Datum		values[1] = {text_datum(stream)};
 	List	   *hashes = NIL;
 
-	spi_connect();
-	run(&stmt_token_hashes, values, NULL, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -472,6 +484,62 @@ store_token_hashes(const char *stream)
 		hashes = lappend(hashes, h);
 		MemoryContextSwitchTo(old);
 	}
+	return hashes;
+}
+
+/* SHA-256 hashes (32-byte palloc'd buffers) of the stream's active tokens */
+List *
+store_token_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes;
+
+	spi_connect();
+	run(&stmt_token_hashes, values, NULL, true);
+	hashes = get_hashes(cxt);
+	SPI_finish();
+	return hashes;
+}
+
+/* ---------------------------------------------------------------------
+ * Client certificates
+ * ---------------------------------------------------------------------
+ */
+
+/* Bind a certificate; false when the stream already has it */
+bool
+store_insert_client_cert(const char *stream, const uint8 *sha256,
+						 const char *subject, TimestampTz not_after)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+	Datum		values[4];
+	bool		inserted;
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), sha256, 32);
+	values[0] = text_datum(stream);
+	values[1] = PointerGetDatum(b);
+	values[2] = text_datum(subject);
+	values[3] = TimestampTzGetDatum(not_after);
+	spi_connect();
+	run(&stmt_insert_client_cert, values, NULL, false);
+	inserted = SPI_processed == 1;
+	SPI_finish();
+	return inserted;
+}
+
+/* SHA-256 fingerprints (uint8[32]) of the client certs bound to a stream */
+List *
+store_cert_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes;
+
+	spi_connect();
+	run(&stmt_cert_hashes, values, NULL, true);
+	hashes = get_hashes(cxt);
 	SPI_finish();
 	return hashes;
 }

@@ -11,6 +11,7 @@
 
 #include "set.h"
 #include "commobj.h"
+#include "datatype/timestamp.h"
 
 /* An outbound SET handed to a receiver */
 typedef struct OutSet
@@ -42,6 +43,9 @@ extern bool store_insert_key(const char *stream, const char *kid,
 extern SignKey *store_sign_key(const char *stream);
 extern void store_insert_token(const char *stream, const uint8 *hash);
 extern List *store_token_hashes(const char *stream);
+extern bool store_insert_client_cert(const char *stream, const uint8 *sha256,
+									 const char *subject, TimestampTz not_after);
+extern List *store_cert_hashes(const char *stream);
 
 extern void store_insert_outbox(const char *stream, const char *jti,
 								const char *event_type, const char *claims,

@@ -2,17 +2,19 @@
  *
  * streamcache.c
  *	  A per-process copy of each stream in use: its settings, its active
- *	  verification keys, the hashes of its active tokens and its signing
- *	  key.  The listener authenticates requests and verifies SETs with it
- *	  outside any transaction (the loop turn's transaction then only
- *	  stores); SQL functions in any backend (emit, receive, poll) use it to
- *	  spare the same lookups on every call.
+ *	  verification keys, the hashes of its active tokens, the fingerprints
+ *	  of its client certificates and its signing key.  The listener
+ *	  authenticates requests and verifies SETs with it outside any
+ *	  transaction (the loop turn's transaction then only stores); SQL
+ *	  functions in any backend (emit, receive, poll) use it to spare the
+ *	  same lookups on every call.
  *
- *	  Any committed change to streams, keys, key_secrets or tokens bumps a
- *	  generation in shared memory (a statement trigger, then wakeup.c at
- *	  commit); a listener that sees the generation move drops the whole
- *	  cache.  A stream that does not exist is cached as absent too, so that
- *	  unknown names cost no query each time.  A backend also drops it when
+ *	  Any committed change to streams, keys, key_secrets, tokens or
+ *	  client_certs bumps a generation in shared memory (a statement
+ *	  trigger, then wakeup.c at commit); a listener that sees the
+ *	  generation move drops the whole cache.  A stream that does not exist
+ *	  is cached as absent too, so that unknown names cost no query each
+ *	  time.  A backend also drops it when
  *	  its own transaction changes those tables (the trigger runs here) and
  *	  when a transaction aborts; without shared memory (setstream not in
  *	  shared_preload_libraries) it lives for one transaction only.
@@ -150,7 +152,10 @@ streamcache_load(const char *name, bool with_tokens)
 	{
 		stream->keys = store_verify_keys(name, NULL);
 		if (with_tokens)
+		{
 			stream->token_hashes = store_token_hashes(name);
+			stream->cert_hashes = store_cert_hashes(name);
+		}
 		stream->keys_loaded = true;
 	}
 	MemoryContextSwitchTo(old);

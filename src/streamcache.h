@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * streamcache.h
- *	  The listener's per-process copy of streams, keys and token hashes.
+ *	  The per-process copy of streams, keys, token hashes and client
+ *	  certificate fingerprints.
  *
  *-------------------------------------------------------------------------
  */

@@ -6,6 +6,14 @@
  *	  setstream.tls_key_file, reloaded on SIGHUP) and non-blocking reads
  *	  and writes that also carry the handshake.
  *
+ *	  With setstream.tls_ca_file set (reloaded likewise), the server asks
+ *	  for a client certificate but does not require one: peers with a
+ *	  bearer token only still connect, and a certificate that fails
+ *	  verification (chain, validity) does not end the handshake either.
+ *	  When the handshake is done, the connection notes once whether it has
+ *	  a verified client certificate, and its SHA-256 fingerprint; routes.c
+ *	  compares that with the certificates bound to the stream.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -14,6 +22,7 @@
 #include <sys/socket.h>
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "listener.h"
 #include "setstream.h"
@@ -29,6 +38,43 @@ log_tls_error(const char *what)
 			(errmsg("setstream: %s: %s", what,
 					e ? ERR_reason_error_string(e) : "unknown TLS error")));
 	ERR_clear_error();
+}
+
+/*
+ * Keep the handshake going whatever the client certificate: note a
+ * verification failure on the connection, which then has no verified
+ * certificate (a stream that requires one answers 401).
+ */
+static int
+note_client_cert_verdict(int preverify_ok, X509_STORE_CTX *store)
+{
+	SSL		   *ssl = X509_STORE_CTX_get_ex_data(store,
+												 SSL_get_ex_data_X509_STORE_CTX_idx());
+	Conn	   *conn = ssl ? SSL_get_app_data(ssl) : NULL;
+
+	if (!preverify_ok && conn != NULL)
+		conn->tls_cert_rejected = true;
+	return 1;
+}
+
+/* Ask for client certificates, verified against setstream.tls_ca_file */
+static bool
+configure_client_ca(SSL_CTX *ctx)
+{
+	STACK_OF(X509_NAME) *names;
+
+	if (setstream_tls_ca_file == NULL || setstream_tls_ca_file[0] == '\0')
+		return true;
+	if (SSL_CTX_load_verify_locations(ctx, setstream_tls_ca_file, NULL) != 1 ||
+		(names = SSL_load_client_CA_file(setstream_tls_ca_file)) == NULL)
+	{
+		log_tls_error("could not load setstream.tls_ca_file");
+		return false;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE,
+					   note_client_cert_verdict);
+	return true;
 }
 
 /*
@@ -66,6 +112,13 @@ tls_configure(void)
 		SSL_CTX_free(ctx);
 		return;
 	}
+	/* resumed sessions keep their verified peer; a new context, new keys */
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *) "setstream", 9);
+	if (!configure_client_ca(ctx))
+	{
+		SSL_CTX_free(ctx);
+		return;
+	}
 	if (tls_ctx != NULL)
 		SSL_CTX_free(tls_ctx);
 	tls_ctx = ctx;
@@ -87,8 +140,30 @@ tls_conn_start(Conn *conn)
 		log_tls_error("could not start TLS on a connection");
 		return false;
 	}
+	SSL_set_app_data(conn->ssl, conn);
 	SSL_set_accept_state(conn->ssl);
 	return true;
+}
+
+/*
+ * Once the handshake is done: does the connection have a client
+ * certificate that the CAs verified, and what is its fingerprint?
+ */
+static void
+note_peer(Conn *conn)
+{
+	X509	   *peer;
+
+	if (conn->tls_peer_known || !SSL_is_init_finished(conn->ssl))
+		return;
+	conn->tls_peer_known = true;
+	peer = SSL_get1_peer_certificate(conn->ssl);
+	if (peer == NULL)
+		return;
+	conn->client_cert_verified = !conn->tls_cert_rejected &&
+		SSL_get_verify_result(conn->ssl) == X509_V_OK &&
+		setstream_cert_sha256(peer, conn->client_cert_sha256);
+	X509_free(peer);
 }
 
 static ssize_t
@@ -124,6 +199,7 @@ conn_recv(Conn *conn, char *buf, size_t len)
 		return recv(conn->fd, buf, len, 0);
 	ERR_clear_error();
 	n = SSL_read(conn->ssl, buf, (int) Min(len, INT_MAX));
+	note_peer(conn);
 	if (n > 0)
 		return n;
 	return tls_result(conn, n);

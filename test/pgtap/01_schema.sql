@@ -2,7 +2,7 @@
 -- tables and their columns/types, keys that make inbound SETs unique per
 -- (stream, iss, jti), the query indexes on events, and the SQL API signatures.
 BEGIN;
-SELECT plan(111);
+SELECT plan(129);
 
 -- ---------------------------------------------------------------- tables
 SELECT has_schema('setstream');
@@ -12,6 +12,7 @@ SELECT has_table('setstream', 'key_secrets', 'table setstream.key_secrets exists
 SELECT has_table('setstream', 'tokens', 'table setstream.tokens exists');
 SELECT has_table('setstream', 'events', 'table setstream.events exists');
 SELECT has_table('setstream', 'outbox', 'table setstream.outbox exists');
+SELECT has_table('setstream', 'client_certs', 'table setstream.client_certs exists');
 
 -- ---------------------------------------------------------------- streams
 SELECT col_type_is('setstream', 'streams', 'name', 'text', 'streams.name is text');
@@ -21,6 +22,25 @@ SELECT col_type_is('setstream', 'streams', 'peer_issuer', 'text', 'streams.peer_
 SELECT col_type_is('setstream', 'streams', 'profile', 'text', 'streams.profile is text');
 SELECT col_type_is('setstream', 'streams', 'status', 'text', 'streams.status is text');
 SELECT col_is_pk('setstream', 'streams', 'name', 'streams is keyed on name');
+SELECT col_type_is('setstream', 'streams', 'client_auth', 'text', 'streams.client_auth is text');
+SELECT col_default_is('setstream', 'streams', 'client_auth', 'bearer', 'streams.client_auth defaults to bearer');
+SELECT throws_ok($$
+    INSERT INTO setstream.streams (name, issuer, audience, client_auth)
+    VALUES ('tap-schema-ca', 'https://me.example', ARRAY['https://peer.example'], 'password')
+$$, '23514', NULL, 'streams.client_auth is one of bearer, cert, bearer+cert');
+
+-- ---------------------------------------------------------------- client_certs
+SELECT col_type_is('setstream', 'client_certs', 'stream', 'text', 'client_certs.stream is text');
+SELECT col_type_is('setstream', 'client_certs', 'sha256', 'bytea', 'client_certs.sha256 is bytea');
+SELECT col_type_is('setstream', 'client_certs', 'subject', 'text', 'client_certs.subject is text');
+SELECT col_type_is('setstream', 'client_certs', 'not_after', 'timestamp with time zone', 'client_certs.not_after is timestamptz');
+SELECT col_is_pk('setstream', 'client_certs', ARRAY['stream', 'sha256'], 'client_certs is keyed on (stream, sha256)');
+SELECT has_trigger('setstream', 'client_certs', 'config_changed',
+          'a change to client_certs drops the listeners'' caches (config_changed trigger)');
+SELECT ok(EXISTS (SELECT 1 FROM pg_extension e
+                   WHERE e.extname = 'setstream'
+                     AND 'setstream.client_certs'::regclass = ANY (e.extconfig)),
+          'pg_dump keeps the rows of client_certs');
 
 -- ---------------------------------------------------------------- keys
 SELECT col_type_is('setstream', 'keys', 'stream', 'text', 'keys.stream is text');
@@ -81,10 +101,10 @@ SELECT is(
        JOIN pg_class c ON c.oid = k.conrelid
        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
       WHERE c.relnamespace = 'setstream'::regnamespace
-        AND c.relname IN ('keys', 'key_secrets', 'tokens', 'events', 'outbox')
+        AND c.relname IN ('keys', 'key_secrets', 'tokens', 'client_certs', 'events', 'outbox')
         AND k.contype = 'p' AND a.attname = 'stream'),
-    ARRAY['events', 'key_secrets', 'keys', 'outbox', 'tokens'],
-    'the primary key of keys, key_secrets, tokens, events and outbox starts with stream');
+    ARRAY['client_certs', 'events', 'key_secrets', 'keys', 'outbox', 'tokens'],
+    'the primary key of keys, key_secrets, tokens, client_certs, events and outbox starts with stream');
 
 SELECT ok(EXISTS (
     SELECT 1 FROM pg_index i
@@ -189,8 +209,8 @@ SELECT ok(EXISTS (
 
 -- ---------------------------------------------------------------- SQL API (DESIGN.md table)
 SELECT function_returns('setstream', 'create_stream',
-    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean'], 'setstream.streams',
-    'create_stream(name, issuer, audience, peer_issuer, profile, allow_unsigned) returns setstream.streams');
+    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean', 'text'], 'setstream.streams',
+    'create_stream(name, issuer, audience, peer_issuer, profile, allow_unsigned, client_auth) returns setstream.streams');
 SELECT function_returns('setstream', 'add_key', ARRAY['text', 'jsonb'], 'text',
     'add_key(stream text, jwk jsonb) returns text');
 SELECT function_returns('setstream', 'generate_key', ARRAY['text', 'text'], 'jsonb',
@@ -209,8 +229,12 @@ SELECT function_returns('setstream', 'poll', ARRAY['text', 'jsonb'], 'jsonb',
     'poll(stream text, request jsonb) returns jsonb');
 -- management functions of the brief
 SELECT function_returns('setstream', 'alter_stream',
-    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean'], 'setstream.streams',
+    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean', 'text'], 'setstream.streams',
     'alter_stream(...) returns setstream.streams');
+SELECT function_returns('setstream', 'bind_client_cert', ARRAY['text', 'text'], 'text',
+    'bind_client_cert(stream, cert) returns text');
+SELECT function_returns('setstream', 'unbind_client_cert', ARRAY['text', 'text'], 'void',
+    'unbind_client_cert(stream, sha256) returns void');
 SELECT has_function('setstream', 'set_stream_status', ARRAY['text', 'text'], 'set_stream_status(name, status) exists');
 SELECT has_function('setstream', 'disable_stream', ARRAY['text'], 'disable_stream(name) exists');
 SELECT has_function('setstream', 'enable_stream', ARRAY['text'], 'enable_stream(name) exists');
@@ -224,9 +248,18 @@ SELECT function_returns('setstream', 'jwks', ARRAY[]::text[], 'jsonb', 'jwks() r
 SELECT function_returns('setstream', 'error_code', ARRAY['text'], 'text', 'error_code(sqlstate) returns text');
 
 -- Parameter names are part of the contract (callers use named notation).
-SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean)'::regprocedure)::text[],
-          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned'],
+SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure)::text[],
+          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth'],
           'create_stream parameter names');
+SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.alter_stream(text,text,text[],text,text,boolean,text)'::regprocedure)::text[],
+          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth'],
+          'alter_stream parameter names');
+SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.bind_client_cert(text,text)'::regprocedure)::text[],
+          ARRAY['stream', 'cert'], 'bind_client_cert parameter names');
+SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.unbind_client_cert(text,text)'::regprocedure)::text[],
+          ARRAY['stream', 'sha256'], 'unbind_client_cert parameter names');
+SELECT ok(pg_get_function_arguments('setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure)
+          ~ $re$client_auth text DEFAULT 'bearer'$re$, 'create_stream client_auth defaults to bearer');
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.add_key(text,jsonb)'::regprocedure)::text[],
           ARRAY['stream', 'jwk'], 'add_key parameter names');
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.generate_key(text,text)'::regprocedure)::text[],
@@ -243,7 +276,7 @@ SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.poll(text,json
           ARRAY['stream', 'request'], 'poll parameter names');
 
 -- Defaults of the contract: peer_issuer, generate_key's alg, emit's subject/txn.
-SELECT is((SELECT pronargdefaults >= 1 FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean)'::regprocedure),
+SELECT is((SELECT pronargdefaults >= 1 FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure),
           true, 'create_stream can be called without peer_issuer');
 SELECT ok(pg_get_function_arguments('setstream.generate_key(text,text)'::regprocedure)
           ~ $re$alg text DEFAULT 'ES256'$re$, 'generate_key alg defaults to ES256');
@@ -278,6 +311,7 @@ SELECT results_eq($$
     SELECT name FROM pg_settings
      WHERE name IN ('setstream.database', 'setstream.listen_addresses', 'setstream.port',
                     'setstream.workers', 'setstream.tls_cert_file', 'setstream.tls_key_file',
+                    'setstream.tls_ca_file',
                     'setstream.max_request_bytes', 'setstream.max_connections',
                     'setstream.poll_timeout', 'setstream.idle_timeout',
                     'setstream.redelivery_interval')
@@ -285,9 +319,12 @@ SELECT results_eq($$
 $$, $$
     VALUES ('setstream.database'), ('setstream.idle_timeout'), ('setstream.listen_addresses'),
            ('setstream.max_connections'), ('setstream.max_request_bytes'), ('setstream.poll_timeout'),
-           ('setstream.port'), ('setstream.redelivery_interval'), ('setstream.tls_cert_file'),
+           ('setstream.port'), ('setstream.redelivery_interval'), ('setstream.tls_ca_file'),
+           ('setstream.tls_cert_file'),
            ('setstream.tls_key_file'), ('setstream.workers')
 $$, 'every GUC of the contract is defined');
+SELECT is((SELECT context FROM pg_settings WHERE name = 'setstream.tls_ca_file'),
+          'sighup', 'setstream.tls_ca_file is reloaded on SIGHUP');
 SELECT is((SELECT boot_val || ' ' || unit FROM pg_settings WHERE name = 'setstream.redelivery_interval'),
           '60000 ms', 'setstream.redelivery_interval defaults to 60 s');
 
