@@ -73,76 +73,6 @@ static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
 static Oid	last_extension = InvalidOid;
 
 /* ---------------------------------------------------------------------
- * Listen sockets
- * ---------------------------------------------------------------------
- */
-static void
-bind_address(const char *host)
-{
-	struct addrinfo hints;
-	struct addrinfo *res;
-	struct addrinfo *ai;
-	char		port[16];
-	int			rc;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	snprintf(port, sizeof(port), "%d", setstream_port);
-	if (strcmp(host, "*") == 0)
-		host = NULL;
-	rc = getaddrinfo(host, port, &hints, &res);
-	if (rc != 0)
-		ereport(ERROR,
-				(errmsg("setstream: could not resolve listen address \"%s\": %s",
-						host ? host : "*", gai_strerror(rc))));
-	for (ai = res; ai != NULL && nlisten < MAX_LISTEN_SOCKETS; ai = ai->ai_next)
-	{
-		int			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		int			one = 1;
-
-		if (fd < 0)
-			continue;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-		if (ai->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0)
-		{
-			ereport(LOG,
-					(errcode_for_socket_access(),
-					 errmsg("setstream: could not listen on \"%s\" port %d: %m",
-							host ? host : "*", setstream_port)));
-			close(fd);
-			continue;
-		}
-		listen_fds[nlisten++] = fd;
-	}
-	freeaddrinfo(res);
-}
-
-static void
-open_listen_sockets(void)
-{
-	char	   *raw = pstrdup(setstream_listen_addresses);
-	List	   *hosts;
-	ListCell   *lc;
-
-	if (!SplitGUCList(raw, ',', &hosts))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in setstream.listen_addresses")));
-	foreach(lc, hosts)
-		bind_address((char *) lfirst(lc));
-	if (nlisten == 0)
-		ereport(ERROR,
-				(errmsg("setstream: no listen socket could be opened on port %d",
-						setstream_port),
-				 errhint("Check setstream.listen_addresses and setstream.port; another process may hold the port.")));
-}
-
-/* ---------------------------------------------------------------------
  * Connections
  * ---------------------------------------------------------------------
  */
@@ -1007,6 +937,27 @@ handle_reload(void)
 	tls_configure();
 }
 
+/*
+ * No address to serve (the postmaster found the port taken and logged it
+ * at server start, or listen() failed): say so once and wait for the end,
+ * rather than fail and be restarted every few seconds.
+ */
+static void
+idle_without_sockets(int index)
+{
+	ereport(LOG,
+			(errmsg("setstream listener %d has no listen socket on port %d; it stays idle until the server restarts",
+					index, setstream_port),
+			 errhint("See the warnings logged at server start.")));
+	for (;;)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 void
 listener_run(int index)
 {
@@ -1019,7 +970,9 @@ listener_run(int index)
 									  ALLOCSET_DEFAULT_SIZES);
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "setstream turn",
 									 ALLOCSET_DEFAULT_SIZES);
-	open_listen_sockets();
+	nlisten = listensock_open(listen_fds, MAX_LISTEN_SOCKETS);
+	if (nlisten == 0)
+		idle_without_sockets(index);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		ereport(ERROR, (errmsg("setstream: epoll_create1 failed: %m")));

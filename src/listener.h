@@ -186,4 +186,8 @@ extern bool ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now);
 /* listener.c */
 extern void listener_run(int index);
 
+/* listensock.c */
+extern void listensock_hold_ports(void);
+extern int	listensock_open(int *fds, int max);
+
 #endif

@@ -19,6 +19,7 @@
 
 #include "emitbuf.h"
 #include "jose.h"
+#include "listener.h"
 #include "streamcache.h"
 #include "wakeup.h"
 #include "worker.h"
@@ -116,5 +117,6 @@ _PG_init(void)
 	{
 		wakeup_request_shmem();
 		worker_register_all();
+		listensock_hold_ports();
 	}
 }

@@ -13,7 +13,8 @@
  *
  *	  A listener connects to setstream.database, waits until the extension
  *	  exists there before touching its tables, and runs the event loop;
- *	  listeners share the port with SO_REUSEPORT.
+ *	  listeners share the port with SO_REUSEPORT, on addresses the
+ *	  postmaster holds for them (listensock.c).
  *
  *-------------------------------------------------------------------------
  */
