@@ -39,6 +39,8 @@ extern bool jose_check_public_jwk(json_t *jwk, char **kty, char **alg,
 								  bool *secret, char *err, size_t errlen);
 
 extern JoseKey *jose_key_get(const char *jwk_text);
+extern JoseKey *jose_key_get_cached(const char *jwk_text, JoseKey **cached,
+									 uint64 *generation);
 extern int	jose_key_bits(const JoseKey *key);
 extern bool jose_verify(JoseKey *key, const char *alg, const char *compact,
 						size_t len, const JwsParts *parts);

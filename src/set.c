@@ -283,7 +283,7 @@ check_signature(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 
 		if (!key_allows_alg(key, ps->alg))
 			continue;
-		jk = jose_key_get(key->jwk);
+		jk = jose_key_get_cached(key->jwk, &key->imported, &key->imported_generation);
 		if (jk == NULL)
 			continue;
 		if (strcmp(key->kty, "oct") == 0 &&

@@ -41,6 +41,8 @@ typedef struct StoredKey
 	char	   *crv;			/* EC and OKP, else NULL */
 	char	   *alg;			/* the key's own alg, or NULL */
 	char	   *jwk;			/* JWK text to import (public, or the secret) */
+	struct JoseKey *imported;	/* jose_key_get_cached() */
+	uint64		imported_generation;
 } StoredKey;
 
 /* A SET that passed every check */
