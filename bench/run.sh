@@ -62,7 +62,10 @@ export BENCH_SCENARIOS
 # A fresh private cluster
 say "starting a fresh cluster 'bench'"
 cluster_destroy bench
-SETSTREAM_PORT=$(free_port 18417)
+# BENCH_LISTENER_PORT: the first port tried.  The listener binds with
+# SO_REUSEPORT, so another cluster's listener of the same OS user can share
+# a port that looked free: give concurrent runs ports of their own.
+SETSTREAM_PORT=$(free_port "${BENCH_LISTENER_PORT:-18417}")
 cleanup() {
     if [ "${BENCH_KEEP:-0}" != 1 ]; then
         cluster_stop bench
