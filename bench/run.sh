@@ -62,9 +62,8 @@ export BENCH_SCENARIOS
 # A fresh private cluster
 say "starting a fresh cluster 'bench'"
 cluster_destroy bench
-# BENCH_LISTENER_PORT: the first port tried.  The listener binds with
-# SO_REUSEPORT, so another cluster's listener of the same OS user can share
-# a port that looked free: give concurrent runs ports of their own.
+# BENCH_LISTENER_PORT: the first port tried (concurrent runs on one machine
+# can keep out of each other's way).
 SETSTREAM_PORT=$(free_port "${BENCH_LISTENER_PORT:-18417}")
 cleanup() {
     if [ "${BENCH_KEEP:-0}" != 1 ]; then
