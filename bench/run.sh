@@ -62,7 +62,9 @@ export BENCH_SCENARIOS
 # A fresh private cluster
 say "starting a fresh cluster 'bench'"
 cluster_destroy bench
-SETSTREAM_PORT=$(free_port 18417)
+# BENCH_LISTENER_PORT: the first port tried (concurrent runs on one machine
+# can keep out of each other's way).
+SETSTREAM_PORT=$(free_port "${BENCH_LISTENER_PORT:-18417}")
 cleanup() {
     if [ "${BENCH_KEEP:-0}" != 1 ]; then
         cluster_stop bench

@@ -318,18 +318,19 @@ http_conn_parse(Conn *conn)
 		memmove(conn->in, conn->in + used, conn->inlen - used);
 	conn->inlen -= used;
 
+	/* the connection closes after these: say so in the response */
 	if (conn->req.reject_status != 0)
 	{
+		conn->close_after_write = true;
 		http_respond_error(conn, conn->req.reject_status, "invalid_request",
 						   conn->req.reject_reason, NULL);
-		conn->close_after_write = true;
 		conn->message_complete = true;
 	}
 	else if (!conn->message_complete && conn->inlen == conn->incap)
 	{
 		/* cannot happen with http-parser's streaming, but bound it anyway */
-		http_respond_error(conn, 400, "invalid_request", "request too large", NULL);
 		conn->close_after_write = true;
+		http_respond_error(conn, 400, "invalid_request", "request too large", NULL);
 		conn->message_complete = true;
 	}
 }
@@ -369,6 +370,8 @@ http_status_text(int status)
 			return "Unsupported Media Type";
 		case 426:
 			return "Upgrade Required";
+		case 429:
+			return "Too Many Requests";
 		case 431:
 			return "Request Header Fields Too Large";
 		case 500:

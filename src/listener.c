@@ -54,6 +54,7 @@
 #define MAX_EPOLL_EVENTS 256
 #define HOUSEKEEPING_MS 250
 #define DRAIN_MS 2000			/* lingering close after an early error */
+#define EVICT_AFTER_MS 1000		/* stalled this long: closed for a newcomer */
 
 static int	listener_index;
 static int	listen_fds[MAX_LISTEN_SOCKETS];
@@ -159,6 +160,47 @@ refuse_without_descriptors(int lfd)
 	}
 }
 
+/*
+ * Since when has the connection made no progress?  An idle keep-alive
+ * connection since its last byte; one in the middle of a request since the
+ * request began (a slow sender trickling bytes makes no progress either).
+ */
+static TimestampTz
+stalled_since(Conn *conn)
+{
+	return conn->request_started != 0 ? conn->request_started : conn->last_activity;
+}
+
+/*
+ * At setstream.max_connections: close the connection that has been reading
+ * without a whole request for longest, if that is at least EVICT_AFTER_MS,
+ * to make room for a new one.  Idle and slow connections (an idle flood, a
+ * slowloris) then cannot lock well-behaved peers out until idle_timeout.
+ * Long polls, WebSocket sessions and requests being answered are never
+ * closed.  Returns false when no connection qualifies.
+ */
+static bool
+evict_stalest(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Conn	   *victim = NULL;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+
+		if (conn->phase == PHASE_READ && conn->inlen == 0 &&
+			(victim == NULL || stalled_since(conn) < stalled_since(victim)))
+			victim = conn;
+	}
+	if (victim == NULL ||
+		!TimestampDifferenceExceeds(stalled_since(victim), now, EVICT_AFTER_MS))
+		return false;
+	conn_close(victim);
+	return true;
+}
+
 static void
 accept_connections(int lfd)
 {
@@ -179,7 +221,7 @@ accept_connections(int lfd)
 				refuse_without_descriptors(lfd);
 			return;
 		}
-		if (nconns >= setstream_max_connections)
+		if (nconns >= setstream_max_connections && !evict_stalest())
 		{
 			refuse_connection(fd);
 			continue;
@@ -194,6 +236,7 @@ accept_connections(int lfd)
 		conn->last_activity = GetCurrentTimestamp();
 		getnameinfo((struct sockaddr *) &addr, alen, conn->peer,
 					sizeof(conn->peer), NULL, 0, NI_NUMERICHOST);
+		authlimit_key_from_sockaddr((struct sockaddr *) &addr, &conn->peer_key);
 		{
 			MemoryContext old = MemoryContextSwitchTo(cxt);
 

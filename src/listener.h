@@ -17,6 +17,7 @@
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
+#include "authlimit.h"
 #include "json.h"
 
 #define MAX_HEADER_BYTES	16384
@@ -63,6 +64,7 @@ typedef struct Conn
 	MemoryContext cxt;			/* the connection's memory */
 	MemoryContext reqcxt;		/* the current request's memory */
 	char		peer[64];		/* address, for log lines */
+	AuthLimitKey peer_key;		/* whom failed authentications count against */
 
 	http_parser parser;
 	char	   *in;				/* received bytes not yet parsed */

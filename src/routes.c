@@ -16,6 +16,8 @@
  *	  WWW-Authenticate and say nothing about the stream; so does a stream
  *	  that does not exist.  No verified client certificate gets 401; a
  *	  verified one that is not bound to the stream gets 403.
+ *	  An address that failed too often (authlimit.c) gets 429 for a
+ *	  while, before any stream lookup, token hashing or certificate check.
  *
  *	  Each request goes through two steps.  route_prepare runs outside any
  *	  transaction, on the listener's cached copy of the stream
@@ -228,13 +230,40 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 	return true;
 }
 
-/* The stream's client_auth: a bearer token, a client certificate, or both */
+/*
+ * The stream's client_auth: a bearer token, a client certificate, or both.
+ * A failure counts against the peer's address (authlimit.c).
+ */
 static bool
 authorized(Conn *conn, StreamInfo *stream)
 {
+	bool		ok;
+
 	if ((stream == NULL || stream->auth_bearer) && !bearer_authorized(conn, stream))
+		ok = false;
+	else
+		ok = stream == NULL || !stream->auth_cert || cert_authorized(conn, stream);
+	if (!ok)
+		authlimit_record_failure(&conn->peer_key, GetCurrentTimestamp());
+	return ok;
+}
+
+/*
+ * Has the peer's address failed to authenticate too often?  Then answer 429
+ * before any lookup or hashing: a blocked attempt costs next to nothing.
+ */
+static bool
+too_many_failures(Conn *conn)
+{
+	int			retry_after;
+
+	if (!authlimit_blocked(&conn->peer_key, GetCurrentTimestamp(), &retry_after))
 		return false;
-	return stream == NULL || !stream->auth_cert || cert_authorized(conn, stream);
+	http_respond_error(conn, 429, NULL,
+					   psprintf("too many failed authentications from this address; retry in %d s",
+								retry_after),
+					   psprintf("Retry-After: %d\r\n", retry_after));
+	return true;
 }
 
 static PrepResult
@@ -335,6 +364,8 @@ route_prepare(Conn *conn, char **load_stream)
 						   p->ep == EP_PUSHPULL ? "Allow: GET, POST\r\n" : "Allow: POST\r\n");
 		return PREP_ANSWERED;
 	}
+	if (too_many_failures(conn))
+		return PREP_ANSWERED;
 	if (!streamcache_lookup(p->stream_name, &p->stream))
 	{
 		*load_stream = p->stream_name;

@@ -39,6 +39,7 @@ int			setstream_poll_timeout_ms = 30000;
 int			setstream_idle_timeout_ms = 60000;
 int			setstream_redelivery_interval_ms = 60000;
 int			setstream_max_poll_events = 1000;
+int			setstream_auth_failure_limit = 30;
 
 void		_PG_init(void);
 
@@ -85,6 +86,10 @@ define_listener_gucs(void)
 							"Idle or slow client connections are closed after this long.",
 							NULL, &setstream_idle_timeout_ms, 60000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.auth_failure_limit",
+							"Failed authentications per minute allowed from one address; 0 disables the limit.",
+							NULL, &setstream_auth_failure_limit, 30, 0, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
 void

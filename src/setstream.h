@@ -25,6 +25,7 @@ extern int	setstream_poll_timeout_ms;
 extern int	setstream_idle_timeout_ms;
 extern int	setstream_redelivery_interval_ms;
 extern int	setstream_max_poll_events;
+extern int	setstream_auth_failure_limit;
 
 /*
  * RFC 8935 section 2.4 error codes ("Security Event Token Error Codes").

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import hostile
 import listener_support as ls
 
 ROUTES = ("push", "poll", "pushpull", "websocket")
@@ -575,3 +576,28 @@ def test_websocket_session_with_a_client_certificate_only(db, streams, pki, mtls
 
     err = asyncio.run(asyncio.wait_for(refused(), 20))
     assert "401" in str(err), err
+
+
+def test_certificate_failures_count_against_the_address(bound, pki, gucs):
+    """A missing or unbound client certificate is a failed authentication
+    like a wrong token (setstream.auth_failure_limit): past the limit, the
+    address gets 429 even with the right certificate, before it is checked."""
+    limit = 4
+    gucs.set(auth_failure_limit=limit)
+    s = bound("cert")
+    source = hostile.address(300)
+
+    def call_from(client):
+        tls = client_context(pki, client).wrap_socket(hostile.connect_from(source),
+                                                      server_hostname=ls.HOST)
+        c = ls.RawConn(sock=tls)
+        try:
+            return c.request(*route_request("poll", s, None))
+        finally:
+            c.close()
+
+    assert call_from("good").status == 200          # successes cost nothing
+    for client in ("other", None) * (limit // 2):
+        assert call_from(client).status in (401, 403)
+    r = call_from("good")
+    assert r.status == 429 and int(r.header("Retry-After")) >= 1, r
