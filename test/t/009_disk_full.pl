@@ -31,8 +31,13 @@ use Time::HiRes qw(time usleep);
 my $tmpfs = $ENV{SETSTREAM_TMPFS};
 if (!defined $tmpfs || !-d $tmpfs || !-w $tmpfs)
 {
-	plan skip_all =>
-	  'needs a writable tmpfs in SETSTREAM_TMPFS (scripts/test.sh mounts one when run as root)';
+	# one visible skip, which scripts/test.sh counts in its summary
+	plan tests => 1;
+  SKIP:
+	{
+		skip 'needs a writable tmpfs in SETSTREAM_TMPFS (scripts/test.sh mounts one when run as root)', 1;
+	}
+	exit 0;
 }
 
 my ($node, $port) = start_node('disk_full');
