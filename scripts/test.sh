@@ -17,6 +17,8 @@
 #   SETSTREAM_TEST_PORT     first port tried for the cluster (default 54329)
 #   SETSTREAM_LISTENER_PORT first port tried for the listener (default 18417)
 #   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 240)
+#   SETSTREAM_PERL_TIMEOUT  seconds the perl suite may take (default 480:
+#                           its fault-injection tests restart servers)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
 set -euo pipefail
@@ -325,7 +327,7 @@ suite_perl() {
         mount_perl_tmpfs
     fi
     echo "== perl: ${#files[@]} file(s)"
-    deadline=$((SECONDS + SUITE_TIMEOUT))
+    deadline=$((SECONDS + ${SETSTREAM_PERL_TIMEOUT:-480}))
     for f in "${files[@]}"; do
         rc=0
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -342,7 +344,7 @@ suite_perl() {
                 prove --verbose -I "$PGLIB/pgxs/src/test/perl" "$f"
         ) >"$out/log" 2>&1 || rc=$?
         cat "$out/log"
-        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${SUITE_TIMEOUT}s)"
+        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${SETSTREAM_PERL_TIMEOUT:-480}s)"
         if [ "$rc" -ne 0 ]; then
             # the servers' logs say why
             for s in "$out"/tmp_check/log/*.log; do
