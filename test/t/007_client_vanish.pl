@@ -25,7 +25,6 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 use FaultUtil;
-use MIME::Base64 qw(encode_base64);
 use PostgreSQL::Test::Utils;
 use Socket qw(SOL_SOCKET SO_LINGER);
 use Test::More;
@@ -112,22 +111,11 @@ for my $how ('FIN', 'RST')
 	# a WebSocket, half a frame
 	$jti = "half-frame-$how";
 	push @unfinished, $jti;
-	$s = raw_connect($port);
-	my $key = encode_base64(join('', map { chr(int(rand(256))) } 1 .. 16), '');
-	syswrite($s,
-		    "GET /streams/gone/pushpull HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-		  . "Authorization: Bearer $token\r\nUpgrade: websocket\r\n"
-		  . "Connection: Upgrade\r\nSec-WebSocket-Key: $key\r\n"
-		  . "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pushpull\r\n\r\n");
-	my $resp = '';
-	wait_until(5, sub { sysread($s, $resp, 4096, length $resp); $resp =~ /\r\n\r\n/ });
+	my $resp;
+	($s, $resp) = ws_open($port, 'gone', $token);
 	like($resp, qr{^HTTP/1\.1 101 }, "half a frame, $how: the upgrade is answered 101");
 	my $payload = sprintf('{"sets":{"%s":"%s"}}', $jti, unsigned_set('gone', $jti));
-	my @mask = map { int(rand(256)) } 1 .. 4;
-	my $masked = join('',
-		map { chr(ord(substr($payload, $_, 1)) ^ $mask[ $_ % 4 ]) } 0 .. length($payload) - 1);
-	my $frame = chr(0x81) . chr(0x80 | 126) . pack('n', length $payload)
-	  . pack('C4', @mask) . $masked;
+	my $frame = ws_frame($payload);
 	syswrite($s, substr($frame, 0, 8 + int(length($payload) / 2)));
 	usleep(200_000);
 	vanish($s, $how);

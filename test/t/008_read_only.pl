@@ -8,6 +8,8 @@
 #   * a push, a poll that acknowledges, a poll that would deliver and a
 #     pushpull Communication Object are each answered 503 with
 #     Retry-After and a JSON description (README, "The listener");
+#   * a pushpull WebSocket carrying a SET is closed with 1011 (the turn
+#     could not commit) and its SET is not acknowledged;
 #   * nothing changes: setstream.events and the outbox (state, attempts)
 #     are exactly as before, and the listener keeps its pid;
 #   * the server log names the cause (a read-only transaction).
@@ -86,6 +88,21 @@ is($r->{status}, 503, 'read-only: a poll that would deliver SETs is answered 503
 my $co = sprintf('{"sets":{"ro-3":"%s"},"ack":[%s]}', unsigned_set('ro', 'ro-3'), $ack);
 $r = post('pushpull', 'application/json', $co);
 is($r->{status}, 503, 'read-only: a pushpull Communication Object is answered 503');
+
+my ($ws, $head) = ws_open($port, 'ro', $token);
+like($head, qr{^HTTP/1\.1 101 }, 'read-only: a WebSocket upgrade is answered 101');
+syswrite($ws, ws_frame(sprintf('{"sets":{"ro-4":"%s"}}', unsigned_set('ro', 'ro-4'))));
+my ($op, $payload);
+for (1 .. 10)
+{
+	($op, $payload) = ws_read_frame($ws, 5);
+	last if !defined $op || $op == 8;	# close
+	unlike($payload, qr/"ack"\s*:\s*\[\s*"ro-4"/, 'read-only: the WebSocket SET is not acknowledged')
+	  if $op == 1;
+}
+is($op, 8, 'read-only: the WebSocket is closed');
+is(unpack('n', $payload // "\0\0"), 1011, 'read-only: with close code 1011');
+close $ws;
 
 is($node->safe_psql('postgres', $snapshot_sql), $before,
 	'read-only: events and outbox are unchanged');

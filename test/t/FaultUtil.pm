@@ -14,7 +14,7 @@ use warnings;
 use Exporter 'import';
 use HTTP::Tiny;
 use IO::Socket::INET;
-use MIME::Base64 qw(encode_base64url);
+use MIME::Base64 qw(encode_base64 encode_base64url);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(time usleep);
@@ -22,6 +22,7 @@ use Time::HiRes qw(time usleep);
 our @EXPORT = qw(
   wait_until try_psql listener_pids listener_connections start_node
   make_stream unsigned_set raw_connect raw_request http_client
+  ws_open ws_frame ws_read_frame
   EVENT_TYPE PEER_ISS
 );
 
@@ -147,6 +148,70 @@ sub raw_request
 sub http_client
 {
 	return HTTP::Tiny->new(timeout => 10, keep_alive => 0);
+}
+
+# ws_open(PORT, STREAM, TOKEN): a socket upgraded to the pushpull
+# WebSocket of STREAM, and the handshake's answer: (socket, response head)
+sub ws_open
+{
+	my ($port, $stream, $token) = @_;
+	my $s = raw_connect($port) or return;
+	my $key = encode_base64(join('', map { chr(int(rand(256))) } 1 .. 16), '');
+	syswrite($s,
+		    "GET /streams/$stream/pushpull HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+		  . "Authorization: Bearer $token\r\nUpgrade: websocket\r\n"
+		  . "Connection: Upgrade\r\nSec-WebSocket-Key: $key\r\n"
+		  . "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pushpull\r\n\r\n");
+	my $head = '';
+	my $deadline = time + 5;
+	# byte by byte: nothing after the head may be consumed here
+	while ($head !~ /\r\n\r\n$/ && time < $deadline)
+	{
+		my $rin = '';
+		vec($rin, fileno($s), 1) = 1;
+		next unless select(my $rout = $rin, undef, undef, 0.1);
+		last unless sysread($s, my $c, 1);
+		$head .= $c;
+	}
+	return ($s, $head);
+}
+
+# The bytes of a masked (client) text frame carrying PAYLOAD (< 64 KiB)
+sub ws_frame
+{
+	my ($payload) = @_;
+	my @mask = map { int(rand(256)) } 1 .. 4;
+	my $masked = join('',
+		map { chr(ord(substr($payload, $_, 1)) ^ $mask[ $_ % 4 ]) } 0 .. length($payload) - 1);
+	return chr(0x81) . chr(0x80 | 126) . pack('n', length $payload)
+	  . pack('C4', @mask) . $masked;
+}
+
+# ws_read_frame(SOCKET, SECONDS): the next server frame as (opcode,
+# payload), or () at a timeout or EOF
+sub ws_read_frame
+{
+	my ($s, $seconds) = @_;
+	my $buf = '';
+	my $want = 2;
+	my $deadline = time + $seconds;
+	my ($len, $hdr);
+	while (time < $deadline)
+	{
+		my $rin = '';
+		vec($rin, fileno($s), 1) = 1;
+		next unless select(my $rout = $rin, undef, undef, 0.1);
+		my $n = sysread($s, $buf, 65536, length $buf);
+		return () unless $n;
+		next if length($buf) < 2;
+		$len = ord(substr($buf, 1, 1)) & 0x7f;
+		$hdr = 2;
+		($len, $hdr) = (unpack('n', substr($buf, 2, 2)), 4) if $len == 126 && length($buf) >= 4;
+		($len, $hdr) = (unpack('Q>', substr($buf, 2, 8)), 10) if $len == 127 && length($buf) >= 10;
+		return (ord(substr($buf, 0, 1)) & 0x0f, substr($buf, $hdr, $len))
+		  if length($buf) >= $hdr + $len;
+	}
+	return ();
 }
 
 1;
