@@ -9,7 +9,8 @@
 #     pushpull Communication Object are each answered 503 with
 #     Retry-After and a JSON description (README, "The listener");
 #   * a pushpull WebSocket carrying a SET is closed with 1011 (the turn
-#     could not commit) and its SET is not acknowledged;
+#     could not commit) and its SET is not acknowledged; the listener
+#     keeps serving while that session is half closed;
 #   * nothing changes: setstream.events and the outbox (state, attempts)
 #     are exactly as before, and the listener keeps its pid;
 #   * the server log names the cause (a read-only transaction).
@@ -102,11 +103,16 @@ for (1 .. 10)
 }
 is($op, 8, 'read-only: the WebSocket is closed');
 is(unpack('n', $payload // "\0\0"), 1011, 'read-only: with close code 1011');
-close $ws;
+# the session is half closed (the peer has not answered the close): the
+# listener's next turns must not touch what the failed turn left behind
+is(http_client()->get("$base/jwks.json")->{status}, 200,
+	'read-only: the listener answers while the WebSocket is half closed');
+usleep(300_000);
 
 is($node->safe_psql('postgres', $snapshot_sql), $before,
 	'read-only: events and outbox are unchanged');
 is_deeply([ listener_pids($node) ], [$pid], 'read-only: the listener kept running');
+close $ws;
 like(slurp_file($node->logfile, $log_offset), qr/read-only transaction/,
 	'read-only: the server log names the cause');
 
