@@ -17,6 +17,8 @@
 #   SETSTREAM_TEST_PORT     first port tried for the cluster (default 54329)
 #   SETSTREAM_LISTENER_PORT first port tried for the listener (default 18417)
 #   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 240)
+#   SETSTREAM_PERL_TIMEOUT  seconds the perl suite may take (default 480:
+#                           its fault-injection tests restart servers)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
 set -euo pipefail
@@ -30,6 +32,7 @@ SUMMARY=()
 FINISHED=""
 CLUSTER_UP=""
 WORK=""
+TMPFS_UP=""
 
 # record SUITE PASSED FAILED SKIPPED [NOTE]
 record() {
@@ -58,6 +61,7 @@ print_summary() {
 on_exit() {
     local rc=$?
     set +e
+    [ -n "$TMPFS_UP" ] && umount "$TMPFS_UP"
     if [ -n "$CLUSTER_UP" ] && [ -z "${SETSTREAM_KEEP:-}" ]; then
         cluster_stop test
     fi
@@ -320,9 +324,10 @@ suite_perl() {
         mkdir -p "$tree"
         tar -C "$REPO" --exclude=./.git --exclude=./.local -cf - . | tar -C "$tree" -xf -
         chown -R postgres:postgres "$tree" "$out"
+        mount_perl_tmpfs
     fi
     echo "== perl: ${#files[@]} file(s)"
-    deadline=$((SECONDS + SUITE_TIMEOUT))
+    deadline=$((SECONDS + ${SETSTREAM_PERL_TIMEOUT:-480}))
     for f in "${files[@]}"; do
         rc=0
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -339,7 +344,7 @@ suite_perl() {
                 prove --verbose -I "$PGLIB/pgxs/src/test/perl" "$f"
         ) >"$out/log" 2>&1 || rc=$?
         cat "$out/log"
-        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${SUITE_TIMEOUT}s)"
+        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${SETSTREAM_PERL_TIMEOUT:-480}s)"
         if [ "$rc" -ne 0 ]; then
             # the servers' logs say why
             for s in "$out"/tmp_check/log/*.log; do
@@ -351,7 +356,25 @@ suite_perl() {
         read -r p x s < <(tap_count "$out/log" "$rc")
         pass=$((pass + p)) fail=$((fail + x)) skip=$((skip + s))
     done
+    if [ -n "$TMPFS_UP" ]; then
+        umount "$TMPFS_UP" && TMPFS_UP=""
+    fi
     record perl "$pass" "$fail" "$skip"
+}
+
+# A small tmpfs that the disk-full TAP test (test/t/009_disk_full.pl) may
+# fill: the tests run as postgres, which cannot mount.  Without it (not
+# root, no mount rights) that test skips and says why.
+mount_perl_tmpfs() {
+    local dir="$WORK/tmpfs"
+    mkdir -p "$dir"
+    if mount -t tmpfs -o size=16m,mode=0700 setstream-test "$dir" 2>/dev/null; then
+        chown postgres:postgres "$dir"
+        TMPFS_UP=$dir
+        export SETSTREAM_TMPFS=$dir
+    else
+        echo "perl: could not mount a tmpfs at $dir; the disk-full test will skip"
+    fi
 }
 
 # ------------------------------------------------------------------ main

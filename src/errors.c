@@ -59,6 +59,28 @@ seterr_from_sqlstate(int sqlerrcode)
 	return SETERR_NONE;
 }
 
+/*
+ * Is this a condition of the database rather than of the request, one that
+ * passes (a read-only or full database, a lock or serialization conflict,
+ * exhausted resources)?  The listener answers those 503 with Retry-After,
+ * and ingest does not turn them into an unacknowledged SET.
+ */
+bool
+sqlstate_is_transient(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_TRANSACTION_ROLLBACK:	/* class 40 */
+		case ERRCODE_INSUFFICIENT_RESOURCES:	/* class 53 */
+			return true;
+		default:
+			break;
+	}
+	return sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
 void
 seterr_raise(SetErr code, const char *description)
 {

@@ -97,8 +97,12 @@ exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 
-		/* a cancel or timeout stops the whole call, as it would anywhere */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		/*
+		 * A cancel or timeout stops the whole call, as it would anywhere; so
+		 * does a condition of the database (read-only, disk full): it is
+		 * not this SET's fault, and its neighbours would fail alike.
+		 */
+		if (sqlstate_is_transient(edata->sqlerrcode))
 			ReThrowError(edata);
 
 		code = seterr_from_sqlstate(edata->sqlerrcode);

@@ -495,6 +495,14 @@ handle_in_subxact(Conn *conn, TimestampTz now)
 		else if (code != SETERR_NONE)
 			http_respond_error(conn, 400, seterr_name(code),
 							   seterr_description(code, edata->message), NULL);
+		else if (sqlstate_is_transient(edata->sqlerrcode))
+		{
+			/* read-only, disk full, conflicts: not the peer's fault, retry */
+			log_internal_error(edata);
+			http_respond_error(conn, 503, NULL,
+							   "the database cannot take this request now; try again later",
+							   "Retry-After: 1\r\n");
+		}
 		else
 		{
 			log_internal_error(edata);

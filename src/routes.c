@@ -692,12 +692,17 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
 	json_t	   *sets;
+	List	   *prepared = conn->ws_prepared;
 	ListCell   *lc;
 	bool		more;
 
-	foreach(lc, conn->ws_prepared)
+	/*
+	 * The messages live in turn memory: forget them before applying, so
+	 * that a turn that fails leaves no dangling list for the next one.
+	 */
+	conn->ws_prepared = NIL;
+	foreach(lc, prepared)
 		ws_apply_message(conn, stream, lfirst(lc), ack, set_errs);
-	conn->ws_prepared = NIL;	/* turn memory */
 
 	conn->ws_generation = generations[conn->ws_slot];
 	ws_expire_in_flight(conn, now);

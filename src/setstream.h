@@ -55,6 +55,7 @@ typedef enum SetErr
 extern const char *seterr_name(SetErr code);
 extern int	seterr_sqlstate(SetErr code);
 extern SetErr seterr_from_sqlstate(int sqlerrcode);
+extern bool sqlstate_is_transient(int sqlerrcode);
 
 /*
  * Raise an RFC 8935 error from SQL: the message is "<code>: <description>"

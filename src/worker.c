@@ -48,6 +48,7 @@ PGDLLEXPORT void setstream_supervisor_main(Datum arg);
 #define WAIT_FOR_DATABASE_MS 2000
 #define RESTART_DELAY_MS 5000	/* a listener that ended starts again after
 								 * this long, as bgw_restart_time would */
+#define SLOT_RETRY_MS 1000		/* no worker slot was free: try again after */
 
 static void
 fill_worker(BackgroundWorker *worker, int index, const char *function,
@@ -134,7 +135,14 @@ stop_listener_at_exit(int code, Datum arg)
 		TerminateBackgroundWorker(listener_handle);
 }
 
-/* Start listener "index" and wait for it to end */
+/* Did the last attempt find no worker slot (and say so)? */
+static bool slot_warned = false;
+
+/*
+ * Start listener "index" and wait for it to end.  When every
+ * max_worker_processes slot is taken, say so once and try again every
+ * second, quietly, until one is free.
+ */
 static void
 run_listener(int index)
 {
@@ -147,13 +155,22 @@ run_listener(int index)
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
-		ereport(WARNING,
-				(errmsg("setstream supervisor %d could not start its listener: no background worker slot is free",
-						index),
-				 errhint("Raise max_worker_processes: setstream needs two per setstream.workers.")));
-		sleep_ms(RESTART_DELAY_MS);
+		if (!slot_warned)
+			ereport(WARNING,
+					(errmsg("setstream supervisor %d could not start its listener: no background worker slot is free",
+							index),
+					 errdetail("All %d max_worker_processes slots are in use; it tries again every second.",
+							   max_worker_processes),
+					 errhint("Raise max_worker_processes: setstream needs two per setstream.workers, besides parallel query and other extensions.")));
+		slot_warned = true;
+		sleep_ms(SLOT_RETRY_MS);
 		return;
 	}
+	if (slot_warned)
+		ereport(LOG,
+				(errmsg("setstream supervisor %d started its listener: a background worker slot is free again",
+						index)));
+	slot_warned = false;
 	listener_handle = handle;
 	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
 		(void) WaitForBackgroundWorkerShutdown(handle);

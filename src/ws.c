@@ -320,6 +320,7 @@ ws_abandon_turn(Conn *conn)
 {
 	list_free_deep(conn->ws_inbox);
 	conn->ws_inbox = NIL;
+	conn->ws_prepared = NIL;	/* turn memory, gone with the turn */
 	list_free_deep(conn->ws_outbox);
 	conn->ws_outbox = NIL;
 	conn->ws_close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
