@@ -9,6 +9,8 @@
 # bench/RESULTS.md.  Loopback only.  Not part of the test suite.
 #
 # Environment: BENCH_RUNS (3), BENCH_DURATION (10 s per measurement),
+# BENCH_WORKERS (setstream.workers, 2: one listener per core; the workers
+# scenario compares 1 and 2 itself),
 # BENCH_KEEP=1 keeps the cluster running afterwards, BENCH_OUT (the
 # results file, bench/RESULTS.md), BENCH_SCENARIO_TIMEOUT (900 s a run).
 set -euo pipefail
@@ -80,6 +82,7 @@ cluster_start bench "$(free_port 55440)" \
     "shared_buffers = '512MB'" \
     "max_connections = 200" \
     "setstream.max_connections = 4000" \
+    "setstream.workers = ${BENCH_WORKERS:-2}" \
     "max_wal_size = '8GB'" \
     "checkpoint_timeout = '30min'"
 export SETSTREAM_PORT SETSTREAM_URL="http://127.0.0.1:$SETSTREAM_PORT"
