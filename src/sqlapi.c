@@ -325,7 +325,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	json_t	   *claims = json_object();
 	json_t	   *events = json_object();
 	char	   *jti;
-	char	   *payload;
+	StringInfoData payload;
 	char	   *token;
 
 	if (stream->status == 'd')
@@ -359,7 +359,8 @@ emit_set(const char *name, const char *event_type, json_t *event,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("stream \"%s\" has no signing key", stream->name),
 				 errhint("Create one with setstream.generate_key('%s').", stream->name)));
-	jk = jose_key_get(key->private_jwk);
+	jk = jose_key_get_cached(key->private_jwk, &key->imported,
+							 &key->imported_generation);
 	if (jk == NULL)
 		elog(ERROR, "signing key \"%s\" of stream \"%s\" cannot be loaded",
 			 key->kid, stream->name);
@@ -376,12 +377,13 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	if (txn != NULL)
 		json_object_set_new(claims, "txn", json_string(txn));
 
-	payload = json_dumps(claims, JSON_COMPACT);
-	token = jose_sign(jk, key->alg, key->kid, payload, strlen(payload));
+	initStringInfo(&payload);
+	json_write(&payload, claims);
+	token = jose_sign(jk, key->alg, key->kid, payload.data, payload.len);
 	if (from_trigger)
-		emitbuf_add(stream->name, jti, event_type, payload, token);
+		emitbuf_add(stream->name, jti, event_type, payload.data, token);
 	else
-		store_insert_outbox(stream->name, jti, event_type, payload, token);
+		store_insert_outbox(stream->name, jti, event_type, payload.data, token);
 	wakeup_note_emit(stream->name);
 	return jti;
 }

@@ -27,6 +27,8 @@ struct SignKey
 	char	   *kid;
 	char	   *alg;
 	char	   *private_jwk;
+	struct JoseKey *imported;	/* jose_key_get_cached() */
+	uint64		imported_generation;
 };
 typedef struct SignKey SignKey;
 
