@@ -20,6 +20,7 @@
 #include "emitbuf.h"
 #include "jose.h"
 #include "listener.h"
+#include "stats.h"
 #include "streamcache.h"
 #include "wakeup.h"
 #include "worker.h"
@@ -118,6 +119,7 @@ _PG_init(void)
 	wakeup_register_callbacks();
 	streamcache_register_callbacks();
 	emitbuf_init();
+	stats_register_callbacks();
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wakeup_request_shmem();

@@ -11,10 +11,15 @@
  *	  Counters start at zero when the server starts.  Without
  *	  shared_preload_libraries nothing is counted.
  *
+ *	  A SET counts as received when the transaction that stored it commits:
+ *	  inside a transaction the counts wait in a list, which a subtransaction
+ *	  abort trims and the commit applies.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "port/atomics.h"
@@ -22,6 +27,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
 #include "stats.h"
@@ -41,6 +47,16 @@ typedef struct StreamStats
 
 static HTAB *stats_hash = NULL;
 static LWLock *stats_lock = NULL;
+
+/* Received SETs of the current transaction, by stream and subtransaction */
+typedef struct PendingReceived
+{
+	char		stream[STREAM_KEY_LEN];
+	SubTransactionId subxid;
+	uint64		n;
+} PendingReceived;
+
+static List *pending = NIL;		/* in TopTransactionContext */
 
 PG_FUNCTION_INFO_V1(setstream_stream_counters);
 PG_FUNCTION_INFO_V1(setstream_listener_stats);
@@ -95,13 +111,99 @@ stats_entry(const char *stream)
 	return entry;				/* NULL when the table is full */
 }
 
-void
-stats_count_received(const char *stream)
+static void
+add_received(const char *stream, uint64 n)
 {
 	StreamStats *e = stats_entry(stream);
 
 	if (e)
-		pg_atomic_fetch_add_u64(&e->received, 1);
+		pg_atomic_fetch_add_u64(&e->received, n);
+}
+
+void
+stats_count_received(const char *stream)
+{
+	SubTransactionId subxid;
+	PendingReceived *p;
+	MemoryContext old;
+	ListCell   *lc;
+
+	if (stats_hash == NULL)
+		return;
+	if (!IsTransactionState())
+	{
+		add_received(stream, 1);
+		return;
+	}
+	subxid = GetCurrentSubTransactionId();
+	foreach(lc, pending)
+	{
+		p = lfirst(lc);
+		if (p->subxid == subxid && strncmp(p->stream, stream, STREAM_KEY_LEN - 1) == 0)
+		{
+			p->n++;
+			return;
+		}
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc0(sizeof(PendingReceived));
+	strlcpy(p->stream, stream, sizeof(p->stream));
+	p->subxid = subxid;
+	p->n = 1;
+	pending = lappend(pending, p);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+stats_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			foreach(lc, pending)
+			{
+				PendingReceived *p = lfirst(lc);
+
+				add_received(p->stream, p->n);
+			}
+			pending = NIL;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			pending = NIL;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		PendingReceived *p = lfirst(lc);
+
+		if (event == SUBXACT_EVENT_ABORT_SUB && p->subxid >= mySubid)
+			pending = foreach_delete_current(pending, lc);
+		else if (event == SUBXACT_EVENT_COMMIT_SUB && p->subxid == mySubid)
+			p->subxid = parentSubid;
+	}
+}
+
+/* Once per backend, from _PG_init */
+void
+stats_register_callbacks(void)
+{
+	RegisterXactCallback(stats_xact_callback, NULL);
+	RegisterSubXactCallback(stats_subxact_callback, NULL);
 }
 
 void

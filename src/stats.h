@@ -14,6 +14,7 @@ extern Size stats_shmem_size(void);
 extern void stats_shmem_init(void);
 
 extern void stats_count_received(const char *stream);
+extern void stats_register_callbacks(void);
 extern void stats_count_rejected(const char *stream, SetErr code);
 extern void stats_count_long_poll(const char *stream, int delta);
 

@@ -351,6 +351,34 @@ def test_stats_view_counts_per_stream(db, peer, receiver):
         (1, {}, 1, 0)
 
 
+def test_received_counts_committed_sets_only(db, peer):
+    """received counts a SET when the transaction that stored it commits:
+    a rolled back transaction or savepoint takes its counts with it."""
+    s, key, kid, _ = peer
+
+    def received():
+        return db.val("SELECT received FROM setstream.stats WHERE stream = %s", (s.name,)) or 0
+
+    db.execute("BEGIN")
+    db.receive(s.name, good(s, key, kid)[1])
+    db.ingest(s.name, {"sets": dict([good(s, key, kid), good(s, key, kid)])})
+    db.execute("ROLLBACK")
+    assert received() == 0
+
+    db.execute("BEGIN")
+    db.receive(s.name, good(s, key, kid)[1])
+    db.execute("SAVEPOINT a")
+    db.receive(s.name, good(s, key, kid)[1])
+    db.execute("ROLLBACK TO SAVEPOINT a")
+    db.execute("SAVEPOINT b")
+    db.receive(s.name, good(s, key, kid)[1])
+    db.execute("RELEASE SAVEPOINT b")
+    assert received() == 0, "nothing counts before the commit"
+    db.execute("COMMIT")
+    assert received() == 2
+    assert db.val("SELECT count(*) FROM setstream.events WHERE stream = %s", (s.name,)) == 2
+
+
 def test_a_cancel_stops_the_whole_ingest(db, peer, admin):
     """statement_timeout (a query cancel) aborts ingest() as a whole, like
     any statement: it is not one SET's failure to be logged and skipped
