@@ -8,7 +8,8 @@
  *	  cjose does RSA, EC and HMAC; it has no EdDSA, so Ed25519 goes through
  *	  OpenSSL's EVP directly.  Both cjose and jansson allocate with palloc
  *	  (jose_init_allocators), so that an error raised anywhere leaks
- *	  nothing: memory goes with the memory context.  Parsed keys are cached
+ *	  nothing: memory goes with the memory context.  OpenSSL itself keeps
+ *	  malloc.  Parsed keys are cached
  *	  per backend, addressed by the SHA-256 of their JWK text, in a context
  *	  of their own.
  *
@@ -85,11 +86,20 @@ jose_free(void *ptr)
 		pfree(ptr);
 }
 
+/*
+ * cjose_set_alloc_funcs also hands OpenSSL's allocator to us, which takes
+ * effect only if OpenSSL has not allocated anything yet in this process
+ * (which depends on what ran before _PG_init).  OpenSSL keeps global
+ * caches (fetched algorithms, providers) that must outlive any memory
+ * context, and must not longjmp out of an allocation: put its own
+ * allocator back.  When cjose's call had no effect, neither has this one.
+ */
 void
 jose_init_allocators(void)
 {
 	json_set_alloc_funcs(jose_alloc, jose_free);
 	cjose_set_alloc_funcs(jose_alloc, jose_realloc, jose_free);
+	CRYPTO_set_mem_functions(CRYPTO_malloc, CRYPTO_realloc, CRYPTO_free);
 }
 
 /* ---------------------------------------------------------------------

@@ -172,8 +172,9 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 {
 	Conn	   *conn = user_data;
 
+	/* an empty message comes with msg NULL, which pnstrdup must not get */
 	if (arg->opcode == WSLAY_TEXT_FRAME)
-		conn->ws_inbox = lappend(conn->ws_inbox,
+		conn->ws_inbox = lappend(conn->ws_inbox, arg->msg_length == 0 ? pstrdup("") :
 								 pnstrdup((const char *) arg->msg, arg->msg_length));
 	else if (arg->opcode == WSLAY_BINARY_FRAME)
 		wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,

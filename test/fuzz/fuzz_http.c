@@ -1,0 +1,188 @@
+/*-------------------------------------------------------------------------
+ *
+ * fuzz_http.c
+ *	  libFuzzer target: bytes from a peer into a listener connection, read
+ *	  in pieces, through the real http.c state machine (http_conn_read,
+ *	  http_conn_parse: keep-alive, pipelining, chunked bodies, Expect,
+ *	  limits) and, for each complete request, route_prepare: routing,
+ *	  bearer authentication, media types, the body parsers, SET
+ *	  verification, the WebSocket handshake.  The database step
+ *	  (route_execute) is not run; a request that reaches it is answered
+ *	  200 here so that pipelined requests after it are parsed.
+ *
+ *	  Input: a byte for the stream's settings, a byte for how the rest is
+ *	  cut into reads (fixture_next_chunk), then the bytes of the
+ *	  connection.  Every response queued must be a well-formed HTTP/1.1
+ *	  response with a status setstream documents, and no request may end
+ *	  in an ERROR (which the listener would answer 500).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "shim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "utils/memutils.h"
+
+#include "listener.h"
+
+typedef struct HttpInput
+{
+	const uint8 *data;
+	size_t		len;
+	uint32		plan;
+	Conn	   *conn;
+	PrepResult	result;
+} HttpInput;
+
+static void
+fail(const char *what, const StringInfoData *out)
+{
+	fprintf(stderr, "fuzz_http: %s\n%.*s\n", what, out->len, out->data);
+	abort();
+}
+
+/* Each queued response: status line, headers, body of Content-Length */
+static void
+check_responses(const StringInfoData *out)
+{
+	const char *p = out->data;
+	const char *end = out->data + out->len;
+
+	while (p < end)
+	{
+		const char *hdr_end;
+		const char *cl;
+		int			status;
+		long		len;
+
+		if (end - p < 13 || strncmp(p, "HTTP/1.1 ", 9) != 0)
+			fail("a response does not start with a status line", out);
+		status = atoi(p + 9);
+		if (strcmp(http_status_text(status), "Unknown") == 0)
+			fail("a response has an undocumented status", out);
+		hdr_end = strstr(p, "\r\n\r\n");
+		if (hdr_end == NULL || hdr_end >= end)
+			fail("a response has no end of headers", out);
+		hdr_end += 4;
+		if (status == 100 || status == 101)
+		{
+			p = hdr_end;
+			continue;
+		}
+		cl = strstr(p, "Content-Length: ");
+		if (cl == NULL || cl > hdr_end)
+			fail("a response has no Content-Length", out);
+		len = atol(cl + 16);
+		if (len < 0 || len > end - hdr_end)
+			fail("a response is shorter than its Content-Length", out);
+		p = hdr_end + len;
+	}
+}
+
+static void
+prepare_request(void *arg)
+{
+	HttpInput  *in = arg;
+	char	   *load = NULL;
+
+	MemoryContextSwitchTo(in->conn->reqcxt);
+	in->result = route_prepare(in->conn, &load);
+}
+
+/* One complete request: answer it, as the listener's turn would */
+static void
+answer_request(HttpInput *in)
+{
+	Conn	   *conn = in->conn;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!shim_run(prepare_request, in))
+	{
+		fprintf(stderr, "fuzz_http: the request raised an ERROR (the listener answers 500): %s\n",
+				shim_last_error());
+		abort();
+	}
+	MemoryContextSwitchTo(cxt);
+	if (in->result == PREP_LOAD)
+		fail("route_prepare asked to load a stream the cache has", &conn->out);
+	if (in->result == PREP_EXECUTE)
+		http_respond(conn, 200, NULL, NULL, 0, NULL);
+	if (conn->out.len == 0)
+		fail("a request got no response", &conn->out);
+}
+
+/* Read what the peer sends next; false when the connection is over */
+static bool
+read_more(HttpInput *in)
+{
+	size_t		n = fixture_next_chunk(&in->plan, in->len);
+
+	fixture_feed(in->data, n, n == 0);
+	in->data += n;
+	in->len -= n;
+	if (!http_conn_read(in->conn))
+		return false;
+	/* the input buffer may be full: keep what was not read for later */
+	in->data -= fixture_feed_left();
+	in->len += fixture_feed_left();
+	return true;
+}
+
+static void
+run_connection(HttpInput *in)
+{
+	Conn	   *conn = in->conn;
+
+	http_conn_init(conn);
+	conn->keep_alive = true;
+	for (;;)
+	{
+		if (!conn->message_complete)
+		{
+			if (!read_more(in))
+				return;
+			http_conn_parse(conn);
+			if (conn->out.len > conn->outpos && !conn->message_complete)
+				http_conn_flush(conn);	/* 100 Continue */
+			if (!conn->message_complete)
+				continue;
+		}
+		if (conn->out.len == 0)
+			answer_request(in);
+		check_responses(&conn->out);
+		http_conn_flush(conn);
+		if (conn->websocket || conn->close_after_write)
+			return;
+		/* after_response: the next request, maybe pipelined already */
+		conn->message_complete = false;
+		http_request_reset(conn);
+		http_conn_parse(conn);
+	}
+}
+
+int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	MemoryContext cxt;
+	HttpInput	in;
+
+	if (size < 2)
+		return 0;
+	fixture_init();
+	fixture_select_stream(data[0]);
+	cxt = fuzz_input_begin();
+	in.plan = data[1];
+	in.data = data + 2;
+	in.len = size - 2;
+	in.conn = palloc0(sizeof(Conn));
+	in.conn->cxt = AllocSetContextCreate(cxt, "fuzz connection",
+										 ALLOCSET_DEFAULT_SIZES);
+	run_connection(&in);
+	fuzz_input_end(cxt);
+	return 0;
+}

@@ -1,0 +1,110 @@
+/*-------------------------------------------------------------------------
+ *
+ * unreachable.c
+ *	  Symbols the fuzzed files reference on paths that need the database,
+ *	  a transaction or shared memory (route_execute, exchange_store_item,
+ *	  a stream missing from the cache).  The targets stop before those
+ *	  paths, as the listener's preparation step does; reaching one of these
+ *	  is a harness bug, so each aborts with its name.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "shim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "access/xact.h"
+#include "utils/resowner.h"
+
+#include "store.h"
+#include "streamcache.h"
+
+ResourceOwner CurrentResourceOwner = NULL;
+
+static void
+unreachable(const char *name)
+{
+	fprintf(stderr, "fuzz shim: %s needs the database and must not be reached\n",
+			name);
+	abort();
+}
+
+#define UNREACHABLE(name) unreachable(#name)
+
+List *
+store_verify_keys(const char *stream, const char *kid)
+{
+	UNREACHABLE(store_verify_keys);
+	return NIL;
+}
+
+bool
+store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
+{
+	UNREACHABLE(store_insert_event);
+	return false;
+}
+
+void
+store_insert_events(StreamInfo **streams, ParsedSet **sets, int n)
+{
+	UNREACHABLE(store_insert_events);
+}
+
+void
+store_apply_acks(const char *stream, List *jtis)
+{
+	UNREACHABLE(store_apply_acks);
+}
+
+void
+store_apply_errs(const char *stream, List *errs)
+{
+	UNREACHABLE(store_apply_errs);
+}
+
+List *
+store_take_due(const char *stream, int limit, bool *more)
+{
+	UNREACHABLE(store_take_due);
+	return NIL;
+}
+
+char *
+store_jwks(void)
+{
+	UNREACHABLE(store_jwks);
+	return NULL;
+}
+
+bool
+store_any_due(const char *stream)
+{
+	UNREACHABLE(store_any_due);
+	return false;
+}
+
+void
+streamcache_load(const char *name, bool with_tokens)
+{
+	UNREACHABLE(streamcache_load);
+}
+
+void
+BeginInternalSubTransaction(const char *name)
+{
+	UNREACHABLE(BeginInternalSubTransaction);
+}
+
+void
+ReleaseCurrentSubTransaction(void)
+{
+	UNREACHABLE(ReleaseCurrentSubTransaction);
+}
+
+void
+RollbackAndReleaseCurrentSubTransaction(void)
+{
+	UNREACHABLE(RollbackAndReleaseCurrentSubTransaction);
+}
