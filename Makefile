@@ -3,6 +3,9 @@
 #   make                 build setstream.so (warnings are errors)
 #   make install         install into the PostgreSQL found by pg_config
 #   scripts/test.sh      run every suite on a private cluster (see README)
+#   make fuzz            run each libFuzzer target FUZZ_SECONDS (test/fuzz)
+#   make fuzz-regress    replay the fuzz corpora and regressions, fuzz briefly
+#   make fuzz-coverage   line coverage of src/ reached by the fuzz corpora
 
 EXTENSION  = setstream
 MODULE_big = setstream
@@ -34,3 +37,11 @@ check-symbols: $(shlib)
 		echo "error: $(shlib) calls json_object() by name; include src/json.h and use json_object() from there" >&2; \
 		exit 1; fi
 .PHONY: check-symbols
+
+# libFuzzer targets (test/fuzz, clang-14); they need no cluster
+FUZZ_SECONDS ?= 60
+fuzz fuzz-regress:
+	$(MAKE) -C test/fuzz PG_CONFIG=$(PG_CONFIG) FUZZ_SECONDS=$(FUZZ_SECONDS) $@
+fuzz-coverage:
+	$(MAKE) -C test/fuzz PG_CONFIG=$(PG_CONFIG) coverage
+.PHONY: fuzz fuzz-regress fuzz-coverage

@@ -21,6 +21,8 @@ PACKAGES=(
     python3-requests python3-psycopg2
     # tools used by tests, the demo and the benchmarks
     openssl curl wrk
+    # fuzzing (test/fuzz): clang with libFuzzer and the sanitizers, llvm-cov
+    clang-14 libclang-rt-14-dev llvm-14
 )
 
 # One dpkg-query for the whole list; a package it does not know is missing.

@@ -9,6 +9,9 @@
 #   pgtap       pg_prove on test/pgtap/*.sql (database setstream_tap)
 #   python      pytest on test/python (database setstream_py)
 #   perl        prove on test/t/*.pl (PostgreSQL::Test::Cluster TAP tests)
+#   fuzz        the libFuzzer targets of test/fuzz over their corpora and
+#               regression inputs, then SETSTREAM_FUZZ_SECONDS (default 5)
+#               of fuzzing each; one result per target
 # then prints a per-suite summary and the closing line
 #   N passed, N failed[, N skipped]
 # and exits non-zero when anything failed (a failed build counts as one).
@@ -21,6 +24,7 @@
 #                           its fault-injection tests restart servers)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
+#   SETSTREAM_FUZZ_SECONDS  seconds of fuzzing per target in suite fuzz
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -377,6 +381,28 @@ mount_perl_tmpfs() {
     fi
 }
 
+suite_fuzz() {
+    local t line out="$WORK/fuzz"
+    local -a targets=(fuzz_set fuzz_commobj fuzz_http fuzz_ws)
+    mkdir -p "$out"
+    echo "== fuzz: ${#targets[@]} target(s)"
+    if ! make -C "$REPO/test/fuzz" PG_CONFIG="$PG_CONFIG" all >"$out/build.log" 2>&1; then
+        grep -E 'error|undefined' "$out/build.log" | head -n 40
+        record fuzz 0 1 0 "the fuzz targets did not build (clang-14)"
+        return
+    fi
+    for t in "${targets[@]}"; do
+        if line=$(nice -n 10 "$REPO/test/fuzz/run-target.sh" regress "$t" \
+                      "${SETSTREAM_FUZZ_SECONDS:-5}" 2>&1); then
+            echo "$line"
+            record "$t" 1 0 0 "${line#*: }"
+        else
+            echo "$line"
+            record "$t" 0 1 0 "see test/fuzz/build/$t.regress.log"
+        fi
+    done
+}
+
 # ------------------------------------------------------------------ main
 
 SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
@@ -426,7 +452,7 @@ export SETSTREAM_PORT=$listener_port
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
 
-for suite in regress isolation pgtap python perl; do
+for suite in regress isolation pgtap python perl fuzz; do
     if want_suite "$suite"; then
         "suite_$suite"
     fi
