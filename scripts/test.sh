@@ -44,7 +44,7 @@ record() {
     TOTAL_PASS=$((TOTAL_PASS + pass))
     TOTAL_FAIL=$((TOTAL_FAIL + fail))
     TOTAL_SKIP=$((TOTAL_SKIP + skip))
-    SUMMARY+=("$(printf '  %-10s %4d passed, %4d failed, %4d skipped%s' \
+    SUMMARY+=("$(printf '  %-12s %4d passed, %4d failed, %4d skipped%s' \
         "$suite" "$pass" "$fail" "$skip" "${note:+  ($note)}")")
 }
 

@@ -170,10 +170,19 @@ static void
 ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
 		  void *user_data)
 {
+	static const char nul_reason[] = "a Communication Object holds no NUL byte";
 	Conn	   *conn = user_data;
 
-	/* an empty message comes with msg NULL, which pnstrdup must not get */
-	if (arg->opcode == WSLAY_TEXT_FRAME)
+	/*
+	 * The inbox keeps C strings: a NUL byte would cut the message short and
+	 * hide what follows it (JSON text has none).  An empty message comes
+	 * with msg NULL, which pnstrdup must not get.
+	 */
+	if (arg->opcode == WSLAY_TEXT_FRAME && arg->msg_length > 0 &&
+		memchr(arg->msg, '\0', arg->msg_length) != NULL)
+		wslay_event_queue_close(ctx, 1007, (const uint8_t *) nul_reason,
+								sizeof(nul_reason) - 1);
+	else if (arg->opcode == WSLAY_TEXT_FRAME)
 		conn->ws_inbox = lappend(conn->ws_inbox, arg->msg_length == 0 ? pstrdup("") :
 								 pnstrdup((const char *) arg->msg, arg->msg_length));
 	else if (arg->opcode == WSLAY_BINARY_FRAME)

@@ -229,6 +229,7 @@ def ws_seeds():
         "invalid-json": ws_frame(1, "{not json"),
         "wrong-type": ws_frame(1, '{"sets":[]}'),
         "unmasked": b"\x81\x02{}",
+        "nul-in-message": ws_frame(1, b'{"ack":["a"]}\x00{"sets":5}'),
     }
     for name, data in seeds.items():
         write("fuzz_ws", name, bytes([SSF, 0]) + data)
