@@ -34,6 +34,7 @@ typedef struct HttpInput
 	size_t		len;
 	uint32		plan;
 	Conn	   *conn;
+	StreamInfo *stream;			/* what the cache holds for "fuzz" */
 	PrepResult	result;
 } HttpInput;
 
@@ -82,6 +83,23 @@ check_responses(const StringInfoData *out)
 	}
 }
 
+/*
+ * Only a request with the stream's bearer token, on an enabled stream, may
+ * reach the database step or open a WebSocket session.
+ */
+static void
+check_authorized(HttpInput *in)
+{
+	Conn	   *conn = in->conn;
+	const char *auth = conn->req.authorization;
+
+	if ((in->result == PREP_EXECUTE || conn->websocket) &&
+		strstr(conn->req.url.data, "/streams/") != NULL &&
+		(auth == NULL || strstr(auth, FIXTURE_TOKEN) == NULL ||
+		 in->stream->status == 'd'))
+		fail("a request got past authentication", &conn->out);
+}
+
 static void
 prepare_request(void *arg)
 {
@@ -106,6 +124,7 @@ answer_request(HttpInput *in)
 		abort();
 	}
 	MemoryContextSwitchTo(cxt);
+	check_authorized(in);
 	if (in->result == PREP_LOAD)
 		fail("route_prepare asked to load a stream the cache has", &conn->out);
 	if (in->result == PREP_EXECUTE)
@@ -179,6 +198,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.plan = data[1];
 	in.data = data + 2;
 	in.len = size - 2;
+	in.stream = fixture_stream(data[0]);
 	in.conn = palloc0(sizeof(Conn));
 	in.conn->cxt = AllocSetContextCreate(cxt, "fuzz connection",
 										 ALLOCSET_DEFAULT_SIZES);
