@@ -3,10 +3,13 @@
  * fuzz_commobj.c
  *	  libFuzzer target: RFC 8936 poll requests (commobj_parse_poll) and
  *	  pushpull Communication Objects (commobj_parse, then exchange_verify
- *	  over its "sets", as routes.c does before the database step).
+ *	  over its "sets", as routes.c does before the database step); and the
+ *	  JSON writer of the responses (jsonwrite.c), which must write what
+ *	  json_dumps(JSON_COMPACT) writes for any value.
  *
  *	  Input: one byte (bit 0: Communication Object, else poll request;
- *	  bits 1-4: the stream's settings), then the JSON body.
+ *	  bits 1-4: the stream's settings; bit 5: the writer instead), then
+ *	  the JSON text.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +17,8 @@
 
 #include <stdio.h>
 #include <string.h>
+
+#include "lib/stringinfo.h"
 
 #include "commobj.h"
 #include "exchange.h"
@@ -23,6 +28,7 @@ typedef struct CommInput
 	const char *body;
 	size_t		len;
 	bool		commobj;
+	bool		writer;
 	unsigned int variant;
 } CommInput;
 
@@ -71,6 +77,29 @@ check_items(const CommObj *obj, const IngestItem *items)
 	}
 }
 
+/* json_write against jansson's own compact serializer */
+static void
+run_writer(const CommInput *in)
+{
+	json_error_t jerr;
+	json_t	   *v = json_loadb(in->body, in->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	char	   *want;
+	StringInfoData got;
+
+	if (v == NULL)
+		return;
+	want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (want == NULL)
+		return;
+	initStringInfo(&got);
+	json_write(&got, v);
+	if (strlen(want) != (size_t) got.len || memcmp(want, got.data, got.len) != 0)
+	{
+		fprintf(stderr, "json_write: %s\njson_dumps: %s\n", got.data, want);
+		fail("json_write differs from json_dumps(JSON_COMPACT)");
+	}
+}
+
 static void
 run_commobj(void *arg)
 {
@@ -79,6 +108,11 @@ run_commobj(void *arg)
 	char		err[256] = "";
 	bool		ok;
 
+	if (in->writer)
+	{
+		run_writer(in);
+		return;
+	}
 	ok = in->commobj ?
 		commobj_parse(in->body, in->len, &obj, err, sizeof(err)) :
 		commobj_parse_poll(in->body, in->len, &obj, err, sizeof(err));
@@ -114,6 +148,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.len = size - 1;
 	in.commobj = (data[0] & 1) != 0;
 	in.variant = (data[0] >> 1) & 0x0f;
+	in.writer = (data[0] & 0x20) != 0;
 	if (!shim_run(run_commobj, &in))
 	{
 		fprintf(stderr, "peer input raised an ERROR: %s\n", shim_last_error());

@@ -45,6 +45,20 @@ fail(const char *what, const StringInfoData *out)
 	abort();
 }
 
+/* A response that says it is JSON holds one JSON object */
+static void
+check_json_body(const char *head, const char *body, long len,
+				const StringInfoData *out)
+{
+	const char *ct = strstr(head, "Content-Type: application/json\r\n");
+	json_error_t jerr;
+
+	if (ct == NULL || ct > body)
+		return;
+	if (!json_is_object(json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)))
+		fail("a JSON response body is not a JSON object", out);
+}
+
 /* Each queued response: status line, headers, body of Content-Length */
 static void
 check_responses(const StringInfoData *out)
@@ -79,6 +93,7 @@ check_responses(const StringInfoData *out)
 		len = atol(cl + 16);
 		if (len < 0 || len > end - hdr_end)
 			fail("a response is shorter than its Content-Length", out);
+		check_json_body(p, hdr_end, len, out);
 		p = hdr_end + len;
 	}
 }

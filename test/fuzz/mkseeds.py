@@ -144,6 +144,13 @@ def commobj_seeds():
         variant = SSF | (UNSIGNED if i == 3 else 0)
         write("fuzz_commobj", "commobj-%02d" % i, bytes([(variant << 1) | 1]) + jdump(o).encode())
     write("fuzz_commobj", "duplicate-member", bytes([(SSF << 1) | 1]) + b'{"ack":["a"],"ack":["b"]}')
+    # the response writer (jsonwrite.c) against json_dumps
+    values = [{"sets": {"jti-1": hs256(claims())}, "moreAvailable": False},
+              {"err": "invalid_request", "description": "quote \" backslash \\ \u0001 \u001f \u007f /"},
+              [1, -2, 2.5, 1e300, -0.0, None, True, "caf\u00e9 \ud83d\ude00"], "top-level string", 7]
+    for i, v in enumerate(values):
+        write("fuzz_commobj", "writer-%02d" % i, bytes([0x20]) + jdump(v).encode())
+    write("fuzz_commobj", "writer-nul", bytes([0x20]) + b'{"a\\u0000b":"x\\u0000y"}')
 
 
 def request(method, path, body=b"", content_type=None, token=TOKEN, extra=b"", version=b"1.1"):

@@ -10,8 +10,10 @@
  */
 #include "shim.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -184,6 +186,27 @@ hash_seq_search(HASH_SEQ_STATUS *status)
 	if (status->curBucket >= h->n)
 		return NULL;
 	return h->entries[status->curBucket++];
+}
+
+/* ---------------------------------------------------------------------
+ * check_stack_depth: the backend's limit (max_stack_depth, 2MB by default,
+ * less a safety margin), measured from the first call
+ * ---------------------------------------------------------------------
+ */
+#define SHIM_STACK_LIMIT (2048L * 1024 - 512L * 1024)
+
+void
+check_stack_depth(void)
+{
+	static char *base = NULL;
+	char		here;
+
+	if (base == NULL)
+		base = &here;
+	if (labs((long) (base - &here)) > SHIM_STACK_LIMIT)
+		ereport(ERROR,
+				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
+				 errmsg("stack depth limit exceeded")));
 }
 
 /* ---------------------------------------------------------------------
