@@ -774,20 +774,50 @@ jose_key_bits(const JoseKey *key)
  * Verify and sign
  * ---------------------------------------------------------------------
  */
-static bool
-verify_ed25519(EVP_PKEY *pkey, const char *compact, size_t len,
-			   const JwsParts *parts)
+/* The signature of a JWS (what follows the second dot), decoded */
+static char *
+jws_signature(const char *compact, size_t len, const JwsParts *parts,
+			  size_t *siglen)
 {
-	/* the signature is what follows the second dot */
 	const char *sig64 = compact + parts->signing_input_len + 1;
-	size_t		siglen;
-	char	   *sig;
+
+	return b64url_decode(sig64, len - (sig64 - compact), siglen);
+}
+
+/*
+ * The length of a signature alg makes with key (RFC 7518 fixes it for
+ * HMAC and ECDSA).  It is checked before cjose sees the token: cjose
+ * compares an HMAC over the length of the digest, whatever the length of
+ * the signature, and so read past the end of a short one.
+ */
+static size_t
+signature_length(const JoseKey *key, const char *alg)
+{
+	static const struct
+	{
+		const char *alg;
+		size_t		len;
+	}			fixed[] = {
+		{"HS256", 32}, {"HS384", 48}, {"HS512", 64},
+		{"ES256", 64}, {"ES384", 96}, {"ES512", 132},
+		{"EdDSA", 64}, {"Ed25519", 64},
+	};
+
+	for (int i = 0; i < lengthof(fixed); i++)
+		if (strcmp(alg, fixed[i].alg) == 0)
+			return fixed[i].len;
+	if (strcmp(key->kty, "RSA") == 0)
+		return (key->bits + 7) / 8;
+	return 0;
+}
+
+static bool
+verify_ed25519(EVP_PKEY *pkey, const char *compact, const char *sig,
+			   size_t siglen, const JwsParts *parts)
+{
 	EVP_MD_CTX *ctx;
 	bool		ok;
 
-	sig = b64url_decode(sig64, len - (sig64 - compact), &siglen);
-	if (sig == NULL || siglen != 64)
-		return false;
 	ctx = EVP_MD_CTX_new();
 	ok = ctx != NULL &&
 		EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) == 1 &&
@@ -921,12 +951,17 @@ jose_verify(JoseKey *key, const char *alg, const char *compact, size_t len,
 {
 	cjose_err	err;
 	cjose_jws_t *jws;
+	char	   *sig;
+	size_t		siglen;
 	bool		ok;
 
-	if (key->okp)
-		return verify_ed25519(key->okp, compact, len, parts);
 	if (key->pkey && (alg[0] == 'R' || alg[0] == 'P' || alg[0] == 'E'))
 		return verify_evp(key, alg, compact, len, parts);
+	sig = jws_signature(compact, len, parts, &siglen);
+	if (sig == NULL || siglen != signature_length(key, alg))
+		return false;
+	if (key->okp)
+		return verify_ed25519(key->okp, compact, sig, siglen, parts);
 
 	jws = cjose_jws_import(compact, len, &err);
 	if (jws == NULL)

@@ -10,8 +10,8 @@ invalid_request.
 
 import pytest
 
-from conftest import (DROP, SESSION_REVOKED, SQLSTATE, b64u, jdump, key_for,
-                      public_jwk, sign, sign_raw)
+from conftest import (DROP, SESSION_REVOKED, SQLSTATE, b64u, b64u_decode, jdump,
+                      key_for, public_jwk, sign, sign_raw)
 
 ALG = "HS256"
 
@@ -482,6 +482,19 @@ def test_paused_stream_still_receives(db, ssf, admin):
 
 def _bad_signature(key, claims, **kw):
     return sign(key_for(ALG, variant=7), ALG, claims, **kw)
+
+
+def test_signature_of_the_wrong_length_is_invalid_key(db, ssf):
+    """An HMAC signature shorter or longer than the digest is refused
+    before cjose compares it (cjose read past the end of a short one;
+    found by test/fuzz/fuzz_commobj), and the right one still verifies."""
+    s, key, kid = ssf
+    token = sign(key, ALG, s.claims(), kid=kid)
+    head, payload, sig = token.split(".")
+    raw = b64u_decode(sig)
+    for bad in (raw[:5], raw[:31], raw + b"\x00", b""):
+        db.set_error("invalid_key", s.name, "%s.%s.%s" % (head, payload, b64u(bad)))
+    db.val("SELECT setstream.receive(%s, %s)", (s.name, token))
 
 
 def test_order_claim_types_before_issuer(db, ssf):
