@@ -10,9 +10,10 @@
  *	  (route_execute) is not run; a request that reaches it is answered
  *	  200 here so that pipelined requests after it are parsed.
  *
- *	  Input: a byte for the stream's settings, a byte for how the rest is
- *	  cut into reads (fixture_next_chunk), then the bytes of the
- *	  connection.  Every response queued must be a well-formed HTTP/1.1
+ *	  Input: a byte for the stream's settings (bit 4: the smallest
+ *	  setstream.max_request_bytes, 1kB, instead of the default 1MB), a byte
+ *	  for how the rest is cut into reads (fixture_next_chunk), then the
+ *	  bytes of the connection.  Every response queued must be a well-formed HTTP/1.1
  *	  response with a status setstream documents, and no request may end
  *	  in an ERROR (which the listener would answer 500).
  *
@@ -217,6 +218,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.conn = palloc0(sizeof(Conn));
 	in.conn->cxt = AllocSetContextCreate(cxt, "fuzz connection",
 										 ALLOCSET_DEFAULT_SIZES);
+	setstream_max_request_bytes = (data[0] & 0x10) ? 1024 : 1024 * 1024;
 	run_connection(&in);
 	fuzz_input_end(cxt);
 	return 0;

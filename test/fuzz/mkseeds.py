@@ -201,6 +201,14 @@ def http_seeds(malformed):
         write("fuzz_http", name, bytes([SSF, 0]) + data)
     write("fuzz_http", "push-pieces", bytes([SSF, 0x85]) + push + poll)
     write("fuzz_http", "push-disabled", bytes([SSF | DISABLED, 0]) + push)
+    # setstream.max_request_bytes at its 1kB minimum: 413 by length and by chunks
+    write("fuzz_http", "body-over-limit", bytes([SSF | 0x10, 0]) + request(
+        "POST", "/streams/fuzz/poll", jdump({"maxEvents": 1, "pad": "x" * 1100}), "application/json"))
+    write("fuzz_http", "chunked-over-limit", bytes([SSF | 0x10, 0x85]) + seeds["chunked"].replace(
+        b"2\r\n{}\r\n", b"400\r\n" + b" " * 0x400 + b"\r\n2\r\n{}\r\n"))
+    # test_headers_over_16k_431
+    write("fuzz_http", "headers-over-16k", bytes([SSF, 0]) + request(
+        "GET", "/jwks.json", token=None, extra=b"X-Big: " + b"a" * 17000 + b"\r\n"))
     for i, data in enumerate(malformed):
         write("fuzz_http", "malformed-%02d" % i, bytes([SSF, 0]) + data)
 
