@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "authlimit.h"
 #include "listener.h"
 #include "stats.h"
 #include "streamcache.h"
@@ -90,6 +91,7 @@ make_stream(unsigned int variant, List *keys, List *token_hashes)
 	s->ssf = (variant & 1) != 0;
 	s->allow_unsigned = (variant & 2) != 0;
 	s->status = (variant & 8) ? 'd' : 'e';
+	s->auth_bearer = true;	/* the default: Authorization: Bearer */
 	s->keys_loaded = true;
 	s->keys = keys;
 	s->token_hashes = token_hashes;
@@ -189,6 +191,34 @@ setstream_tokens_match(List *hashes, const char *token, size_t len)
 	foreach(lc, hashes)
 		match |= (CRYPTO_memcmp(hash, lfirst(lc), sizeof(hash)) == 0);
 	return match != 0;
+}
+
+/* src/clientcert.c's check, which lives with SQL functions: the same rule */
+bool
+setstream_cert_match(List *hashes, const uint8 *sha256)
+{
+	ListCell   *lc;
+	int			match = 0;
+
+	foreach(lc, hashes)
+		match |= (CRYPTO_memcmp(sha256, lfirst(lc), SHA256_DIGEST_LENGTH) == 0);
+	return match != 0;
+}
+
+/*
+ * The per-address limit of failed authentications (authlimit.c) would
+ * carry state from one input to the next and make runs irreproducible:
+ * no address is ever blocked here, so every request is authenticated.
+ */
+bool
+authlimit_blocked(const AuthLimitKey *key, TimestampTz now, int *retry_after_s)
+{
+	return false;
+}
+
+void
+authlimit_record_failure(const AuthLimitKey *key, TimestampTz now)
+{
 }
 
 void
