@@ -26,6 +26,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -54,6 +57,7 @@
 #define MAX_EPOLL_EVENTS 256
 #define HOUSEKEEPING_MS 250
 #define DRAIN_MS 2000			/* lingering close after an early error */
+#define TRIM_MS 10000			/* trim_heap() at most this often */
 #define EVICT_AFTER_MS 1000		/* stalled this long: closed for a newcomer */
 
 static int	listener_index;
@@ -72,6 +76,8 @@ static TimestampTz last_error_log = 0;
 static TimestampTz last_fd_log = 0;
 static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
 static Oid	last_extension = InvalidOid;
+static bool freed_since_trim = false;	/* a connection's memory was freed */
+static TimestampTz last_trim = 0;
 
 /* ---------------------------------------------------------------------
  * Connections
@@ -112,6 +118,7 @@ conn_close(Conn *conn)
 	dlist_delete(&conn->node);
 	nconns--;
 	MemoryContextDelete(conn->cxt);
+	freed_since_trim = true;
 }
 
 static void
@@ -1009,6 +1016,26 @@ idle_without_sockets(int index)
 	}
 }
 
+/*
+ * Give the C heap's free pages back to the kernel, at most every
+ * TRIM_MS and only after connections were freed.  A connection that
+ * carried big requests or WebSocket messages leaves the heap large once it
+ * is gone (glibc keeps freed memory for reuse), and a listener lives as
+ * long as the server.
+ */
+static void
+trim_heap(TimestampTz now)
+{
+#ifdef __GLIBC__
+	if (freed_since_trim && TimestampDifferenceExceeds(last_trim, now, TRIM_MS))
+	{
+		malloc_trim(0);
+		freed_since_trim = false;
+		last_trim = now;
+	}
+#endif
+}
+
 void
 listener_run(int index)
 {
@@ -1075,6 +1102,7 @@ listener_run(int index)
 		if (TimestampDifferenceExceeds(last_housekeeping, now, HOUSEKEEPING_MS))
 		{
 			expire_idle(now);
+			trim_heap(now);
 			last_housekeeping = now;
 		}
 		wakeup_report_listener(index, nconns, nparked);
