@@ -25,6 +25,12 @@
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
 #   SETSTREAM_FUZZ_SECONDS  seconds of fuzzing per target in suite fuzz
+#   SETSTREAM_SANITIZE=1    sanitizer mode: setstream.so is built with
+#                           -fsanitize=address,undefined, every server runs
+#                           with gcc's libasan preloaded (lib.sh
+#                           sanitizer_env), and after the suites each ASan or
+#                           UBSan report counts as one failure of the
+#                           `sanitizer` line.  Slower: suite timeouts double.
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -330,8 +336,14 @@ suite_perl() {
         chown -R postgres:postgres "$tree" "$out"
         mount_perl_tmpfs
     fi
+    local -a senv=()
+    if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+        as_pg_user mkdir -p "$out/sanitizer"
+        mapfile -t senv < <(sanitizer_env "$out/sanitizer")
+        SANITIZER_DIRS+=("$out/sanitizer")
+    fi
     echo "== perl: ${#files[@]} file(s)"
-    deadline=$((SECONDS + ${SETSTREAM_PERL_TIMEOUT:-480}))
+    deadline=$((SECONDS + PERL_TIMEOUT))
     for f in "${files[@]}"; do
         rc=0
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -344,7 +356,9 @@ suite_perl() {
             cd "$tree"
             export PG_REGRESS="$PGLIB/pgxs/src/test/regress/pg_regress"
             export PATH="$PGBIN:$PATH" TESTDIR="$out" SETSTREAM_REPO="$tree"
-            as_pg_user timeout -k 10 $((deadline - SECONDS)) \
+            # the nodes these tests start load setstream.so: in sanitizer
+            # mode they need the runtime too (inherited from prove)
+            as_pg_user env "${senv[@]}" timeout -k 10 $((deadline - SECONDS)) \
                 prove --verbose -I "$PGLIB/pgxs/src/test/perl" "$f"
         ) >"$out/log" 2>&1 || rc=$?
         cat "$out/log"
@@ -403,9 +417,36 @@ suite_fuzz() {
     done
 }
 
+# check_sanitizer — sanitizer mode: one failure per ASan/UBSan report that
+# any server (the test cluster, the perl suite's nodes) wrote.
+check_sanitizer() {
+    local -a reports=()
+    local f
+    mapfile -t reports < <(sanitizer_reports "${SANITIZER_DIRS[@]}")
+    echo
+    echo "== sanitizer: ${#reports[@]} report(s) in ${SANITIZER_DIRS[*]}"
+    # halt_on_error: a process stops at its first report, so one file
+    # (asan.<pid> or ubsan.<pid>) is one report
+    for f in "${reports[@]}"; do
+        echo "-- $f (first 80 lines)"
+        head -n 80 "$f"
+    done
+    if [ "${#reports[@]}" -eq 0 ]; then
+        record sanitizer 1 0 0 "no ASan/UBSan report"
+    else
+        record sanitizer 0 "${#reports[@]}" 0 "one per ASan/UBSan report, printed above"
+    fi
+}
+
 # ------------------------------------------------------------------ main
 
 SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
+PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-480}
+SANITIZER_DIRS=()
+if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+    SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-480}
+    PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-960}
+fi
 
 echo "== dependencies"
 if ! "$SCRIPTS/deps.sh"; then
@@ -448,6 +489,10 @@ if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
     exit 1
 fi
 
+if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+    SANITIZER_DIRS+=("$SETSTREAM_CLUSTER_DIR/sanitizer")
+    echo "sanitizer mode: ASan/UBSan build; reports go to $SETSTREAM_CLUSTER_DIR/sanitizer"
+fi
 export SETSTREAM_PORT=$listener_port
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
@@ -463,6 +508,10 @@ if grep -qE 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" 2>/dev/null; then
     echo
     echo "-- crashes in the test cluster's log ($SETSTREAM_LOGFILE)"
     grep -E 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" | head -n 20
+fi
+
+if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+    check_sanitizer
 fi
 
 FINISHED=1
