@@ -29,7 +29,7 @@ SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto
 # instruments setstream.so with gcc's AddressSanitizer and UBSan; the server
 # must then run with libasan LD_PRELOADed (scripts/lib.sh sanitizer_env).
 ifdef SANITIZE
-PG_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -g
+PG_CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer -g
 SHLIB_LINK += -fsanitize=$(SANITIZE)
 endif
 

@@ -373,6 +373,12 @@ suite_perl() {
         fi
         read -r p x s < <(tap_count "$out/log" "$rc")
         pass=$((pass + p)) fail=$((fail + x)) skip=$((skip + s))
+        if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+            # keep the nodes' logs for check_sanitizer (tmp_check goes)
+            for s in "$out"/tmp_check/log/*.log; do
+                [ -e "$s" ] && cp "$s" "$out/sanitizer/$(basename "$f" .pl)-$(basename "$s")"
+            done
+        fi
     done
     if [ -n "$TMPFS_UP" ]; then
         umount "$TMPFS_UP" && TMPFS_UP=""
@@ -417,24 +423,41 @@ suite_fuzz() {
     done
 }
 
+# SANITIZER_REPORT_RE — the first line of an ASan or UBSan report.  Reports
+# go to the log_path files, but a server may print them to its stderr, the
+# server log, instead (seen with UBSan and ASan reporting the same fault).
+SANITIZER_REPORT_RE='^==[0-9]+==ERROR: [A-Za-z]+Sanitizer|^[^ ]+:[0-9]+:[0-9]+: runtime error: '
+
 # check_sanitizer — sanitizer mode: one failure per ASan/UBSan report that
-# any server (the test cluster, the perl suite's nodes) wrote.
+# any server (the test cluster, the perl suite's nodes) wrote, in a report
+# file (asan.<pid>, ubsan.<pid>) or in its server log.
 check_sanitizer() {
-    local -a reports=()
-    local f
+    local -a reports=() logs=()
+    local f n total=0
     mapfile -t reports < <(sanitizer_reports "${SANITIZER_DIRS[@]}")
+    mapfile -t logs < <(find "${SANITIZER_DIRS[@]}" -type f -name '*.log' 2>/dev/null)
+    [ -n "${SETSTREAM_LOGFILE:-}" ] && logs+=("$SETSTREAM_LOGFILE")
     echo
-    echo "== sanitizer: ${#reports[@]} report(s) in ${SANITIZER_DIRS[*]}"
+    echo "== sanitizer: report files and server logs in ${SANITIZER_DIRS[*]} ${SETSTREAM_LOGFILE:-}"
     # halt_on_error: a process stops at its first report, so one file
     # (asan.<pid> or ubsan.<pid>) is one report
     for f in "${reports[@]}"; do
         echo "-- $f (first 80 lines)"
         head -n 80 "$f"
+        total=$((total + 1))
     done
-    if [ "${#reports[@]}" -eq 0 ]; then
+    for f in "${logs[@]}"; do
+        [ -f "$f" ] || continue
+        n=$(grep -cE "$SANITIZER_REPORT_RE" "$f" || true)
+        [ "$n" -gt 0 ] || continue
+        echo "-- $f: $n report(s) (each with 20 lines)"
+        grep -A 20 -E "$SANITIZER_REPORT_RE" "$f" | head -n 200
+        total=$((total + n))
+    done
+    if [ "$total" -eq 0 ]; then
         record sanitizer 1 0 0 "no ASan/UBSan report"
     else
-        record sanitizer 0 "${#reports[@]}" 0 "one per ASan/UBSan report, printed above"
+        record sanitizer 0 "$total" 0 "one per ASan/UBSan report, printed above"
     fi
 }
 
