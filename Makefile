@@ -2,6 +2,7 @@
 #
 #   make                 build setstream.so (warnings are errors)
 #   make install         install into the PostgreSQL found by pg_config
+#   make SANITIZE=address,undefined   the same, built with ASan and UBSan
 #   scripts/test.sh      run every suite on a private cluster (see README)
 #   make fuzz            run each libFuzzer target FUZZ_SECONDS (test/fuzz)
 #   make fuzz-regress    replay the fuzz corpora and regressions, fuzz briefly
@@ -23,6 +24,14 @@ REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
              -Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto
+
+# SANITIZE=address,undefined (scripts/test.sh with SETSTREAM_SANITIZE=1)
+# instruments setstream.so with gcc's AddressSanitizer and UBSan; the server
+# must then run with libasan LD_PRELOADed (scripts/lib.sh sanitizer_env).
+ifdef SANITIZE
+PG_CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+SHLIB_LINK += -fsanitize=$(SANITIZE)
+endif
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -12,6 +12,8 @@ PACKAGES=(
     # server, PGXS, compiler
     postgresql-15 postgresql-server-dev-15 postgresql-contrib
     build-essential gcc make
+    # sanitizer mode (SETSTREAM_SANITIZE=1): gcc 12's ASan and UBSan runtimes
+    libasan8 libubsan1
     # libraries linked into setstream.so
     libjansson-dev libcjose-dev libssl-dev libhttp-parser-dev libwslay-dev
     # SQL tests: pgTAP, pg_prove, PostgreSQL's Perl TAP framework

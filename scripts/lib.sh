@@ -188,8 +188,14 @@ cluster_start() {
     mv "$dir/setstream-cluster.conf.new" "$dir/data/setstream-cluster.conf" ||
         return 1
 
-    if ! as_pg_user "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/logfile" -w -t 60 \
-            start >/dev/null 2>&1; then
+    local -a senv=()
+    if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+        as_pg_user mkdir -p "$dir/sanitizer" || return 1
+        mapfile -t senv < <(sanitizer_env "$dir/sanitizer") || return 1
+        [ ${#senv[@]} -gt 0 ] || return 1
+    fi
+    if ! as_pg_user env "${senv[@]}" "$PGBIN/pg_ctl" -D "$dir/data" \
+            -l "$dir/logfile" -w -t 120 start >/dev/null 2>&1; then
         echo "lib.sh: cluster '$name' did not start; end of $dir/logfile:" >&2
         tail -n 30 "$dir/logfile" >&2 2>/dev/null || true
         return 1
@@ -215,14 +221,66 @@ cluster_destroy() {
     rm -rf "$dir"
 }
 
+# sanitizer_env LOGDIR — with SETSTREAM_SANITIZE set, print (one a line)
+# the environment under which processes that load the ASan/UBSan build of
+# setstream.so must run: gcc's libasan preloaded (it must come first; the
+# postgres executable is not instrumented), reports written to
+# LOGDIR/asan.<pid> and LOGDIR/ubsan.<pid>, an abort on the first report.
+# Leak detection is off: PostgreSQL frees nothing at exit by design (memory
+# goes with memory contexts and the process); growth per request is what
+# bench/scenarios/soak.py and test/protocol/test_memory_soak.py check.
+#
+# A preloaded libasan initialises lazily, at the first malloc.  In postgres
+# that is inside libgpg-error's constructor (via libsystemd and libgcrypt),
+# within bindtextdomain() holding glibc's _nl_state_lock for writing; ASan's
+# init looks up swift_demangle with dlsym, and its dlerror() call wants the
+# same lock to translate "undefined symbol": a deadlock before main().  A
+# stub swift_demangle (LOGDIR/swift_demangle_stub.so, preloaded after
+# libasan; it returns NULL, "not a Swift name") makes that lookup succeed.
+sanitizer_env() {
+    local dir=$1 cc asan stub
+    cc=$("$PG_CONFIG" --cc)
+    cc=${cc%% *}
+    asan=$("$cc" -print-file-name=libasan.so)
+    asan=$(readlink -f "$asan")
+    if [ ! -f "$asan" ]; then
+        echo "lib.sh: $cc has no libasan.so (SETSTREAM_SANITIZE needs gcc's libasan8)" >&2
+        return 1
+    fi
+    stub="$dir/swift_demangle_stub.so"
+    printf '%s\n' \
+        'char *swift_demangle(const char *n, unsigned long l, char *o, unsigned long *ol, unsigned f);' \
+        'char *swift_demangle(const char *n, unsigned long l, char *o, unsigned long *ol, unsigned f)' \
+        '{ return 0; }' >"$dir/swift_demangle_stub.c" &&
+        "$cc" -shared -fPIC -nostdlib -o "$stub" "$dir/swift_demangle_stub.c" &&
+        chmod 755 "$stub" || return 1
+    echo "LD_PRELOAD=$asan $stub"
+    echo "ASAN_OPTIONS=log_path=$dir/asan:detect_leaks=0:abort_on_error=1:halt_on_error=1:disable_coredump=1:quarantine_size_mb=64:malloc_context_size=20:detect_stack_use_after_return=0"
+    echo "UBSAN_OPTIONS=log_path=$dir/ubsan:halt_on_error=1:abort_on_error=1:print_stacktrace=1"
+}
+
+# sanitizer_reports DIR... — print the ASan/UBSan report files under DIR.
+sanitizer_reports() {
+    local d
+    for d in "$@"; do
+        [ -d "$d" ] || continue
+        find "$d" -type f \( -name 'asan.*' -o -name 'ubsan.*' \) -size +0 2>/dev/null
+    done | LC_ALL=C sort
+}
+
 # Build setstream.so from a clean tree (the Makefile has -Werror) and install
 # it into PostgreSQL 15.  Output goes to stdout/stderr; returns make's status.
+# With SETSTREAM_SANITIZE set it is the ASan/UBSan build (make SANITIZE=...).
 # (Explicit && chain: callers test it with `if`, which switches off set -e.)
 build_and_install() {
+    local -a san=()
+    if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+        san=(SANITIZE=address,undefined)
+    fi
     (
         cd "$REPO" &&
             { make PG_CONFIG="$PG_CONFIG" clean >/dev/null 2>&1 || true; } &&
-            make PG_CONFIG="$PG_CONFIG" -j"$(nproc 2>/dev/null || echo 2)" &&
-            as_root make PG_CONFIG="$PG_CONFIG" install
+            make PG_CONFIG="$PG_CONFIG" "${san[@]}" -j"$(nproc 2>/dev/null || echo 2)" &&
+            as_root make PG_CONFIG="$PG_CONFIG" "${san[@]}" install
     )
 }

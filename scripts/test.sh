@@ -25,6 +25,12 @@
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
 #   SETSTREAM_FUZZ_SECONDS  seconds of fuzzing per target in suite fuzz
+#   SETSTREAM_SANITIZE=1    sanitizer mode: setstream.so is built with
+#                           -fsanitize=address,undefined, every server runs
+#                           with gcc's libasan preloaded (lib.sh
+#                           sanitizer_env), and after the suites each ASan or
+#                           UBSan report counts as one failure of the
+#                           `sanitizer` line.  Slower: suite timeouts double.
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -330,8 +336,14 @@ suite_perl() {
         chown -R postgres:postgres "$tree" "$out"
         mount_perl_tmpfs
     fi
+    local -a senv=()
+    if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+        as_pg_user mkdir -p "$out/sanitizer"
+        mapfile -t senv < <(sanitizer_env "$out/sanitizer")
+        SANITIZER_DIRS+=("$out/sanitizer")
+    fi
     echo "== perl: ${#files[@]} file(s)"
-    deadline=$((SECONDS + ${SETSTREAM_PERL_TIMEOUT:-480}))
+    deadline=$((SECONDS + PERL_TIMEOUT))
     for f in "${files[@]}"; do
         rc=0
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -344,7 +356,9 @@ suite_perl() {
             cd "$tree"
             export PG_REGRESS="$PGLIB/pgxs/src/test/regress/pg_regress"
             export PATH="$PGBIN:$PATH" TESTDIR="$out" SETSTREAM_REPO="$tree"
-            as_pg_user timeout -k 10 $((deadline - SECONDS)) \
+            # the nodes these tests start load setstream.so: in sanitizer
+            # mode they need the runtime too (inherited from prove)
+            as_pg_user env "${senv[@]}" timeout -k 10 $((deadline - SECONDS)) \
                 prove --verbose -I "$PGLIB/pgxs/src/test/perl" "$f"
         ) >"$out/log" 2>&1 || rc=$?
         cat "$out/log"
@@ -359,6 +373,12 @@ suite_perl() {
         fi
         read -r p x s < <(tap_count "$out/log" "$rc")
         pass=$((pass + p)) fail=$((fail + x)) skip=$((skip + s))
+        if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+            # keep the nodes' logs for check_sanitizer (tmp_check goes)
+            for s in "$out"/tmp_check/log/*.log; do
+                [ -e "$s" ] && cp "$s" "$out/sanitizer/$(basename "$f" .pl)-$(basename "$s")"
+            done
+        fi
     done
     if [ -n "$TMPFS_UP" ]; then
         umount "$TMPFS_UP" && TMPFS_UP=""
@@ -403,9 +423,53 @@ suite_fuzz() {
     done
 }
 
+# SANITIZER_REPORT_RE — the first line of an ASan or UBSan report.  Reports
+# go to the log_path files, but a server may print them to its stderr, the
+# server log, instead (seen with UBSan and ASan reporting the same fault).
+SANITIZER_REPORT_RE='^==[0-9]+==ERROR: [A-Za-z]+Sanitizer|^[^ ]+:[0-9]+:[0-9]+: runtime error: '
+
+# check_sanitizer — sanitizer mode: one failure per ASan/UBSan report that
+# any server (the test cluster, the perl suite's nodes) wrote, in a report
+# file (asan.<pid>, ubsan.<pid>) or in its server log.
+check_sanitizer() {
+    local -a reports=() logs=()
+    local f n total=0
+    mapfile -t reports < <(sanitizer_reports "${SANITIZER_DIRS[@]}")
+    mapfile -t logs < <(find "${SANITIZER_DIRS[@]}" -type f -name '*.log' 2>/dev/null)
+    [ -n "${SETSTREAM_LOGFILE:-}" ] && logs+=("$SETSTREAM_LOGFILE")
+    echo
+    echo "== sanitizer: report files and server logs in ${SANITIZER_DIRS[*]} ${SETSTREAM_LOGFILE:-}"
+    # halt_on_error: a process stops at its first report, so one file
+    # (asan.<pid> or ubsan.<pid>) is one report
+    for f in "${reports[@]}"; do
+        echo "-- $f (first 80 lines)"
+        head -n 80 "$f"
+        total=$((total + 1))
+    done
+    for f in "${logs[@]}"; do
+        [ -f "$f" ] || continue
+        n=$(grep -cE "$SANITIZER_REPORT_RE" "$f" || true)
+        [ "$n" -gt 0 ] || continue
+        echo "-- $f: $n report(s) (each with 20 lines)"
+        grep -A 20 -E "$SANITIZER_REPORT_RE" "$f" | head -n 200
+        total=$((total + n))
+    done
+    if [ "$total" -eq 0 ]; then
+        record sanitizer 1 0 0 "no ASan/UBSan report"
+    else
+        record sanitizer 0 "$total" 0 "one per ASan/UBSan report, printed above"
+    fi
+}
+
 # ------------------------------------------------------------------ main
 
 SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
+PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-480}
+SANITIZER_DIRS=()
+if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+    SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-480}
+    PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-960}
+fi
 
 echo "== dependencies"
 if ! "$SCRIPTS/deps.sh"; then
@@ -448,6 +512,10 @@ if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
     exit 1
 fi
 
+if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+    SANITIZER_DIRS+=("$SETSTREAM_CLUSTER_DIR/sanitizer")
+    echo "sanitizer mode: ASan/UBSan build; reports go to $SETSTREAM_CLUSTER_DIR/sanitizer"
+fi
 export SETSTREAM_PORT=$listener_port
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
@@ -463,6 +531,10 @@ if grep -qE 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" 2>/dev/null; then
     echo
     echo "-- crashes in the test cluster's log ($SETSTREAM_LOGFILE)"
     grep -E 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" | head -n 20
+fi
+
+if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
+    check_sanitizer
 fi
 
 FINISHED=1

@@ -298,10 +298,14 @@ http_conn_parse(Conn *conn)
 
 	if (conn->inlen == 0 || conn->message_complete)
 		return;
+
+	/*
+	 * Everything here, the error answer too, goes in the request's memory:
+	 * the caller runs in the listener's long-lived context.
+	 */
 	old = MemoryContextSwitchTo(conn->reqcxt);
 	used = http_parser_execute(&conn->parser, &parser_settings,
 							   conn->in, conn->inlen);
-	MemoryContextSwitchTo(old);
 	err = HTTP_PARSER_ERRNO(&conn->parser);
 
 	if (err == HPE_PAUSED)
@@ -333,6 +337,7 @@ http_conn_parse(Conn *conn)
 		http_respond_error(conn, 400, "invalid_request", "request too large", NULL);
 		conn->message_complete = true;
 	}
+	MemoryContextSwitchTo(old);
 }
 
 const char *
