@@ -17,27 +17,14 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use FaultUtil;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use HTTP::Tiny;
 use IO::Socket::INET;
-use Time::HiRes qw(time usleep);
-
-delete @ENV{qw(http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY)};
-
-sub wait_until
-{
-	my ($seconds, $code) = @_;
-	my $deadline = time + $seconds;
-	while (1)
-	{
-		my $v = $code->();
-		return $v if $v;
-		return $v if time >= $deadline;
-		usleep(100_000);
-	}
-}
 
 sub new_node
 {
@@ -55,7 +42,7 @@ setstream.workers = 2
 }
 
 # The kid of the stream's signing key in this cluster
-sub make_stream
+sub stream_with_key
 {
 	my ($node) = @_;
 	$node->safe_psql('postgres', 'CREATE EXTENSION IF NOT EXISTS setstream');
@@ -76,14 +63,14 @@ my $port = PostgreSQL::Test::Cluster::get_free_port();
 
 my $a = new_node('a', $port);
 $a->start;
-my $kid_a = make_stream($a);
+my $kid_a = stream_with_key($a);
 ok(wait_until(10, sub { slurp_file($a->logfile) =~ /setstream listener 1 serving/ }),
 	'cluster A serves the port');
 like(jwks($port), qr/\Q$kid_a\E/, "A's key is served on the port");
 
 my $b = new_node('b', $port);
 $b->start;
-my $kid_b = make_stream($b);
+my $kid_b = stream_with_key($b);
 ok( wait_until(
 		10,
 		sub {
