@@ -42,14 +42,21 @@ static EmitRow *rows = NULL;
 static int	nrows = 0;
 static size_t nbytes = 0;
 
+/* An empty buffer (its memory is the caller's business) */
 static void
-discard(void)
+forget_rows(void)
 {
 	rows = NULL;
 	nrows = 0;
 	nbytes = 0;
 	buffer_depth = 0;
 	buffer_subxid = InvalidSubTransactionId;
+}
+
+static void
+discard(void)
+{
+	forget_rows();
 	if (buffer_cxt != NULL)
 		MemoryContextReset(buffer_cxt);
 }
@@ -64,11 +71,7 @@ flush(void)
 	if (n == 0)
 		return;
 	/* the INSERT's own triggers may emit: start from an empty buffer */
-	rows = NULL;
-	nrows = 0;
-	nbytes = 0;
-	buffer_depth = 0;
-	buffer_subxid = InvalidSubTransactionId;
+	forget_rows();
 	store_insert_outbox_rows(batch, n);
 	MemoryContextReset(buffer_cxt);
 }
@@ -117,11 +120,7 @@ emitbuf_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* buffer_cxt was a child of TopTransactionContext */
-			rows = NULL;
-			nrows = 0;
-			nbytes = 0;
-			buffer_depth = 0;
-			buffer_subxid = InvalidSubTransactionId;
+			forget_rows();
 			buffer_cxt = NULL;
 			finish_depth = 0;
 			break;
