@@ -78,6 +78,14 @@ fi
 
 listener_port=$(sql "SELECT current_setting('setstream.port', true)")
 
+# The listener starts a moment after the extension exists: wait for it
+if [ -n "$listener_port" ]; then
+    for _ in $(seq 1 50); do
+        curl -s -o /dev/null -m 1 "http://127.0.0.1:$listener_port/jwks.json" && break
+        sleep 0.2
+    done
+fi
+
 cat <<EOF
 
 setstream demo cluster is running.
