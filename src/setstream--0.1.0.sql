@@ -181,7 +181,14 @@ CREATE TABLE setstream.outbox (
     -- No unique index on seq (the sequence makes it unique): an ack moves
     -- the row out of outbox_due_idx, a non-HOT update that writes an entry
     -- into every other index, and one is cheaper than two.
-    PRIMARY KEY (stream, jti),
+    -- The key includes the stream (a distributed PostgreSQL distributing
+    -- on the stream needs it in every unique key) but leads with jti: an
+    -- ack, "jti = ANY ($2) AND stream = $1", is then always an index
+    -- condition.  With (stream, jti), a planner whose statistics made the
+    -- stream look nearly empty (taken while another stream filled the
+    -- table) chose "stream = $1" alone and scanned all the stream's rows
+    -- for every ack.
+    PRIMARY KEY (jti, stream),
     CONSTRAINT outbox_state_valid
         CHECK (setstream._outbox_row_valid(state, attempts, acked_at, err, failed_at))
 )
@@ -615,13 +622,21 @@ SELECT s.name AS stream,
        l.connections AS listener_connections
   FROM setstream.streams s
   LEFT JOIN setstream.stream_counters() c ON c.stream = s.name
-  CROSS JOIN LATERAL (
-      SELECT count(*) AS emitted,
+  -- one pass over the outbox for all streams (no index leads with stream)
+  LEFT JOIN (
+      SELECT ob.stream,
+             count(*) AS emitted,
              count(*) FILTER (WHERE ob.state = 'pending') AS pending,
              count(*) FILTER (WHERE ob.state = 'delivered') AS delivered,
              count(*) FILTER (WHERE ob.state = 'acked') AS acked,
              count(*) FILTER (WHERE ob.state = 'failed') AS failed
-        FROM setstream.outbox ob WHERE ob.stream = s.name) o
+        FROM setstream.outbox ob GROUP BY ob.stream) o0 ON o0.stream = s.name
+  CROSS JOIN LATERAL (
+      SELECT coalesce(o0.emitted, 0) AS emitted,
+             coalesce(o0.pending, 0) AS pending,
+             coalesce(o0.delivered, 0) AS delivered,
+             coalesce(o0.acked, 0) AS acked,
+             coalesce(o0.failed, 0) AS failed) o
   CROSS JOIN setstream.listener_stats() l;
 
 -- ---------------------------------------------------------------------

@@ -149,6 +149,7 @@ static StoreStmt stmt_insert_outbox_rows = {
 	5, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
 };
 
+/* Always an index scan on the outbox's key (jti, stream): see its comment */
 static StoreStmt stmt_apply_acks = {
 	"UPDATE setstream.outbox SET state = 'acked', acked_at = now()"
 	" WHERE stream = $1 AND jti = ANY ($2) AND state IN ('pending', 'delivered')",
