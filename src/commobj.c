@@ -2,7 +2,7 @@
  *
  * commobj.c
  *	  Decoding of RFC 8936 poll requests and of pushpull Communication
- *	  Objects (draft-tulshibagwale-saag-pushpull-delivery), with jansson.
+ *	  Objects (draft-tulshibagwale-saag-pushpull-delivery).
  *
  *	  Both are JSON objects sharing "ack" (array of jti strings) and
  *	  "setErrs" (object: jti -> {"err": string, "description": string}).
@@ -12,142 +12,577 @@
  *	  Members are camelCase only; unknown members are ignored; a member of
  *	  the wrong type makes the whole object invalid.
  *
+ *	  The text is read in one pass by PostgreSQL's own JSON parser
+ *	  (common/jsonapi.h) with semantic actions that unpack the members as
+ *	  they go: a Communication Object is mostly long SET strings, and
+ *	  jansson's json_loadb spent about 150 instructions per byte on them
+ *	  (a third of the listener's work per SET in pushpull).  The rules are
+ *	  the ones jansson applied with JSON_REJECT_DUPLICATES: valid UTF-8, no
+ *	  duplicate member names at any depth, no \u0000, integers within 64
+ *	  bits, no real that overflows, nesting at most 2048 deep.  The fuzz
+ *	  target fuzz_commobj checks this file against the jansson decoder it
+ *	  replaced (test/fuzz/commobj_ref.c), value for value.
+ *
  *-------------------------------------------------------------------------
  */
 #include "commobj.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-static bool
-fail(char *err, size_t errlen, const char *msg)
+#include "common/jsonapi.h"
+#include "common/string.h"
+#include "mb/pg_wchar.h"
+
+#define COMMOBJ_MAX_DEPTH 2048
+
+/* The top-level members we read, in the order their errors are reported */
+typedef enum Member
 {
-	strlcpy(err, msg, errlen);
-	return false;
+	M_OTHER,
+	M_IMMEDIATE,				/* poll: returnImmediately */
+	M_COUNT,					/* maxEvents / maxResponseEvents */
+	M_SETS,						/* Communication Object only */
+	M_ACK,
+	M_ERRS,
+	M_NUM
+} Member;
+
+/* Member names of one open JSON object, for the duplicate check */
+typedef struct KeyList
+{
+	char	  **keys;
+	int			n;
+	int			cap;
+} KeyList;
+
+typedef struct Decoder
+{
+	CommObj    *out;
+	bool		poll;
+	const char *count_name;
+
+	int			depth;			/* containers open */
+	Member		member;			/* the top-level member being read */
+	bool		member_is_container;	/* its value is the right kind of
+										 * container */
+	char	   *key;			/* member name at depth 2 */
+	SetErrEntry *entry;			/* the "setErrs" entry being read */
+	bool		entry_err_bad;	/* ... its "err" is not a non-empty string */
+	bool		entry_desc_bad; /* ... its "description" is not a string */
+	int			entry_field;	/* 0 other, 1 "err", 2 "description" */
+
+	bool		not_object;		/* the document is not an object */
+	char	   *json_error;		/* first JSON-level error */
+	const char *member_error[M_NUM];	/* first error of each member */
+
+	KeyList    *levels;			/* one per open object, by depth */
+	int			nlevels;
+} Decoder;
+
+static void
+set_json_error(Decoder *d, char *msg)
+{
+	if (d->json_error == NULL)
+		d->json_error = msg;
 }
 
-static json_t *
-load_object(const char *text, size_t len, const char *what, char *err,
-			size_t errlen)
+static void
+set_member_error(Decoder *d, Member m, const char *msg)
 {
-	json_error_t jerr;
-	json_t	   *j = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-
-	if (j == NULL)
-	{
-		snprintf(err, errlen, "the %s is not valid JSON: %s", what, jerr.text);
-		return NULL;
-	}
-	if (!json_is_object(j))
-	{
-		snprintf(err, errlen, "the %s is not a JSON object", what);
-		return NULL;
-	}
-	return j;
+	if (d->member_error[m] == NULL)
+		d->member_error[m] = msg;
 }
 
-/* A non-negative integer; integral reals such as 10.0 are taken too */
-static bool
-get_count(json_t *obj, const char *name, int *out, char *err, size_t errlen)
+/* The message of a member's value of the wrong kind */
+static const char *
+wrong_type_message(Decoder *d, Member m)
 {
-	json_t	   *v = json_object_get(obj, name);
-	double		d;
+	switch (m)
+	{
+		case M_IMMEDIATE:
+			return "\"returnImmediately\" must be a boolean";
+		case M_COUNT:
+			return psprintf("\"%s\" must be a non-negative integer",
+							d->count_name);
+		case M_SETS:
+			return "\"sets\" must be an object of jti to SET strings";
+		case M_ACK:
+			return "\"ack\" must be an array of jti strings";
+		case M_ERRS:
+			return "\"setErrs\" must be an object of jti to {\"err\", \"description\"}";
+		default:
+			return NULL;
+	}
+}
 
-	*out = -1;
-	if (v == NULL)
-		return true;
-	if (json_is_integer(v))
-		d = (double) json_integer_value(v);
-	else if (json_is_real(v))
-		d = json_real_value(v);
+#define MSG_SET_VALUE "every value in \"sets\" must be a SET as a string"
+#define MSG_ERR_ENTRY "each \"setErrs\" entry must be an object with a string \"err\""
+#define MSG_ERR_DESC "a \"setErrs\" \"description\" must be a string"
+
+static Member
+member_of(Decoder *d, const char *name)
+{
+	if (strcmp(name, "ack") == 0)
+		return M_ACK;
+	if (strcmp(name, "setErrs") == 0)
+		return M_ERRS;
+	if (strcmp(name, d->count_name) == 0)
+		return M_COUNT;
+	if (d->poll && strcmp(name, "returnImmediately") == 0)
+		return M_IMMEDIATE;
+	if (!d->poll && strcmp(name, "sets") == 0)
+		return M_SETS;
+	return M_OTHER;
+}
+
+static int
+cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Refuse an object whose member names repeat */
+static void
+check_duplicates(Decoder *d, KeyList *kl)
+{
+	char	   *dup = NULL;
+
+	if (kl->n < 2)
+		return;
+	if (kl->n <= 8)
+	{
+		for (int i = 0; i < kl->n && dup == NULL; i++)
+			for (int j = i + 1; j < kl->n; j++)
+				if (strcmp(kl->keys[i], kl->keys[j]) == 0)
+				{
+					dup = kl->keys[i];
+					break;
+				}
+	}
 	else
 	{
-		snprintf(err, errlen, "\"%s\" must be a non-negative integer", name);
-		return false;
+		qsort(kl->keys, kl->n, sizeof(char *), cmp_keys);
+		for (int i = 1; i < kl->n; i++)
+			if (strcmp(kl->keys[i - 1], kl->keys[i]) == 0)
+			{
+				dup = kl->keys[i];
+				break;
+			}
 	}
-	if (!isfinite(d) || d < 0 || d != floor(d))
+	if (dup == NULL)
+		return;
+	if (strlen(dup) <= 64 && pg_is_ascii(dup))
+		set_json_error(d, psprintf("duplicate object key \"%s\"", dup));
+	else
+		set_json_error(d, pstrdup("duplicate object key"));
+}
+
+/* A container or scalar value starts at the current depth */
+static void
+value_starts(Decoder *d, bool is_object, bool is_array)
+{
+	bool		container = is_object || is_array;
+
+	if (d->depth == 0)
 	{
-		snprintf(err, errlen, "\"%s\" must be a non-negative integer", name);
-		return false;
+		if (!is_object)
+			d->not_object = true;
+		return;
 	}
-	*out = d > INT_MAX ? INT_MAX : (int) d;
+	if (d->depth == 1)
+	{
+		bool		right = (d->member == M_SETS || d->member == M_ERRS) ? is_object :
+			d->member == M_ACK ? is_array : false;
+
+		d->member_is_container = right;
+		if (d->member != M_OTHER && container && !right)
+			set_member_error(d, d->member, wrong_type_message(d, d->member));
+		return;
+	}
+	if (!d->member_is_container)
+		return;
+	if (d->depth == 2 && container)
+	{
+		if (d->member == M_SETS)
+			set_member_error(d, M_SETS, MSG_SET_VALUE);
+		else if (d->member == M_ACK)
+			set_member_error(d, M_ACK, wrong_type_message(d, M_ACK));
+		else if (d->member == M_ERRS && is_array)
+			set_member_error(d, M_ERRS, MSG_ERR_ENTRY);
+		else if (d->member == M_ERRS)
+		{
+			d->entry = palloc0(sizeof(SetErrEntry));
+			d->entry->jti = d->key;
+			d->entry_err_bad = true;	/* until a good "err" is seen */
+			d->entry_desc_bad = false;
+		}
+	}
+	else if (d->depth == 3 && container && d->entry != NULL)
+	{
+		if (d->entry_field == 1)
+			d->entry_err_bad = true;
+		else if (d->entry_field == 2)
+			d->entry_desc_bad = true;
+	}
+}
+
+static void
+container_start(Decoder *d, bool is_object)
+{
+	value_starts(d, is_object, !is_object);
+	if (d->depth >= COMMOBJ_MAX_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
+				 errmsg("nesting is deeper than %d", COMMOBJ_MAX_DEPTH)));
+	if (is_object)
+	{
+		if (d->depth >= d->nlevels)
+		{
+			int			n = Max(8, d->nlevels);
+
+			while (n <= d->depth)
+				n *= 2;
+
+			d->levels = d->levels ?
+				repalloc(d->levels, n * sizeof(KeyList)) :
+				palloc(n * sizeof(KeyList));
+			memset(d->levels + d->nlevels, 0,
+				   (n - d->nlevels) * sizeof(KeyList));
+			d->nlevels = n;
+		}
+		d->levels[d->depth].n = 0;
+	}
+	d->depth++;
+}
+
+static void
+on_object_start(void *state)
+{
+	container_start(state, true);
+}
+
+static void
+on_array_start(void *state)
+{
+	container_start(state, false);
+}
+
+static void
+on_array_end(void *state)
+{
+	((Decoder *) state)->depth--;
+}
+
+static void
+on_object_end(void *state)
+{
+	Decoder    *d = state;
+
+	d->depth--;
+	check_duplicates(d, &d->levels[d->depth]);
+	/* the end of a "setErrs" entry */
+	if (d->depth == 2 && d->entry != NULL)
+	{
+		if (d->entry_err_bad)
+			set_member_error(d, M_ERRS, MSG_ERR_ENTRY);
+		else if (d->entry_desc_bad)
+			set_member_error(d, M_ERRS, MSG_ERR_DESC);
+		else
+			d->out->errs = lappend(d->out->errs, d->entry);
+		d->entry = NULL;
+	}
+}
+
+static void
+on_field_start(void *state, char *fname, bool isnull)
+{
+	Decoder    *d = state;
+	KeyList    *kl = &d->levels[d->depth - 1];
+
+	if (kl->n == kl->cap)
+	{
+		kl->cap = Max(8, kl->cap * 2);
+		kl->keys = kl->keys ? repalloc(kl->keys, kl->cap * sizeof(char *)) :
+			palloc(kl->cap * sizeof(char *));
+	}
+	kl->keys[kl->n++] = fname;
+	if (d->depth == 1)
+	{
+		d->member = member_of(d, fname);
+		d->member_is_container = false;
+	}
+	else if (d->depth == 2)
+		d->key = fname;
+	else if (d->depth == 3 && d->entry != NULL)
+		d->entry_field = strcmp(fname, "err") == 0 ? 1 :
+			strcmp(fname, "description") == 0 ? 2 : 0;
+}
+
+/*
+ * A number as jansson read it: an integer must fit in 64 bits, a real must
+ * not overflow.  Returns false (with a JSON-level error) when it does not.
+ */
+static bool
+read_number(Decoder *d, const char *token, double *value)
+{
+	char	   *end;
+
+	errno = 0;
+	if (strpbrk(token, ".eE") == NULL)
+	{
+		long long	v = strtoll(token, &end, 10);
+
+		if (errno == ERANGE)
+		{
+			set_json_error(d, pstrdup(token[0] == '-' ?
+									  "too big negative integer" :
+									  "too big integer"));
+			return false;
+		}
+		*value = (double) v;
+	}
+	else
+	{
+		*value = strtod(token, &end);
+		if (errno == ERANGE && isinf(*value))
+		{
+			set_json_error(d, pstrdup("real number overflow"));
+			return false;
+		}
+	}
 	return true;
 }
 
-static bool
-get_ack(json_t *obj, CommObj *out, char *err, size_t errlen)
+static void
+read_count(Decoder *d, double v)
 {
-	json_t	   *ack = json_object_get(obj, "ack");
-	size_t		i;
-	json_t	   *v;
-
-	if (ack == NULL)
-		return true;
-	if (!json_is_array(ack))
-		return fail(err, errlen, "\"ack\" must be an array of jti strings");
-	json_array_foreach(ack, i, v)
-	{
-		if (!json_is_string(v) || json_string_length(v) == 0)
-			return fail(err, errlen, "\"ack\" must be an array of jti strings");
-		out->ack = lappend(out->ack, pstrdup(json_string_value(v)));
-	}
-	return true;
+	if (!isfinite(v) || v < 0 || v != floor(v))
+		set_member_error(d, M_COUNT, wrong_type_message(d, M_COUNT));
+	else
+		d->out->max_events = v > INT_MAX ? INT_MAX : (int) v;
 }
 
-static bool
-get_set_errs(json_t *obj, CommObj *out, char *err, size_t errlen)
+static void
+on_scalar(void *state, char *token, JsonTokenType type)
 {
-	json_t	   *errs = json_object_get(obj, "setErrs");
-	const char *jti;
-	json_t	   *v;
+	Decoder    *d = state;
+	double		number = 0;
+	bool		is_string = type == JSON_TOKEN_STRING;
 
-	if (errs == NULL)
-		return true;
-	if (!json_is_object(errs))
-		return fail(err, errlen, "\"setErrs\" must be an object of jti to {\"err\", \"description\"}");
-	json_object_foreach(errs, jti, v)
+	if (type == JSON_TOKEN_NUMBER && !read_number(d, token, &number))
+		return;
+	value_starts(d, false, false);
+	if (d->depth == 1)
 	{
-		json_t	   *code = json_object_get(v, "err");
-		json_t	   *desc = json_object_get(v, "description");
-		SetErrEntry *e;
-
-		if (!json_is_object(v) || !json_is_string(code) ||
-			json_string_length(code) == 0)
-			return fail(err, errlen, "each \"setErrs\" entry must be an object with a string \"err\"");
-		if (desc != NULL && !json_is_string(desc))
-			return fail(err, errlen, "a \"setErrs\" \"description\" must be a string");
-		e = palloc(sizeof(SetErrEntry));
-		e->jti = pstrdup(jti);
-		e->err = pstrdup(json_string_value(code));
-		e->description = desc ? pstrdup(json_string_value(desc)) : NULL;
-		out->errs = lappend(out->errs, e);
+		if (d->member == M_COUNT && type == JSON_TOKEN_NUMBER)
+			read_count(d, number);
+		else if (d->member == M_IMMEDIATE &&
+				 (type == JSON_TOKEN_TRUE || type == JSON_TOKEN_FALSE))
+			d->out->return_immediately = type == JSON_TOKEN_TRUE;
+		else if (d->member != M_OTHER)
+			set_member_error(d, d->member, wrong_type_message(d, d->member));
+		return;
 	}
-	return true;
-}
-
-static bool
-get_sets(json_t *obj, CommObj *out, char *err, size_t errlen)
-{
-	json_t	   *sets = json_object_get(obj, "sets");
-	const char *key;
-	json_t	   *v;
-
-	if (sets == NULL)
-		return true;
-	if (!json_is_object(sets))
-		return fail(err, errlen, "\"sets\" must be an object of jti to SET strings");
-	json_object_foreach(sets, key, v)
+	if (!d->member_is_container)
+		return;
+	if (d->depth == 2 && d->member == M_SETS)
 	{
 		SetEntry   *e;
 
-		if (!json_is_string(v))
-			return fail(err, errlen, "every value in \"sets\" must be a SET as a string");
+		if (!is_string)
+		{
+			set_member_error(d, M_SETS, MSG_SET_VALUE);
+			return;
+		}
 		e = palloc(sizeof(SetEntry));
-		e->key = pstrdup(key);
-		e->token = pstrdup(json_string_value(v));
-		out->sets = lappend(out->sets, e);
+		e->key = d->key;
+		e->token = token;
+		d->out->sets = lappend(d->out->sets, e);
 	}
+	else if (d->depth == 2 && d->member == M_ACK)
+	{
+		if (!is_string || token[0] == '\0')
+			set_member_error(d, M_ACK, wrong_type_message(d, M_ACK));
+		else
+			d->out->ack = lappend(d->out->ack, token);
+	}
+	else if (d->depth == 2 && d->member == M_ERRS)
+		set_member_error(d, M_ERRS, MSG_ERR_ENTRY);
+	else if (d->depth == 3 && d->entry != NULL && d->entry_field == 1)
+	{
+		d->entry_err_bad = !is_string || token[0] == '\0';
+		if (!d->entry_err_bad)
+			d->entry->err = token;
+	}
+	else if (d->depth == 3 && d->entry != NULL && d->entry_field == 2)
+	{
+		d->entry_desc_bad = !is_string;
+		if (is_string)
+			d->entry->description = token;
+	}
+}
+
+/* What PostgreSQL's parser found wrong, in our words */
+static const char *
+syntax_message(JsonParseErrorType rc)
+{
+	switch (rc)
+	{
+		case JSON_ESCAPING_INVALID:
+			return "invalid escape sequence";
+		case JSON_ESCAPING_REQUIRED:
+			return "a control character in a string must be escaped";
+		case JSON_EXPECTED_ARRAY_FIRST:
+			return "expected an array element or ']'";
+		case JSON_EXPECTED_ARRAY_NEXT:
+			return "expected ',' or ']'";
+		case JSON_EXPECTED_COLON:
+			return "expected ':'";
+		case JSON_EXPECTED_END:
+			return "expected the end of the text";
+		case JSON_EXPECTED_JSON:
+			return "expected a JSON value";
+		case JSON_EXPECTED_MORE:
+			return "the text ends too early";
+		case JSON_EXPECTED_OBJECT_FIRST:
+			return "expected a string or '}'";
+		case JSON_EXPECTED_OBJECT_NEXT:
+			return "expected ',' or '}'";
+		case JSON_EXPECTED_STRING:
+			return "expected a string";
+		case JSON_UNICODE_CODE_POINT_ZERO:
+			return "\\u0000 is not allowed";
+		case JSON_UNICODE_ESCAPE_FORMAT:
+			return "\\u must be followed by four hexadecimal digits";
+		case JSON_UNICODE_HIGH_ESCAPE:
+			return "a \\u escape cannot be converted to the server encoding";
+		case JSON_UNICODE_HIGH_SURROGATE:
+			return "a Unicode high surrogate must not follow a high surrogate";
+		case JSON_UNICODE_LOW_SURROGATE:
+			return "a Unicode low surrogate must follow a high surrogate";
+		default:
+			return "invalid token";
+	}
+}
+
+/* Copy msg into err, cut at a character boundary */
+static void
+put_error(char *err, size_t errlen, const char *what, const char *msg,
+		  bool json)
+{
+	size_t		n;
+
+	if (json)
+		snprintf(err, errlen, "the %s is not valid JSON: %s", what, msg);
+	else
+		snprintf(err, errlen, "%s", msg);
+	n = strlen(err);
+	if (n == errlen - 1)
+		while (n > 0 && (((unsigned char) err[n - 1]) & 0xC0) == 0x80)
+			err[--n] = '\0';
+	if (n > 0 && n == errlen - 1 && ((unsigned char) err[n - 1]) >= 0x80)
+		err[n - 1] = '\0';
+}
+
+/*
+ * Run PostgreSQL's parser over the text.  The nesting limit, and the
+ * conversion of a \u escape the server encoding lacks, are raised as
+ * ERRORs inside it; they are turned into a refusal here.  Only memory is
+ * allocated inside, so nothing else needs undoing.
+ */
+static JsonParseErrorType
+parse_text(Decoder *d, JsonLexContext *lex, JsonSemAction *sem)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	JsonParseErrorType result = JSON_SUCCESS;
+
+	PG_TRY();
+	{
+		result = pg_parse_json(lex, sem);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_STATEMENT_TOO_COMPLEX &&
+			edata->sqlerrcode != ERRCODE_UNTRANSLATABLE_CHARACTER &&
+			edata->sqlerrcode != ERRCODE_CHARACTER_NOT_IN_REPERTOIRE)
+			PG_RE_THROW();
+		FlushErrorState();
+		d->json_error = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static bool
+decode(const char *text, size_t len, CommObj *out, bool poll,
+	   char *err, size_t errlen)
+{
+	const char *what = poll ? "poll request" : "Communication Object";
+	static const Member order_poll[] = {M_IMMEDIATE, M_COUNT, M_ACK, M_ERRS};
+	static const Member order_comm[] = {M_COUNT, M_SETS, M_ACK, M_ERRS};
+	const Member *order = poll ? order_poll : order_comm;
+	Decoder		d;
+	JsonLexContext *lex;
+	JsonSemAction sem;
+	JsonParseErrorType rc;
+
+	memset(out, 0, sizeof(*out));
+	out->max_events = -1;
+	memset(&d, 0, sizeof(d));
+	d.out = out;
+	d.poll = poll;
+	d.count_name = poll ? "maxEvents" : "maxResponseEvents";
+
+	if (len > INT_MAX / 2 ||
+		pg_encoding_verifymbstr(PG_UTF8, text, (int) len) != (int) len)
+	{
+		put_error(err, errlen, what, "not UTF-8 text", true);
+		return false;
+	}
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &d;
+	sem.object_start = on_object_start;
+	sem.object_end = on_object_end;
+	sem.array_start = on_array_start;
+	sem.array_end = on_array_end;
+	sem.object_field_start = on_field_start;
+	sem.scalar = on_scalar;
+	lex = makeJsonLexContextCstringLen(unconstify(char *, text), (int) len,
+									   PG_UTF8, true);
+	rc = parse_text(&d, lex, &sem);
+	if (rc != JSON_SUCCESS)
+	{
+		int			at = lex->token_start ? (int) (lex->token_start - lex->input) : 0;
+
+		put_error(err, errlen, what,
+				  psprintf("%s (at byte %d)", syntax_message(rc), at), true);
+		return false;
+	}
+	if (d.json_error != NULL)
+	{
+		put_error(err, errlen, what, d.json_error, true);
+		return false;
+	}
+	if (d.not_object)
+	{
+		snprintf(err, errlen, "the %s is not a JSON object", what);
+		return false;
+	}
+	for (int i = 0; i < 4; i++)
+		if (d.member_error[order[i]] != NULL)
+		{
+			put_error(err, errlen, what, d.member_error[order[i]], false);
+			return false;
+		}
 	return true;
 }
 
@@ -156,20 +591,7 @@ bool
 commobj_parse_poll(const char *text, size_t len, CommObj *out,
 				   char *err, size_t errlen)
 {
-	json_t	   *obj;
-	json_t	   *ri;
-
-	memset(out, 0, sizeof(*out));
-	out->max_events = -1;
-	if ((obj = load_object(text, len, "poll request", err, errlen)) == NULL)
-		return false;
-	ri = json_object_get(obj, "returnImmediately");
-	if (ri != NULL && !json_is_boolean(ri))
-		return fail(err, errlen, "\"returnImmediately\" must be a boolean");
-	out->return_immediately = ri != NULL && json_is_true(ri);
-	return get_count(obj, "maxEvents", &out->max_events, err, errlen) &&
-		get_ack(obj, out, err, errlen) &&
-		get_set_errs(obj, out, err, errlen);
+	return decode(text, len, out, true, err, errlen);
 }
 
 /* Decode a pushpull Communication Object */
@@ -177,14 +599,5 @@ bool
 commobj_parse(const char *text, size_t len, CommObj *out, char *err,
 			  size_t errlen)
 {
-	json_t	   *obj;
-
-	memset(out, 0, sizeof(*out));
-	out->max_events = -1;
-	if ((obj = load_object(text, len, "Communication Object", err, errlen)) == NULL)
-		return false;
-	return get_count(obj, "maxResponseEvents", &out->max_events, err, errlen) &&
-		get_sets(obj, out, err, errlen) &&
-		get_ack(obj, out, err, errlen) &&
-		get_set_errs(obj, out, err, errlen);
+	return decode(text, len, out, false, err, errlen);
 }

@@ -5,7 +5,9 @@
  *	  pushpull Communication Objects (commobj_parse, then exchange_verify
  *	  over its "sets", as routes.c does before the database step); and the
  *	  JSON writer of the responses (jsonwrite.c), which must write what
- *	  json_dumps(JSON_COMPACT) writes for any value.
+ *	  json_dumps(JSON_COMPACT) writes for any value.  The decoder is also
+ *	  checked against the jansson decoder it replaced (commobj_ref.c): both
+ *	  must accept the same texts and unpack the same values.
  *
  *	  Input: one byte (bit 0: Communication Object, else poll request;
  *	  bits 1-4: the stream's settings; bit 5: the writer instead), then
@@ -22,6 +24,12 @@
 
 #include "commobj.h"
 #include "exchange.h"
+
+/* commobj_ref.c: the jansson decoder that commobj.c replaced */
+extern bool ref_commobj_parse_poll(const char *text, size_t len, CommObj *out,
+								   char *err, size_t errlen);
+extern bool ref_commobj_parse(const char *text, size_t len, CommObj *out,
+							  char *err, size_t errlen);
 
 typedef struct CommInput
 {
@@ -100,6 +108,74 @@ run_writer(const CommInput *in)
 	}
 }
 
+static bool
+same_str(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) ||
+		(a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The decoder against the jansson one it replaced, value for value */
+static void
+check_against_reference(const CommInput *in, bool ok, const CommObj *obj,
+						const char *err)
+{
+	CommObj		ref;
+	char		referr[256] = "";
+	bool		refok;
+	ListCell   *a,
+			   *b;
+
+	/*
+	 * A NUL byte is never valid JSON, but jansson's json_loadb lets some
+	 * through (it reads one as the end of the text): the decoder must refuse
+	 * them all.
+	 */
+	if (memchr(in->body, '\0', in->len) != NULL)
+	{
+		if (ok)
+			fail("the decoder accepted a text with a NUL byte");
+		return;
+	}
+	refok = in->commobj ?
+		ref_commobj_parse(in->body, in->len, &ref, referr, sizeof(referr)) :
+		ref_commobj_parse_poll(in->body, in->len, &ref, referr, sizeof(referr));
+	if (ok != refok)
+	{
+		fprintf(stderr, "decoder: %s\njansson: %s\n",
+				ok ? "accepted" : err, refok ? "accepted" : referr);
+		fail("the decoder and jansson disagree on whether the text is valid");
+	}
+	if (!ok)
+		return;
+	if (obj->max_events != ref.max_events ||
+		obj->return_immediately != ref.return_immediately ||
+		list_length(obj->sets) != list_length(ref.sets) ||
+		list_length(obj->ack) != list_length(ref.ack) ||
+		list_length(obj->errs) != list_length(ref.errs))
+		fail("the decoder and jansson unpacked different members");
+	forboth(a, obj->sets, b, ref.sets)
+	{
+		SetEntry   *x = lfirst(a),
+				   *y = lfirst(b);
+
+		if (!same_str(x->key, y->key) || !same_str(x->token, y->token))
+			fail("the decoder and jansson unpacked different \"sets\"");
+	}
+	forboth(a, obj->ack, b, ref.ack)
+		if (!same_str(lfirst(a), lfirst(b)))
+		fail("the decoder and jansson unpacked different \"ack\"");
+	forboth(a, obj->errs, b, ref.errs)
+	{
+		SetErrEntry *x = lfirst(a),
+				   *y = lfirst(b);
+
+		if (!same_str(x->jti, y->jti) || !same_str(x->err, y->err) ||
+			!same_str(x->description, y->description))
+			fail("the decoder and jansson unpacked different \"setErrs\"");
+	}
+}
+
 static void
 run_commobj(void *arg)
 {
@@ -116,6 +192,7 @@ run_commobj(void *arg)
 	ok = in->commobj ?
 		commobj_parse(in->body, in->len, &obj, err, sizeof(err)) :
 		commobj_parse_poll(in->body, in->len, &obj, err, sizeof(err));
+	check_against_reference(in, ok, &obj, err);
 	if (!ok)
 	{
 		if (err[0] == '\0')
