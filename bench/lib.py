@@ -684,9 +684,15 @@ def _spread(xs, nd=1):
     return "%s [%s–%s]" % (_fmt(statistics.median(xs), nd), _fmt(min(xs), nd), _fmt(max(xs), nd))
 
 
-def _target_met(target, sets, ratio):
+def _target_met(target, sets, ratio, p99=None, private_mb=None):
     if not target:
         return ""
+    m = re.search(r"p99\s*<=\s*([\d.]+)\s*ms", target)
+    if m and p99 is not None:
+        return "yes" if p99 <= float(m.group(1)) else "**no**"
+    m = re.search(r"<=\s*([\d.]+)\s*MB", target)
+    if m and private_mb is not None:
+        return "yes" if private_mb <= float(m.group(1)) else "**no**"
     m = re.search(r">=\s*([\d.,]+)\s*SETs/s", target)
     if m and sets is not None:
         return "yes" if sets >= float(m.group(1).replace(",", "")) else "**no**"
@@ -723,7 +729,9 @@ def summarize(lines):
             "limit": rs[-1].get("limit"), "limit_per_s": lim, "ratio": ratio,
             "limit2": rs[-1].get("limit2"), "limit2_per_s": lim2, "ratio2": ratio2,
             "target": rs[-1].get("target"),
-            "met": _target_met(rs[-1].get("target"), med, ratio),
+            "met": _target_met(rs[-1].get("target"), med, ratio,
+                               _med([r.get("p99_ms") for r in rs]),
+                               _med([r.get("private_mb") for r in rs])),
             "cpu": _med([r.get("cpu_pct") for r in rs]),
             "rss": _med([r.get("rss_mb") for r in rs]),
             "errors": sum(int(r.get("errors") or 0) for r in rs),

@@ -66,7 +66,8 @@ def unique_name(prefix):
 
 
 def result(scenario, target, sets_per_s=None, p50_ms=None, p99_ms=None,
-           limit=None, limit_per_s=None, cpu_pct=None, rss_mb=None, note=""):
+           limit=None, limit_per_s=None, cpu_pct=None, rss_mb=None, note="",
+           private_mb=None):
     def num(v, nd=3):
         return None if v is None else round(float(v), nd)
     line = {
@@ -81,6 +82,8 @@ def result(scenario, target, sets_per_s=None, p50_ms=None, p99_ms=None,
         "rss_mb": num(rss_mb, 1),
         "note": note,
     }
+    if private_mb is not None:  # the listener's own memory (RssAnon + RssFile)
+        line["private_mb"] = num(private_mb, 1)
     print(json.dumps(line), flush=True)
 
 

@@ -12,32 +12,24 @@
  *	  Members are camelCase only; unknown members are ignored; a member of
  *	  the wrong type makes the whole object invalid.
  *
- *	  The text is read in one pass by PostgreSQL's own JSON parser
- *	  (common/jsonapi.h) with semantic actions that unpack the members as
- *	  they go: a Communication Object is mostly long SET strings, and
- *	  jansson's json_loadb spent about 150 instructions per byte on them
- *	  (a third of the listener's work per SET in pushpull).  The rules are
- *	  the ones jansson applied with JSON_REJECT_DUPLICATES: valid UTF-8, no
- *	  duplicate member names at any depth, no \u0000, integers within 64
- *	  bits, no real that overflows, nesting at most 2048 deep.  The fuzz
- *	  target fuzz_commobj checks this file against the jansson decoder it
- *	  replaced (test/fuzz/commobj_ref.c), value for value.
+ *	  The text is read in one pass by PostgreSQL's JSON parser, under
+ *	  jansson's rules (jsonread.c), with semantic actions that unpack the
+ *	  members as they go, without building a tree: a Communication Object
+ *	  is mostly long SET strings, and jansson's json_loadb spent about 150
+ *	  instructions per byte on them (a fifth of the listener's work per SET
+ *	  in pushpull).  The fuzz target fuzz_commobj checks this file against
+ *	  the jansson decoder it replaced (test/fuzz/commobj_ref.c), value for
+ *	  value.
  *
  *-------------------------------------------------------------------------
  */
 #include "commobj.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common/jsonapi.h"
-#include "common/string.h"
-#include "mb/pg_wchar.h"
-
-#define COMMOBJ_MAX_DEPTH 2048
+#include "jsonread.h"
 
 /* The top-level members we read, in the order their errors are reported */
 typedef enum Member
@@ -76,7 +68,7 @@ typedef struct Decoder
 	int			entry_field;	/* 0 other, 1 "err", 2 "description" */
 
 	bool		not_object;		/* the document is not an object */
-	char	   *json_error;		/* first JSON-level error */
+	const char *json_error;		/* first JSON-level error */
 	const char *member_error[M_NUM];	/* first error of each member */
 
 	KeyList    *levels;			/* one per open object, by depth */
@@ -84,7 +76,7 @@ typedef struct Decoder
 } Decoder;
 
 static void
-set_json_error(Decoder *d, char *msg)
+set_json_error(Decoder *d, const char *msg)
 {
 	if (d->json_error == NULL)
 		d->json_error = msg;
@@ -173,12 +165,8 @@ check_duplicates(Decoder *d, KeyList *kl)
 				break;
 			}
 	}
-	if (dup == NULL)
-		return;
-	if (strlen(dup) <= 64 && pg_is_ascii(dup))
-		set_json_error(d, psprintf("duplicate object key \"%s\"", dup));
-	else
-		set_json_error(d, pstrdup("duplicate object key"));
+	if (dup != NULL)
+		set_json_error(d, jsonread_duplicate_message(dup));
 }
 
 /* A container or scalar value starts at the current depth */
@@ -234,10 +222,7 @@ static void
 container_start(Decoder *d, bool is_object)
 {
 	value_starts(d, is_object, !is_object);
-	if (d->depth >= COMMOBJ_MAX_DEPTH)
-		ereport(ERROR,
-				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
-				 errmsg("nesting is deeper than %d", COMMOBJ_MAX_DEPTH)));
+	jsonread_check_depth(d->depth);
 	if (is_object)
 	{
 		if (d->depth >= d->nlevels)
@@ -322,41 +307,6 @@ on_field_start(void *state, char *fname, bool isnull)
 			strcmp(fname, "description") == 0 ? 2 : 0;
 }
 
-/*
- * A number as jansson read it: an integer must fit in 64 bits, a real must
- * not overflow.  Returns false (with a JSON-level error) when it does not.
- */
-static bool
-read_number(Decoder *d, const char *token, double *value)
-{
-	char	   *end;
-
-	errno = 0;
-	if (strpbrk(token, ".eE") == NULL)
-	{
-		long long	v = strtoll(token, &end, 10);
-
-		if (errno == ERANGE)
-		{
-			set_json_error(d, pstrdup(token[0] == '-' ?
-									  "too big negative integer" :
-									  "too big integer"));
-			return false;
-		}
-		*value = (double) v;
-	}
-	else
-	{
-		*value = strtod(token, &end);
-		if (errno == ERANGE && isinf(*value))
-		{
-			set_json_error(d, pstrdup("real number overflow"));
-			return false;
-		}
-	}
-	return true;
-}
-
 static void
 read_count(Decoder *d, double v)
 {
@@ -372,9 +322,16 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	Decoder    *d = state;
 	double		number = 0;
 	bool		is_string = type == JSON_TOKEN_STRING;
+	bool		is_integer;
+	json_int_t	integer;
+	const char *error;
 
-	if (type == JSON_TOKEN_NUMBER && !read_number(d, token, &number))
+	if (type == JSON_TOKEN_NUMBER &&
+		!jsonread_number(token, &is_integer, &integer, &number, &error))
+	{
+		set_json_error(d, error);
 		return;
+	}
 	value_starts(d, false, false);
 	if (d->depth == 1)
 	{
@@ -426,49 +383,6 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	}
 }
 
-/* What PostgreSQL's parser found wrong, in our words */
-static const char *
-syntax_message(JsonParseErrorType rc)
-{
-	switch (rc)
-	{
-		case JSON_ESCAPING_INVALID:
-			return "invalid escape sequence";
-		case JSON_ESCAPING_REQUIRED:
-			return "a control character in a string must be escaped";
-		case JSON_EXPECTED_ARRAY_FIRST:
-			return "expected an array element or ']'";
-		case JSON_EXPECTED_ARRAY_NEXT:
-			return "expected ',' or ']'";
-		case JSON_EXPECTED_COLON:
-			return "expected ':'";
-		case JSON_EXPECTED_END:
-			return "expected the end of the text";
-		case JSON_EXPECTED_JSON:
-			return "expected a JSON value";
-		case JSON_EXPECTED_MORE:
-			return "the text ends too early";
-		case JSON_EXPECTED_OBJECT_FIRST:
-			return "expected a string or '}'";
-		case JSON_EXPECTED_OBJECT_NEXT:
-			return "expected ',' or '}'";
-		case JSON_EXPECTED_STRING:
-			return "expected a string";
-		case JSON_UNICODE_CODE_POINT_ZERO:
-			return "\\u0000 is not allowed";
-		case JSON_UNICODE_ESCAPE_FORMAT:
-			return "\\u must be followed by four hexadecimal digits";
-		case JSON_UNICODE_HIGH_ESCAPE:
-			return "a \\u escape cannot be converted to the server encoding";
-		case JSON_UNICODE_HIGH_SURROGATE:
-			return "a Unicode high surrogate must not follow a high surrogate";
-		case JSON_UNICODE_LOW_SURROGATE:
-			return "a Unicode low surrogate must follow a high surrogate";
-		default:
-			return "invalid token";
-	}
-}
-
 /* Copy msg into err, cut at a character boundary */
 static void
 put_error(char *err, size_t errlen, const char *what, const char *msg,
@@ -488,40 +402,6 @@ put_error(char *err, size_t errlen, const char *what, const char *msg,
 		err[n - 1] = '\0';
 }
 
-/*
- * Run PostgreSQL's parser over the text.  The nesting limit, and the
- * conversion of a \u escape the server encoding lacks, are raised as
- * ERRORs inside it; they are turned into a refusal here.  Only memory is
- * allocated inside, so nothing else needs undoing.
- */
-static JsonParseErrorType
-parse_text(Decoder *d, JsonLexContext *lex, JsonSemAction *sem)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	JsonParseErrorType result = JSON_SUCCESS;
-
-	PG_TRY();
-	{
-		result = pg_parse_json(lex, sem);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_STATEMENT_TOO_COMPLEX &&
-			edata->sqlerrcode != ERRCODE_UNTRANSLATABLE_CHARACTER &&
-			edata->sqlerrcode != ERRCODE_CHARACTER_NOT_IN_REPERTOIRE)
-			PG_RE_THROW();
-		FlushErrorState();
-		d->json_error = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return result;
-}
-
 static bool
 decode(const char *text, size_t len, CommObj *out, bool poll,
 	   char *err, size_t errlen)
@@ -531,9 +411,8 @@ decode(const char *text, size_t len, CommObj *out, bool poll,
 	static const Member order_comm[] = {M_COUNT, M_SETS, M_ACK, M_ERRS};
 	const Member *order = poll ? order_poll : order_comm;
 	Decoder		d;
-	JsonLexContext *lex;
 	JsonSemAction sem;
-	JsonParseErrorType rc;
+	const char *error;
 
 	memset(out, 0, sizeof(*out));
 	out->max_events = -1;
@@ -542,12 +421,6 @@ decode(const char *text, size_t len, CommObj *out, bool poll,
 	d.poll = poll;
 	d.count_name = poll ? "maxEvents" : "maxResponseEvents";
 
-	if (len > INT_MAX / 2 ||
-		pg_encoding_verifymbstr(PG_UTF8, text, (int) len) != (int) len)
-	{
-		put_error(err, errlen, what, "not UTF-8 text", true);
-		return false;
-	}
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = &d;
 	sem.object_start = on_object_start;
@@ -556,15 +429,9 @@ decode(const char *text, size_t len, CommObj *out, bool poll,
 	sem.array_end = on_array_end;
 	sem.object_field_start = on_field_start;
 	sem.scalar = on_scalar;
-	lex = makeJsonLexContextCstringLen(unconstify(char *, text), (int) len,
-									   PG_UTF8, true);
-	rc = parse_text(&d, lex, &sem);
-	if (rc != JSON_SUCCESS)
+	if (!jsonread_run(text, len, &sem, &error))
 	{
-		int			at = lex->token_start ? (int) (lex->token_start - lex->input) : 0;
-
-		put_error(err, errlen, what,
-				  psprintf("%s (at byte %d)", syntax_message(rc), at), true);
+		put_error(err, errlen, what, error, true);
 		return false;
 	}
 	if (d.json_error != NULL)

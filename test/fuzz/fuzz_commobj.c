@@ -5,7 +5,8 @@
  *	  pushpull Communication Objects (commobj_parse, then exchange_verify
  *	  over its "sets", as routes.c does before the database step); and the
  *	  JSON writer of the responses (jsonwrite.c), which must write what
- *	  json_dumps(JSON_COMPACT) writes for any value.  The decoder is also
+ *	  json_dumps(JSON_COMPACT) writes for any value, and jsonread_load,
+ *	  which must read what json_loadb reads.  The decoder is also
  *	  checked against the jansson decoder it replaced (commobj_ref.c): both
  *	  must accept the same texts and unpack the same values.
  *
@@ -24,6 +25,7 @@
 
 #include "commobj.h"
 #include "exchange.h"
+#include "jsonread.h"
 
 /* commobj_ref.c: the jansson decoder that commobj.c replaced */
 extern bool ref_commobj_parse_poll(const char *text, size_t len, CommObj *out,
@@ -83,6 +85,34 @@ check_items(const CommObj *obj, const IngestItem *items)
 		if (!item->valid && (item->f.code == SETERR_NONE || item->f.description[0] == '\0'))
 			fail("a refused SET has no RFC 8935 code or description");
 	}
+}
+
+/* jsonread_load (headers, claims, JWKs) against json_loadb, value for value */
+static void
+check_load(const CommInput *in)
+{
+	json_error_t jerr;
+	const char *error = NULL;
+	json_t	   *ours = jsonread_load(in->body, in->len, &error);
+	json_t	   *ref;
+
+	if (ours == NULL && (error == NULL || error[0] == '\0'))
+		fail("jsonread_load refused a text without saying why");
+	if (memchr(in->body, '\0', in->len) != NULL)
+	{
+		if (ours != NULL)
+			fail("jsonread_load accepted a text with a NUL byte");
+		return;
+	}
+	ref = json_loadb(in->body, in->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if ((ours == NULL) != (ref == NULL))
+	{
+		fprintf(stderr, "jsonread_load: %s\njson_loadb: %s\n",
+				ours ? "accepted" : error, ref ? "accepted" : jerr.text);
+		fail("jsonread_load and json_loadb disagree on whether the text is valid");
+	}
+	if (ours != NULL && !json_equal(ours, ref))
+		fail("jsonread_load and json_loadb read different values");
 }
 
 /* json_write against jansson's own compact serializer */
@@ -186,6 +216,7 @@ run_commobj(void *arg)
 
 	if (in->writer)
 	{
+		check_load(in);
 		run_writer(in);
 		return;
 	}
