@@ -60,18 +60,24 @@ sub push_status
 ok(wait_until(10, sub { push_status('conns-1') == 202 }), 'the listener serves');
 my ($pid) = listener_pids($node);
 
-# Take every client slot
+# Take every client slot, one session after the other: each says on stderr
+# (unbuffered) that it is connected before the next starts, and the probe
+# below starts only then (a probe racing a connecting session could take
+# its slot, and the slots would never all be held).
 my @sessions;
 for my $i (1 .. $SLOTS)
 {
 	my ($out, $err) = ('', '');
-	push @sessions,
-	  [
-		IPC::Run::start(
-			[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', 'SELECT pg_sleep(30)' ],
-			'>', \$out, '2>', \$err),
-		\$err
-	  ];
+	my $h = IPC::Run::start(
+		[
+			'psql', '-X', '-d', $node->connstr('postgres'),
+			'-c', '\warn connected', '-c', 'SELECT pg_sleep(30)'
+		],
+		'>', \$out, '2>', \$err);
+	push @sessions, [ $h, \$err ];
+	ok(wait_until(10, sub { $h->pump_nb; $err =~ /connected/ }),
+		"session $i holds a client slot")
+	  or diag("psql: $err");
 }
 my ($rc, $stdout, $stderr);
 ok( wait_until(
