@@ -395,11 +395,14 @@ put_error(char *err, size_t errlen, const char *what, const char *msg,
 	else
 		snprintf(err, errlen, "%s", msg);
 	n = strlen(err);
-	if (n == errlen - 1)
-		while (n > 0 && (((unsigned char) err[n - 1]) & 0xC0) == 0x80)
-			err[--n] = '\0';
-	if (n > 0 && n == errlen - 1 && ((unsigned char) err[n - 1]) >= 0x80)
-		err[n - 1] = '\0';
+	if (n < errlen - 1)
+		return;
+	/* cut: drop the last character, which may be incomplete */
+	while (n > 0 && (((unsigned char) err[n - 1]) & 0xC0) == 0x80)
+		n--;
+	if (n > 0 && ((unsigned char) err[n - 1]) >= 0xC0)
+		n--;
+	err[n] = '\0';
 }
 
 static bool
