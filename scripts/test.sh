@@ -7,7 +7,8 @@
 #   regress     pg_regress on sql/*.sql against expected/*.out
 #   isolation   pg_isolation_regress on test/isolation/specs/*.spec
 #   pgtap       pg_prove on test/pgtap/*.sql (database setstream_tap)
-#   python      pytest on test/python (database setstream_py)
+#   python      pytest on test/python and test/protocol (database setstream_py)
+#   security    pytest on test/security: attacks by non-superuser roles
 #   perl        prove on test/t/*.pl (PostgreSQL::Test::Cluster TAP tests)
 #   fuzz        the libFuzzer targets of test/fuzz over their corpora and
 #               regression inputs, then SETSTREAM_FUZZ_SECONDS (default 5)
@@ -262,24 +263,28 @@ suite_pgtap() {
     record pgtap "$pass" "$fail" "$skip"
 }
 
-suite_python() {
-    local rc=0 out="$WORK/python" line n word pass=0 fail=0 skip=0 setup_fail=0
+# run_pytest SUITE DIR... — one pytest run per directory (each has a
+# conftest.py of its own), recorded as SUITE.  A directory without tests is
+# a failure: a suite that collects nothing has not run.
+run_pytest() {
+    local suite=$1 rc=0 out="$WORK/$1" line n word pass=0 fail=0 skip=0 setup_fail=0
+    shift
     local -a dirs=()
     local d
-    for d in test/python test/protocol; do
-        compgen -G "$REPO/$d/test_*.py" >/dev/null && dirs+=("$d")
+    for d in "$@"; do
+        if compgen -G "$REPO/$d/test_*.py" >/dev/null; then
+            dirs+=("$d")
+        else
+            echo "$suite: no $d/test_*.py"
+            setup_fail=$((setup_fail + 1))
+        fi
     done
-    if [ ${#dirs[@]} -eq 0 ]; then
-        record python 0 0 0 "no test/python or test/protocol test_*.py"
-        return
-    fi
     mkdir -p "$out"
-    echo "== python: pytest ${dirs[*]}"
+    echo "== $suite: pytest ${dirs[*]}"
     if ! fresh_db setstream_py setstream; then
-        echo "python: could not create database setstream_py with setstream"
-        setup_fail=1
+        echo "$suite: could not create database setstream_py with setstream"
+        setup_fail=$((setup_fail + 1))
     fi
-    # one pytest run per directory: each has a conftest.py of its own
     for d in "${dirs[@]}"; do
         local_rc=0
         (
@@ -293,7 +298,7 @@ suite_python() {
                 -p no:cacheprovider "$d"
         ) >"$out/log" 2>&1 || local_rc=$?
         cat "$out/log"
-        [ "$local_rc" -eq 124 ] && echo "python: $d timed out after ${SUITE_TIMEOUT}s"
+        [ "$local_rc" -eq 124 ] && echo "$suite: $d timed out after ${SUITE_TIMEOUT}s"
         # pytest's closing line, e.g. "2 failed, 10 passed, 1 skipped in 3.1s"
         line=$(grep -E '^=*[^=]*\b(passed|failed|errors?|skipped|xfailed|xpassed|no tests ran)\b.* in [0-9.]+s' \
             "$out/log" | tail -n 1 || true)
@@ -305,14 +310,22 @@ suite_python() {
                 skipped | xfailed) skip=$((skip + n)) ;;
             esac
         done < <(grep -oE '[0-9]+ (passed|failed|errors?|skipped|xfailed|xpassed)' <<<"$line" || true)
-        case "$local_rc" in
-            0 | 5) ;;                                  # 5: no tests collected
-            *) [ "$dfail" -eq 0 ] && dfail=1 ;;         # interrupted, crash, timeout
-        esac
+        # 5 is "no tests collected": a suite that ran nothing failed
+        [ "$local_rc" -ne 0 ] && [ "$dfail" -eq 0 ] && dfail=1
         pass=$((pass + dpass))
         fail=$((fail + dfail))
     done
-    record python "$pass" "$((fail + setup_fail))" "$skip"
+    record "$suite" "$pass" "$((fail + setup_fail))" "$skip"
+}
+
+suite_python() {
+    run_pytest python test/python test/protocol
+}
+
+# The security suite: each attack of the least-privilege review, made by
+# non-superuser roles that the tests create, must fail.
+suite_security() {
+    run_pytest security test/security
 }
 
 suite_perl() {
@@ -520,7 +533,7 @@ export SETSTREAM_PORT=$listener_port
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
 
-for suite in regress isolation pgtap python perl fuzz; do
+for suite in regress isolation pgtap python security perl fuzz; do
     if want_suite "$suite"; then
         "suite_$suite"
     fi
