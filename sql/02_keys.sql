@@ -345,8 +345,7 @@ SELECT count(*) AS grants_to_others
  WHERE c.oid = 'setstream.key_secrets'::regclass AND a.grantee <> c.relowner;
 CREATE ROLE regress_setstream_s02;
 GRANT USAGE ON SCHEMA setstream TO regress_setstream_s02;
-GRANT SELECT ON setstream.streams, setstream.keys TO regress_setstream_s02;
-GRANT SELECT, INSERT ON setstream.events TO regress_setstream_s02;
+SELECT setstream.grant_stream('s02', 'regress_setstream_s02', '{receive,read}');
 SELECT has_table_privilege('regress_setstream_s02', 'setstream.key_secrets', 'SELECT') AS can_select;
 SET ROLE regress_setstream_s02;
 SELECT count(*) > 0 AS reads_keys FROM setstream.keys WHERE stream = 's02';

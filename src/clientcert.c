@@ -28,6 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "privileges.h"
 #include "store.h"
 
 PG_FUNCTION_INFO_V1(setstream_bind_client_cert);
@@ -155,6 +156,7 @@ setstream_bind_client_cert(PG_FUNCTION_ARGS)
 	TimestampTz not_after = 0;
 	bool		ok;
 
+	privileges_require(stream, "manage");
 	store_get_stream(stream);
 	cert = parse_one_pem_cert(pem_str, strlen(pem_str));
 	ok = setstream_cert_sha256(cert, sha256) && cert_not_after(cert, &not_after);

@@ -8,3 +8,300 @@
 
 \echo Use "ALTER EXTENSION setstream UPDATE" to load this file. \quit
 
+-- ---------------------------------------------------------------------
+-- Least privilege (issue 11)
+-- ---------------------------------------------------------------------
+
+-- The role the listener (and every later setstream worker) connects as:
+-- not a superuser, with exactly the rights below.  BYPASSRLS: the workers
+-- serve every stream and authenticate peers themselves (token, certificate).
+-- A role is cluster-wide: it is created by the first database that installs
+-- setstream and kept when the extension is dropped (DROP ROLE it by hand).
+-- setstream.role names another role instead; it needs the same grants.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                    WHERE r.rolname OPERATOR(pg_catalog.=) 'setstream_worker') THEN
+        CREATE ROLE setstream_worker LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+            NOINHERIT NOREPLICATION BYPASSRLS;
+        COMMENT ON ROLE setstream_worker IS
+            'setstream background workers (listener): not a superuser; see the setstream README, "Privileges"';
+    END IF;
+END
+$$;
+
+-- Who owns a stream: its creator.  The owner holds every right on it and
+-- may grant them (grant_stream).  Streams that existed before 0.2.0 belong
+-- to the role that ran the upgrade.
+ALTER TABLE setstream.streams
+    ADD COLUMN owner regrole NOT NULL DEFAULT current_user::regrole;
+
+-- Rights on one stream given to a role (grant_stream / revoke_stream):
+--   emit     emit(), emit_trigger() on the stream
+--   receive  receive(), ingest()'s inbound SETs
+--   read     SELECT its rows of events and outbox
+--   deliver  poll(), ingest()'s outbound SETs, acks and setErrs
+--   manage   keys, tokens, client certificates, settings, status, drop
+-- A member of the grantee (with INHERIT) holds them too.
+CREATE TABLE setstream.stream_grants (
+    stream      text NOT NULL REFERENCES setstream.streams (name) ON DELETE CASCADE,
+    grantee     oid NOT NULL,
+    privilege   text NOT NULL
+                CHECK (privilege IN ('emit', 'receive', 'read', 'deliver', 'manage')),
+    granted_by  oid NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream, grantee, privilege)
+);
+COMMENT ON TABLE setstream.stream_grants IS
+'Rights on a stream given to a role besides its owner (grant_stream, revoke_stream). grantee is a role OID; revoke before dropping a role.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.stream_grants', '');
+
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.stream_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+
+-- The streams on which the current role holds a right (any right when
+-- privilege is NULL); what the row-level security policies below test.
+CREATE FUNCTION setstream._streams_with(privilege text)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'setstream_streams_with'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Has the current role the rights of this one (member with INHERIT)?  False
+-- for a role that no longer exists.
+CREATE FUNCTION setstream._holds_role(role oid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'setstream_holds_role'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION setstream.has_stream_privilege(stream text, privilege text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'setstream_has_stream_privilege'
+LANGUAGE C STABLE STRICT;
+
+-- Raises 42704 (the stream does not exist, or the role may not see it) or
+-- 42501 (it may see it, but lacks the privilege).
+CREATE FUNCTION setstream._require(stream text, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_require'
+LANGUAGE C STABLE;
+
+CREATE FUNCTION setstream.grant_stream(stream text, grantee regrole,
+                                       privileges text[] DEFAULT '{emit,receive,read,deliver}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_grant_stream'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION setstream.revoke_stream(stream text, grantee regrole,
+                                        privileges text[] DEFAULT '{emit,receive,read,deliver,manage}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_revoke_stream'
+LANGUAGE C VOLATILE STRICT;
+
+-- Let a role create streams of its own (and use them fully): the table and
+-- function privileges that owning a stream needs.  Extension owner only.
+CREATE FUNCTION setstream.allow_stream_creation(grantee regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_allow_stream_creation'
+LANGUAGE C VOLATILE STRICT;
+
+-- Row-level security: a role that is not the tables' owner, a superuser or
+-- BYPASSRLS (setstream_worker) sees and changes only the rows of streams
+-- on which it holds the right.  (SELECT ...) makes each array one InitPlan,
+-- computed once per statement.
+ALTER TABLE setstream.streams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.tokens ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.client_certs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.outbox ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.stream_grants ENABLE ROW LEVEL SECURITY;
+
+-- (the owner test lets INSERT ... RETURNING see the row it just made)
+CREATE POLICY visible ON setstream.streams FOR SELECT
+    USING (setstream._holds_role(owner::pg_catalog.oid)
+           OR name OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with(NULL))::pg_catalog.text[]));
+CREATE POLICY create_own ON setstream.streams FOR INSERT
+    WITH CHECK (owner OPERATOR(pg_catalog.=) current_user::regrole);
+CREATE POLICY manage ON setstream.streams FOR UPDATE
+    USING (name OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]))
+    WITH CHECK (name OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+CREATE POLICY drop ON setstream.streams FOR DELETE
+    USING (name OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+
+CREATE POLICY visible ON setstream.keys FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with(NULL))::pg_catalog.text[]));
+CREATE POLICY manage_insert ON setstream.keys FOR INSERT
+    WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+CREATE POLICY manage_update ON setstream.keys FOR UPDATE
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+CREATE POLICY manage_delete ON setstream.keys FOR DELETE
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+
+CREATE POLICY manage ON setstream.tokens FOR ALL
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+CREATE POLICY manage ON setstream.client_certs FOR ALL
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+
+CREATE POLICY read ON setstream.events FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('read'))::pg_catalog.text[]));
+CREATE POLICY receive ON setstream.events FOR INSERT
+    WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('receive'))::pg_catalog.text[]));
+CREATE POLICY manage_delete ON setstream.events FOR DELETE
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+
+CREATE POLICY read ON setstream.outbox FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('read'))::pg_catalog.text[])
+           OR stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('deliver'))::pg_catalog.text[]));
+CREATE POLICY emit ON setstream.outbox FOR INSERT
+    WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('emit'))::pg_catalog.text[]));
+CREATE POLICY deliver ON setstream.outbox FOR UPDATE
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('deliver'))::pg_catalog.text[]));
+CREATE POLICY manage_delete ON setstream.outbox FOR DELETE
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+
+-- A role sees the grants made to it (or to a role whose rights it has)
+CREATE POLICY own ON setstream.stream_grants FOR SELECT
+    USING (setstream._holds_role(grantee));
+
+-- Management functions check the caller's right on the stream first: a
+-- stream it may not see "does not exist" (42704); one it may see but not
+-- manage is 42501.
+CREATE OR REPLACE FUNCTION setstream._stream_row(stream text)
+RETURNS setstream.streams
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+BEGIN
+    PERFORM setstream._require(stream, 'manage');
+    SELECT * INTO result FROM setstream.streams s WHERE s.name = stream;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" does not exist', stream
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION setstream.drop_stream(name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM setstream._require(name, 'manage');
+    DELETE FROM setstream.streams s WHERE s.name = drop_stream.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" does not exist', name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION setstream.purge_outbox(
+    older_than interval DEFAULT '7 days',
+    stream text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF purge_outbox.stream IS NOT NULL THEN
+        PERFORM setstream._require(purge_outbox.stream, 'manage');
+    END IF;
+    DELETE FROM setstream.outbox o
+     WHERE (purge_outbox.stream IS NULL OR o.stream = purge_outbox.stream)
+       AND ((o.state = 'acked' AND o.acked_at < now() - older_than)
+         OR (o.state = 'failed' AND o.failed_at < now() - older_than));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Revoke a token by the SHA-256 of its text (hex), so that the token
+-- itself never appears in a statement that could be logged.
+CREATE FUNCTION setstream.revoke_token_hash(stream text, sha256 text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hex text := lower(replace(sha256, ':', ''));
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    IF hex IS NULL OR hex !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'invalid token hash'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A token hash is the SHA-256 of the token text: 64 hexadecimal digits.';
+    END IF;
+    UPDATE setstream.tokens t SET revoked_at = now()
+     WHERE t.stream = revoke_token_hash.stream
+       AND t.token_hash = decode(hex, 'hex')
+       AND t.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no active token of stream "%" matches', stream
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+-- Counters of the streams the caller may see, only
+CREATE OR REPLACE VIEW setstream.stats WITH (security_invoker = true) AS
+SELECT s.name AS stream,
+       s.status,
+       coalesce(c.received, 0) AS received,
+       coalesce(c.rejected, '{}'::jsonb) AS rejected,
+       (SELECT count(*) FROM setstream.events e WHERE e.stream = s.name) AS stored,
+       o.emitted,
+       o.pending,
+       o.delivered,
+       o.acked,
+       o.failed,
+       o.pending + o.delivered AS outbox_depth,
+       coalesce(c.long_polls, 0) AS waiting_long_polls,
+       l.connections AS listener_connections
+  FROM setstream.streams s
+  LEFT JOIN setstream.stream_counters() c ON c.stream = s.name
+  -- one pass over the outbox for all streams (no index leads with stream)
+  LEFT JOIN (
+      SELECT ob.stream,
+             count(*) AS emitted,
+             count(*) FILTER (WHERE ob.state = 'pending') AS pending,
+             count(*) FILTER (WHERE ob.state = 'delivered') AS delivered,
+             count(*) FILTER (WHERE ob.state = 'acked') AS acked,
+             count(*) FILTER (WHERE ob.state = 'failed') AS failed
+        FROM setstream.outbox ob GROUP BY ob.stream) o0 ON o0.stream = s.name
+  CROSS JOIN LATERAL (
+      SELECT coalesce(o0.emitted, 0) AS emitted,
+             coalesce(o0.pending, 0) AS pending,
+             coalesce(o0.delivered, 0) AS delivered,
+             coalesce(o0.acked, 0) AS acked,
+             coalesce(o0.failed, 0) AS failed) o
+  CROSS JOIN setstream.listener_stats() l;
+
+-- Functions: nothing is executable by PUBLIC but what row-level security
+-- and constraints call; grant_stream / allow_stream_creation grant the rest.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA setstream FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._outbox_row_valid(text, integer, timestamptz, text, timestamptz) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._streams_with(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._holds_role(oid) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._require(text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream.has_stream_privilege(text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream.grant_stream(text, regrole, text[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream.revoke_stream(text, regrole, text[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._stream_row(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._check_stream_fields(text, text, text[], text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream.error_code(text) TO PUBLIC;
+
+-- What the workers need: read the configuration, store inbound SETs,
+-- deliver and acknowledge outbound ones, serve the JWKS.
+GRANT USAGE ON SCHEMA setstream TO setstream_worker;
+GRANT SELECT ON setstream.streams, setstream.keys, setstream.tokens,
+    setstream.client_certs TO setstream_worker;
+GRANT SELECT, INSERT ON setstream.events TO setstream_worker;
+GRANT SELECT, UPDATE ON setstream.outbox TO setstream_worker;
+GRANT EXECUTE ON FUNCTION setstream.jwks() TO setstream_worker;

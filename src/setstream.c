@@ -27,6 +27,7 @@
 
 PG_MODULE_MAGIC;
 
+char	   *setstream_role = NULL;
 char	   *setstream_database = NULL;
 char	   *setstream_listen_addresses = NULL;
 int			setstream_port = 8417;
@@ -51,6 +52,11 @@ define_listener_gucs(void)
 							   "Database the setstream listener connects to.",
 							   NULL, &setstream_database, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.role",
+							   "Role the setstream workers connect as; it must not be a superuser.",
+							   "CREATE EXTENSION setstream creates setstream_worker with the rights the listener needs.",
+							   &setstream_role, "setstream_worker",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("setstream.listen_addresses",
 							   "Addresses the setstream listener binds; empty disables it.",
 							   NULL, &setstream_listen_addresses, "localhost",

@@ -13,6 +13,7 @@
 
 /* GUC variables (src/setstream.c) */
 extern char *setstream_database;
+extern char *setstream_role;
 extern char *setstream_listen_addresses;
 extern int	setstream_port;
 extern int	setstream_workers;

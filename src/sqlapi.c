@@ -33,6 +33,7 @@
 #include "emitbuf.h"
 #include "exchange.h"
 #include "jose.h"
+#include "privileges.h"
 #include "set.h"
 #include "store.h"
 #include "stats.h"
@@ -87,9 +88,12 @@ sql_json(Jsonb *jb, const char *what)
 }
 
 static StreamInfo *
-stream_for_inbound(const char *name)
+stream_for_inbound(const char *name, const char *privilege)
 {
-	StreamInfo *stream = streamcache_stream(name, false);
+	StreamInfo *stream;
+
+	privileges_require(name, privilege);
+	stream = streamcache_stream(name, false);
 
 	if (stream->status == 'd')
 		seterr_raise(SETERR_ACCESS_DENIED, "the stream is disabled");
@@ -115,6 +119,7 @@ setstream_add_key(PG_FUNCTION_ARGS)
 	char	   *text;
 	char	   *public_text;
 
+	privileges_require(stream, "manage");
 	store_get_stream(stream);
 	if (!jose_check_public_jwk(jwk, &kty, &alg, &secret, err, sizeof(err)))
 		ereport(ERROR,
@@ -156,6 +161,7 @@ setstream_generate_key(PG_FUNCTION_ARGS)
 	SetFailure	f;
 	json_t	   *pub;
 
+	privileges_require(stream, "manage");
 	store_get_stream(stream);
 	if (!jose_generate(alg, &public_json, &private_json, err, sizeof(err)))
 		ereport(ERROR,
@@ -187,6 +193,7 @@ setstream_issue_token(PG_FUNCTION_ARGS)
 	uint8		hash[32];
 	char	   *token;
 
+	privileges_require(stream, "manage");
 	store_get_stream(stream);
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		ereport(ERROR,
@@ -228,6 +235,9 @@ setstream_check_token(PG_FUNCTION_ARGS)
 	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	text	   *token = PG_GETARG_TEXT_PP(1);
 
+	/* a stream the caller may not manage answers false, like a missing one */
+	if (!privileges_held(stream, "manage"))
+		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(setstream_token_valid(stream, VARDATA_ANY(token),
 										 VARSIZE_ANY_EXHDR(token)));
 }
@@ -243,7 +253,7 @@ setstream_receive(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	text	   *token = PG_GETARG_TEXT_PP(1);
-	StreamInfo *stream = stream_for_inbound(name);
+	StreamInfo *stream = stream_for_inbound(name, "receive");
 	ParsedSet	ps;
 	SetFailure	f;
 
@@ -263,10 +273,12 @@ setstream_ingest(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *body = jsonb_to_cstring(PG_GETARG_JSONB_P(1));
-	StreamInfo *stream = stream_for_inbound(name);
+	StreamInfo *stream;
 	CommObj		obj;
 	char		err[256];
 
+	privileges_require(name, "deliver");
+	stream = stream_for_inbound(name, "receive");
 	if (!commobj_parse(body, strlen(body), &obj, err, sizeof(err)))
 		seterr_raise(SETERR_INVALID_REQUEST, err);
 	PG_RETURN_DATUM(json_to_jsonb_datum(exchange_ingest(stream, &obj, NULL)));
@@ -318,7 +330,7 @@ static char *
 emit_set(const char *name, const char *event_type, json_t *event,
 		 json_t *subject, const char *txn, bool from_trigger)
 {
-	StreamInfo *stream = streamcache_stream(name, false);
+	StreamInfo *stream;
 	SignKey    *key;
 	JoseKey    *jk;
 	SetFailure	f;
@@ -328,6 +340,8 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	StringInfoData payload;
 	char	   *token;
 
+	privileges_require(name, "emit");
+	stream = streamcache_stream(name, false);
 	if (stream->status == 'd')
 		return NULL;
 	if (!set_is_uri(event_type))
@@ -504,7 +518,7 @@ setstream_poll(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *body = jsonb_to_cstring(PG_GETARG_JSONB_P(1));
-	StreamInfo *stream = stream_for_inbound(name);
+	StreamInfo *stream = stream_for_inbound(name, "deliver");
 	CommObj		req;
 	char		err[256];
 	bool		more;

@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "privileges.h"
 #include "stats.h"
 #include "wakeup.h"
 
@@ -224,6 +225,17 @@ stats_count_long_poll(const char *stream, int delta)
 		pg_atomic_fetch_add_u32(&e->long_polls, delta);
 }
 
+static bool
+name_listed(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp(lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
 /*
  * setstream.stream_counters(): stream, received, rejected (jsonb: code ->
  * count), long_polls; one row per stream that has counted anything.
@@ -234,11 +246,15 @@ setstream_stream_counters(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	StreamStats *e;
+	bool		all;
+	List	   *visible;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (stats_hash == NULL)
 		return (Datum) 0;
 
+	/* only the streams the caller may see (privileges.c) */
+	visible = privileges_visible_streams(&all);
 	LWLockAcquire(stats_lock, LW_SHARED);
 	hash_seq_init(&status, stats_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
@@ -248,6 +264,8 @@ setstream_stream_counters(PG_FUNCTION_ARGS)
 		StringInfoData rej;
 		bool		first = true;
 
+		if (!all && !name_listed(visible, e->name))
+			continue;
 		initStringInfo(&rej);
 		appendStringInfoChar(&rej, '{');
 		for (int c = SETERR_INVALID_REQUEST; c < NCODES; c++)

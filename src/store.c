@@ -6,9 +6,12 @@
  *	  are copied into the caller's memory context before SPI_finish.
  *
  *	  setstream.key_secrets is readable by the extension owner only; the
- *	  statements that read or write it run with the owner's user id
- *	  (SECURITY_LOCAL_USERID_CHANGE), restored at once afterwards and, on
- *	  error, by transaction abort.
+ *	  statements that read or write it run with the owner's user id as a
+ *	  security-restricted operation with search_path pinned to pg_catalog,
+ *	  pg_temp (run_as_owner), restored at once afterwards and, on error, by
+ *	  the transaction's abort.  Every operator, cast and function in every
+ *	  statement is schema-qualified, so that no statement resolves anything
+ *	  through the caller's search_path, whoever runs it.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,6 +26,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -42,28 +46,34 @@ typedef struct StoreStmt
  */
 #define DUE_CONDITION \
 	"acked_at IS NULL AND failed_at IS NULL AND " \
-	"(state = 'pending' OR delivered_at <= " \
-	"now() - make_interval(secs => $2::float8 / 1000.0))"
+	"(state OPERATOR(pg_catalog.=) 'pending'" \
+	" OR delivered_at OPERATOR(pg_catalog.<=) $2)"
 
 static StoreStmt stmt_get_stream = {
 	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
-	" client_auth FROM setstream.streams WHERE name = $1",
+	" client_auth FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
 
 static StoreStmt stmt_verify_keys = {
-	"SELECT k.kid, k.kty, k.jwk->>'crv', k.alg, coalesce(s.jwk, k.jwk::text)"
-	" FROM setstream.keys k LEFT JOIN setstream.key_secrets s USING (stream, kid)"
-	" WHERE k.stream = $1 AND k.purpose = 'verify' AND k.revoked_at IS NULL"
-	" AND ($2::text IS NULL OR k.kid = $2) ORDER BY k.created_at LIMIT 100",
+	"SELECT k.kid, k.kty, k.jwk OPERATOR(pg_catalog.->>) 'crv', k.alg,"
+	" coalesce(s.jwk, k.jwk::pg_catalog.text)"
+	" FROM setstream.keys k LEFT JOIN setstream.key_secrets s"
+	" ON s.stream OPERATOR(pg_catalog.=) k.stream"
+	" AND s.kid OPERATOR(pg_catalog.=) k.kid"
+	" WHERE k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.purpose OPERATOR(pg_catalog.=) 'verify' AND k.revoked_at IS NULL"
+	" AND ($2 IS NULL OR k.kid OPERATOR(pg_catalog.=) $2)"
+	" ORDER BY k.created_at LIMIT 100",
 	2, {TEXTOID, TEXTOID}
 };
 
 static StoreStmt stmt_insert_event = {
 	"INSERT INTO setstream.events (stream, jti, iss, aud, iat, txn, toe, subject,"
 	" event_types, events, claims, header, token)"
-	" VALUES ($1, $2, $3, $4, to_timestamp($5), $6, to_timestamp($7), $8::jsonb,"
-	" $9, $10::jsonb, $11::jsonb, $12::jsonb, $13)"
+	" VALUES ($1, $2, $3, $4, pg_catalog.to_timestamp($5), $6,"
+	" pg_catalog.to_timestamp($7), $8::pg_catalog.jsonb,"
+	" $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13)"
 	" ON CONFLICT (stream, iss, jti) DO NOTHING",
 	13, {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, FLOAT8OID, TEXTOID, FLOAT8OID,
 	TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
@@ -79,15 +89,23 @@ static StoreStmt stmt_insert_events = {
 	"INSERT INTO setstream.events (stream, jti, iss, aud, iat, txn, toe, subject,"
 	" event_types, events, claims, header, token)"
 	" SELECT r.stream, r.jti, r.iss,"
-	" CASE jsonb_typeof(c.j->'aud')"
-	" WHEN 'array' THEN ARRAY(SELECT e FROM jsonb_array_elements_text(c.j->'aud')"
-	" WITH ORDINALITY AS x (e, n) ORDER BY n)"
-	" WHEN 'string' THEN ARRAY[c.j->>'aud'] END,"
-	" to_timestamp(r.iat), r.txn, to_timestamp(r.toe), c.j->'sub_id',"
-	" string_to_array(r.types, ' '), c.j->'events', c.j, r.header::jsonb, r.token"
-	" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+	" CASE WHEN pg_catalog.jsonb_typeof(c.j OPERATOR(pg_catalog.->) 'aud')"
+	" OPERATOR(pg_catalog.=) 'array'"
+	" THEN ARRAY(SELECT e FROM pg_catalog.jsonb_array_elements_text("
+	"c.j OPERATOR(pg_catalog.->) 'aud') WITH ORDINALITY AS x (e, n) ORDER BY n)"
+	" WHEN pg_catalog.jsonb_typeof(c.j OPERATOR(pg_catalog.->) 'aud')"
+	" OPERATOR(pg_catalog.=) 'string'"
+	" THEN ARRAY[c.j OPERATOR(pg_catalog.->>) 'aud'] END,"
+	" pg_catalog.to_timestamp(r.iat), r.txn, pg_catalog.to_timestamp(r.toe),"
+	" c.j OPERATOR(pg_catalog.->) 'sub_id',"
+	" pg_catalog.string_to_array(r.types, ' '), c.j OPERATOR(pg_catalog.->) 'events',"
+	" c.j, r.header::pg_catalog.jsonb, r.token"
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+	" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+	" pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+	" pg_catalog.unnest($9), pg_catalog.unnest($10))"
 	" AS r (stream, jti, iss, iat, txn, toe, types, claims, header, token)"
-	" CROSS JOIN LATERAL (SELECT r.claims::jsonb AS j OFFSET 0) AS c"
+	" CROSS JOIN LATERAL (SELECT r.claims::pg_catalog.jsonb AS j OFFSET 0) AS c"
 	" ON CONFLICT (stream, iss, jti) DO NOTHING",
 	10, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID,
 		FLOAT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
@@ -95,7 +113,7 @@ static StoreStmt stmt_insert_events = {
 
 static StoreStmt stmt_insert_key = {
 	"INSERT INTO setstream.keys (stream, kid, purpose, kty, alg, jwk)"
-	" VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT DO NOTHING",
+	" VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.jsonb) ON CONFLICT DO NOTHING",
 	6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
 };
 
@@ -106,8 +124,10 @@ static StoreStmt stmt_insert_secret = {
 
 static StoreStmt stmt_sign_key = {
 	"SELECT k.kid, k.alg, s.jwk FROM setstream.keys k"
-	" JOIN setstream.key_secrets s USING (stream, kid)"
-	" WHERE k.stream = $1 AND k.purpose = 'sign' AND k.revoked_at IS NULL"
+	" JOIN setstream.key_secrets s ON s.stream OPERATOR(pg_catalog.=) k.stream"
+	" AND s.kid OPERATOR(pg_catalog.=) k.kid"
+	" WHERE k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.purpose OPERATOR(pg_catalog.=) 'sign' AND k.revoked_at IS NULL"
 	" ORDER BY k.created_at DESC LIMIT 1",
 	1, {TEXTOID}
 };
@@ -119,7 +139,7 @@ static StoreStmt stmt_insert_token = {
 
 static StoreStmt stmt_token_hashes = {
 	"SELECT token_hash FROM setstream.tokens"
-	" WHERE stream = $1 AND revoked_at IS NULL",
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL",
 	1, {TEXTOID}
 };
 
@@ -130,37 +150,42 @@ static StoreStmt stmt_insert_client_cert = {
 };
 
 static StoreStmt stmt_cert_hashes = {
-	"SELECT sha256 FROM setstream.client_certs WHERE stream = $1",
+	"SELECT sha256 FROM setstream.client_certs WHERE stream OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
 
 static StoreStmt stmt_insert_outbox = {
 	"INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)"
-	" VALUES ($1, $2, ARRAY[$3], $4::jsonb, $5)",
+	" VALUES ($1, $2, ARRAY[$3], $4::pg_catalog.jsonb, $5)",
 	5, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
 };
 
 /* Many at once, seq in array order (emitbuf.c) */
 static StoreStmt stmt_insert_outbox_rows = {
 	"INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)"
-	" SELECT r.stream, r.jti, ARRAY[r.event_type], r.claims::jsonb, r.token"
-	" FROM unnest($1, $2, $3, $4, $5) WITH ORDINALITY"
+	" SELECT r.stream, r.jti, ARRAY[r.event_type], r.claims::pg_catalog.jsonb, r.token"
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+	" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+	" WITH ORDINALITY"
 	" AS r (stream, jti, event_type, claims, token, n) ORDER BY r.n",
 	5, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
 };
 
 /* Always an index scan on the outbox's key (jti, stream): see its comment */
 static StoreStmt stmt_apply_acks = {
-	"UPDATE setstream.outbox SET state = 'acked', acked_at = now()"
-	" WHERE stream = $1 AND jti = ANY ($2) AND state IN ('pending', 'delivered')",
+	"UPDATE setstream.outbox SET state = 'acked', acked_at = pg_catalog.now()"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND jti OPERATOR(pg_catalog.=) ANY ($2)"
+	" AND state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')",
 	2, {TEXTOID, TEXTARRAYOID}, NULL, true
 };
 
 static StoreStmt stmt_apply_errs = {
-	"UPDATE setstream.outbox o SET state = 'failed', failed_at = now(),"
+	"UPDATE setstream.outbox o SET state = 'failed', failed_at = pg_catalog.now(),"
 	" err = e.err, description = e.description"
-	" FROM unnest($2::text[], $3::text[], $4::text[]) AS e (jti, err, description)"
-	" WHERE o.stream = $1 AND o.jti = e.jti AND o.state IN ('pending', 'delivered')",
+	" FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+	" pg_catalog.unnest($4)) AS e (jti, err, description)"
+	" WHERE o.stream OPERATOR(pg_catalog.=) $1 AND o.jti OPERATOR(pg_catalog.=) e.jti"
+	" AND o.state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')",
 	4, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}, NULL, true
 };
 
@@ -170,34 +195,63 @@ static StoreStmt stmt_apply_errs = {
  */
 static StoreStmt stmt_take_due = {
 	"UPDATE setstream.outbox o SET state = 'delivered',"
-	" attempts = o.attempts + 1, delivered_at = now()"
-	" WHERE o.ctid = ANY (ARRAY(SELECT ctid FROM setstream.outbox"
-	" WHERE stream = $1 AND " DUE_CONDITION
+	" attempts = o.attempts OPERATOR(pg_catalog.+) 1, delivered_at = pg_catalog.now()"
+	" WHERE o.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
 	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED))"
 	" RETURNING o.seq, o.jti, o.token",
-	3, {TEXTOID, INT4OID, INT4OID}, NULL, true
+	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}, NULL, true
 };
 
 static StoreStmt stmt_more_due = {
 	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
-	" WHERE stream = $1 AND " DUE_CONDITION " AND seq <> ALL ($3))",
-	3, {TEXTOID, INT4OID, INT8ARRAYOID}, NULL, true
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
+	" AND seq OPERATOR(pg_catalog.<>) ALL ($3))",
+	3, {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID}, NULL, true
 };
 
 static StoreStmt stmt_any_due = {
 	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
-	" WHERE stream = $1 AND " DUE_CONDITION ")",
-	2, {TEXTOID, INT4OID}, NULL, true
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION ")",
+	2, {TEXTOID, TIMESTAMPTZOID}, NULL, true
 };
 
 static StoreStmt stmt_jwks = {
-	"SELECT setstream.jwks()::text",
+	"SELECT setstream.jwks()::pg_catalog.text",
 	0, {InvalidOid}
 };
 
 static StoreStmt stmt_ext_owner = {
-	"SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'setstream'",
+	"SELECT extowner FROM pg_catalog.pg_extension"
+	" WHERE extname OPERATOR(pg_catalog.=) 'setstream'",
 	0, {InvalidOid}
+};
+
+/*
+ * Rights on streams (privileges.c): each stream with its owner and the
+ * roles it was granted to.  Read as the extension owner (row-level security
+ * would hide what the caller may not see, and that is what is decided).
+ */
+static StoreStmt stmt_stream_rights = {
+	"SELECT s.name, s.owner::pg_catalog.oid, g.grantee, g.privilege"
+	" FROM setstream.streams s LEFT JOIN setstream.stream_grants g"
+	" ON g.stream OPERATOR(pg_catalog.=) s.name"
+	" WHERE ($1 IS NULL OR s.name OPERATOR(pg_catalog.=) $1)",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_grants = {
+	"INSERT INTO setstream.stream_grants (stream, grantee, privilege, granted_by)"
+	" SELECT $1, $2, p, $4 FROM pg_catalog.unnest($3) AS p"
+	" ON CONFLICT DO NOTHING",
+	4, {TEXTOID, OIDOID, TEXTARRAYOID, OIDOID}
+};
+
+static StoreStmt stmt_delete_grants = {
+	"DELETE FROM setstream.stream_grants WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND grantee OPERATOR(pg_catalog.=) $2"
+	" AND privilege OPERATOR(pg_catalog.=) ANY ($3)",
+	3, {TEXTOID, OIDOID, TEXTARRAYOID}
 };
 
 /* ---------------------------------------------------------------------
@@ -263,6 +317,26 @@ get_datum(int row, int col, bool *isnull)
 						 isnull);
 }
 
+/*
+ * Run "st" with search_path pinned to pg_catalog, pg_temp (pg_temp last: no
+ * function, operator or type of the session's temporary schema can be
+ * resolved), through a GUC nest level that is popped at once afterwards
+ * and, on error, by the (sub)transaction's abort.
+ */
+static int
+run_pinned(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	rc = run(st, values, nulls, read_only);
+	AtEOXact_GUC(false, nestlevel);
+	return rc;
+}
+
 /* The role that owns the extension, cached per extension OID */
 static Oid
 extension_owner(void)
@@ -274,7 +348,7 @@ extension_owner(void)
 
 	if (ext != cached_ext)
 	{
-		run(&stmt_ext_owner, NULL, NULL, true);
+		run_pinned(&stmt_ext_owner, NULL, NULL, true);
 		if (SPI_processed != 1)
 			elog(ERROR, "extension setstream has no owner");
 		cached_owner = DatumGetObjectId(get_datum(0, 1, &isnull));
@@ -283,20 +357,39 @@ extension_owner(void)
 	return cached_owner;
 }
 
-/* Run a statement that touches key_secrets as the extension owner */
+/*
+ * Run a statement that touches key_secrets as the extension owner: a
+ * security-restricted operation (no SET ROLE, no temporary objects, no
+ * deferred work left behind) with the search_path pinned, so that nothing
+ * of the caller's (schemas, pg_temp, operators, types) can run with the
+ * owner's rights.  Every name in these statements is schema-qualified too.
+ */
 static int
 run_as_owner(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
 {
+	Oid			owner = extension_owner();
 	Oid			save_userid;
 	int			save_sec;
 	int			rc;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(extension_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	rc = run(st, values, nulls, read_only);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	rc = run_pinned(st, values, nulls, read_only);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	return rc;
+}
+
+/*
+ * Delivered SETs not acknowledged by this time are due again: now() less
+ * setstream.redelivery_interval, computed here and passed as a parameter
+ * (no arithmetic operator of the SQL text can be resolved to another one).
+ */
+static Datum
+redelivery_cutoff(void)
+{
+	return TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() -
+							   (TimestampTz) setstream_redelivery_interval_ms * 1000);
 }
 
 static void
@@ -798,7 +891,7 @@ store_take_due(const char *stream, int limit, bool *more)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[3] = {text_datum(stream),
-		Int32GetDatum(setstream_redelivery_interval_ms), Int32GetDatum(limit)};
+		redelivery_cutoff(), Int32GetDatum(limit)};
 	List	   *out = NIL;
 	Datum	   *seqs;
 	bool		isnull;
@@ -852,7 +945,7 @@ bool
 store_any_due(const char *stream)
 {
 	Datum		values[2] = {text_datum(stream),
-		Int32GetDatum(setstream_redelivery_interval_ms)};
+		redelivery_cutoff()};
 	bool		isnull;
 	bool		result;
 
@@ -862,4 +955,105 @@ store_any_due(const char *stream)
 	result = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
 	return result;
+}
+
+/* ---------------------------------------------------------------------
+ * Rights on streams
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Every (stream, role, privilege) of one stream (or of all, stream NULL):
+ * the owner as privilege "owner", then each grant.  A stream without
+ * grants still has its owner row.
+ */
+List *
+store_stream_rights(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {stream ? text_datum(stream) : (Datum) 0};
+	char		nulls[1] = {stream ? ' ' : 'n'};
+	List	   *out = NIL;
+	char	   *last = NULL;
+
+	spi_connect();
+	run_as_owner(&stmt_stream_rights, values, nulls, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old;
+		StreamRight *r;
+		bool		isnull;
+		char	   *name = get_text(i, 1, cxt);
+		Oid			owner = DatumGetObjectId(get_datum(i, 2, &isnull));
+		Datum		grantee = get_datum(i, 3, &isnull);
+
+		old = MemoryContextSwitchTo(cxt);
+		if (last == NULL || strcmp(last, name) != 0)
+		{
+			r = palloc(sizeof(StreamRight));
+			r->stream = name;
+			r->role = owner;
+			r->privilege = "owner";
+			out = lappend(out, r);
+			last = name;
+		}
+		if (!isnull)
+		{
+			r = palloc(sizeof(StreamRight));
+			r->stream = name;
+			r->role = DatumGetObjectId(grantee);
+			MemoryContextSwitchTo(old);
+			r->privilege = get_text(i, 4, cxt);
+			old = MemoryContextSwitchTo(cxt);
+			out = lappend(out, r);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/* Record (grant) or remove (revoke) rights of a role on a stream */
+void
+store_change_grants(const char *stream, Oid role, List *privileges,
+					bool grant)
+{
+	Datum		values[4] = {text_datum(stream), ObjectIdGetDatum(role),
+		text_array_datum(privileges), ObjectIdGetDatum(GetUserId())};
+
+	spi_connect();
+	run_as_owner(grant ? &stmt_insert_grants : &stmt_delete_grants,
+				 values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * Run one GRANT statement as the extension owner (its text is built by
+ * privileges.c from constants and a quoted role name, never peer input).
+ */
+void
+store_grant_as_owner(const char *sql)
+{
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+	int			rc;
+
+	spi_connect();
+	owner = extension_owner();
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	rc = SPI_execute(sql, false, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql,
+			 SPI_result_code_string(rc));
+	AtEOXact_GUC(false, nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	SPI_finish();
 }

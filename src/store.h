@@ -68,6 +68,19 @@ extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
 extern List *store_take_due(const char *stream, int limit, bool *more);
 extern char *store_jwks(void);
+
+/* One right on a stream: its owner (privilege "owner") or a grant */
+typedef struct StreamRight
+{
+	char	   *stream;
+	Oid			role;
+	char	   *privilege;
+} StreamRight;
+
+extern List *store_stream_rights(const char *stream);
+extern void store_change_grants(const char *stream, Oid role, List *privileges,
+								bool grant);
+extern void store_grant_as_owner(const char *sql);
 extern bool store_any_due(const char *stream);
 
 #endif

@@ -11,7 +11,12 @@
  *	  supervisor starts it again, or waits for the database to come back.
  *	  A dropped database therefore costs no crash loop and no log spam.
  *
- *	  A listener connects to setstream.database, waits until the extension
+ *	  The supervisor also waits until the role setstream.role exists, can
+ *	  log in and is not a superuser (CREATE EXTENSION setstream creates
+ *	  setstream_worker); it never runs user code itself.
+ *
+ *	  A listener connects to setstream.database as setstream.role, pins
+ *	  synchronous_commit and search_path, waits until the extension
  *	  exists there before touching its tables, and runs the event loop;
  *	  listeners share the port with SO_REUSEPORT, on addresses the
  *	  postmaster holds for them (listensock.c).
@@ -20,11 +25,14 @@
  */
 #include "postgres.h"
 
+#include "pg_builtins.h"
+
 #include "access/xact.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
@@ -125,6 +133,81 @@ database_exists(const char *name)
 	return exists;
 }
 
+/* What the supervisor found of setstream.role */
+typedef enum RoleState
+{
+	ROLE_OK,
+	ROLE_MISSING,
+	ROLE_SUPERUSER,
+	ROLE_NOLOGIN
+} RoleState;
+
+/*
+ * Can the listener connect as "name"?  pg_authid is a shared catalog: a
+ * heap scan works without a database, as for pg_database above.
+ */
+static RoleState
+role_state(const char *name)
+{
+	RoleState	state = ROLE_MISSING;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(AuthIdRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(role->rolname), name) != 0)
+			continue;
+		state = role->rolsuper ? ROLE_SUPERUSER :
+			!role->rolcanlogin ? ROLE_NOLOGIN : ROLE_OK;
+		break;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return state;
+}
+
+/* Say once, for each new state, why the listener does not start */
+static void
+report_role_state(RoleState state, RoleState *told)
+{
+	if (state == *told)
+		return;
+	*told = state;
+	switch (state)
+	{
+		case ROLE_OK:
+			break;
+		case ROLE_MISSING:
+			ereport(LOG,
+					(errmsg("setstream listener waits for role \"%s\" (setstream.role) to exist",
+							setstream_role),
+					 errhint("CREATE EXTENSION setstream creates the role setstream_worker.")));
+			break;
+		case ROLE_SUPERUSER:
+			ereport(WARNING,
+					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) is a superuser",
+							setstream_role),
+					 errdetail("The listener runs user triggers on setstream.events; it must not run them with superuser rights."),
+					 errhint("Name a role that is not a superuser, such as setstream_worker.")));
+			break;
+		case ROLE_NOLOGIN:
+			ereport(WARNING,
+					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) cannot log in",
+							setstream_role),
+					 errhint("ALTER ROLE %s LOGIN.", quote_identifier(setstream_role))));
+			break;
+	}
+}
+
 static BackgroundWorkerHandle *listener_handle = NULL;
 
 /* A supervisor that exits takes its listener along: its successor starts one */
@@ -185,6 +268,8 @@ setstream_supervisor_main(Datum arg)
 {
 	int			index = DatumGetInt32(arg);
 	bool		told = false;
+	RoleState	role_told = ROLE_OK;
+	RoleState	role;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -206,6 +291,13 @@ setstream_supervisor_main(Datum arg)
 			continue;
 		}
 		told = false;
+		role = role_state(setstream_role);
+		report_role_state(role, &role_told);
+		if (role != ROLE_OK)
+		{
+			sleep_ms(WAIT_FOR_DATABASE_MS);
+			continue;
+		}
 		run_listener(index);
 	}
 }
@@ -242,6 +334,27 @@ wait_for_extension(void)
 	}
 }
 
+/*
+ * The listener's session: never a superuser; synchronous_commit on whatever
+ * the database, the role or a user trigger says (nothing is answered
+ * before the WAL flush that makes it true); search_path pg_catalog,
+ * pg_temp over the database's and role's settings (every statement of
+ * setstream is schema-qualified too; a trigger function may still SET its
+ * own path).
+ */
+static void
+pin_session(void)
+{
+	if (superuser())
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("setstream listener must not run as a superuser (role \"%s\")",
+						setstream_role)));
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+					PGC_S_SESSION);
+}
+
 void
 setstream_worker_main(Datum arg)
 {
@@ -250,8 +363,9 @@ setstream_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(setstream_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(setstream_database, setstream_role, 0);
 	pgstat_report_appname("setstream listener");
+	pin_session();
 
 	wait_for_extension();
 	listener_run(index);

@@ -152,10 +152,8 @@ SELECT is((SELECT count(*)::int FROM setstream.keys WHERE stream = 'tap-priv-b')
 
 -- ---------------------------------------------------------------- a non-owner role that uses the API
 CREATE ROLE setstream_tap_app;
-GRANT USAGE ON SCHEMA setstream TO setstream_tap_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON setstream.streams, setstream.keys, setstream.tokens,
-      setstream.events, setstream.outbox TO setstream_tap_app;
-GRANT USAGE ON SEQUENCE setstream.outbox_seq TO setstream_tap_app;
+-- the grants of a role that creates and uses streams of its own (README, Privileges)
+SELECT setstream.allow_stream_creation('setstream_tap_app') IS NULL AS allowed \gset
 
 SELECT is(pg_temp.as_role('setstream_tap_app', $q$
     SELECT setstream.create_stream('tap-priv-c', 'https://c.example', ARRAY['https://d.example'])::text IS NOT NULL

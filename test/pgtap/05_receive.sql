@@ -323,7 +323,7 @@ SELECT throws_ok(format('SELECT setstream.receive(%L, %L)', 'tap-rf',
 -- ---------------------------------------------------------------- a role without access to key_secrets verifies too
 CREATE ROLE setstream_tap_rx;
 GRANT USAGE ON SCHEMA setstream TO setstream_tap_rx;
-GRANT SELECT, INSERT ON setstream.streams, setstream.keys, setstream.events TO setstream_tap_rx;
+SELECT setstream.grant_stream('tap-rs', 'setstream_tap_rx', '{receive,read}') IS NULL AS granted \gset
 SET LOCAL ROLE setstream_tap_rx;
 SELECT pg_temp.try_receive('tap-rs', pg_temp.hs256('{"alg":"HS256","typ":"secevent+jwt"}',
                          pg_temp.claims('https://s-rx.example', '{"txn": "as-role"}'), pg_temp.secret())) AS role_jti \gset

@@ -6,7 +6,7 @@
 -- PEM), create_stream/alter_stream client_auth, drop_stream cascading, and
 -- the privileges binding needs.
 BEGIN;
-SELECT plan(28);
+SELECT plan(30);
 
 CREATE TEMP TABLE pem (name text PRIMARY KEY, text text);
 INSERT INTO pem VALUES
@@ -116,18 +116,28 @@ SELECT throws_ok($$ SELECT setstream.unbind_client_cert('tap-nope', repeat('0', 
 -- ---------------------------------------------------------------- privileges
 CREATE ROLE tap_cert_manager;
 GRANT USAGE ON SCHEMA setstream TO tap_cert_manager;
-GRANT SELECT ON setstream.streams, pem TO tap_cert_manager;
+GRANT SELECT ON pem TO tap_cert_manager;
+GRANT EXECUTE ON FUNCTION setstream.bind_client_cert(text, text) TO tap_cert_manager;
 SET LOCAL ROLE tap_cert_manager;
 SELECT throws_ok($$ SELECT setstream.bind_client_cert('tap-c1', pg_temp.pem('good')) $$,
-                 '42501', 'permission denied for table client_certs',
-                 'binding needs INSERT on setstream.client_certs');
+                 '42704', 'stream "tap-c1" does not exist',
+                 'a role with no right on the stream cannot even name it');
 RESET ROLE;
-GRANT SELECT, INSERT, DELETE ON setstream.client_certs TO tap_cert_manager;
+SELECT setstream.grant_stream('tap-c1', 'tap_cert_manager', '{read}') IS NULL AS granted \gset
+SET LOCAL ROLE tap_cert_manager;
+SELECT throws_ok($$ SELECT setstream.bind_client_cert('tap-c1', pg_temp.pem('good')) $$,
+                 '42501', 'permission denied for stream "tap-c1"',
+                 'binding needs the manage right on the stream');
+RESET ROLE;
+SELECT setstream.grant_stream('tap-c1', 'tap_cert_manager', '{manage}') IS NULL AS granted \gset
 SET LOCAL ROLE tap_cert_manager;
 SELECT is(setstream.bind_client_cert('tap-c1', pg_temp.pem('good')), pg_temp.fp('good'),
-          'with INSERT on client_certs a role can bind');
+          'with the manage right a role can bind');
 SELECT lives_ok(format($$ SELECT setstream.unbind_client_cert('tap-c1', %L) $$, pg_temp.fp('good')),
-                'with DELETE on client_certs a role can unbind');
+                'with the manage right a role can unbind');
+SELECT throws_ok($$ SELECT setstream.bind_client_cert('tap-c2', pg_temp.pem('good')) $$,
+                 '42704', 'stream "tap-c2" does not exist',
+                 'the manage right on one stream opens no other');
 RESET ROLE;
 
 -- ---------------------------------------------------------------- drop_stream cascades
