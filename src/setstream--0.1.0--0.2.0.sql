@@ -38,7 +38,7 @@ ALTER TABLE setstream.streams
 
 -- Rights on one stream given to a role (grant_stream / revoke_stream):
 --   emit     emit(), emit_trigger() on the stream
---   receive  receive(), ingest()'s inbound SETs
+--   receive  receive(), ingest()'s inbound SETs (and read them back)
 --   read     SELECT its rows of events and outbox
 --   deliver  poll(), ingest()'s outbound SETs, acks and setErrs
 --   manage   keys, tokens, client certificates, settings, status, drop
@@ -143,8 +143,11 @@ CREATE POLICY manage ON setstream.tokens FOR ALL
 CREATE POLICY manage ON setstream.client_certs FOR ALL
     USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
 
+-- receive includes reading the stream's events back: INSERT ... ON CONFLICT
+-- (stream, iss, jti) DO NOTHING, the duplicate check, applies SELECT policies
 CREATE POLICY read ON setstream.events FOR SELECT
-    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('read'))::pg_catalog.text[]));
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('read'))::pg_catalog.text[])
+           OR stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('receive'))::pg_catalog.text[]));
 CREATE POLICY receive ON setstream.events FOR INSERT
     WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('receive'))::pg_catalog.text[]));
 CREATE POLICY manage_delete ON setstream.events FOR DELETE

@@ -174,21 +174,16 @@ def test_revoke_key(db, streams):
 # ---------------------------------------------------------------------------
 
 README_GRANTS = [
-    # README, "Privileges": what a role needs to emit and to receive
-    "GRANT USAGE ON SCHEMA setstream TO {role}",
-    "GRANT SELECT ON setstream.streams TO {role}",
-    # emit
-    "GRANT INSERT ON setstream.outbox TO {role}",
-    "GRANT USAGE ON SEQUENCE setstream.outbox_seq TO {role}",
-    # receive
-    "GRANT SELECT, INSERT ON setstream.events TO {role}",
+    # README, "Privileges": the stream's owner gives a role rights on it
+    "SELECT setstream.grant_stream('{stream}', '{role}', '{{emit,receive,read}}')",
 ]
 
 
 def test_readme_emit_grants_are_needed(db, streams, make_role):
-    """The sequence grant the README lists is really needed to emit."""
-    role = make_role([g for g in README_GRANTS if "SEQUENCE" not in g])
+    """The emit right the README lists is really needed to emit."""
     s = streams.create()
+    role = make_role(["SELECT setstream.grant_stream('{stream}', '{role}', '{{receive,read}}')"],
+                     stream=s.name)
     db.generate_key(s.name)
     db.execute("SET ROLE %s" % role)
     try:
@@ -200,15 +195,15 @@ def test_readme_emit_grants_are_needed(db, streams, make_role):
 
 @pytest.fixture
 def make_role(admin):
-    """Factory: a NOLOGIN role with the given GRANT statements."""
+    """Factory: a NOLOGIN role with the given statements ({role}, {stream})."""
     made = []
 
-    def factory(grants):
+    def factory(grants, stream=None):
         role = "pytest_role_" + uuid.uuid4().hex[:12]
         admin.execute("CREATE ROLE %s NOLOGIN" % role)
         made.append(role)
         for grant in grants:
-            admin.execute(grant.format(role=role))
+            admin.execute(grant.format(role=role, stream=stream))
         return role
 
     yield factory
@@ -219,17 +214,16 @@ def make_role(admin):
 
 @pytest.fixture
 def plain_role(make_role):
-    """A role that may use the API on non-secret tables, but has no access
-    to key_secrets."""
-    return make_role(README_GRANTS + [
-        "GRANT SELECT, UPDATE ON setstream.events, setstream.outbox TO {role}",
-        "GRANT USAGE ON SEQUENCE setstream.outbox_seq TO {role}",
-    ])
+    """Factory: a role that may use the API on one stream (every right but
+    manage), and has no access to key_secrets."""
+    return lambda stream: make_role(
+        ["SELECT setstream.grant_stream('{stream}', '{role}', "
+         "'{{emit,receive,read,deliver}}')"], stream=stream)
 
 
 def test_readme_privileges_suffice_to_emit_and_receive(db, streams, make_role):
-    role = make_role(README_GRANTS)
     s = streams.create()
+    role = make_role(README_GRANTS, stream=s.name)
     key = key_for("HS256")
     kid = db.add_key(s.name, public_jwk(key))
     db.generate_key(s.name)
@@ -248,8 +242,8 @@ def test_key_secrets_are_not_readable_by_other_roles(db, streams, plain_role, ad
     s = streams.create()
     db.add_key(s.name, {"kty": "oct", "k": b64u(os.urandom(32))})
     db.generate_key(s.name)
-    admin.execute("GRANT SELECT ON setstream.keys TO %s" % plain_role)
-    db.execute("SET ROLE %s" % plain_role)
+    role = plain_role(s.name)
+    db.execute("SET ROLE %s" % role)
     try:
         assert db.val("SELECT count(*) FROM setstream.keys WHERE stream = %s", (s.name,)) == 2
         db.expect_error("42501", "SELECT * FROM setstream.key_secrets")
@@ -278,17 +272,18 @@ def test_other_roles_use_secrets_through_the_api(db, streams, plain_role):
     key = key_for("HS256")
     kid = db.add_key(s.name, public_jwk(key))
     pub = db.generate_key(s.name, "ES256")
-    db.execute("SET ROLE %s" % plain_role)
+    role = plain_role(s.name)
+    db.execute("SET ROLE %s" % role)
     try:
         claims = s.claims()
         assert db.receive(s.name, sign(key, "HS256", claims, kid=kid)) == claims["jti"]
-        assert db.val("SELECT current_user") == plain_role
+        assert db.val("SELECT current_user") == role
         e = db.error("SELECT setstream.receive(%s, %s)",
                      (s.name, sign(key_for("HS256", variant=9), "HS256", s.claims(), kid=kid)))
         assert e.pgcode == "SE002", (e.pgcode, e.diag.message_primary)
-        assert db.val("SELECT current_user") == plain_role
+        assert db.val("SELECT current_user") == role
         jti = db.emit(s.name)
-        assert db.val("SELECT current_user") == plain_role
+        assert db.val("SELECT current_user") == role
         db.expect_error("42501", "SELECT * FROM setstream.key_secrets")
     finally:
         db.execute("RESET ROLE")

@@ -80,3 +80,37 @@ def roles(listener):
     r = Roles(listener)
     yield r
     r.cleanup()
+
+
+# The table grants the 0.1.0 README listed for each use; on a build without
+# per-stream rights (before 0.2.0) they are what a role was given, so that
+# each attack below can be replayed on the old code and seen to succeed.
+_OLD_GRANTS = {
+    "emit": ["GRANT SELECT ON setstream.streams TO {role}",
+             "GRANT INSERT ON setstream.outbox TO {role}",
+             "GRANT USAGE ON SEQUENCE setstream.outbox_seq TO {role}"],
+    "receive": ["GRANT SELECT ON setstream.streams TO {role}",
+                "GRANT SELECT, INSERT ON setstream.events TO {role}"],
+    "read": ["GRANT SELECT ON setstream.streams, setstream.events, setstream.outbox TO {role}"],
+    "deliver": ["GRANT SELECT ON setstream.streams TO {role}",
+                "GRANT SELECT, UPDATE ON setstream.outbox TO {role}"],
+    "manage": ["GRANT SELECT, UPDATE ON setstream.streams TO {role}",
+               "GRANT INSERT, UPDATE ON setstream.keys, setstream.tokens TO {role}",
+               "GRANT SELECT ON setstream.keys, setstream.tokens TO {role}"],
+}
+
+
+def has_stream_rights(admin):
+    return admin.val("SELECT to_regprocedure('setstream.grant_stream(text,regrole,text[])') "
+                     "IS NOT NULL")
+
+
+def grant_rights(admin, role, stream, rights):
+    """Give role the rights on stream: grant_stream, or the old table grants."""
+    if has_stream_rights(admin):
+        admin.execute("SELECT setstream.grant_stream(%s, %s::regrole, %s::text[])",
+                      (stream, role, list(rights)))
+    else:
+        for r in rights:
+            for g in _OLD_GRANTS[r]:
+                admin.execute(g.format(role=role))
