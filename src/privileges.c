@@ -59,7 +59,8 @@ static const char *const privilege_names[] = {
  */
 static const char *const grants_common[] = {
 	"GRANT USAGE ON SCHEMA setstream TO %s",
-	"GRANT SELECT ON setstream.streams, setstream.keys, setstream.stream_grants TO %s",
+	"GRANT SELECT ON setstream.streams, setstream.keys, setstream.stream_grants,"
+	" setstream.events, setstream.outbox, setstream.stats TO %s",
 	"GRANT EXECUTE ON FUNCTION setstream.stream_counters(), setstream.listener_stats(),"
 	" setstream._holds_role(oid), setstream.jwks() TO %s",
 	NULL
