@@ -1,0 +1,175 @@
+"""ALTER EXTENSION setstream UPDATE from 0.1.0: every table keeps its rows,
+and the upgraded extension is object for object the one a fresh CREATE
+EXTENSION makes (tables, columns, defaults, constraints, indexes, triggers,
+policies, row-level security, functions with their bodies and settings,
+views, privileges).
+
+Two databases are made for the test: one installs 0.1.0, is filled through
+the API (every table gets rows), and is updated; the other installs the
+current version.  Both are dropped at the end.
+"""
+
+import contextlib
+import json
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from conftest import jdump, key_for, public_jwk, sign
+
+TABLES = ["streams", "keys", "key_secrets", "tokens", "client_certs", "events", "outbox"]
+
+# Every object of the extension, described by its definition
+CATALOG_QUERIES = {
+    "columns": """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid)
+          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE c.relnamespace = 'setstream'::regnamespace AND a.attnum > 0
+           AND NOT a.attisdropped
+         ORDER BY 1, 2""",
+    "relations": """
+        SELECT c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
+               coalesce(c.reloptions::text, ''), coalesce(c.relacl::text, '')
+          FROM pg_class c WHERE c.relnamespace = 'setstream'::regnamespace
+         ORDER BY 1""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+          FROM pg_constraint WHERE connamespace = 'setstream'::regnamespace
+         ORDER BY 1, 2""",
+    "indexes": """
+        SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)
+          FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+         WHERE c.relnamespace = 'setstream'::regnamespace ORDER BY 1""",
+    "triggers": """
+        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(t.oid)
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE c.relnamespace = 'setstream'::regnamespace AND NOT tgisinternal
+         ORDER BY 1, 2""",
+    "policies": """
+        SELECT tablename, policyname, permissive, roles::text, cmd,
+               coalesce(qual, ''), coalesce(with_check, '')
+          FROM pg_policies WHERE schemaname = 'setstream' ORDER BY 1, 2""",
+    "functions": """
+        SELECT p.oid::regprocedure::text,
+               CASE WHEN p.prokind = 'a' THEN '' ELSE pg_get_functiondef(p.oid) END,
+               coalesce(p.proacl::text, '')
+          FROM pg_proc p WHERE p.pronamespace = 'setstream'::regnamespace ORDER BY 1""",
+    "views": """
+        SELECT c.relname, pg_get_viewdef(c.oid)
+          FROM pg_class c WHERE c.relnamespace = 'setstream'::regnamespace
+           AND c.relkind = 'v' ORDER BY 1""",
+    "members": """
+        SELECT pg_describe_object(classid, objid, objsubid)
+          FROM pg_depend WHERE refclassid = 'pg_extension'::regclass
+           AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'setstream')
+           AND deptype = 'e' ORDER BY 1""",
+    "config_dump": """
+        SELECT extconfig::regclass[]::text, extcondition::text FROM pg_extension
+         WHERE extname = 'setstream'""",
+}
+
+# A self-signed certificate is not needed: client_certs rows are written
+# directly (bind_client_cert parses PEM; the table is what is upgraded).
+
+
+def connect(dbname):
+    conn = psycopg2.connect(dbname=dbname, application_name="setstream-upgrade-test",
+                            options="-c client_min_messages=warning")
+    conn.autocommit = True
+    return conn
+
+
+def q(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture
+def databases(admin):
+    names = ["upg_old_" + uuid.uuid4().hex[:8], "upg_new_" + uuid.uuid4().hex[:8]]
+    for n in names:
+        admin.execute("CREATE DATABASE %s" % n)
+    yield names
+    for n in names:
+        with contextlib.suppress(Exception):
+            admin.execute("DROP DATABASE %s WITH (FORCE)" % n)
+
+
+def fill(conn):
+    """Rows in every table, through the 0.1.0 API."""
+    q(conn, "SELECT setstream.create_stream('up-a', 'https://a.example', '{https://b.example}',"
+            " 'https://b.example')")
+    q(conn, "SELECT setstream.create_stream('up-b', 'https://b.example', '{https://a.example}')")
+    key = key_for("HS256")
+    kid = q(conn, "SELECT setstream.add_key('up-a', %s::jsonb)", (jdump(public_jwk(key)),))[0][0]
+    q(conn, "SELECT setstream.generate_key('up-a', 'ES256')")
+    q(conn, "SELECT setstream.generate_key('up-b', 'RS256')")
+    q(conn, "SELECT setstream.issue_token('up-a')")
+    q(conn, "SELECT setstream.issue_token('up-b')")
+    q(conn, "INSERT INTO setstream.client_certs (stream, sha256, subject, not_after)"
+            " VALUES ('up-b', decode(repeat('ab', 32), 'hex'), 'CN=up', now() + interval '1 day')")
+    for i in range(3):
+        claims = {"iss": "https://b.example", "aud": "https://a.example", "iat": int(time.time()),
+                  "jti": "up-jti-%d" % i,
+                  "sub_id": {"format": "email", "email": "u%d@example.com" % i},
+                  "events": {"https://schemas.openid.net/secevent/caep/event-type/session-revoked": {}}}
+        q(conn, "SELECT setstream.receive('up-a', %s)", (sign(key, "HS256", claims, kid=kid),))
+    jtis = [q(conn, "SELECT setstream.emit('up-a', 'urn:example:e', '{\"n\": %s}'::jsonb)"
+                    % i)[0][0] for i in range(4)]
+    q(conn, "SELECT setstream.poll('up-a', %s::jsonb)",
+      (jdump({"maxEvents": 2}),))
+    q(conn, "SELECT setstream.poll('up-a', %s::jsonb)",
+      (jdump({"maxEvents": 0, "ack": [jtis[0]],
+              "setErrs": {jtis[1]: {"err": "invalid_request", "description": "x"}}}),))
+
+
+def table_rows(conn):
+    return {t: q(conn, "SELECT row_to_json(x)::text FROM setstream.%s x ORDER BY 1" % t)
+            for t in TABLES}
+
+
+def catalog(conn):
+    return {k: q(conn, sql) for k, sql in CATALOG_QUERIES.items()}
+
+
+def test_update_from_0_1_0_keeps_data_and_ends_in_the_fresh_schema(databases, admin):
+    old_db, new_db = databases
+    old = connect(old_db)
+    new = connect(new_db)
+    try:
+        q(old, "CREATE EXTENSION setstream VERSION '0.1.0'")
+        assert q(old, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'") == [("0.1.0",)]
+        fill(old)
+        before = table_rows(old)
+        assert all(before[t] for t in TABLES), [t for t in TABLES if not before[t]]
+
+        q(old, "ALTER EXTENSION setstream UPDATE")
+        q(new, "CREATE EXTENSION setstream")
+        version = q(new, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'")
+        assert q(old, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'") == version
+        assert version != [("0.1.0",)]
+
+        # the data: every row as it was, but for columns the update added
+        after = table_rows(old)
+        for t in TABLES:
+            assert len(after[t]) == len(before[t]), t
+            for b, a in zip(before[t], after[t]):
+                b, a = json.loads(b[0]), json.loads(a[0])
+                assert {k: a[k] for k in b} == b, t
+        # the upgraded extension works on the old rows
+        assert q(old, "SELECT setstream.emit('up-b', 'urn:example:e', '{}'::jsonb)")[0][0]
+        got = q(old, "SELECT setstream.poll('up-a', '{\"maxEvents\": 10}'::jsonb)")[0][0]
+        assert len(got["sets"]) == 2   # the two never acked or failed
+
+        # the schema: object for object as a fresh install
+        a, b = catalog(old), catalog(new)
+        for k in CATALOG_QUERIES:
+            assert a[k] == b[k], "%s differ after the update" % k
+    finally:
+        old.close()
+        new.close()
