@@ -26,6 +26,10 @@ BEGIN
             NOINHERIT NOREPLICATION BYPASSRLS;
         COMMENT ON ROLE setstream_worker IS
             'setstream background workers (listener): not a superuser; see the setstream README, "Privileges"';
+    ELSE
+        -- made by hand, or by another database's setstream: what the
+        -- workers need (the supervisor refuses a superuser)
+        ALTER ROLE setstream_worker LOGIN BYPASSRLS;
     END IF;
 END
 $$;

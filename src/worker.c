@@ -139,7 +139,8 @@ typedef enum RoleState
 	ROLE_OK,
 	ROLE_MISSING,
 	ROLE_SUPERUSER,
-	ROLE_NOLOGIN
+	ROLE_NOLOGIN,
+	ROLE_NOBYPASSRLS
 } RoleState;
 
 /*
@@ -166,7 +167,8 @@ role_state(const char *name)
 		if (strcmp(NameStr(role->rolname), name) != 0)
 			continue;
 		state = role->rolsuper ? ROLE_SUPERUSER :
-			!role->rolcanlogin ? ROLE_NOLOGIN : ROLE_OK;
+			!role->rolcanlogin ? ROLE_NOLOGIN :
+			!role->rolbypassrls ? ROLE_NOBYPASSRLS : ROLE_OK;
 		break;
 	}
 	table_endscan(scan);
@@ -204,6 +206,14 @@ report_role_state(RoleState state, RoleState *told)
 					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) cannot log in",
 							setstream_role),
 					 errhint("ALTER ROLE %s LOGIN.", quote_identifier(setstream_role))));
+			break;
+		case ROLE_NOBYPASSRLS:
+			ereport(WARNING,
+					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) does not have BYPASSRLS",
+							setstream_role),
+					 errdetail("The listener serves every stream; row-level security would hide them from it."),
+					 errhint("ALTER ROLE %s BYPASSRLS (CREATE EXTENSION setstream does it for setstream_worker).",
+							 quote_identifier(setstream_role))));
 			break;
 	}
 }

@@ -4,6 +4,8 @@
 # 003_create_extension_later.pl — the listener is configured (preloaded)
 # before CREATE EXTENSION setstream has run in setstream.database.
 #
+#   * the supervisor waits for the listener's role (setstream_worker) and
+#     refuses one without BYPASSRLS;
 #   * the worker logs that it waits for CREATE EXTENSION, and does not
 #     crash-loop: its pid stays the same, and the log shows no FATAL and no
 #     exited worker;
@@ -60,6 +62,31 @@ setstream.listen_addresses = '127.0.0.1'
 $node->start;
 my $base = "http://127.0.0.1:$http_port";
 my $http = HTTP::Tiny->new(timeout => 10);
+
+# ------------------------------------------------------------ the role
+
+# On a new cluster the listener's role (setstream.role, setstream_worker)
+# does not exist yet: the supervisor waits for it, says so once, and starts
+# no listener.  An operator may create it ahead of CREATE EXTENSION (which
+# gives it BYPASSRLS and its grants); until it has BYPASSRLS the supervisor
+# refuses it.
+ok( wait_until(
+		10,
+		sub {
+			slurp_file($node->logfile) =~
+			  /setstream listener waits for role "setstream_worker" \(setstream.role\) to exist/;
+		}),
+	'the supervisor logs that it waits for the role');
+is(scalar(listener_pids($node)), 0, 'no listener runs without its role');
+$node->safe_psql('postgres', 'CREATE ROLE setstream_worker LOGIN');
+ok( wait_until(
+		10,
+		sub {
+			slurp_file($node->logfile) =~
+			  /role "setstream_worker" \(setstream.role\) does not have BYPASSRLS/;
+		}),
+	'a role without BYPASSRLS is refused, with the reason');
+$node->safe_psql('postgres', 'ALTER ROLE setstream_worker BYPASSRLS');
 
 # ------------------------------------------------------------ waiting
 
