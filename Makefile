@@ -7,6 +7,7 @@
 #   make fuzz            run each libFuzzer target FUZZ_SECONDS (test/fuzz)
 #   make fuzz-regress    replay the fuzz corpora and regressions, fuzz briefly
 #   make fuzz-coverage   line coverage of src/ reached by the fuzz corpora
+#   make dist            setstream-<version>.zip for PGXN (META.json)
 
 EXTENSION  = setstream
 MODULE_big = setstream
@@ -46,6 +47,15 @@ check-symbols: $(shlib)
 		echo "error: $(shlib) calls json_object() by name; include src/json.h and use json_object() from there" >&2; \
 		exit 1; fi
 .PHONY: check-symbols
+
+# PGXN: make dist builds setstream-<version>.zip from the committed tree
+# (git archive of HEAD); META.json's version must be the control file's.
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" setstream.control)
+dist:
+	@grep -q '"version": "$(EXTVERSION)"' META.json || \
+		{ echo "META.json does not carry version $(EXTVERSION) (setstream.control)" >&2; exit 1; }
+	git archive --format zip --prefix=setstream-$(EXTVERSION)/ -o setstream-$(EXTVERSION).zip HEAD
+.PHONY: dist
 
 # libFuzzer targets (test/fuzz, clang-14); they need no cluster
 FUZZ_SECONDS ?= 60
