@@ -89,7 +89,10 @@ static const char *const grants_deliver[] = {
 	NULL
 };
 static const char *const grants_manage[] = {
-	"GRANT UPDATE, DELETE ON setstream.streams TO %s",
+	/* not owner (the owner's to give) nor name (the key of everything) */
+	"GRANT UPDATE (issuer, audience, peer_issuer, profile, allow_unsigned, status,"
+	" client_auth) ON setstream.streams TO %s",
+	"GRANT DELETE ON setstream.streams TO %s",
 	"GRANT INSERT, UPDATE, DELETE ON setstream.keys TO %s",
 	"GRANT SELECT, INSERT, UPDATE, DELETE ON setstream.tokens,"
 	" setstream.client_certs TO %s",
@@ -202,6 +205,13 @@ static struct
 	int			privilege;
 	char		stream[NAMEDATALEN * 2 + 1];
 }			last_held;
+
+/* Rights changed in this transaction: decide again */
+static void
+forget_held(void)
+{
+	last_held.lxid = InvalidLocalTransactionId;
+}
 
 /*
  * Raise unless the current user holds "privilege" on "stream": 42704 when
@@ -447,6 +457,7 @@ setstream_grant_stream(PG_FUNCTION_ARGS)
 	check_grantee(role);
 	require_stream_owner(stream);
 	store_change_grants(stream, role, privileges, true);
+	forget_held();
 	run_grants(grants_common, role);
 	foreach(lc, privileges)
 		run_grants(grants_by_privilege[privilege_index(lfirst(lc))], role);
@@ -466,6 +477,7 @@ setstream_revoke_stream(PG_FUNCTION_ARGS)
 
 	require_stream_owner(stream);
 	store_change_grants(stream, role, privileges, false);
+	forget_held();
 	PG_RETURN_VOID();
 }
 

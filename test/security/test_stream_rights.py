@@ -159,3 +159,38 @@ def test_a_stream_created_by_a_role_is_its_own(roles, listener):
         assert sqlstate(O, "SELECT setstream.emit(%s, 'urn:example:e', '{}'::jsonb)", (name,)) == "42704"
     finally:
         admin.execute("DELETE FROM setstream.streams WHERE name = %s", (name,))
+
+
+def test_a_manager_cannot_take_the_stream(two, roles):
+    """manage is not ownership: the owner column (and the name) stay."""
+    admin, sa, sb, a, b, A = two
+    assert sqlstate(A, "UPDATE setstream.streams SET owner = current_user::regrole WHERE name = %s",
+                    (sa.name,)) == "42501"
+    assert sqlstate(A, "UPDATE setstream.streams SET name = 'x' || name WHERE name = %s",
+                    (sa.name,)) == "42501"
+    assert sqlstate(A, "SELECT setstream.grant_stream(%s, %s::regrole, '{manage}')",
+                    (sa.name, b)) == "42501"
+    assert A.val("SELECT setstream.alter_stream(%s, peer_issuer => 'https://other.example')",
+                 (sa.name,)) is not None
+
+
+def test_revoked_within_a_transaction_is_revoked(roles, listener, streams):
+    """The one-entry cache of rights does not outlive a revoke."""
+    admin = listener
+    s = streams.create(signing_alg="ES256")
+    r = roles.create("rv")
+    grant_rights(admin, r, s.name, ["emit"])
+    admin.execute("GRANT %s TO %s" % (r, admin.val("SELECT current_user")))
+    admin.conn.autocommit = False
+    try:
+        admin.execute("SET LOCAL ROLE %s" % r)
+        assert admin.val("SELECT setstream.emit(%s, 'urn:example:e', '{}'::jsonb)", (s.name,))
+        admin.execute("RESET ROLE")
+        admin.execute("SELECT setstream.revoke_stream(%s, %s::regrole, '{emit}')", (s.name, r))
+        admin.execute("SET LOCAL ROLE %s" % r)
+        assert sqlstate(admin, "SELECT setstream.emit(%s, 'urn:example:e', '{}'::jsonb)",
+                        (s.name,)) == "42704"
+    finally:
+        admin.conn.rollback()
+        admin.conn.autocommit = True
+        admin.execute("REVOKE %s FROM %s" % (r, admin.val("SELECT current_user")))
