@@ -197,6 +197,33 @@ holds(const char *stream, const char *privilege, bool *exists, bool *any)
 	return held;
 }
 
+/*
+ * The names of the streams on which the current user holds "privilege"
+ * (NULL: any right), as its grants and ownerships say (no bypass here).
+ * store_stream_rights lists each stream's rows together.
+ */
+static List *
+streams_held(const char *privilege)
+{
+	List	   *names = NIL;
+	ListCell   *lc;
+	const char *last = NULL;
+
+	foreach(lc, store_stream_rights(NULL))
+	{
+		StreamRight *r = lfirst(lc);
+
+		if (last != NULL && strcmp(last, r->stream) == 0)
+			continue;
+		if (right_grants(r, privilege))
+		{
+			names = lappend(names, r->stream);
+			last = r->stream;
+		}
+	}
+	return names;
+}
+
 /* One-entry cache: the last right found held, in this transaction */
 static struct
 {
@@ -270,30 +297,17 @@ Datum
 setstream_streams_with(PG_FUNCTION_ARGS)
 {
 	const char *privilege = NULL;
-	List	   *rights;
-	List	   *names = NIL;
+	List	   *names;
 	ListCell   *lc;
 	Datum	   *elems;
 	int			n = 0;
-	const char *last = NULL;
 
 	if (!PG_ARGISNULL(0))
 	{
 		privilege = text_to_cstring(PG_GETARG_TEXT_PP(0));
 		(void) privilege_index(privilege);
 	}
-	rights = store_stream_rights(NULL);
-	foreach(lc, rights)
-	{
-		StreamRight *r = lfirst(lc);
-
-		if ((last == NULL || strcmp(last, r->stream) != 0) &&
-			right_grants(r, privilege))
-		{
-			names = lappend(names, r->stream);
-			last = r->stream;
-		}
-	}
+	names = streams_held(privilege);
 	elems = palloc(sizeof(Datum) * (list_length(names) + 1));
 	foreach(lc, names)
 		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
@@ -308,27 +322,8 @@ setstream_streams_with(PG_FUNCTION_ARGS)
 List *
 privileges_visible_streams(bool *all)
 {
-	List	   *rights;
-	List	   *names = NIL;
-	ListCell   *lc;
-	const char *last = NULL;
-
 	*all = caller_bypasses();
-	if (*all)
-		return NIL;
-	rights = store_stream_rights(NULL);
-	foreach(lc, rights)
-	{
-		StreamRight *r = lfirst(lc);
-
-		if ((last == NULL || strcmp(last, r->stream) != 0) &&
-			right_grants(r, NULL))
-		{
-			names = lappend(names, r->stream);
-			last = r->stream;
-		}
-	}
-	return names;
+	return *all ? NIL : streams_held(NULL);
 }
 
 /* setstream.has_stream_privilege(stream, privilege) */

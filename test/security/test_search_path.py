@@ -11,7 +11,7 @@ must fail to happen (on 0.1.0 both happened).
 import json
 import uuid
 
-from conftest import grant_rights
+from conftest import grant_rights, plant_function
 from listener_support import peer_key, public_jwk, sign
 
 
@@ -25,21 +25,8 @@ def _loot_setup(roles, admin, rights, stream):
     me.execute("CREATE TABLE %s.loot (who text, secret text)" % schema)
     me.execute("GRANT ALL ON %s.loot TO PUBLIC" % schema)
     # the planted function: escalate and steal, whatever it runs as
-    me.execute("""
-        CREATE FUNCTION %(s)s.grab(a text, b text) RETURNS boolean
-        LANGUAGE plpgsql AS $f$
-        BEGIN
-            BEGIN
-                EXECUTE 'ALTER ROLE %(r)s SUPERUSER';
-            EXCEPTION WHEN others THEN NULL;
-            END;
-            BEGIN
-                INSERT INTO %(s)s.loot SELECT current_user, k.jwk FROM setstream.key_secrets k;
-            EXCEPTION WHEN others THEN
-                INSERT INTO %(s)s.loot VALUES (current_user, NULL);
-            END;
-            RETURN a OPERATOR(pg_catalog.=) b;
-        END $f$""" % {"s": schema, "r": role})
+    plant_function(me, "%s.grab(a text, b text)" % schema, "boolean", role,
+                   "a OPERATOR(pg_catalog.=) b", loot="%s.loot" % schema)
     return role, schema, me
 
 
@@ -89,21 +76,8 @@ def test_pg_temp_domain_on_receive_runs_nothing_as_owner(roles, listener, stream
     admin.execute("GRANT ALL ON public.%s TO PUBLIC" % table)
     try:
         me = roles.connect(role)
-        me.execute("""
-            CREATE FUNCTION pg_temp.grab(v pg_catalog.text) RETURNS boolean
-            LANGUAGE plpgsql AS $f$
-            BEGIN
-                BEGIN
-                    EXECUTE 'ALTER ROLE %(r)s SUPERUSER';
-                EXCEPTION WHEN others THEN NULL;
-                END;
-                BEGIN
-                    INSERT INTO public.%(t)s SELECT current_user, k.jwk FROM setstream.key_secrets k;
-                EXCEPTION WHEN others THEN
-                    INSERT INTO public.%(t)s VALUES (current_user, NULL);
-                END;
-                RETURN true;
-            END $f$""" % {"r": role, "t": table})
+        plant_function(me, "pg_temp.grab(v pg_catalog.text)", "boolean", role, "true",
+                       loot="public.%s" % table)
         me.execute("CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.grab(VALUE))")
         claims = s.claims()
         me.val("SELECT setstream.receive(%s, %s)", (s.name, sign(key, "HS256", claims, kid)))
