@@ -551,10 +551,12 @@ listener_port=$(free_port "${SETSTREAM_LISTENER_PORT:-18417}")
 CLUSTER_UP=1
 # The protocol suite fails authentication from 127.0.0.1 dozens of times a
 # minute on purpose; its rate-limit tests set setstream.auth_failure_limit
-# themselves and fail from other loopback addresses.
+# themselves and fail from other loopback addresses.  Two-phase commit
+# (test/protocol/test_two_phase.py) needs max_prepared_transactions.
 if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
         "setstream.port = $listener_port" \
-        "setstream.auth_failure_limit = 1000"; then
+        "setstream.auth_failure_limit = 1000" \
+        "max_prepared_transactions = 10"; then
     record cluster 0 1 0 "the test cluster did not start"
     FINISHED=1
     print_summary
