@@ -552,10 +552,12 @@ CLUSTER_UP=1
 # The protocol suite fails authentication from 127.0.0.1 dozens of times a
 # minute on purpose; its rate-limit tests set setstream.auth_failure_limit
 # themselves and fail from other loopback addresses.  Two-phase commit
-# (test/protocol/test_two_phase.py) needs max_prepared_transactions.
+# (test/protocol/test_two_phase.py) needs max_prepared_transactions; the
+# IPv6 rate-limit test (test_ipv6_ratelimit.py) a listener on ::1.
 if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
         "setstream.port = $listener_port" \
         "setstream.auth_failure_limit = 1000" \
+        "setstream.listen_addresses = '127.0.0.1,::1'" \
         "max_prepared_transactions = 10"; then
     record cluster 0 1 0 "the test cluster did not start"
     FINISHED=1
