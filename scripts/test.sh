@@ -25,6 +25,7 @@
 #                           its fault-injection tests restart servers)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
+#                           (an unknown name is an error: nothing runs)
 #   SETSTREAM_FUZZ_SECONDS  seconds of fuzzing per target in suite fuzz
 #   SETSTREAM_SANITIZE=1    sanitizer mode: setstream.so is built with
 #                           -fsanitize=address,undefined, every server runs
@@ -87,6 +88,30 @@ on_exit() {
     fi
 }
 trap on_exit EXIT
+
+SUITES=(regress isolation pgtap python security perl fuzz)
+
+# check_suites — every name in SETSTREAM_SUITES must be a suite: a typo
+# would otherwise run nothing and report "0 passed, 0 failed".
+check_suites() {
+    local name s known bad=0
+    for name in ${SETSTREAM_SUITES:-}; do
+        known=""
+        for s in "${SUITES[@]}"; do
+            [ "$name" = "$s" ] && known=1
+        done
+        if [ -z "$known" ]; then
+            echo "SETSTREAM_SUITES: unknown suite '$name' (suites: ${SUITES[*]})" >&2
+            bad=$((bad + 1))
+        fi
+    done
+    if [ "$bad" -gt 0 ]; then
+        record SETSTREAM_SUITES 0 "$bad" 0 "unknown suite name(s); nothing ran"
+        FINISHED=1
+        print_summary
+        exit 2
+    fi
+}
 
 want_suite() {
     [ -z "${SETSTREAM_SUITES:-}" ] || [[ " $SETSTREAM_SUITES " == *" $1 "* ]]
@@ -349,6 +374,10 @@ suite_perl() {
         chown -R postgres:postgres "$tree" "$out"
         mount_perl_tmpfs
     fi
+    # As root (and in CI) the disk-full test must run: its skip is a failure
+    if is_root || [ "${CI:-}" = true ]; then
+        export SETSTREAM_TMPFS_REQUIRED=1
+    fi
     local -a senv=()
     if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
         as_pg_user mkdir -p "$out/sanitizer"
@@ -401,7 +430,8 @@ suite_perl() {
 
 # A small tmpfs that the disk-full TAP test (test/t/009_disk_full.pl) may
 # fill: the tests run as postgres, which cannot mount.  Without it (not
-# root, no mount rights) that test skips and says why.
+# root, no mount rights) that test skips and says why; as root, or with
+# CI=true, it fails instead (SETSTREAM_TMPFS_REQUIRED).
 mount_perl_tmpfs() {
     local dir="$WORK/tmpfs"
     mkdir -p "$dir"
@@ -410,7 +440,7 @@ mount_perl_tmpfs() {
         TMPFS_UP=$dir
         export SETSTREAM_TMPFS=$dir
     else
-        echo "perl: could not mount a tmpfs at $dir; the disk-full test will skip"
+        echo "perl: could not mount a tmpfs at $dir; the disk-full test will fail"
     fi
 }
 
@@ -439,6 +469,10 @@ suite_fuzz() {
 # SANITIZER_REPORT_RE — the first line of an ASan or UBSan report.  Reports
 # go to the log_path files, but a server may print them to its stderr, the
 # server log, instead (seen with UBSan and ASan reporting the same fault).
+# CRASH_RE — a crash in a server log: a PANIC, or the postmaster reporting
+# a process that a signal ended.
+CRASH_RE='PANIC:|terminated by signal'
+
 SANITIZER_REPORT_RE='^==[0-9]+==ERROR: [A-Za-z]+Sanitizer|^[^ ]+:[0-9]+:[0-9]+: runtime error: '
 
 # check_sanitizer — sanitizer mode: one failure per ASan/UBSan report that
@@ -475,6 +509,8 @@ check_sanitizer() {
 }
 
 # ------------------------------------------------------------------ main
+
+check_suites
 
 SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
 PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-480}
@@ -515,10 +551,14 @@ listener_port=$(free_port "${SETSTREAM_LISTENER_PORT:-18417}")
 CLUSTER_UP=1
 # The protocol suite fails authentication from 127.0.0.1 dozens of times a
 # minute on purpose; its rate-limit tests set setstream.auth_failure_limit
-# themselves and fail from other loopback addresses.
+# themselves and fail from other loopback addresses.  Two-phase commit
+# (test/protocol/test_two_phase.py) needs max_prepared_transactions; the
+# IPv6 rate-limit test (test_ipv6_ratelimit.py) a listener on ::1.
 if ! cluster_start test "${SETSTREAM_TEST_PORT:-54329}" \
         "setstream.port = $listener_port" \
-        "setstream.auth_failure_limit = 1000"; then
+        "setstream.auth_failure_limit = 1000" \
+        "setstream.listen_addresses = '127.0.0.1,::1'" \
+        "max_prepared_transactions = 10"; then
     record cluster 0 1 0 "the test cluster did not start"
     FINISHED=1
     print_summary
@@ -533,17 +573,24 @@ export SETSTREAM_PORT=$listener_port
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
 
-for suite in regress isolation pgtap python security perl fuzz; do
+for suite in "${SUITES[@]}"; do
     if want_suite "$suite"; then
         "suite_$suite"
     fi
 done
 
-# A crashed backend or worker shows in the tests too; name it here as well.
-if grep -qE 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" 2>/dev/null; then
+# A crashed backend or worker (a PANIC, a process terminated by a signal)
+# fails the run, one failure per line, whether or not a test noticed it.
+# (The perl suite's nodes are killed on purpose; their tests check their
+# own logs.)
+crashes=$(grep -cE "$CRASH_RE" "$SETSTREAM_LOGFILE" 2>/dev/null || true)
+if [ "${crashes:-0}" -gt 0 ]; then
     echo
     echo "-- crashes in the test cluster's log ($SETSTREAM_LOGFILE)"
-    grep -E 'PANIC|terminated by signal' "$SETSTREAM_LOGFILE" | head -n 20
+    grep -E "$CRASH_RE" "$SETSTREAM_LOGFILE" | head -n 20
+    record cluster-log 0 "$crashes" 0 "PANIC or terminated by signal in $SETSTREAM_LOGFILE"
+else
+    record cluster-log 1 0 0 "no PANIC, no process terminated by signal"
 fi
 
 if [ -n "${SETSTREAM_SANITIZE:-}" ]; then

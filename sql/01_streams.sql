@@ -161,6 +161,13 @@ SELECT setstream.drop_stream('s01-nullflag');
 SELECT count(*) FROM setstream.streams WHERE name = 's01-nullflag';
 SELECT pg_temp.try($$SELECT setstream.drop_stream('s01-nullflag')$$);
 SELECT pg_temp.try($$SELECT setstream.drop_stream(NULL)$$);
+-- a NULL stream name is an invalid argument (22023) wherever a stream is
+-- looked up by name in SQL; the C functions are STRICT (NULL in, NULL out)
+SELECT pg_temp.try($$SELECT setstream.set_stream_status(NULL, 'enabled')$$);
+SELECT pg_temp.try($$SELECT setstream.disable_stream(NULL)$$);
+SELECT pg_temp.try($$SELECT setstream.revoke_token(NULL, 'sst_x')$$);
+SELECT pg_temp.try($$SELECT setstream.revoke_key(NULL, 'kid')$$);
+SELECT setstream.issue_token(NULL) IS NULL AS issue_token_strict;
 SELECT setstream.drop_stream('s01-nosuch');
 
 -- dropping a stream drops its keys, tokens, events and outbox

@@ -252,7 +252,7 @@ accept_connections(int lfd)
 		}
 		dlist_push_tail(&conns, &conn->node);
 		nconns++;
-		if (tls_enabled() && !tls_conn_start(conn))
+		if (tls_configured() && !tls_conn_start(conn))
 		{
 			conn_close(conn);
 			continue;
@@ -1069,7 +1069,8 @@ listener_run(int index)
 	ereport(LOG,
 			(errmsg("setstream listener %d serving %s on port %d%s", index,
 					setstream_listen_addresses, setstream_port,
-					tls_enabled() ? " (TLS)" : "")));
+					tls_enabled() ? " (TLS)" :
+					tls_configured() ? " (TLS settings not loaded: no connection is served)" : "")));
 
 	for (;;)
 	{

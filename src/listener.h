@@ -133,6 +133,7 @@ extern const char *http_status_text(int status);
 /* tls.c */
 extern void tls_configure(void);
 extern bool tls_enabled(void);
+extern bool tls_configured(void);
 extern bool tls_conn_start(Conn *conn);
 extern ssize_t conn_recv(Conn *conn, char *buf, size_t len);
 extern ssize_t conn_send(Conn *conn, const char *buf, size_t len);

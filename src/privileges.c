@@ -254,7 +254,7 @@ privileges_require(const char *stream, const char *privilege)
 	if (stream == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a stream name must not be NULL")));
+				 errmsg("stream name must not be NULL")));
 	if (last_held.lxid == MyProc->lxid && last_held.userid == GetUserId() &&
 		last_held.privilege == index && strcmp(last_held.stream, stream) == 0)
 		return;

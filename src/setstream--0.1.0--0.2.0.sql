@@ -282,3 +282,17 @@ GRANT SELECT ON setstream.streams, setstream.keys, setstream.tokens,
 GRANT SELECT, INSERT ON setstream.events TO setstream_worker;
 GRANT SELECT, UPDATE ON setstream.outbox TO setstream_worker;
 GRANT EXECUTE ON FUNCTION setstream.jwks() TO setstream_worker;
+
+-- issue 16: the triggers that make every listener drop its cached streams,
+-- keys, tokens, client certificates and rights fire under
+-- session_replication_role = replica as well (logical replication's apply
+-- worker and some restore tools write with it): a revoked token replicated
+-- here must not keep opening its stream.  (ALTER TABLE ... DISABLE TRIGGER
+-- still silences them: see "Writes that bypass triggers" in the README.)
+-- A NULL stream name is 22023 everywhere (setstream._require, above).
+ALTER TABLE setstream.streams ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE setstream.keys ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE setstream.key_secrets ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE setstream.tokens ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE setstream.client_certs ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE setstream.stream_grants ENABLE ALWAYS TRIGGER config_changed;

@@ -45,8 +45,15 @@ int			setstream_auth_failure_limit = 30;
 
 void		_PG_init(void);
 
+/*
+ * The listener's own settings.  Those fixed at server start (database,
+ * addresses, port, workers) exist only when setstream is loaded by
+ * shared_preload_libraries: PostgreSQL refuses (FATAL) to create a
+ * PGC_POSTMASTER variable later, and without the preload there is no
+ * listener for them to configure.  The SQL API works either way.
+ */
 static void
-define_listener_gucs(void)
+define_postmaster_gucs(void)
 {
 	DefineCustomStringVariable("setstream.database",
 							   "Database the setstream listener connects to.",
@@ -69,6 +76,13 @@ define_listener_gucs(void)
 							"Number of setstream listener processes sharing the port.",
 							NULL, &setstream_workers, 1, 1, 64,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+static void
+define_listener_gucs(void)
+{
+	if (process_shared_preload_libraries_in_progress)
+		define_postmaster_gucs();
 	DefineCustomStringVariable("setstream.tls_cert_file",
 							   "TLS certificate (PEM) of the listener; TLS is on when both cert and key are set.",
 							   NULL, &setstream_tls_cert_file, "",

@@ -24,20 +24,82 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "lib/stringinfo.h"
+
 #include "listener.h"
 #include "setstream.h"
 
 static SSL_CTX *tls_ctx = NULL;
 
+/*
+ * OpenSSL's reasons for the last failure, oldest first ("error:80000002:
+ * system library::No such file or directory; ..."), in a palloc'd string;
+ * the error queue is left empty.
+ */
+static char *
+tls_error_reasons(void)
+{
+	StringInfoData buf;
+	unsigned long e;
+	char		one[256];
+
+	initStringInfo(&buf);
+	while ((e = ERR_get_error()) != 0)
+	{
+		ERR_error_string_n(e, one, sizeof(one));
+		appendStringInfo(&buf, "%s%s", buf.len > 0 ? "; " : "", one);
+	}
+	if (buf.len == 0)
+		appendStringInfoString(&buf, "unknown TLS error");
+	return buf.data;
+}
+
 static void
 log_tls_error(const char *what)
 {
-	unsigned long e = ERR_get_error();
-
 	ereport(LOG,
-			(errmsg("setstream: %s: %s", what,
-					e ? ERR_reason_error_string(e) : "unknown TLS error")));
-	ERR_clear_error();
+			(errmsg("setstream: %s: %s", what, tls_error_reasons())));
+}
+
+/*
+ * TLS is configured but no context could be built: log it at level ERROR
+ * (without leaving the listener's loop) with OpenSSL's reasons.  With a
+ * previous working context the listener keeps serving TLS with it;
+ * without one it serves nothing (see tls_conn_start).
+ */
+static void
+report_tls_setup_failure(const char *what)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *reasons = tls_error_reasons();
+
+	PG_TRY();
+	{
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("setstream: %s: %s", what, reasons),
+				 errdetail("setstream.tls_cert_file = \"%s\", setstream.tls_key_file = \"%s\"",
+						   setstream_tls_cert_file ? setstream_tls_cert_file : "",
+						   setstream_tls_key_file ? setstream_tls_key_file : ""),
+				 tls_ctx != NULL ?
+				 errhint("The listener keeps the previous TLS configuration until a reload loads the new one.") :
+				 errhint("The listener serves no connection (never plain HTTP) until a reload or restart loads them.")));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+/* Are TLS settings given (then the listener never speaks plain HTTP)? */
+bool
+tls_configured(void)
+{
+	return (setstream_tls_cert_file != NULL && setstream_tls_cert_file[0] != '\0') ||
+		(setstream_tls_key_file != NULL && setstream_tls_key_file[0] != '\0');
 }
 
 /*
@@ -67,10 +129,7 @@ configure_client_ca(SSL_CTX *ctx)
 		return true;
 	if (SSL_CTX_load_verify_locations(ctx, setstream_tls_ca_file, NULL) != 1 ||
 		(names = SSL_load_client_CA_file(setstream_tls_ca_file)) == NULL)
-	{
-		log_tls_error("could not load setstream.tls_ca_file");
-		return false;
-	}
+		return false;			/* the caller reports OpenSSL's reasons */
 	SSL_CTX_set_client_CA_list(ctx, names);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE,
 					   note_client_cert_verdict);
@@ -79,25 +138,33 @@ configure_client_ca(SSL_CTX *ctx)
 
 /*
  * (Re)build the server context from the GUCs.  On failure the old context
- * stays in use (or TLS stays off) and the problem is logged.
+ * stays in use, or, without one, the listener serves nothing: TLS that is
+ * configured never falls back to plain HTTP.  The failure is logged as an
+ * ERROR with OpenSSL's reasons.
  */
 void
 tls_configure(void)
 {
 	SSL_CTX    *ctx;
 
-	if (setstream_tls_cert_file == NULL || setstream_tls_cert_file[0] == '\0' ||
-		setstream_tls_key_file == NULL || setstream_tls_key_file[0] == '\0')
+	if (!tls_configured())
 	{
 		if (tls_ctx != NULL)
 			SSL_CTX_free(tls_ctx);
 		tls_ctx = NULL;
 		return;
 	}
+	ERR_clear_error();
+	if (setstream_tls_cert_file == NULL || setstream_tls_cert_file[0] == '\0' ||
+		setstream_tls_key_file == NULL || setstream_tls_key_file[0] == '\0')
+	{
+		report_tls_setup_failure("TLS needs both setstream.tls_cert_file and setstream.tls_key_file");
+		return;
+	}
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL)
 	{
-		log_tls_error("could not create a TLS context");
+		report_tls_setup_failure("could not create a TLS context");
 		return;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -108,7 +175,7 @@ tls_configure(void)
 		SSL_CTX_use_PrivateKey_file(ctx, setstream_tls_key_file, SSL_FILETYPE_PEM) != 1 ||
 		SSL_CTX_check_private_key(ctx) != 1)
 	{
-		log_tls_error("could not load setstream.tls_cert_file / setstream.tls_key_file");
+		report_tls_setup_failure("could not load setstream.tls_cert_file / setstream.tls_key_file");
 		SSL_CTX_free(ctx);
 		return;
 	}
@@ -116,6 +183,7 @@ tls_configure(void)
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *) "setstream", 9);
 	if (!configure_client_ca(ctx))
 	{
+		report_tls_setup_failure("could not load setstream.tls_ca_file");
 		SSL_CTX_free(ctx);
 		return;
 	}
@@ -134,6 +202,9 @@ tls_enabled(void)
 bool
 tls_conn_start(Conn *conn)
 {
+	/* configured but not loaded: serve nothing (logged at configuration) */
+	if (tls_ctx == NULL)
+		return false;
 	conn->ssl = SSL_new(tls_ctx);
 	if (conn->ssl == NULL || SSL_set_fd(conn->ssl, conn->fd) != 1)
 	{

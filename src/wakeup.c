@@ -12,6 +12,17 @@
  *	  listener parks a long poll with the generation it saw before its
  *	  transaction, and looks again when the generation moves.
  *
+ *	  Two-phase commit: PREPARE TRANSACTION ends the preparing backend's
+ *	  transaction (its notes are dropped there), and COMMIT PREPARED may
+ *	  run in any backend, after a restart even.  What the prepared
+ *	  transaction changed or emitted is not known there, so a COMMIT
+ *	  PREPARED in a database that has setstream, once it has made the
+ *	  prepared transaction visible, bumps every generation: the
+ *	  configuration's (every cache drops) and every stream slot's (every
+ *	  parked long poll and WebSocket session looks again).  That costs a
+ *	  spurious wake-up for each unrelated prepared transaction, never a
+ *	  missed one.
+ *
  *	  Without shared_preload_libraries there is no shared memory and no
  *	  listener; everything here is then a no-op.
  *
@@ -20,12 +31,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/extension.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "tcop/utility.h"
 
 #include "stats.h"
 #include "wakeup.h"
@@ -47,6 +60,7 @@ typedef struct WakeupShared
 static WakeupShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* Slots noted by this transaction's emits (a few; duplicates skipped) */
 #define MAX_NOTED 64
@@ -163,6 +177,16 @@ wake_listeners(void)
 	}
 }
 
+/* Every generation moves: caches drop, every waiting session looks again */
+static void
+bump_everything(void)
+{
+	pg_atomic_fetch_add_u64(&shared->config_generation, 1);
+	for (int i = 0; i < WAKEUP_SLOTS; i++)
+		pg_atomic_fetch_add_u64(&shared->generation[i], 1);
+	wake_listeners();
+}
+
 static void
 wakeup_xact_callback(XactEvent event, void *arg)
 {
@@ -195,11 +219,43 @@ wakeup_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * COMMIT PREPARED: once the prepared transaction is committed (it is
+ * visible when FinishPreparedTransaction returns), wake as its own commit
+ * would have, had it not been prepared.
+ */
+static void
+wakeup_process_utility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	bool		commit_prepared;
+
+	commit_prepared = IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED;
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	/* a prepared transaction belongs to the database that commits it */
+	if (commit_prepared && shared != NULL &&
+		OidIsValid(get_extension_oid("setstream", true)))
+		bump_everything();
+}
+
 /* Once per backend, from _PG_init */
 void
 wakeup_register_callbacks(void)
 {
 	RegisterXactCallback(wakeup_xact_callback, NULL);
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = wakeup_process_utility;
 }
 
 void

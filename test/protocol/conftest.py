@@ -429,6 +429,37 @@ class RawConn:
         return True
 
 
+class ServerLog:
+    """What the test cluster's server log (SETSTREAM_LOGFILE, exported by
+    scripts/test.sh) gained since this object was made.  A missing log is
+    a failure, not a reason to skip the check."""
+
+    def __init__(self):
+        self.path = os.environ.get("SETSTREAM_LOGFILE")
+        assert self.path and os.path.exists(self.path), \
+            "SETSTREAM_LOGFILE (%r) names no server log" % self.path
+        self.offset = os.path.getsize(self.path)
+
+    def text(self):
+        with open(self.path, errors="replace") as f:
+            f.seek(self.offset)
+            return f.read()
+
+    def wait_for(self, pattern, timeout=5.0):
+        """The new text once it matches the regex pattern; fails after
+        timeout seconds."""
+        import re
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            if re.search(pattern, text):
+                return text
+            assert time.monotonic() < deadline, \
+                "no %r in the server log within %.0fs; it gained:\n%s" \
+                % (pattern, timeout, text[-3000:])
+            time.sleep(0.05)
+
+
 def wait_for_listener(timeout=30.0):
     """Wait until GET /jwks.json answers 200 (the worker polls every 2 s
     for the extension)."""

@@ -125,17 +125,24 @@ def test_zero_disables_the_limit(gucs, streams):
 
 
 def test_table_is_bounded_and_forgets_the_oldest(gucs, streams):
-    """With a limit of 1, address A is blocked; failures from 8192 other
-    addresses (the table's size) push A out, and A may try again."""
+    """With a limit of 1, addresses A then B are blocked; failures from
+    8191 other addresses fill the table (8192) and push out A, the least
+    recently failed, but not B: A may try again while B is still blocked.
+    (B shows that A was forgotten, not drained: with a limit of 1 a bucket
+    drains in 60 s, and had the loop taken that long B would be free too.)"""
     gucs.set(auth_failure_limit=1)
     s = streams.create(peer_algs=("HS256",))
+    path = "/streams/%s/poll" % s.name
     a = hostile.raw_from(hostile.address(100))
-    assert a.request("POST", "/streams/%s/poll" % s.name, [], NOW).status == 401
-    assert a.request("POST", "/streams/%s/poll" % s.name, [], NOW).status == 429
-    req = hostile.build_request("POST", "/streams/%s/poll" % s.name,
-                                [("Connection", "close")], NOW)
-    # 8192 distinct addresses, 64 connections at a time
-    addresses = hostile.other_net_addresses(8192)
+    b = hostile.raw_from(hostile.address(101))
+    assert a.request("POST", path, [], NOW).status == 401
+    assert a.request("POST", path, [], NOW).status == 429
+    assert b.request("POST", path, [], NOW).status == 401
+    assert b.request("POST", path, [], NOW).status == 429
+    req = hostile.build_request("POST", path, [("Connection", "close")], NOW)
+    # 8191 distinct addresses (with A and B: one more than the table
+    # holds), 64 connections at a time
+    addresses = hostile.other_net_addresses(8191)
     for i in range(0, len(addresses), 64):
         socks = [hostile.connect_from(addr) for addr in addresses[i:i + 64]]
         for sock in socks:
@@ -144,8 +151,12 @@ def test_table_is_bounded_and_forgets_the_oldest(gucs, streams):
             status, _, _ = hostile.read_status(sock)
             assert status == 401, status
             sock.close()
-    assert a.request("POST", "/streams/%s/poll" % s.name, [], NOW).status == 401
-    assert a.request("POST", "/streams/%s/poll" % s.name, [], NOW).status == 429
+    # B first: A's next failure makes room by forgetting B
+    assert b.request("POST", path, [], NOW).status == 429, \
+        "B is no longer blocked: the table forgot more than the oldest, or the loop " \
+        "took 60 s and the buckets drained"
+    assert a.request("POST", path, [], NOW).status == 401
+    assert a.request("POST", path, [], NOW).status == 429
 
 
 def assert_error_raw(resp, status):

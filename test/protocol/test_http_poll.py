@@ -289,7 +289,10 @@ def test_long_poll_woken_by_commit(db, gucs, stream, capsys):
         print("\nlong-poll wake-up latency, commit -> response (ms): median %.1f, "
               "min %.1f, max %.1f, all %s" % (statistics.median(ms), ms[0], ms[-1],
                                               ["%.1f" % x for x in ms]))
-    assert max(latencies) < 0.5, ms
+    # the listener looks at parked polls every 250 ms anyway: only the
+    # commit's own wake-up (its SetLatch) gets under these bounds
+    assert statistics.median(ms) < 30, ms
+    assert ms[-1] < 150, ms
 
 
 def test_rolled_back_emit_does_not_answer(db, gucs, stream):

@@ -88,6 +88,34 @@ def wait_tls(cert, want, timeout=10.0):
         time.sleep(0.1)
 
 
+def plain_http_bytes(timeout=3.0):
+    """Send GET /jwks.json in plain HTTP; every byte the server sends back
+    before it closes the connection (b"" when it closes, or resets, at
+    once).  A server that keeps the connection open fails the caller with
+    a timeout."""
+    sock = socket.create_connection((ls.HOST, ls.PORT), timeout=timeout)
+    data = b""
+    try:
+        try:
+            sock.sendall(ls.build_request("GET", "/jwks.json"))
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    finally:
+        sock.close()
+    return data
+
+
+def assert_no_http_answer(data):
+    """No HTTP came back: nothing, or a TLS alert record (content type 21)."""
+    assert data == b"" or data[:1] == b"\x15", \
+        "plain HTTP got an answer that is no TLS alert: %r" % data[:200]
+
+
 def test_tls_on_then_reset_plain_http_again(listener, cert_dir):
     """Switch TLS on with a reload, then RESET and reload: plain HTTP works
     again.  (First in the module: it runs before the module's `tls`
@@ -97,12 +125,8 @@ def test_tls_on_then_reset_plain_http_again(listener, cert_dir):
     try:
         gucs.set(tls_cert_file=cert, tls_key_file=key)
         wait_tls(cert, True)
-        with pytest.raises((ConnectionError, OSError, AssertionError, ValueError)):
-            c = ls.RawConn(timeout=2)
-            try:
-                c.request("GET", "/jwks.json")
-            finally:
-                c.close()
+        # the server closes a plain HTTP connection with no HTTP answer
+        assert_no_http_answer(plain_http_bytes())
     finally:
         gucs.restore()
     wait_tls(cert, False)
@@ -111,6 +135,54 @@ def test_tls_on_then_reset_plain_http_again(listener, cert_dir):
         assert c.request("GET", "/jwks.json").status == 200
     finally:
         c.close()
+
+
+def assert_serves_nothing(cert):
+    """Neither plain HTTP nor a TLS handshake gets anywhere."""
+    for _ in range(3):
+        assert_no_http_answer(plain_http_bytes())
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            tls_conn(tls_context(cert), timeout=3).close()
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("broken", ["missing cert", "garbage key", "no key"])
+def test_tls_files_that_cannot_load_serve_nothing(listener, cert_dir, broken):
+    """tls_cert_file / tls_key_file set to files that cannot be loaded: the
+    listener serves nothing (never plain HTTP) and logs an ERROR with
+    OpenSSL's reason; a reload with good files then switches TLS on.
+    (Before the module's `tls` fixture: this starts from plain HTTP.)"""
+    d, cert, key = cert_dir
+    garbage = os.path.join(d, "garbage.pem")
+    with open(garbage, "w") as f:
+        f.write("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    os.chmod(garbage, 0o644)
+    settings, reason = {
+        "missing cert": (dict(tls_cert_file=os.path.join(d, "no-such-cert.pem"),
+                              tls_key_file=key),
+                         r"could not load setstream\.tls_cert_file / setstream\.tls_key_file: "
+                         r".*No such file or directory"),
+        "garbage key": (dict(tls_cert_file=cert, tls_key_file=garbage),
+                        r"could not load setstream\.tls_cert_file / setstream\.tls_key_file: "
+                        r"error:[0-9A-F]+:"),
+        "no key": (dict(tls_cert_file=cert, tls_key_file=""),
+                   r"TLS needs both setstream\.tls_cert_file and setstream\.tls_key_file"),
+    }[broken]
+    log = ls.ServerLog()
+    gucs = ls.Gucs(listener)
+    try:
+        gucs.set(**settings)
+        text = log.wait_for(r"ERROR:\s+setstream: " + reason)
+        assert "(null)" not in text
+        log.wait_for(r"HINT:\s+The listener serves no connection \(never plain HTTP\)")
+        assert_serves_nothing(cert)
+        # good files and a reload: TLS, not plain HTTP
+        gucs.set(tls_cert_file=cert, tls_key_file=key)
+        wait_tls(cert, True)
+        assert_no_http_answer(plain_http_bytes())
+    finally:
+        gucs.restore()
+    wait_tls(cert, False)
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +322,26 @@ def test_plain_http_to_tls_port_fails(tls):
         assert b"keys" not in data
     finally:
         c.close()
+
+
+def test_reload_with_bad_files_keeps_the_working_context(listener, tls, cert_dir):
+    """While TLS works, a reload with a certificate that cannot be loaded
+    keeps the previous context (https still works, plain HTTP still gets
+    nothing) and the log says so, with OpenSSL's reason."""
+    d, cert, _ = cert_dir
+    log = ls.ServerLog()
+    gucs = ls.Gucs(listener)
+    try:
+        gucs.set(tls_cert_file=os.path.join(d, "no-such-cert.pem"))
+        log.wait_for(r"ERROR:\s+setstream: could not load setstream\.tls_cert_file / "
+                     r"setstream\.tls_key_file: .*No such file or directory")
+        log.wait_for(r"HINT:\s+The listener keeps the previous TLS configuration")
+        c = tls_conn(tls_context(tls))
+        try:
+            assert c.request("GET", "/jwks.json").status == 200
+        finally:
+            c.close()
+        assert_no_http_answer(plain_http_bytes())
+    finally:
+        gucs.restore()
+    wait_tls(tls, True)

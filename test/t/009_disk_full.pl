@@ -6,7 +6,9 @@
 #
 # Needs a small tmpfs the postgres user can write: scripts/test.sh mounts
 # one when run as root (as CI does) and passes it in SETSTREAM_TMPFS.
-# Without it the test skips and says why.
+# Without it the test skips and says why, except when
+# SETSTREAM_TMPFS_REQUIRED is set (scripts/test.sh sets it as root and with
+# CI=true): then the missing tmpfs is a failure.
 #
 #   * setstream.events is moved to a tablespace on the tmpfs, and a filler
 #     file takes every free byte;
@@ -29,6 +31,15 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 my $tmpfs = $ENV{SETSTREAM_TMPFS};
+if ((!defined $tmpfs || !-d $tmpfs || !-w $tmpfs)
+	&& $ENV{SETSTREAM_TMPFS_REQUIRED})
+{
+	# as root or under CI (scripts/test.sh sets SETSTREAM_TMPFS_REQUIRED)
+	# the tmpfs must be there: a skip would hide that this never ran
+	plan tests => 1;
+	fail('a writable tmpfs in SETSTREAM_TMPFS (required as root and under CI=true; scripts/test.sh could not mount one)');
+	exit 0;
+}
 if (!defined $tmpfs || !-d $tmpfs || !-w $tmpfs)
 {
 	# one visible skip, which scripts/test.sh counts in its summary
