@@ -95,6 +95,10 @@ log_min_messages = warning
 } . ($extra // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION setstream');
+	# CREATE EXTENSION creates the listener's role; the supervisor, which
+	# looks for it every 2 s, then starts the listener
+	wait_until(30, sub { scalar(listener_pids($node)) >= 1 })
+	  or die "no setstream listener started within 30 s";
 	return ($node, $http_port);
 }
 
