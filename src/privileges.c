@@ -164,28 +164,22 @@ right_grants(const StreamRight *right, const char *privilege)
 }
 
 /*
- * What the current user holds on "stream": *exists is false when the
- * stream does not exist; the result tells whether "privilege" (NULL: any)
- * is held, and *any whether any right is.
+ * Does the current user hold "privilege" (NULL: any right) on "stream"?
+ * *any tells whether it holds any right there (false for a stream that
+ * does not exist).  A role that bypasses row-level security holds every
+ * right on every stream; whether the stream exists is then the caller's
+ * next question (the SQL API raises 42704 for a missing one).
  */
 static bool
-holds(const char *stream, const char *privilege, bool *exists, bool *any)
+holds(const char *stream, const char *privilege, bool *any)
 {
-	List	   *rights;
 	ListCell   *lc;
 	bool		held = false;
 
-	*any = false;
-	if (caller_bypasses())
-	{
-		/* every right on every stream; whether it exists is the caller's
-		 * next question (the SQL API raises 42704 for a missing one) */
-		*exists = *any = true;
+	*any = caller_bypasses();
+	if (*any)
 		return true;
-	}
-	rights = store_stream_rights(stream);
-	*exists = rights != NIL;
-	foreach(lc, rights)
+	foreach(lc, store_stream_rights(stream))
 	{
 		StreamRight *r = lfirst(lc);
 
@@ -248,7 +242,6 @@ void
 privileges_require(const char *stream, const char *privilege)
 {
 	int			index = privilege_index(privilege);
-	bool		exists;
 	bool		any;
 
 	if (stream == NULL)
@@ -258,7 +251,7 @@ privileges_require(const char *stream, const char *privilege)
 	if (last_held.lxid == MyProc->lxid && last_held.userid == GetUserId() &&
 		last_held.privilege == index && strcmp(last_held.stream, stream) == 0)
 		return;
-	if (holds(stream, privilege, &exists, &any))
+	if (holds(stream, privilege, &any))
 	{
 		if (strlen(stream) < sizeof(last_held.stream))
 		{
@@ -269,7 +262,7 @@ privileges_require(const char *stream, const char *privilege)
 		}
 		return;
 	}
-	if (!exists || !any)
+	if (!any)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("stream \"%s\" does not exist", stream)));
@@ -285,11 +278,10 @@ privileges_require(const char *stream, const char *privilege)
 bool
 privileges_held(const char *stream, const char *privilege)
 {
-	bool		exists;
 	bool		any;
 
 	(void) privilege_index(privilege);
-	return holds(stream, privilege, &exists, &any);
+	return holds(stream, privilege, &any);
 }
 
 /* setstream._streams_with(privilege): streams the current user holds it on */
@@ -332,13 +324,12 @@ setstream_has_stream_privilege(PG_FUNCTION_ARGS)
 {
 	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *privilege = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bool		exists;
 	bool		any;
 
 	(void) privilege_index(privilege);
 	if (caller_bypasses())
 		PG_RETURN_BOOL(store_find_stream(stream) != NULL);
-	PG_RETURN_BOOL(holds(stream, privilege, &exists, &any));
+	PG_RETURN_BOOL(holds(stream, privilege, &any));
 }
 
 /* setstream._require(stream, privilege) */
@@ -408,7 +399,6 @@ static void
 require_stream_owner(const char *stream)
 {
 	List	   *rights;
-	bool		exists;
 	bool		any;
 
 	if (caller_bypasses())
@@ -420,8 +410,8 @@ require_stream_owner(const char *stream)
 	if (rights != NIL &&
 		has_privs_of_role(GetUserId(), ((StreamRight *) linitial(rights))->role))
 		return;
-	(void) holds(stream, NULL, &exists, &any);
-	if (!exists || !any)
+	(void) holds(stream, NULL, &any);
+	if (!any)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("stream \"%s\" does not exist", stream)));
