@@ -860,6 +860,11 @@ run_turn(void)
 		generations[i] = wakeup_generation(i);
 	config_moved = streamcache_check_generation();
 
+	/*
+	 * Requests prepared in this turn point into the stream cache: nothing
+	 * of it is freed, and nothing they use evicted, until the turn is over.
+	 */
+	streamcache_begin_turn();
 	old = MemoryContextSwitchTo(turn_cxt);
 	dlist_foreach_modify(iter, &conns)
 	{
@@ -898,6 +903,7 @@ run_turn(void)
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(turn_cxt);
+	streamcache_end_turn();
 }
 
 /* ---------------------------------------------------------------------
