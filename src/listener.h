@@ -108,6 +108,7 @@ typedef struct Conn
 	TimestampTz ws_last_rx;
 	bool		ws_ping_sent;
 	bool		ws_closing;		/* peer gone: one last turn for its acks */
+	bool		ws_denied;		/* no longer authorized: closing with 1008 */
 	int			ws_close_code;	/* close with this after the turn, or 0 */
 	const char *ws_close_reason;
 

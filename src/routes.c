@@ -266,6 +266,48 @@ too_many_failures(Conn *conn)
 	return true;
 }
 
+/*
+ * Does a session opened earlier (a parked long poll, a WebSocket) still
+ * hold against the stream as reloaded: its bearer token or client
+ * certificate, the stream's client_auth, its status?  Returns 0, or the
+ * HTTP status that says why not (401, 403).  The request's headers stay
+ * with the connection as long as the session does.  Not counted against
+ * the peer's address: the peer did nothing wrong.
+ */
+static int
+session_denied(Conn *conn, StreamInfo *stream, const char **why)
+{
+	size_t		len = 0;
+	const char *token;
+
+	*why = "the credentials of this session are no longer valid for the stream";
+	if (stream == NULL)
+		return 401;
+	if (stream->auth_bearer)
+	{
+		token = bearer_token(conn, &len);
+		if (token == NULL ||
+			!setstream_tokens_match(stream->token_hashes, token, len))
+			return 401;
+	}
+	if (stream->auth_cert)
+	{
+		if (!conn->client_cert_verified)
+			return 401;
+		if (!setstream_cert_match(stream->cert_hashes, conn->client_cert_sha256))
+		{
+			*why = "the client certificate is no longer bound to this stream";
+			return 403;
+		}
+	}
+	if (stream->status == 'd')
+	{
+		*why = "the stream is disabled";
+		return 403;
+	}
+	return 0;
+}
+
 static PrepResult
 prepare_push(Conn *conn, Prepared *p)
 {
@@ -501,9 +543,12 @@ route_answer_push(Conn *conn)
 	http_respond(conn, 202, NULL, NULL, 0, NULL);
 }
 
-/* A stream's cached copy, loading it if needed (inside a transaction) */
+/*
+ * A stream's cached copy, loading it if needed (inside a transaction);
+ * NULL when it does not exist and missing_ok.
+ */
 static StreamInfo *
-stream_in_transaction(const char *name)
+stream_in_transaction(const char *name, bool missing_ok)
 {
 	StreamInfo *stream;
 
@@ -512,27 +557,44 @@ stream_in_transaction(const char *name)
 		streamcache_load(name, true);
 		streamcache_lookup(name, &stream);
 	}
-	if (stream == NULL)
+	if (stream == NULL && !missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("stream \"%s\" does not exist", name)));
 	return stream;
 }
 
-/* A parked long poll: the stream's generation moved, or its time is up */
+/*
+ * A parked long poll: the stream's generation moved, the configuration
+ * did, or its time is up.  It is authorized again first: a revoked token,
+ * an unbound certificate or a disabled stream ends it with 401 or 403.
+ */
 RouteResult
 route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 {
 	json_t	   *response = json_object();
 	json_t	   *sets;
 	bool		more = false;
+	StreamInfo *stream = stream_in_transaction(conn->poll_stream, true);
+	const char *why;
+	int			denied = session_denied(conn, stream, &why);
 
+	if (denied == 401)
+	{
+		http_respond_error(conn, 401, "authentication_failed", why,
+						   bearer_challenge_invalid);
+		return ROUTE_ANSWERED;
+	}
+	if (denied != 0)
+	{
+		http_respond_error(conn, denied, "access_denied", why, NULL);
+		return ROUTE_ANSWERED;
+	}
 	if (timed_out)
 		sets = json_object();
 	else
 	{
-		sets = exchange_take(stream_in_transaction(conn->poll_stream),
-							 conn->poll_max_events, &more);
+		sets = exchange_take(stream, conn->poll_max_events, &more);
 		if (json_object_size(sets) == 0)
 		{
 			conn->poll_generation = generations[conn->poll_slot];
@@ -571,6 +633,12 @@ route_ws_prepare(Conn *conn, char **load_stream)
 
 	if (conn->ws_inbox == NIL)
 		return true;
+	if (conn->ws_denied)
+	{
+		list_free_deep(conn->ws_inbox);
+		conn->ws_inbox = NIL;
+		return true;
+	}
 	if (!streamcache_lookup(conn->ws_stream, &stream))
 	{
 		*load_stream = conn->ws_stream;
@@ -687,7 +755,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 void
 route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	StreamInfo *stream = stream_in_transaction(conn->ws_stream);
+	StreamInfo *stream = stream_in_transaction(conn->ws_stream, true);
 	json_t	   *ack = json_array();
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
@@ -695,12 +763,29 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	List	   *prepared = conn->ws_prepared;
 	ListCell   *lc;
 	bool		more;
+	const char *why;
 
 	/*
 	 * The messages live in turn memory: forget them before applying, so
 	 * that a turn that fails leaves no dangling list for the next one.
 	 */
 	conn->ws_prepared = NIL;
+	if (conn->ws_denied)
+		return;
+
+	/*
+	 * Revoked, unbound or disabled since the session opened: close with
+	 * 1008 and apply nothing the peer sent.
+	 */
+	if (session_denied(conn, stream, &why) != 0)
+	{
+		conn->ws_denied = true;
+		list_free_deep(conn->ws_outbox);
+		conn->ws_outbox = NIL;
+		conn->ws_close_code = 1008;
+		conn->ws_close_reason = why;
+		return;
+	}
 	foreach(lc, prepared)
 		ws_apply_message(conn, stream, lfirst(lc), ack, set_errs);
 

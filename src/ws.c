@@ -178,6 +178,8 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 	 * hide what follows it (JSON text has none).  An empty message comes
 	 * with msg NULL, which pnstrdup must not get.
 	 */
+	if (conn->ws_denied)
+		return;					/* closing: nothing more is applied */
 	if (arg->opcode == WSLAY_TEXT_FRAME && arg->msg_length > 0 &&
 		memchr(arg->msg, '\0', arg->msg_length) != NULL)
 		wslay_event_queue_close(ctx, 1007, (const uint8_t *) nul_reason,
@@ -284,7 +286,7 @@ ws_close(Conn *conn, int code, const char *reason)
 bool
 ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	return conn->phase == PHASE_WEBSOCKET &&
+	return conn->phase == PHASE_WEBSOCKET && !conn->ws_denied &&
 		(conn->ws_inbox != NIL || conn->ws_prepared != NIL ||
 		 generations[conn->ws_slot] != conn->ws_generation ||
 		 now >= conn->ws_next_take);
