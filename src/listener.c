@@ -313,6 +313,23 @@ drain(Conn *conn)
 	conn_close(conn);
 }
 
+/*
+ * Plaintext that OpenSSL has decrypted already: the socket will not be
+ * readable for it again, so the loop reads it without waiting (it stops
+ * when the connection cannot take more, as epoll would).
+ */
+static bool
+tls_pending_read(Conn *conn)
+{
+	if (conn->ssl == NULL || SSL_pending(conn->ssl) <= 0)
+		return false;
+	if (conn->phase == PHASE_READ)
+		return !conn->message_complete;
+	if (conn->phase == PHASE_WEBSOCKET)
+		return !conn->ws_closing && ws_reading(conn);
+	return false;
+}
+
 static void
 ws_update_interest(Conn *conn)
 {
@@ -405,13 +422,18 @@ on_client_event(Conn *conn, uint32 events)
 			ws_update_interest(conn);
 		return;
 	}
-	/* PHASE_READ */
-	if (!http_conn_read(conn))
+	/* PHASE_READ: until the request is whole or OpenSSL holds no more */
+	for (;;)
 	{
-		conn_close(conn);
-		return;
+		if (!http_conn_read(conn))
+		{
+			conn_close(conn);
+			return;
+		}
+		http_conn_parse(conn);
+		if (!tls_pending_read(conn))
+			break;
 	}
-	http_conn_parse(conn);
 	if (conn->out.len > conn->outpos && !conn->message_complete)
 		http_conn_flush(conn);	/* 100 Continue still queued */
 	if (conn->phase == PHASE_CLOSED)
@@ -434,6 +456,24 @@ poll_clients(void)
 
 	for (int i = 0; i < n; i++)
 		on_client_event((Conn *) evs[i].data.ptr, evs[i].events);
+}
+
+/*
+ * Connections that went back to reading (a response written, a WebSocket
+ * inbox drained) while OpenSSL held decrypted bytes for them.
+ */
+static void
+read_tls_pending(void)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+
+		if (tls_pending_read(conn))
+			on_client_event(conn, EPOLLIN);
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -950,7 +990,7 @@ next_timeout_ms(TimestampTz now)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY)
+		if (conn->phase == PHASE_READY || tls_pending_read(conn))
 			return 0;
 		if (conn->phase == PHASE_PARKED || conn->phase == PHASE_WEBSOCKET)
 		{
@@ -1102,6 +1142,7 @@ listener_run(int index)
 				accept_connections(*(int *) ev->user_data);
 		}
 		CHECK_FOR_INTERRUPTS();
+		read_tls_pending();
 		run_turn();
 
 		now = GetCurrentTimestamp();

@@ -182,6 +182,7 @@ extern bool ws_send_outbox(Conn *conn);
 extern void ws_close(Conn *conn, int code, const char *reason);
 extern bool ws_housekeeping(Conn *conn, TimestampTz now);
 extern bool ws_wants_write(Conn *conn);
+extern bool ws_reading(Conn *conn);
 extern void ws_free(Conn *conn);
 extern void ws_abandon_turn(Conn *conn);
 extern bool ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now);

@@ -123,7 +123,7 @@ ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 	ssize_t		n;
 
 	/* bound what one peer can queue: the turn drains the inbox first */
-	if (list_length(conn->ws_inbox) >= WS_MAX_INBOX)
+	if (!ws_reading(conn))
 	{
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -242,6 +242,13 @@ ws_on_event(Conn *conn, uint32 events)
 	if (!wslay_event_want_read(ctx) && !wslay_event_want_write(ctx))
 		return false;
 	return true;
+}
+
+/* May the session read more now? */
+bool
+ws_reading(Conn *conn)
+{
+	return list_length(conn->ws_inbox) < WS_MAX_INBOX;
 }
 
 bool
