@@ -77,6 +77,7 @@ static TimestampTz last_fd_log = 0;
 static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
 static Oid	last_extension = InvalidOid;
 static bool freed_since_trim = false;	/* a connection's memory was freed */
+static bool config_moved_early = false; /* seen by authorize_headers */
 static TimestampTz last_trim = 0;
 
 /* ---------------------------------------------------------------------
@@ -113,6 +114,7 @@ conn_close(Conn *conn)
 	conn->phase = PHASE_CLOSED;
 	epoll_ctl(epfd, EPOLL_CTL_DEL, conn->fd, NULL);
 	ws_free(conn);
+	http_conn_release(conn);
 	tls_conn_close(conn);
 	close(conn->fd);
 	dlist_delete(&conn->node);
@@ -324,7 +326,7 @@ tls_pending_read(Conn *conn)
 	if (conn->ssl == NULL || SSL_pending(conn->ssl) <= 0)
 		return false;
 	if (conn->phase == PHASE_READ)
-		return !conn->message_complete;
+		return !conn->message_complete && !conn->auth_pending;
 	if (conn->phase == PHASE_WEBSOCKET)
 		return !conn->ws_closing && ws_reading(conn);
 	return false;
@@ -335,6 +337,9 @@ ws_update_interest(Conn *conn)
 {
 	set_interest(conn, EPOLLIN | EPOLLRDHUP | (ws_wants_write(conn) ? EPOLLOUT : 0));
 }
+
+static void authorize_headers(Conn *conn);
+static void on_client_event(Conn *conn, uint32 events);
 
 /* The response is written: close, start a WebSocket session, or read on */
 static void
@@ -350,10 +355,21 @@ after_response(Conn *conn)
 	}
 	if (conn->close_after_write)
 	{
-		if (conn->req.reject_status != 0 && conn->ssl == NULL)
-			start_drain(conn);
+		if ((conn->req.reject_status != 0 || conn->auth_pending) &&
+			conn->ssl == NULL)
+			start_drain(conn);	/* its body was not read */
 		else
 			conn_close(conn);
+		return;
+	}
+	if (conn->auth_pending)
+	{
+		/* refused on its headers: read past its body, then the next one */
+		conn->auth_pending = false;
+		conn->discarding = true;
+		conn->phase = PHASE_READ;
+		conn->last_activity = GetCurrentTimestamp();
+		on_client_event(conn, EPOLLIN);
 		return;
 	}
 	conn->phase = PHASE_READ;
@@ -364,6 +380,8 @@ after_response(Conn *conn)
 	http_conn_parse(conn);		/* pipelined bytes */
 	if (conn->phase == PHASE_CLOSED)
 		conn_close(conn);
+	else if (conn->auth_pending && !conn->message_complete)
+		authorize_headers(conn);
 	else
 		after_parse(conn);
 }
@@ -380,10 +398,62 @@ write_response(Conn *conn)
 		set_interest(conn, EPOLLOUT | EPOLLRDHUP);
 }
 
+static PrepResult prepare_one(Conn *conn, char **load);
+
+/* Authorized on its headers: send 100 Continue if asked, read the body */
+static void
+resume_body(Conn *conn)
+{
+	conn->auth_pending = false;
+	conn->close_after_write = false;
+	conn->phase = PHASE_READ;
+	http_send_continue(conn);
+	if (conn->phase == PHASE_CLOSED)
+		conn_close(conn);
+	else
+		on_client_event(conn, EPOLLIN);
+}
+
+/*
+ * A request with a body has sent its headers: refuse it now if it must be
+ * refused, before its body is read or buffered (then its body is read past
+ * and dropped, or, when the client waits for 100 Continue, the connection
+ * closes), go on reading it if it may, or wait for the next turn to load
+ * its stream.
+ */
+static void
+authorize_headers(Conn *conn)
+{
+	MemoryContext old = CurrentMemoryContext;
+	char	   *load = NULL;
+	PrepResult	result;
+
+	conn->close_after_write = conn->req.expect_continue;
+	/* streams, tokens or certificates changed: not on a stale copy */
+	if (streamcache_check_generation())
+		config_moved_early = true;
+	result = prepare_one(conn, &load);
+	MemoryContextSwitchTo(old);
+	switch (result)
+	{
+		case PREP_EXECUTE:
+			resume_body(conn);
+			break;
+		case PREP_LOAD:
+			conn->phase = PHASE_AUTH;
+			set_interest(conn, EPOLLRDHUP);
+			break;
+		case PREP_ANSWERED:
+			write_response(conn);
+			break;
+	}
+}
+
 static void
 on_client_event(Conn *conn, uint32 events)
 {
-	if (conn->phase == PHASE_PARKED || conn->phase == PHASE_READY)
+	if (conn->phase == PHASE_PARKED || conn->phase == PHASE_READY ||
+		conn->phase == PHASE_AUTH)
 	{
 		/* the peer gave up waiting */
 		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -433,6 +503,16 @@ on_client_event(Conn *conn, uint32 events)
 		http_conn_parse(conn);
 		if (!tls_pending_read(conn))
 			break;
+	}
+	if (conn->auth_pending && !conn->message_complete && conn->phase == PHASE_READ)
+	{
+		authorize_headers(conn);
+		return;
+	}
+	if (conn->discarding && conn->message_complete && conn->req.reject_status == 0)
+	{
+		after_response(conn);	/* the refused request is over */
+		return;
 	}
 	if (conn->out.len > conn->outpos && !conn->message_complete)
 		http_conn_flush(conn);	/* 100 Continue still queued */
@@ -806,6 +886,8 @@ prepare_one(Conn *conn, char **load)
 	{
 		if (ws)
 			result = route_ws_prepare(conn, load) ? PREP_EXECUTE : PREP_LOAD;
+		else if (conn->auth_pending)
+			result = route_authorize_headers(conn, load);
 		else
 			result = route_prepare(conn, load);
 	}
@@ -841,7 +923,7 @@ prepare_one(Conn *conn, char **load)
  * connections that need the database.
  */
 static List *
-prepare_all(List *fresh)
+prepare_all(List *fresh, List **resumed)
 {
 	List	   *db = NIL;
 	List	   *waiting = NIL;
@@ -858,7 +940,10 @@ prepare_all(List *fresh)
 			switch (prepare_one(conn, &load))
 			{
 				case PREP_EXECUTE:
-					db = lappend(db, conn);
+					if (conn->phase == PHASE_AUTH)
+						*resumed = lappend(*resumed, conn);
+					else
+						db = lappend(db, conn);
 					break;
 				case PREP_LOAD:
 					waiting = lappend(waiting, conn);
@@ -892,13 +977,15 @@ run_turn(void)
 	List	   *fresh = NIL;
 	List	   *due = NIL;
 	List	   *touched = NIL;
+	List	   *resumed = NIL;
 	dlist_mutable_iter iter;
 	ListCell   *lc;
 	MemoryContext old;
 
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		generations[i] = wakeup_generation(i);
-	config_moved = streamcache_check_generation();
+	config_moved = streamcache_check_generation() || config_moved_early;
+	config_moved_early = false;
 
 	/*
 	 * Requests prepared in this turn point into the stream cache: nothing
@@ -910,7 +997,7 @@ run_turn(void)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY ||
+		if (conn->phase == PHASE_READY || conn->phase == PHASE_AUTH ||
 			(conn->phase == PHASE_WEBSOCKET && conn->ws_inbox != NIL))
 			fresh = lappend(fresh, conn);
 		else if (poll_is_due(conn, now) || ws_turn_due(conn, generations, now) ||
@@ -921,7 +1008,7 @@ run_turn(void)
 	if (fresh != NIL || due != NIL)
 	{
 		touched = list_concat(list_copy(fresh), due);
-		due = list_concat(due, prepare_all(fresh));
+		due = list_concat(due, prepare_all(fresh, &resumed));
 		if (due != NIL)
 			database_turn(due, now);
 		foreach(lc, touched)
@@ -940,6 +1027,9 @@ run_turn(void)
 					conn_close(conn);
 			}
 		}
+		/* authorized on their headers now that their streams are loaded */
+		foreach(lc, resumed)
+			resume_body((Conn *) lfirst(lc));
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(turn_cxt);
@@ -990,7 +1080,8 @@ next_timeout_ms(TimestampTz now)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY || tls_pending_read(conn))
+		if (conn->phase == PHASE_READY || conn->phase == PHASE_AUTH ||
+			tls_pending_read(conn))
 			return 0;
 		if (conn->phase == PHASE_PARKED || conn->phase == PHASE_WEBSOCKET)
 		{

@@ -26,6 +26,7 @@
 typedef enum ConnPhase
 {
 	PHASE_READ,					/* reading a request */
+	PHASE_AUTH,					/* headers read; its stream must be loaded */
 	PHASE_READY,				/* a whole request waits for the next turn */
 	PHASE_PARKED,				/* a long poll waits for SETs */
 	PHASE_WRITE,				/* writing a response */
@@ -43,6 +44,7 @@ typedef struct Request
 	char	   *authorization;
 	char	   *content_type;
 	bool		expect_continue;
+	bool		has_body;		/* Content-Length > 0, or chunked */
 	bool		has_host;
 	char	   *upgrade;		/* Upgrade */
 	char	   *ws_key;			/* Sec-WebSocket-Key */
@@ -75,6 +77,10 @@ typedef struct Conn
 	bool		in_value;
 	int			header_bytes;
 	bool		message_complete;
+	bool		auth_pending;	/* headers read, body not: authorize first */
+	int64		body_counted;	/* bytes of req.body in buffered_bytes */
+	bool		discarding;		/* refused on its headers: skip its body */
+	int64		discarded;
 	bool		keep_alive;
 	Request		req;
 
@@ -122,6 +128,9 @@ extern void http_conn_init(Conn *conn);
 extern bool http_conn_read(Conn *conn);
 extern void http_conn_parse(Conn *conn);
 extern void http_request_reset(Conn *conn);
+extern void http_conn_release(Conn *conn);
+extern void http_send_continue(Conn *conn);
+extern int64 listener_buffered_bytes;
 extern void http_respond(Conn *conn, int status, const char *content_type,
 						 const char *body, size_t len, const char *extra_headers);
 extern void http_respond_json(Conn *conn, int status, json_t *body,
@@ -154,6 +163,7 @@ typedef enum PrepResult
 } PrepResult;
 
 extern PrepResult route_prepare(Conn *conn, char **load_stream);
+extern PrepResult route_authorize_headers(Conn *conn, char **load_stream);
 extern RouteResult route_execute(Conn *conn, const uint64 *generations);
 extern bool route_ws_prepare(Conn *conn, char **load_stream);
 extern bool route_is_push(Conn *conn);

@@ -369,11 +369,13 @@ prepare_pushpull(Conn *conn, Prepared *p, bool is_get)
 }
 
 /*
- * Step one, outside any transaction.  PREP_LOAD asks the listener to load
- * *load_stream into the cache (in a transaction) and call again.
+ * Route and authenticate on the request's headers alone: PREP_EXECUTE
+ * when the request may go on (p->stream is then its stream's cached copy,
+ * valid until the end of the listener's turn), PREP_ANSWERED with the
+ * refusal queued, PREP_LOAD to load *load_stream into the cache first.
  */
-PrepResult
-route_prepare(Conn *conn, char **load_stream)
+static PrepResult
+route_check(Conn *conn, char **load_stream)
 {
 	Prepared   *p = prepared(conn);
 	bool		is_get = conn->req.method == HTTP_GET;
@@ -420,6 +422,36 @@ route_prepare(Conn *conn, char **load_stream)
 		respond_seterr(conn, SETERR_ACCESS_DENIED, "the stream is disabled");
 		return PREP_ANSWERED;
 	}
+	return PREP_EXECUTE;
+}
+
+/*
+ * A request with a body, when its headers are complete: refuse it (404,
+ * 405, 429, 401, 403) before its body is read or 100 Continue sent.  The
+ * whole request is checked again by route_prepare.
+ */
+PrepResult
+route_authorize_headers(Conn *conn, char **load_stream)
+{
+	return route_check(conn, load_stream);
+}
+
+/*
+ * Step one, outside any transaction.  PREP_LOAD asks the listener to load
+ * *load_stream into the cache (in a transaction) and call again.
+ */
+PrepResult
+route_prepare(Conn *conn, char **load_stream)
+{
+	Prepared   *p;
+	bool		is_get = conn->req.method == HTTP_GET;
+	PrepResult	checked = route_check(conn, load_stream);
+
+	if (checked != PREP_EXECUTE)
+		return checked;
+	p = prepared(conn);
+	if (p->ep == EP_JWKS)
+		return PREP_EXECUTE;
 
 	switch (p->ep)
 	{
