@@ -332,10 +332,16 @@ tls_pending_read(Conn *conn)
 	return false;
 }
 
+/*
+ * What a WebSocket session waits for.  While it may not read (its inbox or
+ * output is full), neither EPOLLIN nor EPOLLRDHUP: level-triggered, they
+ * would wake the loop for nothing until it may.
+ */
 static void
 ws_update_interest(Conn *conn)
 {
-	set_interest(conn, EPOLLIN | EPOLLRDHUP | (ws_wants_write(conn) ? EPOLLOUT : 0));
+	set_interest(conn, (ws_reading(conn) ? EPOLLIN | EPOLLRDHUP : 0) |
+				 (ws_wants_write(conn) ? EPOLLOUT : 0));
 }
 
 static void authorize_headers(Conn *conn);
@@ -577,7 +583,8 @@ log_internal_error(ErrorData *edata)
 	if (TimestampDifferenceExceeds(last_error_log, now, 1000))
 	{
 		ereport(LOG,
-				(errmsg("setstream listener: request failed: %s", edata->message)));
+				(errmsg("setstream listener: request failed: %s",
+						setstream_log_escape(edata->message, 1024))));
 		last_error_log = now;
 	}
 }
@@ -1083,7 +1090,8 @@ next_timeout_ms(TimestampTz now)
 		if (conn->phase == PHASE_READY || conn->phase == PHASE_AUTH ||
 			tls_pending_read(conn))
 			return 0;
-		if (conn->phase == PHASE_PARKED || conn->phase == PHASE_WEBSOCKET)
+		if (conn->phase == PHASE_PARKED ||
+			(conn->phase == PHASE_WEBSOCKET && ws_may_take(conn)))
 		{
 			TimestampTz deadline = conn->phase == PHASE_PARKED ?
 			conn->poll_deadline : conn->ws_next_take;

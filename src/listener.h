@@ -107,6 +107,8 @@ typedef struct Conn
 	int			ws_slot;
 	uint64		ws_generation;	/* the stream's generation at the last take */
 	List	   *ws_inbox;		/* received messages (char *), next turn */
+	int64		ws_inbox_bytes; /* their bytes (in listener_buffered_bytes) */
+	TimestampTz ws_full_since;	/* output over its cap since, or 0 */
 	List	   *ws_prepared;	/* this turn's messages, parsed and verified */
 	List	   *ws_outbox;		/* messages to send after the commit */
 	List	   *ws_in_flight;	/* InFlight *: sent, not yet acked */
@@ -177,7 +179,9 @@ extern void route_ws_turn(Conn *conn, const uint64 *generations,
 
 /* ws.c */
 #define WS_MAX_IN_FLIGHT 1000	/* SETs sent, not yet acknowledged */
-#define WS_MAX_INBOX 64			/* messages waiting for the next turn */
+#define WS_MAX_INBOX 16			/* messages waiting for the next turn */
+#define WS_MAX_QUEUED_MSGS 64	/* messages (pongs too) queued to send */
+#define WS_MAX_QUEUED_BYTES (1024 * 1024)	/* their bytes */
 
 typedef struct InFlight
 {
@@ -193,6 +197,9 @@ extern void ws_close(Conn *conn, int code, const char *reason);
 extern bool ws_housekeeping(Conn *conn, TimestampTz now);
 extern bool ws_wants_write(Conn *conn);
 extern bool ws_reading(Conn *conn);
+extern bool ws_output_full(Conn *conn);
+extern bool ws_may_take(Conn *conn);
+extern void ws_inbox_clear(Conn *conn);
 extern void ws_free(Conn *conn);
 extern void ws_abandon_turn(Conn *conn);
 extern bool ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now);

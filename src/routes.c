@@ -215,6 +215,13 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 {
 	if (!conn->client_cert_verified)
 	{
+		/*
+		 * Without a token of the stream either, the client is not
+		 * authenticated at all: answer exactly as for a stream that does
+		 * not exist, so that it cannot tell a 'cert' stream from none.
+		 */
+		if (!stream->auth_bearer)
+			return bearer_authorized(conn, NULL);
 		http_respond_error(conn, 401, "authentication_failed",
 						   "this stream needs a verified client certificate",
 						   NULL);
@@ -667,8 +674,7 @@ route_ws_prepare(Conn *conn, char **load_stream)
 		return true;
 	if (conn->ws_denied)
 	{
-		list_free_deep(conn->ws_inbox);
-		conn->ws_inbox = NIL;
+		ws_inbox_clear(conn);
 		return true;
 	}
 	if (!streamcache_lookup(conn->ws_stream, &stream))
@@ -693,8 +699,7 @@ route_ws_prepare(Conn *conn, char **load_stream)
 		m->items = exchange_verify(stream, &m->obj);
 		conn->ws_prepared = lappend(conn->ws_prepared, m);
 	}
-	list_free_deep(conn->ws_inbox);
-	conn->ws_inbox = NIL;
+	ws_inbox_clear(conn);
 	return true;
 }
 
@@ -764,7 +769,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 	json_t	   *v;
 
 	*more = false;
-	if (window <= 0)
+	if (window <= 0 || !ws_may_take(conn))
 		return json_object();
 	sets = exchange_take(stream, window, more);
 	json_object_foreach(sets, jti, v)
@@ -825,7 +830,12 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	ws_expire_in_flight(conn, now);
 	if (conn->ws_closing)
 		return;					/* the acks are applied; nothing more to send */
-	sets = ws_take(conn, stream, now, &more);
+	/* output still waiting to be sent: take again as soon as it is out */
+	more = !ws_may_take(conn);
+	if (!more)
+		sets = ws_take(conn, stream, now, &more);
+	else
+		sets = json_object();
 	conn->ws_next_take = more && list_length(conn->ws_in_flight) < WS_MAX_IN_FLIGHT ?
 		now : TimestampTzPlusMilliseconds(now, Max(setstream_redelivery_interval_ms, 1000));
 

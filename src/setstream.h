@@ -57,6 +57,7 @@ extern const char *seterr_name(SetErr code);
 extern int	seterr_sqlstate(SetErr code);
 extern SetErr seterr_from_sqlstate(int sqlerrcode);
 extern bool sqlstate_is_transient(int sqlerrcode);
+extern char *setstream_log_escape(const char *s, int maxlen);
 
 /*
  * Raise an RFC 8935 error from SQL: the message is "<code>: <description>"

@@ -93,3 +93,29 @@ def test_parked_poll_answered_403_on_unbind(db, cert_stream, pki, gucs):
     assert resp.status == 403, resp
     assert late.encode() not in resp.body
     assert took < 5, "answered only after %.1fs" % took
+
+
+# ---------------------------------------------------------------------------
+# issue 11, item 8: a 'cert' stream answers a client without credentials
+# exactly as a stream that does not exist does
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("token", [None, "not-a-token-of-anything"])
+@pytest.mark.parametrize("route", ["events", "poll", "pushpull"])
+def test_cert_stream_and_missing_stream_answer_alike(db, cert_stream, pki, token, route):
+    """Without a certificate (or with a bogus token), a request on a 'cert'
+    stream and on a name that does not exist get the same status, headers
+    and body: an unauthenticated client cannot tell the stream exists."""
+    headers = [("Content-Type", "application/json" if route != "events" else ls.SET_TYPE)]
+    if token:
+        headers.append(("Authorization", "Bearer " + token))
+    answers = []
+    for name in (cert_stream.name, "nx-" + cert_stream.name[3:]):
+        c = tls_conn(client_context(pki, None))
+        try:
+            r = c.request("POST", "/streams/%s/%s" % (name, route), headers, b"{}")
+        finally:
+            c.close()
+        answers.append((r.status, sorted(r.headers), r.body))
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 401
