@@ -33,6 +33,12 @@ import wsutil  # noqa: E402
 import listener_support as ls  # noqa: E402
 
 MIB = 1024 * 1024
+# Under the sanitizer mode ASan keeps freed memory in quarantine (and pads
+# every allocation): RSS then measures churn, not what is kept.  The ping
+# flood churns a pong per ping however few are queued at a time, so its
+# memory bound is checked without ASan only; that the listener stops
+# reading and closes the peer is checked in both modes.
+SANITIZE = bool(os.environ.get("SETSTREAM_SANITIZE"))
 
 
 def listener_pid(db):
@@ -136,8 +142,9 @@ def test_ping_flood_without_reading_pongs(listener, wstreams, gucs):
         pings = frame(0x9, b"p" * 125) * 80000        # 10.5 MB of pings
         sent = send_until_blocked(ws.sock, pings, budget_s=20)
         grown = kib(pid, "VmHWM") - base
-        assert grown < 4 * 1024, \
-            "the listener grew by %d KiB for %d bytes of pings" % (grown, sent)
+        if not SANITIZE:
+            assert grown < 4 * 1024, \
+                "the listener grew by %d KiB for %d bytes of pings" % (grown, sent)
         assert sent < len(pings), "the listener read every ping of a peer that reads nothing"
         # a peer that stays over its output cap is closed
         assert closed_by_server(ws.sock, 6), "the listener kept a peer that reads nothing"
