@@ -7,9 +7,13 @@ test/protocol/test_listener_tls.py).
 
 import importlib.util
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -58,3 +62,50 @@ def test_tls12_weak_suites_refused(tls, ciphers):
     ctx.set_ciphers(ciphers + ":@SECLEVEL=0")
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         handshake(ctx)
+
+
+@pytest.fixture
+def rsa_tls(tls, gucs):
+    """The listener with an RSA certificate (static RSA key exchange is
+    possible with it at all) for one test; the module's ECDSA one after."""
+    d = tempfile.mkdtemp(prefix="setstream-rsa-")
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True, timeout=60)
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o600)
+    if os.geteuid() == 0:
+        import pwd
+        pg = pwd.getpwnam("postgres")
+        for f in (d, cert, key):
+            os.chown(f, pg.pw_uid, pg.pw_gid)
+    try:
+        gucs.set(tls_cert_file=cert, tls_key_file=key)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                handshake(tls_context(cert))
+                break
+            except (ssl.SSLError, OSError):
+                assert time.monotonic() < deadline, "the listener did not load the RSA certificate"
+                time.sleep(0.1)
+        yield cert
+    finally:
+        gucs.restore()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tls12_static_rsa_refused_with_an_rsa_certificate(rsa_tls):
+    ctx = tls_context(rsa_tls, maximum=ssl.TLSVersion.TLSv1_2)
+    version, cipher = handshake(ctx)
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-RSA-") and "GCM" in cipher, cipher
+    for weak in ("AES128-GCM-SHA256:AES256-GCM-SHA384", "AES128-SHA:AES256-SHA",
+                 "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"):
+        ctx = tls_context(rsa_tls, maximum=ssl.TLSVersion.TLSv1_2)
+        ctx.set_ciphers(weak + ":@SECLEVEL=0")
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            handshake(ctx)
