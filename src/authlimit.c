@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * authlimit.c
- *	  Rate limiting of failed authentications per peer address, in the
- *	  listener's own memory.
+ *	  Rate limiting of failed authentications per peer address, in shared
+ *	  memory: every listener process (setstream.workers) charges and checks
+ *	  the same buckets, so N workers do not allow N times the limit, and a
+ *	  restarted listener does not forget them.  Without
+ *	  shared_preload_libraries (no listener runs then) the table is local.
  *
  *	  Each address with recent failures has a leaky bucket: a failure adds
  *	  one, and the level drains at setstream.auth_failure_limit per minute.
@@ -13,7 +16,9 @@
  *	  IPv4 addresses count one by one; IPv6 addresses by /64 prefix (what
  *	  one host is usually given).  The table is bounded: it holds at most
  *	  AUTHLIMIT_MAX_ENTRIES addresses and forgets the least recently failed
- *	  one to make room.  Drained buckets are dropped as they are met.
+ *	  one to make room.  Drained buckets are dropped as they are met.  One
+ *	  LWLock guards the shared table; each call holds it for one hash
+ *	  lookup.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,6 +28,10 @@
 #include <netinet/in.h>
 
 #include "lib/ilist.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -37,8 +46,77 @@ typedef struct AuthBucket
 	dlist_node	lru;			/* most recently failed first */
 } AuthBucket;
 
+/* The table's header: in shared memory, or local without it */
+typedef struct AuthShared
+{
+	LWLock	   *lock;			/* NULL when local */
+	dlist_head	lru;
+} AuthShared;
+
 static HTAB *buckets = NULL;
-static dlist_head lru = DLIST_STATIC_INIT(lru);
+static AuthShared *state = NULL;
+static AuthShared local_state;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+authlimit_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AuthShared)) +
+						   hash_estimate_size(AUTHLIMIT_MAX_ENTRIES,
+											  sizeof(AuthBucket)));
+	RequestNamedLWLockTranche("setstream authlimit", 1);
+}
+
+static void
+authlimit_shmem_startup(void)
+{
+	HASHCTL		ctl;
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	state = ShmemInitStruct("setstream authlimit", sizeof(AuthShared), &found);
+	if (!found)
+	{
+		state->lock = &(GetNamedLWLockTranche("setstream authlimit"))->lock;
+		dlist_init(&state->lru);
+	}
+	ctl.keysize = sizeof(AuthLimitKey);
+	ctl.entrysize = sizeof(AuthBucket);
+	buckets = ShmemInitHash("setstream auth failures", AUTHLIMIT_MAX_ENTRIES,
+							AUTHLIMIT_MAX_ENTRIES, &ctl,
+							HASH_ELEM | HASH_BLOBS);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* From _PG_init, while shared_preload_libraries loads */
+void
+authlimit_request_shmem(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = authlimit_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = authlimit_shmem_startup;
+}
+
+static void
+lock_table(void)
+{
+	if (state != NULL && state->lock != NULL)
+		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+}
+
+static void
+unlock_table(void)
+{
+	if (state != NULL && state->lock != NULL)
+		LWLockRelease(state->lock);
+}
 
 void
 authlimit_key_from_sockaddr(const struct sockaddr *addr, AuthLimitKey *key)
@@ -62,6 +140,7 @@ authlimit_key_from_sockaddr(const struct sockaddr *addr, AuthLimitKey *key)
 	}
 }
 
+/* Without shared memory: a table of this process */
 static void
 create_table(void)
 {
@@ -72,6 +151,9 @@ create_table(void)
 	ctl.hcxt = TopMemoryContext;
 	buckets = hash_create("setstream auth failures", AUTHLIMIT_MAX_ENTRIES,
 						  &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	local_state.lock = NULL;
+	dlist_init(&local_state.lru);
+	state = &local_state;
 }
 
 /* Failures per millisecond that drain away */
@@ -128,24 +210,29 @@ authlimit_blocked(const AuthLimitKey *key, TimestampTz now, int *retry_after_s)
 {
 	int			limit = setstream_auth_failure_limit;
 	AuthBucket *b;
+	bool		blocked = false;
 
 	if (limit <= 0)
 		return false;
+	lock_table();
 	b = find_bucket(key, now);
-	if (b == NULL || b->level <= limit - 1)
-		return false;
-	/* one more failure fits once the level is down to limit - 1 */
-	*retry_after_s = (int) ceil((b->level - (limit - 1)) / drain_rate() / 1000.0);
-	*retry_after_s = Max(*retry_after_s, 1);
-	return true;
+	if (b != NULL && b->level > limit - 1)
+	{
+		/* one more failure fits once the level is down to limit - 1 */
+		*retry_after_s = (int) ceil((b->level - (limit - 1)) / drain_rate() / 1000.0);
+		*retry_after_s = Max(*retry_after_s, 1);
+		blocked = true;
+	}
+	unlock_table();
+	return blocked;
 }
 
 /* Make room in a full table: forget the least recently failed address */
 static void
 evict_oldest(void)
 {
-	if (!dlist_is_empty(&lru))
-		forget(dlist_tail_element(AuthBucket, lru, &lru));
+	if (!dlist_is_empty(&state->lru))
+		forget(dlist_tail_element(AuthBucket, lru, &state->lru));
 }
 
 void
@@ -158,6 +245,7 @@ authlimit_record_failure(const AuthLimitKey *key, TimestampTz now)
 		return;
 	if (buckets == NULL)
 		create_table();
+	lock_table();
 	b = find_bucket(key, now);
 	if (b == NULL)
 	{
@@ -169,7 +257,8 @@ authlimit_record_failure(const AuthLimitKey *key, TimestampTz now)
 	}
 	else
 		dlist_delete(&b->lru);
-	dlist_push_head(&lru, &b->lru);
+	dlist_push_head(&state->lru, &b->lru);
 	b->level = Min(b->level + 1, (double) setstream_auth_failure_limit);
+	unlock_table();
 }
 

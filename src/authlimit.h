@@ -21,8 +21,9 @@ typedef struct AuthLimitKey
 	uint8		bytes[16];
 } AuthLimitKey;
 
-#define AUTHLIMIT_MAX_ENTRIES 8192	/* addresses remembered per listener */
+#define AUTHLIMIT_MAX_ENTRIES 8192	/* addresses remembered, all listeners */
 
+extern void authlimit_request_shmem(void);
 extern void authlimit_key_from_sockaddr(const struct sockaddr *addr,
 										AuthLimitKey *key);
 extern bool authlimit_blocked(const AuthLimitKey *key, TimestampTz now,

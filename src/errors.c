@@ -10,6 +10,8 @@
 
 #include <stdarg.h>
 
+#include "lib/stringinfo.h"
+
 typedef struct SetErrInfo
 {
 	SetErr		code;
@@ -103,4 +105,45 @@ set_fail(SetFailure *f, SetErr code, const char *fmt,...)
 	vsnprintf(f->description, sizeof(f->description), fmt, ap);
 	va_end(ap);
 	return false;
+}
+
+/*
+ * A peer-controlled string made safe for a log line: at most maxlen of its
+ * bytes (then "..."), with backslash, double quote, control characters and
+ * bytes outside printable ASCII written as \n, \r, \t, \\, \" or \xNN, so
+ * that it can neither start a forged log line nor break the line's
+ * quoting.  palloc'd.
+ */
+char *
+setstream_log_escape(const char *s, int maxlen)
+{
+	StringInfoData out;
+	int			i;
+
+	if (s == NULL)
+		return pstrdup("(null)");
+	initStringInfo(&out);
+	for (i = 0; s[i] != '\0' && i < maxlen; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '\n')
+			appendStringInfoString(&out, "\\n");
+		else if (c == '\r')
+			appendStringInfoString(&out, "\\r");
+		else if (c == '\t')
+			appendStringInfoString(&out, "\\t");
+		else if (c == '\\' || c == '"')
+		{
+			appendStringInfoChar(&out, '\\');
+			appendStringInfoChar(&out, (char) c);
+		}
+		else if (c < 0x20 || c >= 0x7f)
+			appendStringInfo(&out, "\\x%02x", c);
+		else
+			appendStringInfoChar(&out, (char) c);
+	}
+	if (s[i] != '\0')
+		appendStringInfoString(&out, "...");
+	return out.data;
 }

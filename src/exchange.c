@@ -116,8 +116,10 @@ exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 		else
 		{
 			ereport(WARNING,
-					(errmsg("setstream: SET \"%.128s\" of stream \"%s\" was not stored: %s",
-							item->entry->key, stream->name, edata->message),
+					(errmsg("setstream: SET \"%s\" of stream \"%s\" was not stored: %s",
+							setstream_log_escape(item->entry->key, 128),
+							stream->name,
+							setstream_log_escape(edata->message, 1024)),
 					 errdetail("It is not acknowledged; the peer will send it again.")));
 			outcome = INGEST_UNACKED;
 		}

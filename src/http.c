@@ -23,6 +23,13 @@
 #include "listener.h"
 #include "setstream.h"
 
+/*
+ * Bytes of request bodies this process holds, across all its connections
+ * (and WebSocket messages waiting for a turn, ws.c): bounded by
+ * setstream.max_buffered_bytes.
+ */
+int64		listener_buffered_bytes = 0;
+
 static http_parser_settings parser_settings;
 static bool parser_settings_ready = false;
 
@@ -165,6 +172,7 @@ on_headers_complete(http_parser *p)
 	finish_header(conn);
 	conn->in_value = false;
 	conn->req.method = p->method;
+	conn->keep_alive = http_should_keep_alive(p) != 0;
 	if (p->http_major == 1 && p->http_minor >= 1 && !conn->req.has_host)
 	{
 		reject(conn, 400, "an HTTP/1.1 request must have a Host header");
@@ -176,14 +184,38 @@ on_headers_complete(http_parser *p)
 		reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
 		return -1;				/* 1 would mean "no body" here */
 	}
-	if (conn->req.expect_continue && p->content_length > 0)
+	if (p->content_length != ULLONG_MAX && p->content_length > 0 &&
+		listener_buffered_bytes + (int64) p->content_length >
+		(int64) setstream_max_buffered_bytes)
 	{
-		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-
-		appendBinaryStringInfo(&conn->out, cont, sizeof(cont) - 1);
-		http_conn_flush(conn);
+		reject(conn, 503, "the server holds too many request bytes now; try again shortly");
+		return -1;
+	}
+	conn->req.has_body = (p->content_length != ULLONG_MAX && p->content_length > 0) ||
+		(p->flags & F_CHUNKED) != 0;
+	if (conn->req.has_body)
+	{
+		/*
+		 * Who sends it, and where to, is known now: authorize before the
+		 * body is read or 100 Continue sent (the listener resumes the
+		 * parser when it may go on).
+		 */
+		conn->auth_pending = true;
+		http_parser_pause(p, 1);
 	}
 	return 0;
+}
+
+/* Tell a client that waits for it to send the body */
+void
+http_send_continue(Conn *conn)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+	if (!conn->req.expect_continue)
+		return;
+	appendBinaryStringInfo(&conn->out, cont, sizeof(cont) - 1);
+	http_conn_flush(conn);
 }
 
 static int
@@ -191,12 +223,30 @@ on_body(http_parser *p, const char *at, size_t len)
 {
 	Conn	   *conn = conn_of(p);
 
+	if (conn->discarding)
+	{
+		/* answered already: read past the body, keeping none of it */
+		conn->discarded += len;
+		if (conn->discarded > setstream_max_request_bytes)
+		{
+			reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
+			return 1;
+		}
+		return 0;
+	}
 	if (conn->req.body.len + len > (size_t) setstream_max_request_bytes)
 	{
 		reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
 		return 1;
 	}
+	if (listener_buffered_bytes + (int64) len > (int64) setstream_max_buffered_bytes)
+	{
+		reject(conn, 503, "the server holds too many request bytes now; try again shortly");
+		return 1;
+	}
 	appendBinaryStringInfo(&conn->req.body, at, len);
+	conn->body_counted += len;
+	listener_buffered_bytes += len;
 	return 0;
 }
 
@@ -237,12 +287,21 @@ http_conn_init(Conn *conn)
 	initStringInfo(&conn->out);
 }
 
+/* The connection's buffered body no longer counts (it is freed) */
+void
+http_conn_release(Conn *conn)
+{
+	listener_buffered_bytes -= conn->body_counted;
+	conn->body_counted = 0;
+}
+
 /* Forget the last request; its memory goes with it */
 void
 http_request_reset(Conn *conn)
 {
 	MemoryContext old;
 
+	http_conn_release(conn);
 	MemoryContextReset(conn->reqcxt);
 	old = MemoryContextSwitchTo(conn->reqcxt);
 	memset(&conn->req, 0, sizeof(conn->req));
@@ -254,6 +313,9 @@ http_request_reset(Conn *conn)
 	conn->in_value = false;
 	conn->header_bytes = 0;
 	conn->message_complete = false;
+	conn->auth_pending = false;
+	conn->discarding = false;
+	conn->discarded = 0;
 	conn->poll_stream = NULL;
 	conn->route_state = NULL;
 }
@@ -296,7 +358,7 @@ http_conn_parse(Conn *conn)
 	size_t		used;
 	enum http_errno err;
 
-	if (conn->inlen == 0 || conn->message_complete)
+	if (conn->inlen == 0 || conn->message_complete || conn->auth_pending)
 		return;
 
 	/*
@@ -310,7 +372,11 @@ http_conn_parse(Conn *conn)
 
 	if (err == HPE_PAUSED)
 	{
-		/* the byte that completed the message is consumed too */
+		/*
+		 * At the end of a message (the byte that completed it is consumed
+		 * too), or at the end of headers to authorize: the parser goes on
+		 * from where it stopped at the next call.
+		 */
 		http_parser_pause(&conn->parser, 0);
 	}
 	else if (err != HPE_OK && conn->req.reject_status == 0)
@@ -326,11 +392,16 @@ http_conn_parse(Conn *conn)
 	if (conn->req.reject_status != 0)
 	{
 		conn->close_after_write = true;
-		http_respond_error(conn, conn->req.reject_status, "invalid_request",
-						   conn->req.reject_reason, NULL);
+		if (conn->req.reject_status == 503)
+			http_respond_error(conn, 503, NULL, conn->req.reject_reason,
+							   "Retry-After: 1\r\n");
+		else
+			http_respond_error(conn, conn->req.reject_status, "invalid_request",
+							   conn->req.reject_reason, NULL);
 		conn->message_complete = true;
 	}
-	else if (!conn->message_complete && conn->inlen == conn->incap)
+	else if (!conn->message_complete && !conn->auth_pending &&
+			 conn->inlen == conn->incap)
 	{
 		/* cannot happen with http-parser's streaming, but bound it anyway */
 		conn->close_after_write = true;

@@ -77,6 +77,7 @@ static TimestampTz last_fd_log = 0;
 static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
 static Oid	last_extension = InvalidOid;
 static bool freed_since_trim = false;	/* a connection's memory was freed */
+static bool config_moved_early = false; /* seen by authorize_headers */
 static TimestampTz last_trim = 0;
 
 /* ---------------------------------------------------------------------
@@ -113,6 +114,7 @@ conn_close(Conn *conn)
 	conn->phase = PHASE_CLOSED;
 	epoll_ctl(epfd, EPOLL_CTL_DEL, conn->fd, NULL);
 	ws_free(conn);
+	http_conn_release(conn);
 	tls_conn_close(conn);
 	close(conn->fd);
 	dlist_delete(&conn->node);
@@ -313,11 +315,37 @@ drain(Conn *conn)
 	conn_close(conn);
 }
 
+/*
+ * Plaintext that OpenSSL has decrypted already: the socket will not be
+ * readable for it again, so the loop reads it without waiting (it stops
+ * when the connection cannot take more, as epoll would).
+ */
+static bool
+tls_pending_read(Conn *conn)
+{
+	if (conn->ssl == NULL || SSL_pending(conn->ssl) <= 0)
+		return false;
+	if (conn->phase == PHASE_READ)
+		return !conn->message_complete && !conn->auth_pending;
+	if (conn->phase == PHASE_WEBSOCKET)
+		return !conn->ws_closing && ws_reading(conn);
+	return false;
+}
+
+/*
+ * What a WebSocket session waits for.  While it may not read (its inbox or
+ * output is full), neither EPOLLIN nor EPOLLRDHUP: level-triggered, they
+ * would wake the loop for nothing until it may.
+ */
 static void
 ws_update_interest(Conn *conn)
 {
-	set_interest(conn, EPOLLIN | EPOLLRDHUP | (ws_wants_write(conn) ? EPOLLOUT : 0));
+	set_interest(conn, (ws_reading(conn) ? EPOLLIN | EPOLLRDHUP : 0) |
+				 (ws_wants_write(conn) ? EPOLLOUT : 0));
 }
+
+static void authorize_headers(Conn *conn);
+static void on_client_event(Conn *conn, uint32 events);
 
 /* The response is written: close, start a WebSocket session, or read on */
 static void
@@ -333,10 +361,21 @@ after_response(Conn *conn)
 	}
 	if (conn->close_after_write)
 	{
-		if (conn->req.reject_status != 0 && conn->ssl == NULL)
-			start_drain(conn);
+		if ((conn->req.reject_status != 0 || conn->auth_pending) &&
+			conn->ssl == NULL)
+			start_drain(conn);	/* its body was not read */
 		else
 			conn_close(conn);
+		return;
+	}
+	if (conn->auth_pending)
+	{
+		/* refused on its headers: read past its body, then the next one */
+		conn->auth_pending = false;
+		conn->discarding = true;
+		conn->phase = PHASE_READ;
+		conn->last_activity = GetCurrentTimestamp();
+		on_client_event(conn, EPOLLIN);
 		return;
 	}
 	conn->phase = PHASE_READ;
@@ -347,6 +386,8 @@ after_response(Conn *conn)
 	http_conn_parse(conn);		/* pipelined bytes */
 	if (conn->phase == PHASE_CLOSED)
 		conn_close(conn);
+	else if (conn->auth_pending && !conn->message_complete)
+		authorize_headers(conn);
 	else
 		after_parse(conn);
 }
@@ -363,10 +404,62 @@ write_response(Conn *conn)
 		set_interest(conn, EPOLLOUT | EPOLLRDHUP);
 }
 
+static PrepResult prepare_one(Conn *conn, char **load);
+
+/* Authorized on its headers: send 100 Continue if asked, read the body */
+static void
+resume_body(Conn *conn)
+{
+	conn->auth_pending = false;
+	conn->close_after_write = false;
+	conn->phase = PHASE_READ;
+	http_send_continue(conn);
+	if (conn->phase == PHASE_CLOSED)
+		conn_close(conn);
+	else
+		on_client_event(conn, EPOLLIN);
+}
+
+/*
+ * A request with a body has sent its headers: refuse it now if it must be
+ * refused, before its body is read or buffered (then its body is read past
+ * and dropped, or, when the client waits for 100 Continue, the connection
+ * closes), go on reading it if it may, or wait for the next turn to load
+ * its stream.
+ */
+static void
+authorize_headers(Conn *conn)
+{
+	MemoryContext old = CurrentMemoryContext;
+	char	   *load = NULL;
+	PrepResult	result;
+
+	conn->close_after_write = conn->req.expect_continue;
+	/* streams, tokens or certificates changed: not on a stale copy */
+	if (streamcache_check_generation())
+		config_moved_early = true;
+	result = prepare_one(conn, &load);
+	MemoryContextSwitchTo(old);
+	switch (result)
+	{
+		case PREP_EXECUTE:
+			resume_body(conn);
+			break;
+		case PREP_LOAD:
+			conn->phase = PHASE_AUTH;
+			set_interest(conn, EPOLLRDHUP);
+			break;
+		case PREP_ANSWERED:
+			write_response(conn);
+			break;
+	}
+}
+
 static void
 on_client_event(Conn *conn, uint32 events)
 {
-	if (conn->phase == PHASE_PARKED || conn->phase == PHASE_READY)
+	if (conn->phase == PHASE_PARKED || conn->phase == PHASE_READY ||
+		conn->phase == PHASE_AUTH)
 	{
 		/* the peer gave up waiting */
 		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -405,13 +498,28 @@ on_client_event(Conn *conn, uint32 events)
 			ws_update_interest(conn);
 		return;
 	}
-	/* PHASE_READ */
-	if (!http_conn_read(conn))
+	/* PHASE_READ: until the request is whole or OpenSSL holds no more */
+	for (;;)
 	{
-		conn_close(conn);
+		if (!http_conn_read(conn))
+		{
+			conn_close(conn);
+			return;
+		}
+		http_conn_parse(conn);
+		if (!tls_pending_read(conn))
+			break;
+	}
+	if (conn->auth_pending && !conn->message_complete && conn->phase == PHASE_READ)
+	{
+		authorize_headers(conn);
 		return;
 	}
-	http_conn_parse(conn);
+	if (conn->discarding && conn->message_complete && conn->req.reject_status == 0)
+	{
+		after_response(conn);	/* the refused request is over */
+		return;
+	}
 	if (conn->out.len > conn->outpos && !conn->message_complete)
 		http_conn_flush(conn);	/* 100 Continue still queued */
 	if (conn->phase == PHASE_CLOSED)
@@ -436,6 +544,24 @@ poll_clients(void)
 		on_client_event((Conn *) evs[i].data.ptr, evs[i].events);
 }
 
+/*
+ * Connections that went back to reading (a response written, a WebSocket
+ * inbox drained) while OpenSSL held decrypted bytes for them.
+ */
+static void
+read_tls_pending(void)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+
+		if (tls_pending_read(conn))
+			on_client_event(conn, EPOLLIN);
+	}
+}
+
 /* ---------------------------------------------------------------------
  * The database turn
  * ---------------------------------------------------------------------
@@ -457,7 +583,8 @@ log_internal_error(ErrorData *edata)
 	if (TimestampDifferenceExceeds(last_error_log, now, 1000))
 	{
 		ereport(LOG,
-				(errmsg("setstream listener: request failed: %s", edata->message)));
+				(errmsg("setstream listener: request failed: %s",
+						setstream_log_escape(edata->message, 1024))));
 		last_error_log = now;
 	}
 }
@@ -766,6 +893,8 @@ prepare_one(Conn *conn, char **load)
 	{
 		if (ws)
 			result = route_ws_prepare(conn, load) ? PREP_EXECUTE : PREP_LOAD;
+		else if (conn->auth_pending)
+			result = route_authorize_headers(conn, load);
 		else
 			result = route_prepare(conn, load);
 	}
@@ -801,7 +930,7 @@ prepare_one(Conn *conn, char **load)
  * connections that need the database.
  */
 static List *
-prepare_all(List *fresh)
+prepare_all(List *fresh, List **resumed)
 {
 	List	   *db = NIL;
 	List	   *waiting = NIL;
@@ -818,7 +947,10 @@ prepare_all(List *fresh)
 			switch (prepare_one(conn, &load))
 			{
 				case PREP_EXECUTE:
-					db = lappend(db, conn);
+					if (conn->phase == PHASE_AUTH)
+						*resumed = lappend(*resumed, conn);
+					else
+						db = lappend(db, conn);
 					break;
 				case PREP_LOAD:
 					waiting = lappend(waiting, conn);
@@ -852,20 +984,27 @@ run_turn(void)
 	List	   *fresh = NIL;
 	List	   *due = NIL;
 	List	   *touched = NIL;
+	List	   *resumed = NIL;
 	dlist_mutable_iter iter;
 	ListCell   *lc;
 	MemoryContext old;
 
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		generations[i] = wakeup_generation(i);
-	config_moved = streamcache_check_generation();
+	config_moved = streamcache_check_generation() || config_moved_early;
+	config_moved_early = false;
 
+	/*
+	 * Requests prepared in this turn point into the stream cache: nothing
+	 * of it is freed, and nothing they use evicted, until the turn is over.
+	 */
+	streamcache_begin_turn();
 	old = MemoryContextSwitchTo(turn_cxt);
 	dlist_foreach_modify(iter, &conns)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY ||
+		if (conn->phase == PHASE_READY || conn->phase == PHASE_AUTH ||
 			(conn->phase == PHASE_WEBSOCKET && conn->ws_inbox != NIL))
 			fresh = lappend(fresh, conn);
 		else if (poll_is_due(conn, now) || ws_turn_due(conn, generations, now) ||
@@ -876,7 +1015,7 @@ run_turn(void)
 	if (fresh != NIL || due != NIL)
 	{
 		touched = list_concat(list_copy(fresh), due);
-		due = list_concat(due, prepare_all(fresh));
+		due = list_concat(due, prepare_all(fresh, &resumed));
 		if (due != NIL)
 			database_turn(due, now);
 		foreach(lc, touched)
@@ -895,9 +1034,13 @@ run_turn(void)
 					conn_close(conn);
 			}
 		}
+		/* authorized on their headers now that their streams are loaded */
+		foreach(lc, resumed)
+			resume_body((Conn *) lfirst(lc));
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(turn_cxt);
+	streamcache_end_turn();
 }
 
 /* ---------------------------------------------------------------------
@@ -944,9 +1087,11 @@ next_timeout_ms(TimestampTz now)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
 
-		if (conn->phase == PHASE_READY)
+		if (conn->phase == PHASE_READY || conn->phase == PHASE_AUTH ||
+			tls_pending_read(conn))
 			return 0;
-		if (conn->phase == PHASE_PARKED || conn->phase == PHASE_WEBSOCKET)
+		if (conn->phase == PHASE_PARKED ||
+			(conn->phase == PHASE_WEBSOCKET && ws_may_take(conn)))
 		{
 			TimestampTz deadline = conn->phase == PHASE_PARKED ?
 			conn->poll_deadline : conn->ws_next_take;
@@ -1097,6 +1242,7 @@ listener_run(int index)
 				accept_connections(*(int *) ev->user_data);
 		}
 		CHECK_FOR_INTERRUPTS();
+		read_tls_pending();
 		run_turn();
 
 		now = GetCurrentTimestamp();

@@ -26,6 +26,7 @@
 typedef enum ConnPhase
 {
 	PHASE_READ,					/* reading a request */
+	PHASE_AUTH,					/* headers read; its stream must be loaded */
 	PHASE_READY,				/* a whole request waits for the next turn */
 	PHASE_PARKED,				/* a long poll waits for SETs */
 	PHASE_WRITE,				/* writing a response */
@@ -43,6 +44,7 @@ typedef struct Request
 	char	   *authorization;
 	char	   *content_type;
 	bool		expect_continue;
+	bool		has_body;		/* Content-Length > 0, or chunked */
 	bool		has_host;
 	char	   *upgrade;		/* Upgrade */
 	char	   *ws_key;			/* Sec-WebSocket-Key */
@@ -75,6 +77,10 @@ typedef struct Conn
 	bool		in_value;
 	int			header_bytes;
 	bool		message_complete;
+	bool		auth_pending;	/* headers read, body not: authorize first */
+	int64		body_counted;	/* bytes of req.body in buffered_bytes */
+	bool		discarding;		/* refused on its headers: skip its body */
+	int64		discarded;
 	bool		keep_alive;
 	Request		req;
 
@@ -101,6 +107,8 @@ typedef struct Conn
 	int			ws_slot;
 	uint64		ws_generation;	/* the stream's generation at the last take */
 	List	   *ws_inbox;		/* received messages (char *), next turn */
+	int64		ws_inbox_bytes; /* their bytes (in listener_buffered_bytes) */
+	TimestampTz ws_full_since;	/* output over its cap since, or 0 */
 	List	   *ws_prepared;	/* this turn's messages, parsed and verified */
 	List	   *ws_outbox;		/* messages to send after the commit */
 	List	   *ws_in_flight;	/* InFlight *: sent, not yet acked */
@@ -108,6 +116,7 @@ typedef struct Conn
 	TimestampTz ws_last_rx;
 	bool		ws_ping_sent;
 	bool		ws_closing;		/* peer gone: one last turn for its acks */
+	bool		ws_denied;		/* no longer authorized: closing with 1008 */
 	int			ws_close_code;	/* close with this after the turn, or 0 */
 	const char *ws_close_reason;
 
@@ -121,6 +130,9 @@ extern void http_conn_init(Conn *conn);
 extern bool http_conn_read(Conn *conn);
 extern void http_conn_parse(Conn *conn);
 extern void http_request_reset(Conn *conn);
+extern void http_conn_release(Conn *conn);
+extern void http_send_continue(Conn *conn);
+extern int64 listener_buffered_bytes;
 extern void http_respond(Conn *conn, int status, const char *content_type,
 						 const char *body, size_t len, const char *extra_headers);
 extern void http_respond_json(Conn *conn, int status, json_t *body,
@@ -154,6 +166,7 @@ typedef enum PrepResult
 } PrepResult;
 
 extern PrepResult route_prepare(Conn *conn, char **load_stream);
+extern PrepResult route_authorize_headers(Conn *conn, char **load_stream);
 extern RouteResult route_execute(Conn *conn, const uint64 *generations);
 extern bool route_ws_prepare(Conn *conn, char **load_stream);
 extern bool route_is_push(Conn *conn);
@@ -167,7 +180,9 @@ extern void route_ws_turn(Conn *conn, const uint64 *generations,
 
 /* ws.c */
 #define WS_MAX_IN_FLIGHT 1000	/* SETs sent, not yet acknowledged */
-#define WS_MAX_INBOX 64			/* messages waiting for the next turn */
+#define WS_MAX_INBOX 16			/* messages waiting for the next turn */
+#define WS_MAX_QUEUED_MSGS 64	/* messages (pongs too) queued to send */
+#define WS_MAX_QUEUED_BYTES (1024 * 1024)	/* their bytes */
 
 typedef struct InFlight
 {
@@ -182,6 +197,10 @@ extern bool ws_send_outbox(Conn *conn);
 extern void ws_close(Conn *conn, int code, const char *reason);
 extern bool ws_housekeeping(Conn *conn, TimestampTz now);
 extern bool ws_wants_write(Conn *conn);
+extern bool ws_reading(Conn *conn);
+extern bool ws_output_full(Conn *conn);
+extern bool ws_may_take(Conn *conn);
+extern void ws_inbox_clear(Conn *conn);
 extern void ws_free(Conn *conn);
 extern void ws_abandon_turn(Conn *conn);
 extern bool ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now);

@@ -215,6 +215,13 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 {
 	if (!conn->client_cert_verified)
 	{
+		/*
+		 * Without a token of the stream either, the client is not
+		 * authenticated at all: answer exactly as for a stream that does
+		 * not exist, so that it cannot tell a 'cert' stream from none.
+		 */
+		if (!stream->auth_bearer)
+			return bearer_authorized(conn, NULL);
 		http_respond_error(conn, 401, "authentication_failed",
 						   "this stream needs a verified client certificate",
 						   NULL);
@@ -264,6 +271,48 @@ too_many_failures(Conn *conn)
 								retry_after),
 					   psprintf("Retry-After: %d\r\n", retry_after));
 	return true;
+}
+
+/*
+ * Does a session opened earlier (a parked long poll, a WebSocket) still
+ * hold against the stream as reloaded: its bearer token or client
+ * certificate, the stream's client_auth, its status?  Returns 0, or the
+ * HTTP status that says why not (401, 403).  The request's headers stay
+ * with the connection as long as the session does.  Not counted against
+ * the peer's address: the peer did nothing wrong.
+ */
+static int
+session_denied(Conn *conn, StreamInfo *stream, const char **why)
+{
+	size_t		len = 0;
+	const char *token;
+
+	*why = "the credentials of this session are no longer valid for the stream";
+	if (stream == NULL)
+		return 401;
+	if (stream->auth_bearer)
+	{
+		token = bearer_token(conn, &len);
+		if (token == NULL ||
+			!setstream_tokens_match(stream->token_hashes, token, len))
+			return 401;
+	}
+	if (stream->auth_cert)
+	{
+		if (!conn->client_cert_verified)
+			return 401;
+		if (!setstream_cert_match(stream->cert_hashes, conn->client_cert_sha256))
+		{
+			*why = "the client certificate is no longer bound to this stream";
+			return 403;
+		}
+	}
+	if (stream->status == 'd')
+	{
+		*why = "the stream is disabled";
+		return 403;
+	}
+	return 0;
 }
 
 static PrepResult
@@ -327,11 +376,13 @@ prepare_pushpull(Conn *conn, Prepared *p, bool is_get)
 }
 
 /*
- * Step one, outside any transaction.  PREP_LOAD asks the listener to load
- * *load_stream into the cache (in a transaction) and call again.
+ * Route and authenticate on the request's headers alone: PREP_EXECUTE
+ * when the request may go on (p->stream is then its stream's cached copy,
+ * valid until the end of the listener's turn), PREP_ANSWERED with the
+ * refusal queued, PREP_LOAD to load *load_stream into the cache first.
  */
-PrepResult
-route_prepare(Conn *conn, char **load_stream)
+static PrepResult
+route_check(Conn *conn, char **load_stream)
 {
 	Prepared   *p = prepared(conn);
 	bool		is_get = conn->req.method == HTTP_GET;
@@ -378,6 +429,36 @@ route_prepare(Conn *conn, char **load_stream)
 		respond_seterr(conn, SETERR_ACCESS_DENIED, "the stream is disabled");
 		return PREP_ANSWERED;
 	}
+	return PREP_EXECUTE;
+}
+
+/*
+ * A request with a body, when its headers are complete: refuse it (404,
+ * 405, 429, 401, 403) before its body is read or 100 Continue sent.  The
+ * whole request is checked again by route_prepare.
+ */
+PrepResult
+route_authorize_headers(Conn *conn, char **load_stream)
+{
+	return route_check(conn, load_stream);
+}
+
+/*
+ * Step one, outside any transaction.  PREP_LOAD asks the listener to load
+ * *load_stream into the cache (in a transaction) and call again.
+ */
+PrepResult
+route_prepare(Conn *conn, char **load_stream)
+{
+	Prepared   *p;
+	bool		is_get = conn->req.method == HTTP_GET;
+	PrepResult	checked = route_check(conn, load_stream);
+
+	if (checked != PREP_EXECUTE)
+		return checked;
+	p = prepared(conn);
+	if (p->ep == EP_JWKS)
+		return PREP_EXECUTE;
 
 	switch (p->ep)
 	{
@@ -501,9 +582,12 @@ route_answer_push(Conn *conn)
 	http_respond(conn, 202, NULL, NULL, 0, NULL);
 }
 
-/* A stream's cached copy, loading it if needed (inside a transaction) */
+/*
+ * A stream's cached copy, loading it if needed (inside a transaction);
+ * NULL when it does not exist and missing_ok.
+ */
 static StreamInfo *
-stream_in_transaction(const char *name)
+stream_in_transaction(const char *name, bool missing_ok)
 {
 	StreamInfo *stream;
 
@@ -512,27 +596,44 @@ stream_in_transaction(const char *name)
 		streamcache_load(name, true);
 		streamcache_lookup(name, &stream);
 	}
-	if (stream == NULL)
+	if (stream == NULL && !missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("stream \"%s\" does not exist", name)));
 	return stream;
 }
 
-/* A parked long poll: the stream's generation moved, or its time is up */
+/*
+ * A parked long poll: the stream's generation moved, the configuration
+ * did, or its time is up.  It is authorized again first: a revoked token,
+ * an unbound certificate or a disabled stream ends it with 401 or 403.
+ */
 RouteResult
 route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 {
 	json_t	   *response = json_object();
 	json_t	   *sets;
 	bool		more = false;
+	StreamInfo *stream = stream_in_transaction(conn->poll_stream, true);
+	const char *why;
+	int			denied = session_denied(conn, stream, &why);
 
+	if (denied == 401)
+	{
+		http_respond_error(conn, 401, "authentication_failed", why,
+						   bearer_challenge_invalid);
+		return ROUTE_ANSWERED;
+	}
+	if (denied != 0)
+	{
+		http_respond_error(conn, denied, "access_denied", why, NULL);
+		return ROUTE_ANSWERED;
+	}
 	if (timed_out)
 		sets = json_object();
 	else
 	{
-		sets = exchange_take(stream_in_transaction(conn->poll_stream),
-							 conn->poll_max_events, &more);
+		sets = exchange_take(stream, conn->poll_max_events, &more);
 		if (json_object_size(sets) == 0)
 		{
 			conn->poll_generation = generations[conn->poll_slot];
@@ -571,6 +672,11 @@ route_ws_prepare(Conn *conn, char **load_stream)
 
 	if (conn->ws_inbox == NIL)
 		return true;
+	if (conn->ws_denied)
+	{
+		ws_inbox_clear(conn);
+		return true;
+	}
 	if (!streamcache_lookup(conn->ws_stream, &stream))
 	{
 		*load_stream = conn->ws_stream;
@@ -593,8 +699,7 @@ route_ws_prepare(Conn *conn, char **load_stream)
 		m->items = exchange_verify(stream, &m->obj);
 		conn->ws_prepared = lappend(conn->ws_prepared, m);
 	}
-	list_free_deep(conn->ws_inbox);
-	conn->ws_inbox = NIL;
+	ws_inbox_clear(conn);
 	return true;
 }
 
@@ -664,7 +769,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 	json_t	   *v;
 
 	*more = false;
-	if (window <= 0)
+	if (window <= 0 || !ws_may_take(conn))
 		return json_object();
 	sets = exchange_take(stream, window, more);
 	json_object_foreach(sets, jti, v)
@@ -687,7 +792,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 void
 route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	StreamInfo *stream = stream_in_transaction(conn->ws_stream);
+	StreamInfo *stream = stream_in_transaction(conn->ws_stream, true);
 	json_t	   *ack = json_array();
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
@@ -695,12 +800,29 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	List	   *prepared = conn->ws_prepared;
 	ListCell   *lc;
 	bool		more;
+	const char *why;
 
 	/*
 	 * The messages live in turn memory: forget them before applying, so
 	 * that a turn that fails leaves no dangling list for the next one.
 	 */
 	conn->ws_prepared = NIL;
+	if (conn->ws_denied)
+		return;
+
+	/*
+	 * Revoked, unbound or disabled since the session opened: close with
+	 * 1008 and apply nothing the peer sent.
+	 */
+	if (session_denied(conn, stream, &why) != 0)
+	{
+		conn->ws_denied = true;
+		list_free_deep(conn->ws_outbox);
+		conn->ws_outbox = NIL;
+		conn->ws_close_code = 1008;
+		conn->ws_close_reason = why;
+		return;
+	}
 	foreach(lc, prepared)
 		ws_apply_message(conn, stream, lfirst(lc), ack, set_errs);
 
@@ -708,7 +830,12 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	ws_expire_in_flight(conn, now);
 	if (conn->ws_closing)
 		return;					/* the acks are applied; nothing more to send */
-	sets = ws_take(conn, stream, now, &more);
+	/* output still waiting to be sent: take again as soon as it is out */
+	more = !ws_may_take(conn);
+	if (!more)
+		sets = ws_take(conn, stream, now, &more);
+	else
+		sets = json_object();
 	conn->ws_next_take = more && list_length(conn->ws_in_flight) < WS_MAX_IN_FLIGHT ?
 		now : TimestampTzPlusMilliseconds(now, Max(setstream_redelivery_interval_ms, 1000));
 

@@ -42,6 +42,7 @@ int			setstream_idle_timeout_ms = 60000;
 int			setstream_redelivery_interval_ms = 60000;
 int			setstream_max_poll_events = 1000;
 int			setstream_auth_failure_limit = 30;
+int			setstream_max_buffered_bytes = 64 * 1024 * 1024;
 
 void		_PG_init(void);
 
@@ -111,6 +112,11 @@ define_listener_gucs(void)
 							"Failed authentications per minute allowed from one address; 0 disables the limit.",
 							NULL, &setstream_auth_failure_limit, 30, 0, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.max_buffered_bytes",
+							"Most request and WebSocket message bytes a listener process buffers across all its connections.",
+							NULL, &setstream_max_buffered_bytes, 64 * 1024 * 1024,
+							64 * 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 }
 
 void
@@ -143,6 +149,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wakeup_request_shmem();
+		authlimit_request_shmem();
 		worker_register_all();
 		listensock_hold_ports();
 	}

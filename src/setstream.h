@@ -27,6 +27,7 @@ extern int	setstream_idle_timeout_ms;
 extern int	setstream_redelivery_interval_ms;
 extern int	setstream_max_poll_events;
 extern int	setstream_auth_failure_limit;
+extern int	setstream_max_buffered_bytes;
 
 /*
  * RFC 8935 section 2.4 error codes ("Security Event Token Error Codes").
@@ -57,6 +58,7 @@ extern const char *seterr_name(SetErr code);
 extern int	seterr_sqlstate(SetErr code);
 extern SetErr seterr_from_sqlstate(int sqlerrcode);
 extern bool sqlstate_is_transient(int sqlerrcode);
+extern char *setstream_log_escape(const char *s, int maxlen);
 
 /*
  * Raise an RFC 8935 error from SQL: the message is "<code>: <description>"

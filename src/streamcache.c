@@ -14,7 +14,9 @@
  *	  trigger, then wakeup.c at commit); a listener that sees the
  *	  generation move drops the whole cache.  A stream that does not exist
  *	  is cached as absent too, so that unknown names cost no query each
- *	  time.  A backend also drops it when
+ *	  time; such names are bounded on their own (MAX_ABSENT_STREAMS), and a
+ *	  full cache evicts single entries, least recently used first, never
+ *	  one in use (see use_epoch).  A backend also drops it when
  *	  its own transaction changes those tables (the trigger runs here) and
  *	  when a transaction aborts; without shared memory (setstream not in
  *	  shared_preload_libraries) it lives for one transaction only.
@@ -24,6 +26,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "lib/ilist.h"
 #include "commands/extension.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -33,22 +36,40 @@
 #include "wakeup.h"
 
 #define STREAM_KEY_LEN 132
-#define MAX_CACHED_STREAMS 4096
+#define MAX_CACHED_STREAMS 4096	/* streams that exist */
+#define MAX_ABSENT_STREAMS 1024	/* names that do not */
 
 typedef struct CachedStream
 {
 	char		name[STREAM_KEY_LEN];	/* hash key */
 	StreamInfo *stream;			/* NULL: no such stream */
+	MemoryContext cxt;			/* the copy's memory (NULL when absent) */
+	uint64		used;			/* use_epoch of its last lookup */
+	dlist_node	lru;			/* in present or absent, most recent first */
 } CachedStream;
 
 static HTAB *cache = NULL;
 static MemoryContext cache_cxt = NULL;
 static uint64 cache_generation = 0;
+static dlist_head present = DLIST_STATIC_INIT(present);
+static dlist_head absent = DLIST_STATIC_INIT(absent);
+static int	npresent = 0;
+static int	nabsent = 0;
 
 /*
- * Dropped caches are kept until no caller can hold a pointer into them:
- * the end of the transaction (a trigger may drop the cache in the middle
- * of an emit() that holds its stream), or, in the listener, the next turn.
+ * Entries looked up in the current epoch are in use: a caller may hold
+ * their pointer, so eviction passes them over.  An epoch ends with the
+ * transaction, or, in the listener, with its loop turn
+ * (streamcache_end_turn).
+ */
+static uint64 use_epoch = 1;
+static bool turn_held = false;
+
+/*
+ * Dropped caches and evicted entries are kept until no caller can hold a
+ * pointer into them: the end of the transaction (a trigger may drop the
+ * cache in the middle of an emit() that holds its stream), or, in the
+ * listener, the end of the loop turn.
  */
 static List *retired = NIL;
 
@@ -63,19 +84,24 @@ free_retired(void)
 	retired = NIL;
 }
 
+static void
+retire(MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	MemoryContextSetParent(cxt, TopMemoryContext);
+	retired = lappend(retired, cxt);
+	MemoryContextSwitchTo(old);
+}
+
 void
 streamcache_reset(void)
 {
 	HASHCTL		ctl;
 
 	if (cache_cxt != NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		retired = lappend(retired, cache_cxt);
-		MemoryContextSwitchTo(old);
-	}
-	if (!IsTransactionState())
+		retire(cache_cxt);
+	if (!IsTransactionState() && !turn_held)
 		free_retired();
 	cache_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "setstream stream cache",
@@ -85,6 +111,30 @@ streamcache_reset(void)
 	ctl.hcxt = cache_cxt;
 	cache = hash_create("setstream streams", 64, &ctl,
 						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	dlist_init(&present);
+	dlist_init(&absent);
+	npresent = nabsent = 0;
+}
+
+/*
+ * The listener holds what it looked up for a whole loop turn, across the
+ * short transactions that load streams: nothing retired is freed, and no
+ * entry used in the turn evicted, until streamcache_end_turn.
+ */
+void
+streamcache_begin_turn(void)
+{
+	turn_held = true;
+	use_epoch++;
+}
+
+void
+streamcache_end_turn(void)
+{
+	turn_held = false;
+	use_epoch++;
+	if (!IsTransactionState())
+		free_retired();
 }
 
 /*
@@ -114,7 +164,8 @@ name_key(const char *name, char *key)
 
 /*
  * Is the stream cached?  If so, *stream is its copy (NULL when the stream
- * does not exist).  The copy lives until the next reset.
+ * does not exist).  The copy lives at least until the end of the
+ * transaction or, in the listener, of the loop turn.
  */
 bool
 streamcache_lookup(const char *name, StreamInfo **stream)
@@ -128,13 +179,55 @@ streamcache_lookup(const char *name, StreamInfo **stream)
 	entry = hash_search(cache, key, HASH_FIND, NULL);
 	if (entry == NULL)
 		return false;
+	entry->used = use_epoch;
+	dlist_move_head(entry->stream ? &present : &absent, &entry->lru);
 	*stream = entry->stream;
 	return true;
 }
 
+static void
+forget(CachedStream *entry)
+{
+	dlist_delete(&entry->lru);
+	if (entry->stream != NULL)
+	{
+		npresent--;
+		retire(entry->cxt);
+	}
+	else
+		nabsent--;
+	hash_search(cache, entry->name, HASH_REMOVE, NULL);
+}
+
+/*
+ * Make room for one more entry of the kind.  Names that do not exist are
+ * bounded on their own (a flood of them evicts only its own kind) and hold
+ * no pointer anyone keeps.  Of the streams, the least recently used one
+ * goes, unless it is in use in this epoch: then every one is, and the
+ * cache grows past its bound until the epoch ends.
+ */
+static void
+make_room(bool exists)
+{
+	if (!exists)
+	{
+		if (nabsent >= MAX_ABSENT_STREAMS && !dlist_is_empty(&absent))
+			forget(dlist_tail_element(CachedStream, lru, &absent));
+		return;
+	}
+	if (npresent >= MAX_CACHED_STREAMS && !dlist_is_empty(&present))
+	{
+		CachedStream *oldest = dlist_tail_element(CachedStream, lru, &present);
+
+		if (oldest->used != use_epoch)
+			forget(oldest);
+	}
+}
+
 /*
  * Read a stream with its keys (and, for the listener, its token hashes);
- * inside a transaction.
+ * inside a transaction.  Each stream has a memory context of its own, so
+ * that one can be evicted without the others.
  */
 void
 streamcache_load(const char *name, bool with_tokens)
@@ -142,11 +235,13 @@ streamcache_load(const char *name, bool with_tokens)
 	char		key[STREAM_KEY_LEN];
 	CachedStream *entry;
 	MemoryContext old;
+	MemoryContext cxt;
 	StreamInfo *stream;
+	bool		found;
 
-	if (hash_get_num_entries(cache) >= MAX_CACHED_STREAMS)
-		streamcache_reset();
-	old = MemoryContextSwitchTo(cache_cxt);
+	cxt = AllocSetContextCreate(cache_cxt, "setstream cached stream",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	stream = store_find_stream(name);
 	if (stream != NULL)
 	{
@@ -159,10 +254,31 @@ streamcache_load(const char *name, bool with_tokens)
 		stream->keys_loaded = true;
 	}
 	MemoryContextSwitchTo(old);
+	if (stream == NULL)
+	{
+		MemoryContextDelete(cxt);
+		cxt = NULL;
+	}
 
 	name_key(name, key);
-	entry = hash_search(cache, key, HASH_ENTER, NULL);
+	entry = hash_search(cache, key, HASH_FIND, NULL);
+	if (entry != NULL)
+		forget(entry);
+	make_room(stream != NULL);
+	entry = hash_search(cache, key, HASH_ENTER, &found);
 	entry->stream = stream;
+	entry->cxt = cxt;
+	entry->used = use_epoch;
+	if (stream != NULL)
+	{
+		dlist_push_head(&present, &entry->lru);
+		npresent++;
+	}
+	else
+	{
+		dlist_push_head(&absent, &entry->lru);
+		nabsent++;
+	}
 }
 
 /* The extension the cache was filled from: a re-created one voids it */
@@ -189,7 +305,11 @@ streamcache_xact_callback(XactEvent event, void *arg)
 		return;
 	if (aborting || !wakeup_enabled())
 		streamcache_invalidate();
-	free_retired();
+	if (!turn_held)
+	{
+		free_retired();
+		use_epoch++;
+	}
 }
 
 /* Once per backend, from _PG_init */
@@ -233,7 +353,7 @@ streamcache_sign_key(StreamInfo *stream)
 {
 	if (!stream->sign_key_loaded)
 	{
-		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(stream));
 
 		stream->sign_key = store_sign_key(stream->name);
 		stream->sign_key_loaded = true;

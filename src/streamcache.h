@@ -13,6 +13,8 @@
 
 extern bool streamcache_check_generation(void);
 extern void streamcache_reset(void);
+extern void streamcache_begin_turn(void);
+extern void streamcache_end_turn(void);
 extern bool streamcache_lookup(const char *name, StreamInfo **stream);
 extern void streamcache_load(const char *name, bool with_tokens);
 

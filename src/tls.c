@@ -32,6 +32,17 @@
 static SSL_CTX *tls_ctx = NULL;
 
 /*
+ * TLS 1.2: ECDHE key exchange with AEAD ciphers only (Mozilla's
+ * "intermediate" list without DHE): no static RSA, no CBC, no SHA-1 MAC.
+ * TLS 1.3 (all of its suites are AEAD) is preferred whenever the client
+ * speaks it.
+ */
+#define TLS12_CIPHERS \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/*
  * OpenSSL's reasons for the last failure, oldest first ("error:80000002:
  * system library::No such file or directory; ..."), in a palloc'd string;
  * the error queue is left empty.
@@ -168,6 +179,12 @@ tls_configure(void)
 		return;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1)
+	{
+		log_tls_error("could not set the TLS 1.2 cipher list");
+		SSL_CTX_free(ctx);
+		return;
+	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 					 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

@@ -123,7 +123,7 @@ ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 	ssize_t		n;
 
 	/* bound what one peer can queue: the turn drains the inbox first */
-	if (list_length(conn->ws_inbox) >= WS_MAX_INBOX)
+	if (!ws_reading(conn))
 	{
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -178,13 +178,19 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 	 * hide what follows it (JSON text has none).  An empty message comes
 	 * with msg NULL, which pnstrdup must not get.
 	 */
+	if (conn->ws_denied)
+		return;					/* closing: nothing more is applied */
 	if (arg->opcode == WSLAY_TEXT_FRAME && arg->msg_length > 0 &&
 		memchr(arg->msg, '\0', arg->msg_length) != NULL)
 		wslay_event_queue_close(ctx, 1007, (const uint8_t *) nul_reason,
 								sizeof(nul_reason) - 1);
 	else if (arg->opcode == WSLAY_TEXT_FRAME)
+	{
 		conn->ws_inbox = lappend(conn->ws_inbox, arg->msg_length == 0 ? pstrdup("") :
 								 pnstrdup((const char *) arg->msg, arg->msg_length));
+		conn->ws_inbox_bytes += arg->msg_length;
+		listener_buffered_bytes += arg->msg_length;
+	}
 	else if (arg->opcode == WSLAY_BINARY_FRAME)
 		wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
 								(const uint8_t *) "pushpull uses text frames", 25);
@@ -242,6 +248,61 @@ ws_on_event(Conn *conn, uint32 events)
 	return true;
 }
 
+/*
+ * Is the output queued to the peer over its cap (the peer does not read
+ * fast enough, or floods pings and leaves their pongs unread)?
+ */
+bool
+ws_output_full(Conn *conn)
+{
+	wslay_event_context_ptr ctx = ctx_of(conn);
+
+	return ctx != NULL &&
+		(wslay_event_get_queued_msg_count(ctx) >= WS_MAX_QUEUED_MSGS ||
+		 wslay_event_get_queued_msg_length(ctx) >= WS_MAX_QUEUED_BYTES);
+}
+
+/*
+ * May the next turn hand out more SETs?  Not while anything sent before is
+ * still waiting to leave (wslay's counts leave out the message it is in
+ * the middle of sending, so ask whether it wants to write at all): a peer
+ * that does not read holds one batch at most, however often its SETs fall
+ * due again.
+ */
+bool
+ws_may_take(Conn *conn)
+{
+	wslay_event_context_ptr ctx = ctx_of(conn);
+
+	return ctx == NULL || !wslay_event_want_write(ctx);
+}
+
+/*
+ * May the session read more now?  Not while the inbox holds what the next
+ * turn takes (WS_MAX_INBOX messages, or setstream.max_request_bytes), while
+ * the worker buffers setstream.max_buffered_bytes, or while its output is
+ * over its cap: a peer that does not read what it is sent (pongs included)
+ * gets nothing more read either.
+ */
+bool
+ws_reading(Conn *conn)
+{
+	return list_length(conn->ws_inbox) < WS_MAX_INBOX &&
+		conn->ws_inbox_bytes < setstream_max_request_bytes &&
+		listener_buffered_bytes < setstream_max_buffered_bytes &&
+		!ws_output_full(conn);
+}
+
+/* The turn took the inbox (or it is dropped) */
+void
+ws_inbox_clear(Conn *conn)
+{
+	list_free_deep(conn->ws_inbox);
+	conn->ws_inbox = NIL;
+	listener_buffered_bytes -= conn->ws_inbox_bytes;
+	conn->ws_inbox_bytes = 0;
+}
+
 bool
 ws_wants_write(Conn *conn)
 {
@@ -284,10 +345,11 @@ ws_close(Conn *conn, int code, const char *reason)
 bool
 ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	return conn->phase == PHASE_WEBSOCKET &&
+	return conn->phase == PHASE_WEBSOCKET && !conn->ws_denied &&
 		(conn->ws_inbox != NIL || conn->ws_prepared != NIL ||
-		 generations[conn->ws_slot] != conn->ws_generation ||
-		 now >= conn->ws_next_take);
+		 (ws_may_take(conn) &&
+		  (generations[conn->ws_slot] != conn->ws_generation ||
+		   now >= conn->ws_next_take)));
 }
 
 /*
@@ -298,6 +360,14 @@ bool
 ws_housekeeping(Conn *conn, TimestampTz now)
 {
 	if (TimestampDifferenceExceeds(conn->ws_last_rx, now, setstream_idle_timeout_ms))
+		return false;
+	/* a peer that reads nothing of what it is sent for half of it goes */
+	if (!ws_output_full(conn))
+		conn->ws_full_since = 0;
+	else if (conn->ws_full_since == 0)
+		conn->ws_full_since = now;
+	else if (TimestampDifferenceExceeds(conn->ws_full_since, now,
+										setstream_idle_timeout_ms / 2))
 		return false;
 	if (!conn->ws_ping_sent &&
 		TimestampDifferenceExceeds(conn->ws_last_rx, now, setstream_idle_timeout_ms / 2))
@@ -314,6 +384,7 @@ ws_housekeeping(Conn *conn, TimestampTz now)
 void
 ws_free(Conn *conn)
 {
+	ws_inbox_clear(conn);
 	if (conn->ws != NULL)
 	{
 		wslay_event_context_free(ctx_of(conn));
@@ -328,8 +399,7 @@ ws_free(Conn *conn)
 void
 ws_abandon_turn(Conn *conn)
 {
-	list_free_deep(conn->ws_inbox);
-	conn->ws_inbox = NIL;
+	ws_inbox_clear(conn);
 	conn->ws_prepared = NIL;	/* turn memory, gone with the turn */
 	list_free_deep(conn->ws_outbox);
 	conn->ws_outbox = NIL;

@@ -149,6 +149,59 @@ answer_request(HttpInput *in)
 		fail("a request got no response", &conn->out);
 }
 
+static void
+authorize_request(void *arg)
+{
+	HttpInput  *in = arg;
+	char	   *load = NULL;
+
+	MemoryContextSwitchTo(in->conn->reqcxt);
+	in->result = route_authorize_headers(in->conn, &load);
+}
+
+/*
+ * The headers of a request with a body, as listener.c authorize_headers
+ * takes them: go on reading the body, or answer now and read past the body
+ * (or close, when the client waits for 100 Continue).  False when the
+ * connection is over.
+ */
+static bool
+authorize_headers(HttpInput *in)
+{
+	Conn	   *conn = in->conn;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	conn->close_after_write = conn->req.expect_continue;
+	if (!shim_run(authorize_request, in))
+	{
+		fprintf(stderr, "fuzz_http: authorizing headers raised an ERROR: %s\n",
+				shim_last_error());
+		abort();
+	}
+	MemoryContextSwitchTo(cxt);
+	check_authorized(in);
+	if (in->result == PREP_LOAD)
+		fail("route_authorize_headers asked to load a stream the cache has", &conn->out);
+	if (in->result == PREP_EXECUTE)
+	{
+		conn->auth_pending = false;
+		conn->close_after_write = false;
+		http_send_continue(conn);
+		http_conn_parse(conn);
+		return true;
+	}
+	if (conn->out.len == 0)
+		fail("a refused request got no response", &conn->out);
+	check_responses(&conn->out);
+	http_conn_flush(conn);
+	if (conn->close_after_write)
+		return false;
+	conn->auth_pending = false;
+	conn->discarding = true;
+	http_conn_parse(conn);
+	return true;
+}
+
 /* Read what the peer sends next; false when the connection is over */
 static bool
 read_more(HttpInput *in)
@@ -177,20 +230,29 @@ run_connection(HttpInput *in)
 	{
 		if (!conn->message_complete)
 		{
+			if (conn->auth_pending)
+			{
+				if (!authorize_headers(in))
+					return;
+				continue;
+			}
 			if (!read_more(in))
 				return;
 			http_conn_parse(conn);
 			if (conn->out.len > conn->outpos && !conn->message_complete)
 				http_conn_flush(conn);	/* 100 Continue */
-			if (!conn->message_complete)
-				continue;
+			continue;
 		}
-		if (conn->out.len == 0)
-			answer_request(in);
-		check_responses(&conn->out);
-		http_conn_flush(conn);
-		if (conn->websocket || conn->close_after_write)
-			return;
+		if (!conn->discarding || conn->req.reject_status != 0)
+		{
+			if (conn->out.len == 0)
+				answer_request(in);
+			check_responses(&conn->out);
+			http_conn_flush(conn);
+			if (conn->websocket || conn->close_after_write)
+				return;
+		}
+		/* else a request refused on its headers, its body now read past */
 		/* after_response: the next request, maybe pipelined already */
 		conn->message_complete = false;
 		http_request_reset(conn);

@@ -221,6 +221,10 @@ def test_malformed_request_400_then_close(raw, data):
     c = raw()
     c.send(data)
     r = c.read_response()
+    if r.status == 405 and b"chunked" in data:
+        # refused on its headers, before its body is read (issue 11); the
+        # body is then read past, and its malformed chunk ends the connection
+        r = c.read_response()
     assert r.status == 400, r
     assert r.header("Connection") == "close"
     assert r.json().get("err") == "invalid_request"

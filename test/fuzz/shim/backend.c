@@ -22,6 +22,7 @@
 /* GUC variables, as src/setstream.c defines them, at their defaults */
 int			setstream_max_request_bytes = 1024 * 1024;
 int			setstream_idle_timeout_ms = 60000;
+int			setstream_max_buffered_bytes = 64 * 1024 * 1024;
 int			setstream_poll_timeout_ms = 30000;
 int			setstream_redelivery_interval_ms = 60000;
 int			setstream_max_poll_events = 1000;
