@@ -16,6 +16,7 @@ PACKAGES=(
     libasan8 libubsan1
     # libraries linked into setstream.so
     libjansson-dev libcjose-dev libssl-dev libhttp-parser-dev libwslay-dev
+    libcurl4-openssl-dev
     # SQL tests: pgTAP, pg_prove, PostgreSQL's Perl TAP framework
     postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
     # protocol / interop tests

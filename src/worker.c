@@ -46,11 +46,15 @@
 #include "utils/snapmgr.h"
 
 #include "listener.h"
+#include "outbound.h"
+#include "sender.h"
 #include "setstream.h"
 #include "worker.h"
 
 PGDLLEXPORT void setstream_worker_main(Datum arg);
 PGDLLEXPORT void setstream_supervisor_main(Datum arg);
+PGDLLEXPORT void setstream_sender_main(Datum arg);
+PGDLLEXPORT void setstream_sender_supervisor_main(Datum arg);
 
 #define WAIT_FOR_EXTENSION_MS 2000
 #define WAIT_FOR_DATABASE_MS 2000
@@ -73,12 +77,31 @@ fill_worker(BackgroundWorker *worker, int index, const char *function,
 	worker->bgw_main_arg = Int32GetDatum(index);
 }
 
+/*
+ * From _PG_init under shared_preload_libraries: one supervisor per sender
+ * (setstream.senders; 0 disables outbound delivery)
+ */
+static void
+register_senders(void)
+{
+	BackgroundWorker worker;
+
+	for (int i = 0; i < setstream_senders && i < MAX_SENDERS; i++)
+	{
+		fill_worker(&worker, i, "setstream_sender_supervisor_main",
+					"setstream sender supervisor");
+		worker.bgw_restart_time = 5;
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
 /* From _PG_init under shared_preload_libraries */
 void
 worker_register_all(void)
 {
 	BackgroundWorker worker;
 
+	register_senders();
 	if (setstream_listen_addresses == NULL || setstream_listen_addresses[0] == '\0')
 		return;
 	for (int i = 0; i < setstream_workers; i++)
@@ -227,21 +250,21 @@ static bool slot_warned = false;
  * second, quietly, until one is free.
  */
 static void
-run_listener(int index)
+run_child(int index, const char *function, const char *type)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 
-	fill_worker(&worker, index, "setstream_worker_main", "setstream listener");
+	fill_worker(&worker, index, function, type);
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		if (!slot_warned)
 			ereport(WARNING,
-					(errmsg("setstream supervisor %d could not start its listener: no background worker slot is free",
-							index),
+					(errmsg("setstream supervisor %d could not start its %s: no background worker slot is free",
+							index, type),
 					 errdetail("All %d max_worker_processes slots are in use; it tries again every second.",
 							   max_worker_processes),
 					 errhint("Raise max_worker_processes: setstream needs two per setstream.workers, besides parallel query and other extensions.")));
@@ -251,8 +274,8 @@ run_listener(int index)
 	}
 	if (slot_warned)
 		ereport(LOG,
-				(errmsg("setstream supervisor %d started its listener: a background worker slot is free again",
-						index)));
+				(errmsg("setstream supervisor %d started its %s: a background worker slot is free again",
+						index, type)));
 	slot_warned = false;
 	listener_handle = handle;
 	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
@@ -263,10 +286,9 @@ run_listener(int index)
 }
 
 /* A supervisor: keeps one listener running while its database exists */
-void
-setstream_supervisor_main(Datum arg)
+static void
+supervise(int index, const char *function, const char *type)
 {
-	int			index = DatumGetInt32(arg);
 	bool		told = false;
 	RoleState	role_told = ROLE_OK;
 	RoleState	role;
@@ -275,7 +297,8 @@ setstream_supervisor_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("setstream supervisor");
+	pgstat_report_appname(strcmp(type, "setstream listener") == 0 ?
+						  "setstream supervisor" : "setstream sender supervisor");
 	before_shmem_exit(stop_listener_at_exit, (Datum) 0);
 
 	for (;;)
@@ -298,8 +321,21 @@ setstream_supervisor_main(Datum arg)
 			sleep_ms(WAIT_FOR_DATABASE_MS);
 			continue;
 		}
-		run_listener(index);
+		run_child(index, function, type);
 	}
+}
+
+void
+setstream_supervisor_main(Datum arg)
+{
+	supervise(DatumGetInt32(arg), "setstream_worker_main", "setstream listener");
+}
+
+/* Keeps one sender running while its database exists */
+void
+setstream_sender_supervisor_main(Datum arg)
+{
+	supervise(DatumGetInt32(arg), "setstream_sender_main", "setstream sender");
 }
 
 static bool
@@ -369,4 +405,21 @@ setstream_worker_main(Datum arg)
 
 	wait_for_extension();
 	listener_run(index);
+}
+
+/* A sender: RFC 8935 push of the streams whose delivery is push (sender.c) */
+void
+setstream_sender_main(Datum arg)
+{
+	int			index = DatumGetInt32(arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(setstream_database, setstream_role, 0);
+	pgstat_report_appname("setstream sender");
+	pin_session();
+
+	wait_for_extension();
+	sender_run(index);
 }
