@@ -9,6 +9,8 @@
 #   pgtap       pg_prove on test/pgtap/*.sql (database setstream_tap)
 #   python      pytest on test/python and test/protocol (database setstream_py)
 #   security    pytest on test/security: attacks by non-superuser roles
+#   outbound    pytest on test/outbound: RFC 8935 push by the sender worker
+#               to a scripted test receiver and to the listener itself
 #   perl        prove on test/t/*.pl (PostgreSQL::Test::Cluster TAP tests)
 #   fuzz        the libFuzzer targets of test/fuzz over their corpora and
 #               regression inputs, then SETSTREAM_FUZZ_SECONDS (default 5)
@@ -328,6 +330,12 @@ suite_security() {
     run_pytest security test/security
 }
 
+# The outbound suite: the sender's pushes against a scripted receiver and
+# against this cluster's own listener (issue 17).
+suite_outbound() {
+    run_pytest outbound test/outbound
+}
+
 suite_perl() {
     local -a files=()
     local f rc pass=0 fail=0 skip=0 p x s out="$WORK/perl" tree deadline
@@ -533,7 +541,7 @@ export SETSTREAM_PORT=$listener_port
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
 
-for suite in regress isolation pgtap python security perl fuzz; do
+for suite in regress isolation pgtap python security outbound perl fuzz; do
     if want_suite "$suite"; then
         "suite_$suite"
     fi

@@ -1112,9 +1112,9 @@ static StoreStmt stmt_push_due = {
 static StoreStmt stmt_push_outcome = {
 	"UPDATE setstream.outbox o SET state = $3,"
 	" attempts = o.attempts OPERATOR(pg_catalog.+) $4,"
-	" delivered_at = pg_catalog.coalesce($5, o.delivered_at),"
+	" delivered_at = COALESCE($5, o.delivered_at),"
 	" acked_at = $6, failed_at = $7, err = $8, description = $9,"
-	" next_attempt_at = $10, last_status = pg_catalog.coalesce($11, o.last_status),"
+	" next_attempt_at = $10, last_status = COALESCE($11, o.last_status),"
 	" last_error = $12"
 	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
 	" AND o.acked_at IS NULL AND o.failed_at IS NULL",
