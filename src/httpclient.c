@@ -418,7 +418,14 @@ httpclient_post(const char *url, const char *body, size_t len,
 	if (setstream_outbound_ca_file && setstream_outbound_ca_file[0] != '\0')
 		curl_easy_setopt(e, CURLOPT_CAINFO, setstream_outbound_ca_file);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
-	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+
+	/*
+	 * Over TLS, wait for a connection that may multiplex (HTTP/2) rather
+	 * than open another; plain http is HTTP/1.1, where waiting would only
+	 * serialise the first pushes.
+	 */
+	if (!req->plain_http)
+		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) setstream_outbound_connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) setstream_outbound_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long) HTTP_MAX_RESPONSE);

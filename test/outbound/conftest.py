@@ -31,7 +31,8 @@ if "listener_support" not in sys.modules:
     _spec.loader.exec_module(_mod)
 
 from listener_support import (  # noqa: E402,F401  (fixtures re-exported)
-    DATABASE, Db, connect_db, listener, db, streams, client, gucs, jdump)
+    DATABASE, Db, connect_db, listener, db, streams, client, gucs, jdump,
+    wait_for_listener)
 
 
 def wait_for(what, predicate, timeout=15.0, interval=0.05):
@@ -181,3 +182,8 @@ class PushStreams:
 @pytest.fixture
 def pushes(streams, db):
     return PushStreams(streams, db)
+
+
+def wait_for_listener_up(timeout=60.0):
+    """The listener answers again (after a crash restart of the cluster)."""
+    sys.modules["listener_support"].wait_for_listener(timeout)
