@@ -75,6 +75,7 @@ static uint64 seen_config = 0;
 static int	nslots = 0;
 static int *slots = NULL;
 static uint64 *slot_gens = NULL;
+static uint64 turn_gens[WAKEUP_SLOTS];	/* every slot's, before the turn */
 
 static bool
 mine(const char *stream)
@@ -317,7 +318,7 @@ turn_work(TurnState *t)
 		PushStream *s = lfirst(lc);
 
 		slots[nslots] = wakeup_slot(s->stream);
-		slot_gens[nslots] = 0;	/* filled before the transaction */
+		slot_gens[nslots] = 0;	/* set from turn_gens after the turn */
 		nslots++;
 	}
 }
@@ -393,6 +394,8 @@ discard_pushes(List *to_start)
 {
 	ListCell   *lc;
 
+	MemoryContext old = MemoryContextSwitchTo(push_cxt);
+
 	foreach(lc, to_start)
 	{
 		Push	   *p = lfirst(lc);
@@ -400,6 +403,7 @@ discard_pushes(List *to_start)
 		p->answered = true;
 		pushes = lappend(pushes, p);
 	}
+	MemoryContextSwitchTo(old);
 	drop_answered();
 }
 
@@ -416,7 +420,13 @@ database_turn(void)
 
 	memset(&t, 0, sizeof(t));
 	pgstat_report_activity(STATE_RUNNING, "setstream sender");
+	/*
+	 * The generations before the snapshot: an emit that commits after it
+	 * moves them, and the next wake-up is then ours.
+	 */
 	seen_config = wakeup_config_generation();
+	for (int i = 0; i < WAKEUP_SLOTS; i++)
+		turn_gens[i] = wakeup_generation(i);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -426,7 +436,7 @@ database_turn(void)
 		next_scan_at = 0;
 		turn_work(&t);
 		for (int i = 0; i < nslots; i++)
-			slot_gens[i] = wakeup_generation(slots[i]);
+			slot_gens[i] = turn_gens[slots[i]];
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}

@@ -60,7 +60,7 @@ def answer(status, err=None, description=None, headers=None, body=None):
 class Receiver:
     """A scriptable RFC 8935 push receiver on 127.0.0.1."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.requests = []       # dicts: t, path, headers, body, port
         self.script = []         # answers given in order, then default
         self.default = answer(202)
@@ -116,6 +116,12 @@ class Receiver:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d/events" % self.port
+        if tls is not None:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.url = "https://127.0.0.1:%d/events" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -187,3 +193,23 @@ def pushes(streams, db):
 def wait_for_listener_up(timeout=60.0):
     """The listener answers again (after a crash restart of the cluster)."""
     sys.modules["listener_support"].wait_for_listener(timeout)
+
+
+@pytest.fixture(scope="session")
+def certificate():
+    """A self-signed certificate for 127.0.0.1: (cert file, key file), in a
+    directory the server can read (it is the CA file of the test that
+    trusts it; pytest's own temporary directories are private)."""
+    import shutil
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="setstream-outbound-tls-")
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    os.chmod(cert, 0o644)
+    yield cert, key
+    shutil.rmtree(d, ignore_errors=True)

@@ -289,3 +289,22 @@ def test_set_delivery_arguments(listener, streams, db):
     assert db.rows("SELECT method, endpoint_url FROM setstream.deliveries WHERE stream = %s",
                    (s.name,)) == [("poll", None)]
     assert err("SELECT setstream.resume_delivery('no-such-stream')", ()) == "42704"
+
+
+def test_a_receiver_certificate_that_does_not_verify_is_refused(loopback, certificate, pushes, db):
+    from conftest import Receiver
+    receiver = Receiver(tls=certificate)
+    try:
+        s = pushes.create(receiver.url, authorization="Bearer not-for-impostors")
+        jti = db.emit(s.name)
+        row = pushes.wait_row(s, jti, lambda r: r["last_error"] is not None, "an error")
+        assert row["last_status"] == 0
+        assert "certificate" in row["last_error"].lower(), row["last_error"]
+        assert receiver.count() == 0, "a request reached a receiver whose certificate failed"
+        # trusting it (setstream.outbound_ca_file) lets the push through, over TLS
+        loopback.set(outbound_ca_file=certificate[0])
+        db.execute("SELECT setstream.resume_delivery(%s)", (s.name,))
+        pushes.wait_row(s, jti, ACKED, "ack over TLS")
+        assert receiver.requests[0]["headers"]["authorization"] == "Bearer not-for-impostors"
+    finally:
+        receiver.close()
