@@ -22,7 +22,7 @@ BEGIN
 END
 $$;
 
-SELECT setstream.create_stream('ob', 'https://a.example/', ARRAY['https://b.example/']);
+DO $$ BEGIN PERFORM setstream.create_stream('ob', 'https://a.example/', ARRAY['https://b.example/']); END $$;
 
 SELECT lives_ok($$SELECT setstream.set_delivery('ob', 'push', 'https://r.example/events', 'Bearer s3cr3t-tap')$$,
                 'push with an endpoint and credentials');
@@ -58,10 +58,10 @@ SELECT throws_ok($$UPDATE setstream.deliveries SET state = 'backoff' WHERE strea
                  '23514', NULL, 'backoff needs backoff_until');
 
 -- redeliver puts a failed SET back to pending; an acked one stays
-INSERT INTO setstream.outbox (stream, jti, event_types, claims, token, state, attempts, failed_at, err)
-VALUES ('ob', 'j-failed', '{e}', '{}', 't1', 'failed', 1, now(), 'invalid_request'),
-       ('ob', 'j-acked', '{e}', '{}', 't2', 'acked', 1, NULL, NULL);
-UPDATE setstream.outbox SET acked_at = now() WHERE jti = 'j-acked';
+INSERT INTO setstream.outbox (stream, jti, event_types, claims, token, state, attempts,
+                              failed_at, err, acked_at)
+VALUES ('ob', 'j-failed', '{e}', '{}', 't1', 'failed', 1, now(), 'invalid_request', NULL),
+       ('ob', 'j-acked', '{e}', '{}', 't2', 'acked', 1, NULL, NULL, now());
 SELECT is(setstream.redeliver('ob', ARRAY['j-failed', 'j-acked', 'j-unknown']), 1::bigint,
           'redeliver counts the SETs it put back');
 SELECT is((SELECT row(state, err, failed_at)::text FROM setstream.outbox WHERE jti = 'j-failed'),
@@ -70,8 +70,12 @@ SELECT is((SELECT state FROM setstream.outbox WHERE jti = 'j-acked'), 'acked', '
 
 -- a role with every right on another stream sees neither the row nor the secret
 CREATE ROLE setstream_tap_ob;
-SELECT setstream.allow_stream_creation('setstream_tap_ob');
-SELECT setstream.set_delivery('ob', 'push', 'https://r.example/events', 'Bearer s3cr3t-tap');
+DO $$
+BEGIN
+    PERFORM setstream.allow_stream_creation('setstream_tap_ob');
+    PERFORM setstream.set_delivery('ob', 'push', 'https://r.example/events', 'Bearer s3cr3t-tap');
+END
+$$;
 SELECT is(pg_temp.as_role('setstream_tap_ob', 'SELECT count(*)::text FROM setstream.deliveries'),
           '0', 'deliveries of streams a role holds no right on are invisible');
 SELECT is(pg_temp.as_role('setstream_tap_ob', 'SELECT count(*)::text FROM setstream.delivery_secrets'),
