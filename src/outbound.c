@@ -149,6 +149,8 @@ outbound_apply(PushStream *p, const PushRow *r, const PushClass *c,
 			   int64 *nonconformant)
 {
 	bool		changed = false;
+	PushStream	before = *p;
+	int64		nonconformant_before = *nonconformant;
 
 	memset(row, 0, sizeof(*row));
 	row->jti = r->jti;
@@ -249,6 +251,16 @@ outbound_apply(PushStream *p, const PushRow *r, const PushClass *c,
 			row->next_attempt_at = p->backoff_until;
 			changed = true;
 			break;
+	}
+
+	/*
+	 * A late answer to a push made before the stream was suspended changes
+	 * its row only: only resume_delivery lifts a suspension.
+	 */
+	if (strcmp(before.state, "suspended") == 0)
+	{
+		*p = before;
+		changed = *nonconformant != nonconformant_before;
 	}
 	return changed;
 }

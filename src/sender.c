@@ -157,6 +157,7 @@ record_answers(TurnState *t)
 		PushOutcomeRow o;
 		int64		nonconf = 0;
 		int			pos;
+		bool		was_suspended;
 
 		if (!p->answered)
 			continue;
@@ -176,13 +177,14 @@ record_answers(TurnState *t)
 		r.state = p->state;
 		r.attempts = p->attempts;
 		r.created_at = p->created_at;
+		was_suspended = strcmp(s->state, "suspended") == 0;
 		if (outbound_apply(s, &r, &p->cls, p->status, t->now, &o, &nonconf) &&
 			s != &orphan)
 		{
 			pos = stream_position(t, s);
 			t->changed[pos] = true;
 			t->nonconformant[pos] += nonconf;
-			if (strcmp(s->state, "suspended") == 0)
+			if (!was_suspended && strcmp(s->state, "suspended") == 0)
 				ereport(LOG,
 						(errmsg("setstream sender: delivery of stream \"%s\" suspended",
 								s->stream),
