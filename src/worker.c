@@ -200,7 +200,7 @@ role_state(const char *name)
 
 /* Say once, for each new state, why the listener does not start */
 static void
-report_role_state(RoleState state, RoleState *told)
+report_role_state(RoleState state, RoleState *told, const char *type)
 {
 	if (state == *told)
 		return;
@@ -211,21 +211,21 @@ report_role_state(RoleState state, RoleState *told)
 			break;
 		case ROLE_MISSING:
 			ereport(LOG,
-					(errmsg("setstream listener waits for role \"%s\" (setstream.role) to exist",
-							setstream_role),
+					(errmsg("%s waits for role \"%s\" (setstream.role) to exist",
+							type, setstream_role),
 					 errhint("CREATE EXTENSION setstream creates the role setstream_worker.")));
 			break;
 		case ROLE_SUPERUSER:
 			ereport(WARNING,
-					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) is a superuser",
-							setstream_role),
+					(errmsg("%s does not start: role \"%s\" (setstream.role) is a superuser",
+							type, setstream_role),
 					 errdetail("The listener runs user triggers on setstream.events; it must not run them with superuser rights."),
 					 errhint("Name a role that is not a superuser, such as setstream_worker.")));
 			break;
 		case ROLE_NOLOGIN:
 			ereport(WARNING,
-					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) cannot log in",
-							setstream_role),
+					(errmsg("%s does not start: role \"%s\" (setstream.role) cannot log in",
+							type, setstream_role),
 					 errhint("ALTER ROLE %s LOGIN.", quote_identifier(setstream_role))));
 			break;
 	}
@@ -307,15 +307,15 @@ supervise(int index, const char *function, const char *type)
 		{
 			if (!told)
 				ereport(LOG,
-						(errmsg("setstream listener waits for database \"%s\" (setstream.database) to exist",
-								setstream_database)));
+						(errmsg("%s waits for database \"%s\" (setstream.database) to exist",
+								type, setstream_database)));
 			told = true;
 			sleep_ms(WAIT_FOR_DATABASE_MS);
 			continue;
 		}
 		told = false;
 		role = role_state(setstream_role);
-		report_role_state(role, &role_told);
+		report_role_state(role, &role_told, type);
 		if (role != ROLE_OK)
 		{
 			sleep_ms(WAIT_FOR_DATABASE_MS);
@@ -352,7 +352,7 @@ extension_exists(void)
 
 /* Sleep until CREATE EXTENSION setstream has run in our database */
 static void
-wait_for_extension(void)
+wait_for_extension(const char *type)
 {
 	bool		told = false;
 
@@ -361,8 +361,8 @@ wait_for_extension(void)
 		if (!told)
 		{
 			ereport(LOG,
-					(errmsg("setstream listener waits for CREATE EXTENSION setstream in database \"%s\"",
-							setstream_database)));
+					(errmsg("%s waits for CREATE EXTENSION setstream in database \"%s\"",
+							type, setstream_database)));
 			told = true;
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
@@ -403,7 +403,7 @@ setstream_worker_main(Datum arg)
 	pgstat_report_appname("setstream listener");
 	pin_session();
 
-	wait_for_extension();
+	wait_for_extension("setstream listener");
 	listener_run(index);
 }
 
@@ -420,6 +420,6 @@ setstream_sender_main(Datum arg)
 	pgstat_report_appname("setstream sender");
 	pin_session();
 
-	wait_for_extension();
+	wait_for_extension("setstream sender");
 	sender_run(index);
 }

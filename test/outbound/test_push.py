@@ -244,12 +244,16 @@ def test_several_in_flight_oldest_first_on_kept_alive_connections(loopback, rece
     assert len(ports) <= 4, "connections were not kept alive: %d" % len(ports)
 
 
-def test_destination_outside_allowed_networks_is_refused(gucs, receiver, pushes, db):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_destination_outside_allowed_networks_is_refused(gucs, receiver, pushes, db, host):
+    """Checked on the address connected to: a name that resolves to
+    loopback is refused like the address itself."""
     gucs.set(outbound_allowed_networks="10.0.0.0/8")
-    s = pushes.create(receiver.url)
+    s = pushes.create(receiver.url.replace("127.0.0.1", host))
     jti = db.emit(s.name)
     row = pushes.wait_row(s, jti, lambda r: r["last_error"] is not None, "an error")
-    assert "127.0.0.1" in row["last_error"] and "not allowed" in row["last_error"]
+    assert "not allowed" in row["last_error"], row["last_error"]
+    assert "127.0.0.1" in row["last_error"] or "::1" in row["last_error"], row["last_error"]
     assert row["state"] != "acked"
     time.sleep(1.0)
     assert receiver.count() == 0, "a refused destination was reached"
