@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/extension.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -280,11 +281,15 @@ take_due(TurnState *t)
 static void
 turn_work(TurnState *t)
 {
-	List	   *all = store_push_streams();
+	List	   *all;
 	ListCell   *lc;
 	int			n;
 	int			i = 0;
 
+	/* DROP EXTENSION under a running sender: wait quietly for it to return */
+	if (!OidIsValid(get_extension_oid("setstream", true)))
+		return;
+	all = store_push_streams();
 	t->streams = NIL;
 	foreach(lc, all)
 	{

@@ -249,6 +249,13 @@ static bool slot_warned = false;
  * max_worker_processes slot is taken, say so once and try again every
  * second, quietly, until one is free.
  */
+/* "listener" for "setstream listener" */
+static const char *
+child_noun(const char *type)
+{
+	return strncmp(type, "setstream ", 10) == 0 ? type + 10 : type;
+}
+
 static void
 run_child(int index, const char *function, const char *type)
 {
@@ -264,7 +271,7 @@ run_child(int index, const char *function, const char *type)
 		if (!slot_warned)
 			ereport(WARNING,
 					(errmsg("setstream supervisor %d could not start its %s: no background worker slot is free",
-							index, type),
+							index, child_noun(type)),
 					 errdetail("All %d max_worker_processes slots are in use; it tries again every second.",
 							   max_worker_processes),
 					 errhint("Raise max_worker_processes: setstream needs two per setstream.workers, besides parallel query and other extensions.")));
@@ -275,7 +282,7 @@ run_child(int index, const char *function, const char *type)
 	if (slot_warned)
 		ereport(LOG,
 				(errmsg("setstream supervisor %d started its %s: a background worker slot is free again",
-						index, type)));
+						index, child_noun(type))));
 	slot_warned = false;
 	listener_handle = handle;
 	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
