@@ -24,7 +24,7 @@ REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 # partially initialised option structs); PostgreSQL builds itself the same way.
 PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
              -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto
+SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto -lcurl
 
 # SANITIZE=address,undefined (scripts/test.sh with SETSTREAM_SANITIZE=1)
 # instruments setstream.so with gcc's AddressSanitizer and UBSan; the server

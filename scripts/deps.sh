@@ -16,11 +16,12 @@ PACKAGES=(
     libasan8 libubsan1
     # libraries linked into setstream.so
     libjansson-dev libcjose-dev libssl-dev libhttp-parser-dev libwslay-dev
+    libcurl4-openssl-dev
     # SQL tests: pgTAP, pg_prove, PostgreSQL's Perl TAP framework
     postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
     # protocol / interop tests
     python3 python3-pytest python3-jwcrypto python3-websockets python3-cryptography
-    python3-requests python3-psycopg2 python3-psycopg
+    python3-requests python3-psycopg2 python3-psycopg python3-h2
     # tools used by tests, the demo and the benchmarks
     openssl curl wrk
     # fuzzing (test/fuzz): clang with libFuzzer and the sanitizers, llvm-cov

@@ -9,6 +9,8 @@
 #   pgtap       pg_prove on test/pgtap/*.sql (database setstream_tap)
 #   python      pytest on test/python and test/protocol (database setstream_py)
 #   security    pytest on test/security: attacks by non-superuser roles
+#   outbound    pytest on test/outbound: RFC 8935 push by the sender worker
+#               to a scripted test receiver and to the listener itself
 #   perl        prove on test/t/*.pl (PostgreSQL::Test::Cluster TAP tests)
 #   fuzz        the libFuzzer targets of test/fuzz over their corpora and
 #               regression inputs, then SETSTREAM_FUZZ_SECONDS (default 5)
@@ -89,7 +91,7 @@ on_exit() {
 }
 trap on_exit EXIT
 
-SUITES=(regress isolation pgtap python security perl fuzz)
+SUITES=(regress isolation pgtap python security outbound perl fuzz)
 
 # check_suites — every name in SETSTREAM_SUITES must be a suite: a typo
 # would otherwise run nothing and report "0 passed, 0 failed".
@@ -351,6 +353,12 @@ suite_python() {
 # non-superuser roles that the tests create, must fail.
 suite_security() {
     run_pytest security test/security
+}
+
+# The outbound suite: the sender's pushes against a scripted receiver and
+# against this cluster's own listener (issue 17).
+suite_outbound() {
+    run_pytest outbound test/outbound
 }
 
 suite_perl() {

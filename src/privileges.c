@@ -63,6 +63,7 @@ static const char *const grants_common[] = {
 	" setstream.events, setstream.outbox, setstream.stats TO %s",
 	"GRANT EXECUTE ON FUNCTION setstream.stream_counters(), setstream.listener_stats(),"
 	" setstream._holds_role(oid), setstream.jwks() TO %s",
+	"GRANT SELECT ON setstream.deliveries TO %s",
 	NULL
 };
 static const char *const grants_emit[] = {
@@ -108,6 +109,12 @@ static const char *const grants_manage[] = {
 	" setstream.set_stream_status(text, text), setstream.enable_stream(text),"
 	" setstream.disable_stream(text), setstream.drop_stream(text),"
 	" setstream.purge_outbox(interval, text) TO %s",
+	/* outbound delivery (issue 17) */
+	"GRANT INSERT, UPDATE, DELETE ON setstream.deliveries TO %s",
+	"GRANT UPDATE ON setstream.outbox TO %s",
+	"GRANT EXECUTE ON FUNCTION setstream.set_delivery(text, text, text, text, integer),"
+	" setstream.resume_delivery(text), setstream.redeliver(text, text[]),"
+	" setstream._set_delivery_secret(text, text), setstream._wake_sender(text) TO %s",
 	NULL
 };
 static const char *const grants_create[] = {

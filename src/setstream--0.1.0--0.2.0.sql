@@ -296,3 +296,200 @@ ALTER TABLE setstream.key_secrets ENABLE ALWAYS TRIGGER config_changed;
 ALTER TABLE setstream.tokens ENABLE ALWAYS TRIGGER config_changed;
 ALTER TABLE setstream.client_certs ENABLE ALWAYS TRIGGER config_changed;
 ALTER TABLE setstream.stream_grants ENABLE ALWAYS TRIGGER config_changed;
+
+-- ---------------------------------------------------------------------
+-- issue 17: outbound push
+-- ---------------------------------------------------------------------
+
+-- What the sender (src/sender.c) records of each push: when the SET is due
+-- again, and the last answer (HTTP status, or 0 for no answer) and error.
+ALTER TABLE setstream.outbox
+    ADD COLUMN next_attempt_at timestamptz,
+    ADD COLUMN last_status integer,
+    ADD COLUMN last_error text;
+
+-- How a stream's emitted SETs leave, and the state of that delivery.  A
+-- stream without a row here is delivered by poll (served by the listener).
+--   state active     the sender pushes whatever is due
+--         backoff    nothing is pushed before backoff_until
+--         suspended  nothing is pushed until resume_delivery()
+CREATE TABLE setstream.deliveries (
+    stream              text PRIMARY KEY
+                        REFERENCES setstream.streams (name) ON DELETE CASCADE,
+    method              text NOT NULL DEFAULT 'poll'
+                        CHECK (method IN ('poll', 'push')),
+    endpoint_url        text CHECK (endpoint_url ~* '^https?://[^/?#[:space:]]+'),
+    push_concurrency    integer NOT NULL DEFAULT 4
+                        CHECK (push_concurrency BETWEEN 1 AND 64),
+    state               text NOT NULL DEFAULT 'active'
+                        CHECK (state IN ('active', 'backoff', 'suspended')),
+    backoff_until       timestamptz,
+    suspended_reason    text,
+    failures            integer NOT NULL DEFAULT 0,
+    auth_failures       integer NOT NULL DEFAULT 0,
+    nonconformant_acks  bigint NOT NULL DEFAULT 0,
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT deliveries_push_has_url
+        CHECK ((method = 'push') = (endpoint_url IS NOT NULL)),
+    CONSTRAINT deliveries_backoff_until
+        CHECK ((state = 'backoff') = (backoff_until IS NOT NULL)),
+    CONSTRAINT deliveries_suspended_reason
+        CHECK ((state = 'suspended') = (suspended_reason IS NOT NULL))
+);
+COMMENT ON TABLE setstream.deliveries IS
+'How each stream''s emitted SETs leave (set_delivery) and the state of that delivery: active, backoff until a time, or suspended with a reason (resume_delivery). failures / auth_failures count consecutive failed pushes; nonconformant_acks counts 2xx answers other than 202.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.deliveries', '');
+
+-- Outbound credentials: the Authorization header sent with each push.
+-- Readable by the extension owner only (like key_secrets); written and read
+-- by the C code as the owner, never returned, shown or logged.
+CREATE TABLE setstream.delivery_secrets (
+    stream                  text PRIMARY KEY
+                            REFERENCES setstream.deliveries (stream) ON DELETE CASCADE,
+    authorization_header    text NOT NULL
+);
+REVOKE ALL ON setstream.delivery_secrets FROM PUBLIC;
+COMMENT ON TABLE setstream.delivery_secrets IS
+'Outbound credentials (the Authorization header of pushes). Readable by the extension owner only; never returned by any function.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.delivery_secrets', '');
+
+ALTER TABLE setstream.deliveries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.delivery_secrets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON setstream.deliveries FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with(NULL))::pg_catalog.text[]));
+CREATE POLICY manage ON setstream.deliveries FOR ALL
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]))
+    WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+-- (delivery_secrets: no policy; only its owner, who bypasses them, reads it)
+
+-- redeliver() is an operator action: manage may put a stream's SETs back
+CREATE POLICY manage_update ON setstream.outbox FOR UPDATE
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+
+-- Store or remove the stream's Authorization header (as the extension
+-- owner, after checking the caller's manage right), and wake the sender
+-- at commit.  Called by set_delivery.
+CREATE FUNCTION setstream._set_delivery_secret(stream text, authorization_header text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_set_delivery_secret'
+LANGUAGE C VOLATILE;
+
+-- Wake the sender at commit (resume_delivery, redeliver)
+CREATE FUNCTION setstream._wake_sender(stream text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_wake_sender'
+LANGUAGE C VOLATILE STRICT;
+
+-- How the stream's emitted SETs leave.  method: poll (the default; served
+-- by the listener), push (RFC 8935 POST to endpoint_url, with
+-- authorization_header verbatim as Authorization).  urn:ietf:rfc:8935 and
+-- urn:ietf:rfc:8936 name push and poll.  pushpull and pushpull-ws are not
+-- built yet (0A000).  Setting the delivery makes it active again.
+CREATE FUNCTION setstream.set_delivery(stream text, method text DEFAULT 'poll',
+                                       endpoint_url text DEFAULT NULL,
+                                       authorization_header text DEFAULT NULL,
+                                       push_concurrency integer DEFAULT 4)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+    m text := lower(coalesce(method, 'poll'));
+BEGIN
+    result := setstream._stream_row(stream);
+    IF m = 'urn:ietf:rfc:8935' THEN
+        m := 'push';
+    ELSIF m = 'urn:ietf:rfc:8936' THEN
+        m := 'poll';
+    END IF;
+    IF m IN ('pushpull', 'pushpull-ws') THEN
+        RAISE EXCEPTION 'delivery method "%" is not supported yet', m
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Use push or poll; see the README, "Outbound delivery (push)".';
+    ELSIF m NOT IN ('poll', 'push') THEN
+        RAISE EXCEPTION 'unknown delivery method "%"', method
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use poll, push, urn:ietf:rfc:8935 or urn:ietf:rfc:8936.';
+    END IF;
+    IF m = 'push' THEN
+        IF endpoint_url IS NULL OR endpoint_url !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'push needs an http:// or https:// endpoint_url'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF set_delivery.push_concurrency IS NULL
+           OR set_delivery.push_concurrency NOT BETWEEN 1 AND 64 THEN
+            RAISE EXCEPTION 'push_concurrency must be between 1 and 64'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF endpoint_url IS NOT NULL OR authorization_header IS NOT NULL THEN
+        RAISE EXCEPTION 'poll takes no endpoint_url and no authorization_header'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Poll delivery is served by the listener: the peer polls us.';
+    END IF;
+    INSERT INTO setstream.deliveries AS d (stream, method, endpoint_url, push_concurrency)
+    VALUES (result.name, m, CASE WHEN m = 'push' THEN endpoint_url END,
+            coalesce(set_delivery.push_concurrency, 4))
+    ON CONFLICT ON CONSTRAINT deliveries_pkey DO UPDATE
+       SET method = excluded.method, endpoint_url = excluded.endpoint_url,
+           push_concurrency = excluded.push_concurrency,
+           state = 'active', backoff_until = NULL, suspended_reason = NULL,
+           failures = 0, auth_failures = 0, updated_at = now();
+    PERFORM setstream._set_delivery_secret(result.name,
+                                           CASE WHEN m = 'push' THEN authorization_header END);
+    RETURN result;
+END
+$$;
+
+-- Make a suspended or backing-off stream's delivery active again
+CREATE FUNCTION setstream.resume_delivery(stream text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    UPDATE setstream.deliveries d
+       SET state = 'active', backoff_until = NULL, suspended_reason = NULL,
+           failures = 0, auth_failures = 0, updated_at = now()
+     WHERE d.stream = resume_delivery.stream;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" has no outbound delivery', stream
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'set_delivery(stream, ''push'', endpoint_url) configures one.';
+    END IF;
+    PERFORM setstream._wake_sender(stream);
+END
+$$;
+
+-- Put failed (or not yet acknowledged) SETs of the stream back to pending,
+-- due now; acked ones are left alone.  Returns how many were put back.
+CREATE FUNCTION setstream.redeliver(stream text, jti text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    UPDATE setstream.outbox o
+       SET state = 'pending', failed_at = NULL, err = NULL, description = NULL,
+           next_attempt_at = NULL
+     WHERE o.stream = redeliver.stream AND o.jti = ANY (redeliver.jti)
+       AND o.state IN ('pending', 'delivered', 'failed');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM setstream._wake_sender(stream);
+    RETURN n;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION setstream._set_delivery_secret(text, text),
+    setstream._wake_sender(text), setstream.set_delivery(text, text, text, text, integer),
+    setstream.resume_delivery(text), setstream.redeliver(text, text[]) FROM PUBLIC;
+
+-- The sender (setstream_worker): read the deliveries and record their
+-- state; the outbox columns above come with its UPDATE on the outbox.
+GRANT SELECT ON setstream.deliveries TO setstream_worker;
+GRANT UPDATE (state, backoff_until, suspended_reason, failures, auth_failures,
+              nonconformant_acks, updated_at) ON setstream.deliveries TO setstream_worker;

@@ -20,6 +20,7 @@
 #include "emitbuf.h"
 #include "jose.h"
 #include "listener.h"
+#include "outbound.h"
 #include "stats.h"
 #include "streamcache.h"
 #include "wakeup.h"
@@ -44,11 +45,59 @@ int			setstream_max_poll_events = 1000;
 int			setstream_auth_failure_limit = 30;
 int			setstream_max_buffered_bytes = 64 * 1024 * 1024;
 
+int			setstream_senders = 1;
+char	   *setstream_outbound_ca_file = NULL;
+char	   *setstream_outbound_allowed_networks = NULL;
+int			setstream_max_delivery_age_s = 3 * 24 * 3600;
+int			setstream_outbound_connect_timeout_ms = 10000;
+int			setstream_outbound_timeout_ms = 30000;
+int			setstream_max_backoff_ms = 300000;
+int			setstream_invalid_key_retry_s = 600;
+int			setstream_auth_retries = 3;
+
 void		_PG_init(void);
+
+/* Outbound delivery (issue 17): the sender's requests (senders: below) */
+static void
+define_sender_gucs(void)
+{
+	DefineCustomStringVariable("setstream.outbound_ca_file",
+							   "CA certificates (PEM) that verify the peers setstream pushes to; empty: the system bundle.",
+							   NULL, &setstream_outbound_ca_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.outbound_allowed_networks",
+							   "Networks (CIDR, comma-separated) that outbound requests may reach although loopback, private, link-local or unique-local; plain http is allowed only to them.",
+							   NULL, &setstream_outbound_allowed_networks, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.max_delivery_age",
+							"An emitted SET not acknowledged by its receiver this long after it was emitted fails as undeliverable.",
+							NULL, &setstream_max_delivery_age_s, 3 * 24 * 3600, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.outbound_connect_timeout",
+							"Longest wait for an outbound connection.",
+							NULL, &setstream_outbound_connect_timeout_ms, 10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.outbound_timeout",
+							"Longest time one outbound request (a push) may take in all.",
+							NULL, &setstream_outbound_timeout_ms, 30000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.max_backoff",
+							"Longest wait between pushes to a failing receiver.",
+							NULL, &setstream_max_backoff_ms, 300000, 1000, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.invalid_key_retry",
+							"How long after its emit a SET answered invalid_key is still retried.",
+							NULL, &setstream_invalid_key_retry_s, 600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.auth_retries",
+							"Consecutive 401 / authentication_failed answers after which a stream's push delivery is suspended.",
+							NULL, &setstream_auth_retries, 3, 1, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
 
 /*
  * The listener's own settings.  Those fixed at server start (database,
- * addresses, port, workers) exist only when setstream is loaded by
+ * addresses, port, workers, senders) exist only when setstream is loaded by
  * shared_preload_libraries: PostgreSQL refuses (FATAL) to create a
  * PGC_POSTMASTER variable later, and without the preload there is no
  * listener for them to configure.  The SQL API works either way.
@@ -76,6 +125,10 @@ define_postmaster_gucs(void)
 	DefineCustomIntVariable("setstream.workers",
 							"Number of setstream listener processes sharing the port.",
 							NULL, &setstream_workers, 1, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.senders",
+							"Number of setstream sender processes (RFC 8935 push); 0 disables them.",
+							NULL, &setstream_senders, 1, 0, 16,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 }
 
@@ -124,6 +177,7 @@ _PG_init(void)
 {
 	jose_init_allocators();
 	define_listener_gucs();
+	define_sender_gucs();
 
 	DefineCustomIntVariable("setstream.max_request_bytes",
 							"Largest request body (and largest single SET) accepted.",

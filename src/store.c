@@ -1085,3 +1085,239 @@ store_grant_as_owner(const char *sql)
 	leave_owner(&sw);
 	SPI_finish();
 }
+
+/* ---------------------------------------------------------------------
+ * Outbound push (issue 17): the sender's statements
+ * ---------------------------------------------------------------------
+ */
+
+static StoreStmt stmt_delete_delivery_secret = {
+	"DELETE FROM setstream.delivery_secrets WHERE stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_delivery_secret = {
+	"INSERT INTO setstream.delivery_secrets (stream, authorization_header)"
+	" VALUES ($1, $2)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/*
+ * Every enabled stream delivered by push, with its credentials: read as
+ * the extension owner (delivery_secrets is the owner's alone).
+ */
+static StoreStmt stmt_push_streams = {
+	"SELECT d.stream, d.endpoint_url, d.push_concurrency, d.state,"
+	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header"
+	" FROM setstream.deliveries d"
+	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) d.stream"
+	" LEFT JOIN setstream.delivery_secrets c"
+	" ON c.stream OPERATOR(pg_catalog.=) d.stream"
+	" WHERE d.method OPERATOR(pg_catalog.=) 'push'"
+	" AND s.status OPERATOR(pg_catalog.=) 'enabled'",
+	0, {InvalidOid}
+};
+
+/*
+ * The stream's SETs due for a push, oldest first, but those in flight:
+ * not acknowledged or failed (the due index's predicate), and their next
+ * attempt time reached.  $3 is now() less setstream.max_delivery_age: a
+ * SET created before it is reported expired, not pushed.
+ */
+static StoreStmt stmt_push_due = {
+	"SELECT seq, jti, token, state, attempts,"
+	" created_at OPERATOR(pg_catalog.<) $3, created_at"
+	" FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND acked_at IS NULL AND failed_at IS NULL"
+	" AND (next_attempt_at IS NULL OR next_attempt_at OPERATOR(pg_catalog.<=) $2)"
+	" AND seq OPERATOR(pg_catalog.<>) ALL ($4)"
+	" ORDER BY seq LIMIT $5",
+	5, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID, INT4OID}, NULL, true
+};
+
+/* One push's outcome; every time is computed by the sender */
+static StoreStmt stmt_push_outcome = {
+	"UPDATE setstream.outbox o SET state = $3,"
+	" attempts = o.attempts OPERATOR(pg_catalog.+) $4,"
+	" delivered_at = COALESCE($5, o.delivered_at),"
+	" acked_at = $6, failed_at = $7, err = $8, description = $9,"
+	" next_attempt_at = $10, last_status = COALESCE($11, o.last_status),"
+	" last_error = $12"
+	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
+	" AND o.acked_at IS NULL AND o.failed_at IS NULL",
+	12, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID}
+};
+
+static StoreStmt stmt_delivery_state = {
+	"UPDATE setstream.deliveries SET state = $2, backoff_until = $3,"
+	" suspended_reason = $4, failures = $5, auth_failures = $6,"
+	" nonconformant_acks = nonconformant_acks OPERATOR(pg_catalog.+) $7,"
+	" updated_at = $8"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND method OPERATOR(pg_catalog.=) 'push'",
+	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, INT4OID, INT8OID,
+		TIMESTAMPTZOID}
+};
+
+/* Store (header not NULL) or remove the stream's Authorization header */
+void
+store_set_delivery_secret(const char *stream, const char *header)
+{
+	Datum		values[2];
+
+	values[0] = text_datum(stream);
+	spi_connect();
+	run_as_owner(&stmt_delete_delivery_secret, values, NULL, false);
+	if (header != NULL)
+	{
+		values[1] = text_datum(header);
+		run_as_owner(&stmt_insert_delivery_secret, values, NULL, false);
+	}
+	SPI_finish();
+}
+
+/* The push streams, in the caller's memory context */
+List *
+store_push_streams(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *out = NIL;
+	bool		isnull;
+
+	spi_connect();
+	run_as_owner(&stmt_push_streams, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		PushStream *p = palloc0(sizeof(PushStream));
+		Datum		d;
+
+		MemoryContextSwitchTo(old);
+		p->stream = get_text(i, 1, cxt);
+		p->endpoint_url = get_text(i, 2, cxt);
+		p->concurrency = DatumGetInt32(get_datum(i, 3, &isnull));
+		p->state = get_text(i, 4, cxt);
+		d = get_datum(i, 5, &isnull);
+		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
+		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
+		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
+		p->authorization = get_text(i, 8, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, p);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/*
+ * Up to "limit" SETs of the stream due at "now", oldest first, leaving out
+ * the "nexclude" seqs in flight.  Nothing is changed: only this sender
+ * pushes this stream, and what is not recorded as answered is pushed again
+ * after a crash, byte for byte.
+ */
+List *
+store_push_due(const char *stream, TimestampTz now, TimestampTz expire_before,
+			   const int64 *exclude, int nexclude, int limit)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum	   *ex = palloc(sizeof(Datum) * (nexclude > 0 ? nexclude : 1));
+	Datum		values[5];
+	List	   *out = NIL;
+	bool		isnull;
+
+	for (int i = 0; i < nexclude; i++)
+		ex[i] = Int64GetDatum(exclude[i]);
+	values[0] = text_datum(stream);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(expire_before);
+	values[3] = PointerGetDatum(construct_array(ex, nexclude, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = Int32GetDatum(limit);
+	spi_connect();
+	run(&stmt_push_due, values, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		PushRow    *r = palloc0(sizeof(PushRow));
+
+		MemoryContextSwitchTo(old);
+		r->seq = DatumGetInt64(get_datum(i, 1, &isnull));
+		r->jti = get_text(i, 2, cxt);
+		r->token = get_text(i, 3, cxt);
+		r->state = get_text(i, 4, cxt);
+		r->attempts = DatumGetInt32(get_datum(i, 5, &isnull));
+		r->expired = DatumGetBool(get_datum(i, 6, &isnull));
+		r->created_at = DatumGetTimestampTz(get_datum(i, 7, &isnull));
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, r);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+static Datum
+time_or_null(TimestampTz t, char *null)
+{
+	*null = t == 0 ? 'n' : ' ';
+	return TimestampTzGetDatum(t);
+}
+
+static Datum
+text_or_null(const char *s, char *null)
+{
+	*null = s == NULL ? 'n' : ' ';
+	return s == NULL ? (Datum) 0 : text_datum(s);
+}
+
+/* Record one push's outcome on its outbox row (see outbound.h) */
+void
+store_push_outcome(const char *stream, const PushOutcomeRow *o)
+{
+	Datum		values[12];
+	char		nulls[13];
+
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[12] = '\0';
+	values[0] = text_datum(stream);
+	values[1] = text_datum(o->jti);
+	values[2] = text_datum(o->state);
+	values[3] = Int32GetDatum(o->attempts_add);
+	values[4] = time_or_null(o->delivered_at, &nulls[4]);
+	values[5] = time_or_null(o->acked_at, &nulls[5]);
+	values[6] = time_or_null(o->failed_at, &nulls[6]);
+	values[7] = text_or_null(o->err, &nulls[7]);
+	values[8] = text_or_null(o->description, &nulls[8]);
+	values[9] = time_or_null(o->next_attempt_at, &nulls[9]);
+	values[10] = Int32GetDatum(o->last_status);
+	nulls[10] = o->last_status < 0 ? 'n' : ' ';
+	values[11] = text_or_null(o->last_error, &nulls[11]);
+	spi_connect();
+	run(&stmt_push_outcome, values, nulls, false);
+	SPI_finish();
+}
+
+/* Record a push stream's delivery state */
+void
+store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
+{
+	Datum		values[8];
+	char		nulls[9];
+
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[8] = '\0';
+	values[0] = text_datum(p->stream);
+	values[1] = text_datum(p->state);
+	values[2] = time_or_null(p->backoff_until, &nulls[2]);
+	values[3] = text_or_null(p->suspended_reason, &nulls[3]);
+	values[4] = Int32GetDatum(p->failures);
+	values[5] = Int32GetDatum(p->auth_failures);
+	values[6] = Int64GetDatum(nonconformant);
+	values[7] = TimestampTzGetDatum(now);
+	spi_connect();
+	run(&stmt_delivery_state, values, nulls, false);
+	SPI_finish();
+}

@@ -83,4 +83,55 @@ extern void store_change_grants(const char *stream, Oid role, List *privileges,
 extern void store_grant_as_owner(const char *sql);
 extern bool store_any_due(const char *stream);
 
+/* Outbound push (issue 17): a stream delivered by push, as the sender sees it */
+typedef struct PushStream
+{
+	char	   *stream;
+	char	   *endpoint_url;
+	char	   *authorization;	/* the stored header, or NULL */
+	int			concurrency;
+	char	   *state;			/* active, backoff, suspended */
+	TimestampTz backoff_until;	/* 0: none */
+	char	   *suspended_reason;
+	int			failures;
+	int			auth_failures;
+} PushStream;
+
+/* One SET due for a push */
+typedef struct PushRow
+{
+	int64		seq;
+	char	   *jti;
+	char	   *token;
+	char	   *state;
+	int			attempts;
+	bool		expired;		/* older than setstream.max_delivery_age */
+	TimestampTz created_at;
+} PushRow;
+
+/* What one push changes on its outbox row (times 0: NULL) */
+typedef struct PushOutcomeRow
+{
+	const char *jti;
+	const char *state;
+	int			attempts_add;
+	TimestampTz delivered_at;	/* 0: unchanged */
+	TimestampTz acked_at;
+	TimestampTz failed_at;
+	const char *err;
+	const char *description;
+	TimestampTz next_attempt_at;
+	int			last_status;	/* -1: unchanged */
+	const char *last_error;
+} PushOutcomeRow;
+
+extern void store_set_delivery_secret(const char *stream, const char *header);
+extern List *store_push_streams(void);
+extern List *store_push_due(const char *stream, TimestampTz now,
+							TimestampTz expire_before, const int64 *exclude,
+							int nexclude, int limit);
+extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
+extern void store_delivery_state(const PushStream *p, int64 nonconformant,
+								 TimestampTz now);
+
 #endif

@@ -55,6 +55,7 @@ typedef struct WakeupShared
 	pg_atomic_uint64 config_generation; /* streams, keys, tokens changed */
 	pg_atomic_uint64 generation[WAKEUP_SLOTS];
 	ListenerSlot listeners[MAX_LISTENERS];
+	Latch	   *senders[MAX_SENDER_LATCHES];	/* NULL: no sender there */
 } WakeupShared;
 
 static WakeupShared *shared = NULL;
@@ -99,6 +100,8 @@ wakeup_shmem_startup(void)
 			pg_atomic_init_u32(&shared->listeners[i].connections, 0);
 			pg_atomic_init_u32(&shared->listeners[i].long_polls, 0);
 		}
+		for (int i = 0; i < MAX_SENDER_LATCHES; i++)
+			shared->senders[i] = NULL;
 	}
 	stats_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
@@ -165,6 +168,19 @@ wakeup_note_emit(const char *stream)
 		noted_overflow = true;
 }
 
+/* The senders (sender.c) look whether the wake-up concerns a push stream */
+static void
+wake_senders(void)
+{
+	for (int i = 0; i < MAX_SENDER_LATCHES; i++)
+	{
+		Latch	   *latch = shared->senders[i];
+
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+}
+
 static void
 wake_listeners(void)
 {
@@ -175,6 +191,7 @@ wake_listeners(void)
 		if (latch != NULL)
 			SetLatch(latch);
 	}
+	wake_senders();
 }
 
 /* Every generation moves: caches drop, every waiting session looks again */
@@ -294,4 +311,12 @@ wakeup_listener_totals(int *connections, int *long_polls, int *listeners)
 		*connections += pg_atomic_read_u32(&shared->listeners[i].connections);
 		*long_polls += pg_atomic_read_u32(&shared->listeners[i].long_polls);
 	}
+}
+
+void
+wakeup_set_sender_latch(int index, Latch *latch)
+{
+	if (shared == NULL || index < 0 || index >= MAX_SENDER_LATCHES)
+		return;
+	shared->senders[index] = latch;
 }

@@ -13,6 +13,7 @@
 
 #define WAKEUP_SLOTS 1024
 #define MAX_LISTENERS 64
+#define MAX_SENDER_LATCHES 16
 
 extern void wakeup_request_shmem(void);
 extern void wakeup_register_callbacks(void);
@@ -25,6 +26,7 @@ extern void wakeup_note_config(void);
 extern uint64 wakeup_config_generation(void);
 
 extern void wakeup_set_listener_latch(int index, Latch *latch);
+extern void wakeup_set_sender_latch(int index, Latch *latch);
 
 /* Listener gauges, summed over workers by setstream.listener_stats() */
 extern void wakeup_report_listener(int index, int connections, int long_polls);

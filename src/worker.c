@@ -46,11 +46,15 @@
 #include "utils/snapmgr.h"
 
 #include "listener.h"
+#include "outbound.h"
+#include "sender.h"
 #include "setstream.h"
 #include "worker.h"
 
 PGDLLEXPORT void setstream_worker_main(Datum arg);
 PGDLLEXPORT void setstream_supervisor_main(Datum arg);
+PGDLLEXPORT void setstream_sender_main(Datum arg);
+PGDLLEXPORT void setstream_sender_supervisor_main(Datum arg);
 
 #define WAIT_FOR_EXTENSION_MS 2000
 #define WAIT_FOR_DATABASE_MS 2000
@@ -73,12 +77,31 @@ fill_worker(BackgroundWorker *worker, int index, const char *function,
 	worker->bgw_main_arg = Int32GetDatum(index);
 }
 
+/*
+ * From _PG_init under shared_preload_libraries: one supervisor per sender
+ * (setstream.senders; 0 disables outbound delivery)
+ */
+static void
+register_senders(void)
+{
+	BackgroundWorker worker;
+
+	for (int i = 0; i < setstream_senders && i < MAX_SENDERS; i++)
+	{
+		fill_worker(&worker, i, "setstream_sender_supervisor_main",
+					"setstream sender supervisor");
+		worker.bgw_restart_time = 5;
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
 /* From _PG_init under shared_preload_libraries */
 void
 worker_register_all(void)
 {
 	BackgroundWorker worker;
 
+	register_senders();
 	if (setstream_listen_addresses == NULL || setstream_listen_addresses[0] == '\0')
 		return;
 	for (int i = 0; i < setstream_workers; i++)
@@ -195,7 +218,7 @@ role_state(const char *name)
 
 /* Say once, for each new state, why the listener does not start */
 static void
-report_role_state(RoleState state, RoleState *told)
+report_role_state(RoleState state, RoleState *told, const char *type)
 {
 	if (state == *told)
 		return;
@@ -206,21 +229,21 @@ report_role_state(RoleState state, RoleState *told)
 			break;
 		case ROLE_MISSING:
 			ereport(LOG,
-					(errmsg("setstream listener waits for role \"%s\" (setstream.role) to exist",
-							setstream_role),
+					(errmsg("%s waits for role \"%s\" (setstream.role) to exist",
+							type, setstream_role),
 					 errhint("CREATE EXTENSION setstream creates the role setstream_worker.")));
 			break;
 		case ROLE_SUPERUSER:
 			ereport(WARNING,
-					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) is a superuser",
-							setstream_role),
+					(errmsg("%s does not start: role \"%s\" (setstream.role) is a superuser",
+							type, setstream_role),
 					 errdetail("The listener runs user triggers on setstream.events; it must not run them with superuser rights."),
 					 errhint("Name a role that is not a superuser, such as setstream_worker.")));
 			break;
 		case ROLE_NOLOGIN:
 			ereport(WARNING,
-					(errmsg("setstream listener does not start: role \"%s\" (setstream.role) cannot log in",
-							setstream_role),
+					(errmsg("%s does not start: role \"%s\" (setstream.role) cannot log in",
+							type, setstream_role),
 					 errhint("ALTER ROLE %s LOGIN.", quote_identifier(setstream_role))));
 			break;
 		case ROLE_NOBYPASSRLS:
@@ -252,22 +275,29 @@ static bool slot_warned = false;
  * max_worker_processes slot is taken, say so once and try again every
  * second, quietly, until one is free.
  */
+/* "listener" for "setstream listener" */
+static const char *
+child_noun(const char *type)
+{
+	return strncmp(type, "setstream ", 10) == 0 ? type + 10 : type;
+}
+
 static void
-run_listener(int index)
+run_child(int index, const char *function, const char *type)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 
-	fill_worker(&worker, index, "setstream_worker_main", "setstream listener");
+	fill_worker(&worker, index, function, type);
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		if (!slot_warned)
 			ereport(WARNING,
-					(errmsg("setstream supervisor %d could not start its listener: no background worker slot is free",
-							index),
+					(errmsg("setstream supervisor %d could not start its %s: no background worker slot is free",
+							index, child_noun(type)),
 					 errdetail("All %d max_worker_processes slots are in use; it tries again every second.",
 							   max_worker_processes),
 					 errhint("Raise max_worker_processes: setstream needs two per setstream.workers, besides parallel query and other extensions.")));
@@ -277,8 +307,8 @@ run_listener(int index)
 	}
 	if (slot_warned)
 		ereport(LOG,
-				(errmsg("setstream supervisor %d started its listener: a background worker slot is free again",
-						index)));
+				(errmsg("setstream supervisor %d started its %s: a background worker slot is free again",
+						index, child_noun(type))));
 	slot_warned = false;
 	listener_handle = handle;
 	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
@@ -289,10 +319,9 @@ run_listener(int index)
 }
 
 /* A supervisor: keeps one listener running while its database exists */
-void
-setstream_supervisor_main(Datum arg)
+static void
+supervise(int index, const char *function, const char *type)
 {
-	int			index = DatumGetInt32(arg);
 	bool		told = false;
 	RoleState	role_told = ROLE_OK;
 	RoleState	role;
@@ -301,7 +330,8 @@ setstream_supervisor_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("setstream supervisor");
+	pgstat_report_appname(strcmp(type, "setstream listener") == 0 ?
+						  "setstream supervisor" : "setstream sender supervisor");
 	before_shmem_exit(stop_listener_at_exit, (Datum) 0);
 
 	for (;;)
@@ -310,22 +340,35 @@ setstream_supervisor_main(Datum arg)
 		{
 			if (!told)
 				ereport(LOG,
-						(errmsg("setstream listener waits for database \"%s\" (setstream.database) to exist",
-								setstream_database)));
+						(errmsg("%s waits for database \"%s\" (setstream.database) to exist",
+								type, setstream_database)));
 			told = true;
 			sleep_ms(WAIT_FOR_DATABASE_MS);
 			continue;
 		}
 		told = false;
 		role = role_state(setstream_role);
-		report_role_state(role, &role_told);
+		report_role_state(role, &role_told, type);
 		if (role != ROLE_OK)
 		{
 			sleep_ms(WAIT_FOR_DATABASE_MS);
 			continue;
 		}
-		run_listener(index);
+		run_child(index, function, type);
 	}
+}
+
+void
+setstream_supervisor_main(Datum arg)
+{
+	supervise(DatumGetInt32(arg), "setstream_worker_main", "setstream listener");
+}
+
+/* Keeps one sender running while its database exists */
+void
+setstream_sender_supervisor_main(Datum arg)
+{
+	supervise(DatumGetInt32(arg), "setstream_sender_main", "setstream sender");
 }
 
 static bool
@@ -342,7 +385,7 @@ extension_exists(void)
 
 /* Sleep until CREATE EXTENSION setstream has run in our database */
 static void
-wait_for_extension(void)
+wait_for_extension(const char *type)
 {
 	bool		told = false;
 
@@ -351,8 +394,8 @@ wait_for_extension(void)
 		if (!told)
 		{
 			ereport(LOG,
-					(errmsg("setstream listener waits for CREATE EXTENSION setstream in database \"%s\"",
-							setstream_database)));
+					(errmsg("%s waits for CREATE EXTENSION setstream in database \"%s\"",
+							type, setstream_database)));
 			told = true;
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
@@ -393,6 +436,23 @@ setstream_worker_main(Datum arg)
 	pgstat_report_appname("setstream listener");
 	pin_session();
 
-	wait_for_extension();
+	wait_for_extension("setstream listener");
 	listener_run(index);
+}
+
+/* A sender: RFC 8935 push of the streams whose delivery is push (sender.c) */
+void
+setstream_sender_main(Datum arg)
+{
+	int			index = DatumGetInt32(arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(setstream_database, setstream_role, 0);
+	pgstat_report_appname("setstream sender");
+	pin_session();
+
+	wait_for_extension("setstream sender");
+	sender_run(index);
 }

@@ -11,6 +11,8 @@
 #     FATAL "does not exist", no worker exits) while it is missing;
 #   * after CREATE DATABASE and CREATE EXTENSION, GET /jwks.json answers
 #     200 again.
+#
+# No sender (setstream.senders = 0): the exits counted are the listener's.
 
 use strict;
 use warnings;
@@ -52,6 +54,7 @@ shared_preload_libraries = 'setstream'
 setstream.port = $http_port
 setstream.listen_addresses = '127.0.0.1'
 setstream.database = 'sdb'
+setstream.senders = 0
 });
 $node->start;
 my $base = "http://127.0.0.1:$http_port";

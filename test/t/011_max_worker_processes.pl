@@ -5,7 +5,7 @@
 # when the supervisor wants to start its listener.
 #
 # max_worker_processes = 2 holds the supervisor and its listener and
-# nothing else.  The listener is terminated; while the supervisor waits
+# nothing else (setstream.senders = 0: no sender supervisor takes a slot).  The listener is terminated; while the supervisor waits
 # its 5 s, a parallel query takes the freed slot for 12 s.  Then:
 #   * the supervisor logs one WARNING naming the cause, with an errhint
 #     about max_worker_processes, and no more while the slot stays taken
@@ -29,6 +29,7 @@ my $HOLD = 12;	# seconds the parallel query holds the slot
 
 my ($node, $port) = start_node('worker_slots', q{
 max_worker_processes = 2
+setstream.senders = 0
 max_logical_replication_workers = 0
 max_parallel_workers = 2
 });

@@ -1,0 +1,215 @@
+"""Fixtures of the outbound suite: RFC 8935 push from setstream (issue 17).
+
+A scriptable RFC 8935 receiver (Receiver: a threaded http.server on
+127.0.0.1) records every request it gets (time, headers, body, client
+port) and answers from a script: a status with headers and body, "hang"
+(answer nothing until the test ends), or "reset" (close the connection with
+an RST).  The listener-facing helpers (Db, streams, Gucs) are those of
+test/protocol, loaded from its conftest.py as the module `listener_support`.
+"""
+
+import contextlib
+import http.server
+import importlib.util
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_PROTOCOL = os.path.join(os.path.dirname(_HERE), "protocol", "conftest.py")
+
+if "listener_support" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location("listener_support", _PROTOCOL)
+    _mod = importlib.util.module_from_spec(_spec)
+    sys.modules["listener_support"] = _mod
+    _spec.loader.exec_module(_mod)
+
+from listener_support import (  # noqa: E402,F401  (fixtures re-exported)
+    DATABASE, Db, connect_db, listener, db, streams, client, gucs, jdump,
+    wait_for_listener)
+
+
+def wait_for(what, predicate, timeout=15.0, interval=0.05):
+    """Poll predicate() until it returns something true; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def answer(status, err=None, description=None, headers=None, body=None):
+    """One scripted answer: (status, headers, body bytes)."""
+    h = dict(headers or {})
+    if err is not None:
+        body = json.dumps({"err": err, "description": description or err}).encode()
+        h.setdefault("Content-Type", "application/json")
+        h.setdefault("Content-Language", "en")
+    return (status, h, body or b"")
+
+
+class Receiver:
+    """A scriptable RFC 8935 push receiver on 127.0.0.1."""
+
+    def __init__(self, tls=None):
+        self.requests = []       # dicts: t, path, headers, body, port
+        self.script = []         # answers given in order, then default
+        self.default = answer(202)
+        self.delay = 0.0         # seconds before each answer
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.active = 0
+        self.max_active = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                with receiver.lock:
+                    receiver.requests.append({
+                        "t": time.monotonic(), "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body, "port": self.client_address[1]})
+                    action = receiver.script.pop(0) if receiver.script else receiver.default
+                    receiver.active += 1
+                    receiver.max_active = max(receiver.max_active, receiver.active)
+                try:
+                    if receiver.delay:
+                        time.sleep(receiver.delay)
+                    if action == "hang":
+                        receiver.stop.wait(120)
+                        self.close_connection = True
+                        return
+                    if action == "reset":
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                   struct.pack("ii", 1, 0))
+                        self.close_connection = True
+                        return
+                    status, headers, payload = action
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if payload:
+                        self.wfile.write(payload)
+                finally:
+                    with receiver.lock:
+                        receiver.active -= 1
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d/events" % self.port
+        if tls is not None:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.url = "https://127.0.0.1:%d/events" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self):
+        with self.lock:
+            return [r["body"].decode() for r in self.requests]
+
+    def count(self):
+        with self.lock:
+            return len(self.requests)
+
+    def for_token(self, token):
+        with self.lock:
+            return [r for r in self.requests if r["body"] == token.encode()]
+
+    def close(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def loopback(gucs):
+    """Outbound requests may reach 127.0.0.0/8 (and use plain http there)."""
+    gucs.set(outbound_allowed_networks="127.0.0.0/8")
+    return gucs
+
+
+class PushStreams:
+    """Streams whose emitted SETs are pushed (set_delivery ... 'push')."""
+
+    def __init__(self, streams, db):
+        self.streams = streams
+        self.db = db
+
+    def create(self, url, authorization=None, concurrency=4):
+        s = self.streams.create(peer_algs=(), signing_alg="ES256", token=False)
+        self.db.execute("SELECT setstream.set_delivery(%s, 'push', %s, %s, %s)",
+                        (s.name, url, authorization, concurrency))
+        return s
+
+    def row(self, stream, jti):
+        return self.db.outbox(stream.name, jti)
+
+    def delivery(self, stream):
+        rows = self.db.dicts("SELECT * FROM setstream.deliveries WHERE stream = %s",
+                             (stream.name,))
+        assert len(rows) == 1
+        return rows[0]
+
+    def wait_row(self, stream, jti, pred, what, timeout=15.0):
+        return wait_for("%s of %s" % (what, jti),
+                        lambda: (lambda r: r if pred(r) else None)(self.row(stream, jti)),
+                        timeout=timeout)
+
+
+@pytest.fixture
+def pushes(streams, db):
+    return PushStreams(streams, db)
+
+
+def wait_for_listener_up(timeout=60.0):
+    """The listener answers again (after a crash restart of the cluster)."""
+    sys.modules["listener_support"].wait_for_listener(timeout)
+
+
+@pytest.fixture(scope="session")
+def certificate():
+    """A self-signed certificate for 127.0.0.1: (cert file, key file), in a
+    directory the server can read (it is the CA file of the test that
+    trusts it; pytest's own temporary directories are private)."""
+    import shutil
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="setstream-outbound-tls-")
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    os.chmod(cert, 0o644)
+    yield cert, key
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,137 @@
+"""HTTP/2: over TLS the sender offers h2 (ALPN) and, when the receiver takes
+it, multiplexes a stream's concurrent pushes on one connection (issue 17).
+
+The receiver here is a minimal HTTP/2 server (python3-h2) that answers
+every POST 202 after a delay, so that pushes overlap; it records, for each
+request, the connection and the HTTP/2 stream it came on."""
+
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from conftest import wait_for
+
+h2 = pytest.importorskip("h2.connection")
+import h2.config  # noqa: E402
+import h2.events  # noqa: E402
+
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+
+
+class H2Receiver:
+    def __init__(self, certificate, delay=0.4):
+        self.delay = delay
+        self.requests = []       # (connection number, stream id, headers, body, t)
+        self.connections = 0
+        self.active = 0
+        self.max_active = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*certificate)
+        ctx.set_alpn_protocols(["h2"])
+        self.ctx = ctx
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.url = "https://127.0.0.1:%d/events" % self.sock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self.lock:
+                self.connections += 1
+                number = self.connections
+            threading.Thread(target=self.serve, args=(raw, number), daemon=True).start()
+
+    def serve(self, raw, number):
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        if tls.selected_alpn_protocol() != "h2":
+            tls.close()
+            return
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        send_lock = threading.Lock()
+        tls.sendall(conn.data_to_send())
+        bodies, heads = {}, {}
+
+        def respond(stream_id):
+            time.sleep(self.delay)
+            with self.lock:
+                self.active -= 1
+            with send_lock:
+                conn.send_headers(stream_id, [(":status", "202"), ("content-length", "0")],
+                                  end_stream=True)
+                tls.sendall(conn.data_to_send())
+
+        tls.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data = tls.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            with send_lock:
+                events = conn.receive_data(data)
+                for ev in events:
+                    if isinstance(ev, h2.events.RequestReceived):
+                        heads[ev.stream_id] = dict((k.decode() if isinstance(k, bytes) else k,
+                                                    v.decode() if isinstance(v, bytes) else v)
+                                                   for k, v in ev.headers)
+                        bodies[ev.stream_id] = b""
+                    elif isinstance(ev, h2.events.DataReceived):
+                        bodies[ev.stream_id] += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        with self.lock:
+                            self.requests.append((number, ev.stream_id, heads[ev.stream_id],
+                                                  bodies[ev.stream_id], time.monotonic()))
+                            self.active += 1
+                            self.max_active = max(self.max_active, self.active)
+                        threading.Thread(target=respond, args=(ev.stream_id,), daemon=True).start()
+                tls.sendall(conn.data_to_send())
+        tls.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_pushes_are_multiplexed_on_one_http2_connection(loopback, certificate, pushes, db):
+    loopback.set(outbound_ca_file=certificate[0])
+    receiver = H2Receiver(certificate)
+    try:
+        s = pushes.create(receiver.url, authorization="Bearer h2", concurrency=4)
+        db.execute("SELECT setstream.emit(%s, %s, '{}'::jsonb) FROM generate_series(1, 12)",
+                   (s.name, SESSION_REVOKED))
+        wait_for("12 acks", lambda: db.val(
+            "SELECT count(*) FROM setstream.outbox WHERE stream = %s AND state = 'acked' "
+            "AND last_status = 202", (s.name,)) == 12, timeout=30)
+        assert len(receiver.requests) == 12
+        assert receiver.connections == 1, "%d connections" % receiver.connections
+        assert receiver.max_active >= 2, "pushes were not in flight together"
+        streams = {r[1] for r in receiver.requests}
+        assert len(streams) == 12                  # one HTTP/2 stream per push
+        head = receiver.requests[0][2]
+        assert head[":method"] == "POST" and head[":path"] == "/events"
+        assert head["content-type"] == "application/secevent+jwt"
+        assert head["authorization"] == "Bearer h2"
+        tokens = {t.encode() for (t,) in db.rows(
+            "SELECT token FROM setstream.outbox WHERE stream = %s", (s.name,))}
+        assert {r[3] for r in receiver.requests} == tokens
+    finally:
+        receiver.close()
