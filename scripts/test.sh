@@ -578,6 +578,9 @@ if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
     echo "sanitizer mode: ASan/UBSan build; reports go to $SETSTREAM_CLUSTER_DIR/sanitizer"
 fi
 export SETSTREAM_PORT=$listener_port
+# pids that tests kill on purpose (see the cluster-log check below)
+export SETSTREAM_KILLED_PIDS="$WORK/killed-pids"
+: >"$SETSTREAM_KILLED_PIDS"
 export SETSTREAM_URL="http://127.0.0.1:$listener_port"
 echo "cluster 'test' on port $PGPORT (socket $PGHOST), listener port $SETSTREAM_PORT"
 
@@ -591,11 +594,26 @@ done
 # fails the run, one failure per line, whether or not a test noticed it.
 # (The perl suite's nodes are killed on purpose; their tests check their
 # own logs.)
-crashes=$(grep -cE "$CRASH_RE" "$SETSTREAM_LOGFILE" 2>/dev/null || true)
+# Tests that SIGKILL a process of the test cluster on purpose write its pid
+# to $SETSTREAM_KILLED_PIDS; the postmaster's line for that pid is not a
+# crash.
+cluster_crashes() {
+    local -a skip=()
+    local pid
+    while read -r pid; do
+        [ -n "$pid" ] && skip+=(-e "(PID $pid) was terminated by signal 9")
+    done <"$SETSTREAM_KILLED_PIDS"
+    if [ ${#skip[@]} -gt 0 ]; then
+        grep -E "$CRASH_RE" "$SETSTREAM_LOGFILE" 2>/dev/null | grep -vF "${skip[@]}" || true
+    else
+        grep -E "$CRASH_RE" "$SETSTREAM_LOGFILE" 2>/dev/null || true
+    fi
+}
+crashes=$(cluster_crashes | grep -c . || true)
 if [ "${crashes:-0}" -gt 0 ]; then
     echo
     echo "-- crashes in the test cluster's log ($SETSTREAM_LOGFILE)"
-    grep -E "$CRASH_RE" "$SETSTREAM_LOGFILE" | head -n 20
+    cluster_crashes | head -n 20
     record cluster-log 0 "$crashes" 0 "PANIC or terminated by signal in $SETSTREAM_LOGFILE"
 else
     record cluster-log 1 0 0 "no PANIC, no process terminated by signal"

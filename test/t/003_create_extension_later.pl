@@ -120,8 +120,11 @@ my @fatal = $log =~ /^(.*FATAL.*)$/mg;
 is_deeply(\@fatal, [], 'no FATAL in the server log while waiting');
 unlike($log, qr/background worker "setstream listener[^"]*" \(PID \d+\) exited/,
 	'no listener exited while waiting');
-my @waits = $log =~ /(waits for CREATE EXTENSION)/g;
+# each worker (the listener, the sender) says it once
+my @waits = $log =~ /(setstream listener waits for CREATE EXTENSION)/g;
 is(scalar(@waits), 1, 'the wait is logged once, not once a try');
+my @sender_waits = $log =~ /(setstream sender waits for CREATE EXTENSION)/g;
+ok(scalar(@sender_waits) <= 1, 'the sender says it at most once too');
 
 $r = $http->request('GET', "$base/jwks.json");
 ok($r->{status} == 599 || $r->{status} == 503,
