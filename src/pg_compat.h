@@ -25,4 +25,42 @@
 #define MyProcLocalTransactionId() (MyProc->lxid)
 #endif
 
+/*
+ * The semantic actions of PostgreSQL's JSON parser (common/jsonapi.h)
+ * return a JsonParseErrorType since 16, nothing before.  An action is
+ * declared "static JSON_ACTION_RESULT on_x(...)" and ends with
+ * "return JSON_ACTION_DONE;".
+ */
+#if PG_VERSION_NUM >= 160000
+#define JSON_ACTION_RESULT JsonParseErrorType
+#define JSON_ACTION_DONE JSON_SUCCESS
+#else
+#define JSON_ACTION_RESULT void
+#define JSON_ACTION_DONE
+#endif
+
+/*
+ * A lexer over a counted string, palloc'd.  17 added a first argument, the
+ * context to fill (NULL: allocate one).
+ */
+#if PG_VERSION_NUM >= 170000
+#define MakeJsonLexContextCstringLen(json, len, encoding, need_escapes) \
+	makeJsonLexContextCstringLen(NULL, (json), (len), (encoding), (need_escapes))
+#else
+#define MakeJsonLexContextCstringLen(json, len, encoding, need_escapes) \
+	makeJsonLexContextCstringLen((json), (len), (encoding), (need_escapes))
+#endif
+
+/*
+ * A WaitEventSet that lives as long as the process.  17 takes a resource
+ * owner (NULL: none) where 15 took the memory context, and allocates in
+ * TopMemoryContext itself.
+ */
+#if PG_VERSION_NUM >= 170000
+#define CreateWaitEventSetTop(nevents) CreateWaitEventSet(NULL, (nevents))
+#else
+#define CreateWaitEventSetTop(nevents) \
+	CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
 #endif							/* SETSTREAM_PG_COMPAT_H */
