@@ -19,8 +19,11 @@
 set -euo pipefail
 
 codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+# postgresql-contrib: a package of its own in bookworm; from trixie on only
+# a name that postgresql provides (the modules are in postgresql-MAJOR)
+contrib=
 case "$codename" in
-    bookworm) pg=15 llvm=14 ;;
+    bookworm) pg=15 llvm=14 contrib=postgresql-contrib ;;
     trixie) pg=17 llvm=19 ;;
     *) pg=18 llvm=19 ;; # unstable (sid), testing
 esac
@@ -29,7 +32,7 @@ llvm=${SETSTREAM_LLVM_MAJOR:-$llvm}
 
 PACKAGES=(
     # server, PGXS, compiler
-    "postgresql-$pg" "postgresql-server-dev-$pg" postgresql-contrib
+    "postgresql-$pg" "postgresql-server-dev-$pg" ${contrib:+"$contrib"}
     build-essential gcc make
     # sanitizer mode (SETSTREAM_SANITIZE=1): gcc's ASan and UBSan runtimes
     # (gcc 12 to 15 all ship libasan8)
