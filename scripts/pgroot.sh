@@ -120,6 +120,10 @@ make_root() {
         debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >&2
     fi
     mv "$tmp" "$ROOT"
+}
+
+# configure_root — apt, dpkg and service settings (rewritten every time)
+configure_root() {
     cat >"$ROOT/etc/apt/sources.list" <<EOF
 deb $MIRROR $SUITE main
 EOF
@@ -135,6 +139,12 @@ APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Dpkg::Options { "--force-confold"; "--force-confdef"; };
 EOF
+    # The mirror's unstable may lag behind its Release file's Valid-Until
+    # (seen: expired for a month).  The signatures are still checked.
+    if [ "$SUITE" = sid ]; then
+        echo 'Acquire::Check-Valid-Until "false";' \
+            >"$ROOT/etc/apt/apt.conf.d/91setstream-valid-until"
+    fi
     cat >"$ROOT/etc/dpkg/dpkg.cfg.d/90setstream-nodoc" <<'EOF'
 path-exclude /usr/share/doc/*
 path-exclude /usr/share/man/*
@@ -160,6 +170,7 @@ case "$ACTION" in
         ;;
     make)
         make_root
+        configure_root
         mount_all
         install_packages
         umount_all

@@ -63,4 +63,11 @@
 	CreateWaitEventSet(TopMemoryContext, (nevents))
 #endif
 
+/*
+ * GetMemoryChunkContext() is an inline function of utils/memutils.h before
+ * 16 and a function of mcxt.c from 16 on, which the fuzz targets' memory
+ * shim (test/fuzz/shim/mcxt.c) then supplies.
+ */
+#define MEMORY_CHUNK_CONTEXT_IS_EXTERN (PG_VERSION_NUM >= 160000)
+
 #endif							/* SETSTREAM_PG_COMPAT_H */
