@@ -70,4 +70,13 @@
  */
 #define MEMORY_CHUNK_CONTEXT_IS_EXTERN (PG_VERSION_NUM >= 160000)
 
+/*
+ * A function that does not return, marked after its declarator.  18 dropped
+ * pg_attribute_noreturn() for pg_noreturn, which goes first (C11
+ * _Noreturn); gcc and clang take the attribute after the declarator.
+ */
+#if PG_VERSION_NUM >= 180000
+#define pg_attribute_noreturn() __attribute__((noreturn))
+#endif
+
 #endif							/* SETSTREAM_PG_COMPAT_H */
