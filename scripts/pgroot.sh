@@ -87,6 +87,15 @@ umount_all() {
 }
 trap umount_all EXIT
 
+# umount_stale — unmount what an interrupted run left mounted in the root
+umount_stale() {
+    local m
+    while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" || true
+    done < <(awk -v root="$ROOT/" 'index($2 "/", root) == 1 { print $2 }' /proc/mounts |
+                 sort -r)
+}
+
 # in_root CMD... — run CMD inside the root with a clean environment; the
 # SETSTREAM_* and CI variables are kept.
 in_root() {
@@ -113,6 +122,7 @@ make_root() {
     command -v debootstrap >/dev/null || "$SCRIPTS/deps.sh"
     mkdir -p "$ROOTS"
     # an interrupted run leaves mounts or a half-made tree: start over
+    umount_stale
     [ -d "$ROOT" ] && rm -rf --one-file-system "$ROOT"
     if [ -d "$tmp/debootstrap" ] || [ ! -x "$tmp/usr/bin/apt-get" ]; then
         rm -rf --one-file-system "$tmp"
