@@ -6,27 +6,59 @@
 # nothing (no apt-get update, no network).  Otherwise it runs
 # `apt-get update` once and installs the missing ones, with sudo when not
 # root.  The list is the single source of truth for the project's packages.
+#
+# The same list serves every Debian release the project is tested on: the
+# PostgreSQL major and the clang/LLVM version in the names follow the
+# release (Debian 12 "bookworm": 15 and 14; Debian 13 "trixie": 17 and 19;
+# unstable "sid": 18 and 19), so that scripts/pgroot.sh installs the very
+# same packages inside its debootstrap roots.  SETSTREAM_PG_MAJOR and
+# SETSTREAM_LLVM_MAJOR override the two numbers.
+#
+#   scripts/deps.sh          install what is missing
+#   scripts/deps.sh --list   print the package names, one a line
 set -euo pipefail
+
+codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+# postgresql-contrib: a package of its own in bookworm; from trixie on only
+# a name that postgresql provides (the modules are in postgresql-MAJOR)
+contrib=
+case "$codename" in
+    bookworm) pg=15 llvm=14 contrib=postgresql-contrib ;;
+    trixie) pg=17 llvm=19 ;;
+    *) pg=18 llvm=19 ;; # unstable (sid), testing
+esac
+pg=${SETSTREAM_PG_MAJOR:-$pg}
+llvm=${SETSTREAM_LLVM_MAJOR:-$llvm}
 
 PACKAGES=(
     # server, PGXS, compiler
-    postgresql-15 postgresql-server-dev-15 postgresql-contrib
+    "postgresql-$pg" "postgresql-server-dev-$pg" ${contrib:+"$contrib"}
     build-essential gcc make
-    # sanitizer mode (SETSTREAM_SANITIZE=1): gcc 12's ASan and UBSan runtimes
+    # sanitizer mode (SETSTREAM_SANITIZE=1): gcc's ASan and UBSan runtimes
+    # (gcc 12 to 15 all ship libasan8)
     libasan8 libubsan1
     # libraries linked into setstream.so
     libjansson-dev libcjose-dev libssl-dev libhttp-parser-dev libwslay-dev
     libcurl4-openssl-dev
     # SQL tests: pgTAP, pg_prove, PostgreSQL's Perl TAP framework
-    postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
+    "postgresql-$pg-pgtap" libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
     # protocol / interop tests
     python3 python3-pytest python3-jwcrypto python3-websockets python3-cryptography
     python3-requests python3-psycopg2 python3-psycopg python3-h2
     # tools used by tests, the demo and the benchmarks
     openssl curl wrk
     # fuzzing (test/fuzz): clang with libFuzzer and the sanitizers, llvm-cov
-    clang-14 libclang-rt-14-dev llvm-14
+    "clang-$llvm" "libclang-rt-$llvm-dev" "llvm-$llvm"
 )
+# the host makes the roots of the other majors (scripts/pgroot.sh)
+if [ "$codename" = bookworm ]; then
+    PACKAGES+=(debootstrap)
+fi
+
+if [ "${1:-}" = --list ]; then
+    printf '%s\n' "${PACKAGES[@]}"
+    exit 0
+fi
 
 # One dpkg-query for the whole list; a package it does not know is missing.
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" \

@@ -18,12 +18,16 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 
 # Prefer PostgreSQL 15's own pg_config: /usr/bin/pg_config on Debian picks the
-# newest server-dev package installed, which need not be 15.
+# newest server-dev package installed, which need not be 15.  Where 15 is
+# absent (the Debian 13 and unstable roots of scripts/pgroot.sh), the one
+# major installed, the newest if several.
 if [ -z "${PG_CONFIG:-}" ]; then
     if [ -x /usr/lib/postgresql/15/bin/pg_config ]; then
         PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
     else
-        PG_CONFIG=pg_config
+        PG_CONFIG=$(ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null |
+                        sort -t/ -k5,5n | tail -n 1)
+        PG_CONFIG=${PG_CONFIG:-pg_config}
     fi
 fi
 PGBIN=$("$PG_CONFIG" --bindir)

@@ -141,9 +141,16 @@ tap_count() {
         }' "$1"
 }
 
-# regress_count FILE RC — count pg_regress / pg_isolation_regress results.
+# regress_count FILE RC — count pg_regress / pg_isolation_regress results:
+# "name ... ok" lines (15), or TAP lines "ok 1 - name  12 ms" (16 and later).
 regress_count() {
     awk -v rc="$2" '
+        /^(not )?ok +[0-9]+ +[-+] / {
+            if (tolower($0) ~ /#[ \t]*(skip|todo)/)  skip++
+            else if ($1 == "ok")                     pass++
+            else                                     fail++
+            next
+        }
         / \.\.\. / {
             status = $0
             sub(/.* \.\.\. +/, "", status)

@@ -244,25 +244,28 @@ container_start(Decoder *d, bool is_object)
 	d->depth++;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_object_start(void *state)
 {
 	container_start(state, true);
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_array_start(void *state)
 {
 	container_start(state, false);
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_array_end(void *state)
 {
 	((Decoder *) state)->depth--;
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_object_end(void *state)
 {
 	Decoder    *d = state;
@@ -280,9 +283,10 @@ on_object_end(void *state)
 			d->out->errs = lappend(d->out->errs, d->entry);
 		d->entry = NULL;
 	}
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_field_start(void *state, char *fname, bool isnull)
 {
 	Decoder    *d = state;
@@ -305,6 +309,7 @@ on_field_start(void *state, char *fname, bool isnull)
 	else if (d->depth == 3 && d->entry != NULL)
 		d->entry_field = strcmp(fname, "err") == 0 ? 1 :
 			strcmp(fname, "description") == 0 ? 2 : 0;
+	return JSON_ACTION_DONE;
 }
 
 static void
@@ -317,7 +322,7 @@ read_count(Decoder *d, double v)
 }
 
 static void
-on_scalar(void *state, char *token, JsonTokenType type)
+read_scalar(void *state, char *token, JsonTokenType type)
 {
 	Decoder    *d = state;
 	double		number = 0;
@@ -381,6 +386,13 @@ on_scalar(void *state, char *token, JsonTokenType type)
 		if (is_string)
 			d->entry->description = token;
 	}
+}
+
+static JSON_ACTION_RESULT
+on_scalar(void *state, char *token, JsonTokenType type)
+{
+	read_scalar(state, token, type);
+	return JSON_ACTION_DONE;
 }
 
 /* Copy msg into err, cut at a character boundary */

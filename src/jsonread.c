@@ -97,7 +97,7 @@ jsonread_run(const char *text, size_t len, JsonSemAction *sem,
 		*error = "not UTF-8 text";
 		return false;
 	}
-	lex = makeJsonLexContextCstringLen(unconstify(char *, text), (int) len,
+	lex = MakeJsonLexContextCstringLen(unconstify(char *, text), (int) len,
 									   PG_UTF8, true);
 	PG_TRY();
 	{
@@ -230,33 +230,37 @@ push(Builder *b, json_t *container)
 	b->depth++;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_object_start(void *state)
 {
 	push(state, json_object());
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_array_start(void *state)
 {
 	push(state, json_array());
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_end(void *state)
 {
 	((Builder *) state)->depth--;
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_field_start(void *state, char *fname, bool isnull)
 {
 	Builder    *b = state;
 
 	b->keys[b->depth - 1] = fname;
+	return JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 on_scalar(void *state, char *token, JsonTokenType type)
 {
 	Builder    *b = state;
@@ -290,6 +294,7 @@ on_scalar(void *state, char *token, JsonTokenType type)
 			attach(b, json_null());
 			break;
 	}
+	return JSON_ACTION_DONE;
 }
 
 json_t *

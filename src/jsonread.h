@@ -14,6 +14,8 @@
 #include "postgres.h"
 #include "common/jsonapi.h"
 
+#include "pg_compat.h"
+
 /* Containers nest at most this deep (jansson's JSON_PARSER_MAX_DEPTH) */
 #define JSONREAD_MAX_DEPTH 2048
 

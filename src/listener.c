@@ -48,6 +48,7 @@
 
 #include "exchange.h"
 #include "listener.h"
+#include "pg_compat.h"
 #include "streamcache.h"
 #include "stats.h"
 #include "setstream.h"
@@ -1201,7 +1202,7 @@ listener_run(int index)
 		ereport(ERROR, (errmsg("setstream: epoll_create1 failed: %m")));
 	tls_configure();
 
-	wait_set = CreateWaitEventSet(TopMemoryContext, nlisten + 3);
+	wait_set = CreateWaitEventSetTop(nlisten + 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < nlisten; i++)

@@ -37,6 +37,7 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
+#include "pg_compat.h"
 #include "privileges.h"
 #include "store.h"
 
@@ -255,14 +256,14 @@ privileges_require(const char *stream, const char *privilege)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream name must not be NULL")));
-	if (last_held.lxid == MyProc->lxid && last_held.userid == GetUserId() &&
+	if (last_held.lxid == MyProcLocalTransactionId() && last_held.userid == GetUserId() &&
 		last_held.privilege == index && strcmp(last_held.stream, stream) == 0)
 		return;
 	if (holds(stream, privilege, &any))
 	{
 		if (strlen(stream) < sizeof(last_held.stream))
 		{
-			last_held.lxid = MyProc->lxid;
+			last_held.lxid = MyProcLocalTransactionId();
 			last_held.userid = GetUserId();
 			last_held.privilege = index;
 			strlcpy(last_held.stream, stream, sizeof(last_held.stream));

@@ -523,7 +523,7 @@ sender_run(int index)
 									 ALLOCSET_DEFAULT_SIZES);
 	httpclient_init();
 
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	wait_set = CreateWaitEventSetTop(3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, httpclient_epoll_fd(), NULL, NULL);

@@ -8,6 +8,7 @@
 #ifndef SETSTREAM_SENDER_H
 #define SETSTREAM_SENDER_H
 
+#include "pg_compat.h"
 #include "wakeup.h"
 
 #define MAX_SENDERS MAX_SENDER_LATCHES

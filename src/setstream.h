@@ -11,6 +11,8 @@
 
 #include "postgres.h"
 
+#include "pg_compat.h"
+
 /* GUC variables (src/setstream.c) */
 extern char *setstream_database;
 extern char *setstream_role;

@@ -307,11 +307,17 @@ class Traffic:
         asyncio.run(asyncio.wait_for(self._ws_session(), 30))
 
     async def _ws_session(self):
-        import websockets
+        import warnings
+        # websockets 14 made a new client the default (additional_headers=,
+        # InvalidStatus, no .open); the legacy client, with the API these tests use,
+        # is there from 10.4 (Debian 12) to 15 (Debian 13), deprecated from 14 on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from websockets.legacy.client import connect as ws_connect
         url = "ws://%s:%d/streams/%s/pushpull" % (self.host, self.port, self.name)
-        async with websockets.connect(url, subprotocols=["pushpull"],
-                                      extra_headers={"Authorization": "Bearer " + self.token},
-                                      open_timeout=10, close_timeout=5) as ws:
+        async with ws_connect(url, subprotocols=["pushpull"],
+                              extra_headers={"Authorization": "Bearer " + self.token},
+                              open_timeout=10, close_timeout=5) as ws:
             self.requests += 1
             self.counts["ws_session"] = self.counts.get("ws_session", 0) + 1
             jti, tok = self.sign()

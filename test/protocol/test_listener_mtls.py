@@ -543,7 +543,7 @@ def test_websocket_session_with_a_client_certificate_only(db, streams, pki, mtls
     import asyncio
     import json
 
-    import websockets
+    from wsutil import ws_connect
 
     s = streams.create(signing_alg="ES256")
     db.execute("SELECT setstream.alter_stream(%s, client_auth => 'cert')", (s.name,))
@@ -551,8 +551,8 @@ def test_websocket_session_with_a_client_certificate_only(db, streams, pki, mtls
     url = "wss://%s:%d/streams/%s/pushpull" % (ls.HOST, ls.PORT, s.name)
 
     async def go():
-        async with websockets.connect(url, subprotocols=["pushpull"], open_timeout=5,
-                                      ssl=client_context(pki, "good")) as ws:
+        async with ws_connect(url, subprotocols=["pushpull"], open_timeout=5,
+                              ssl=client_context(pki, "good")) as ws:
             assert ws.subprotocol == "pushpull"
             jti = db.emit(s.name)
             msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -569,8 +569,8 @@ def test_websocket_session_with_a_client_certificate_only(db, streams, pki, mtls
     # the same session refused with another CA's certificate
     async def refused():
         with pytest.raises(Exception) as info:
-            async with websockets.connect(url, subprotocols=["pushpull"], open_timeout=5,
-                                          ssl=client_context(pki, "otherca")):
+            async with ws_connect(url, subprotocols=["pushpull"], open_timeout=5,
+                                  ssl=client_context(pki, "otherca")):
                 pass
         return info.value
 

@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+import warnings
 
 import psycopg2
 import psycopg2.extras
@@ -36,6 +37,13 @@ import requests
 import websockets
 import websockets.exceptions
 from jwcrypto import jwk, jws
+
+# websockets 14 made a new client the default (additional_headers=,
+# InvalidStatus, no .open); the legacy client, with the API these tests use,
+# is there from 10.4 (Debian 12) to 15 (Debian 13), deprecated from 14 on.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from websockets.legacy.client import connect as ws_connect
 
 URL = (os.environ.get("SETSTREAM_URL")
        or "http://127.0.0.1:%s" % os.environ.get("SETSTREAM_PORT", "8417")).rstrip("/")
@@ -328,16 +336,16 @@ def auth(token):
 
 def connect(stream, token=None, subprotocols=("pushpull",), base=WS_BASE,
             ssl_context=None, headers=None, **kw):
-    """websockets.connect(...) to the stream's pushpull endpoint."""
+    """websockets' connect(...) to the stream's pushpull endpoint."""
     h = auth(stream.token if token is None else token) if (token is not False) else {}
     h.update(headers or {})
     kw.setdefault("open_timeout", IO_TIMEOUT)
     kw.setdefault("close_timeout", 3)
     if ssl_context is not None:
         kw["ssl"] = ssl_context
-    return websockets.connect(base + stream.path,
-                              subprotocols=list(subprotocols) if subprotocols else None,
-                              extra_headers=h, **kw)
+    return ws_connect(base + stream.path,
+                      subprotocols=list(subprotocols) if subprotocols else None,
+                      extra_headers=h, **kw)
 
 
 class Peer:

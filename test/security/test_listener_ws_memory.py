@@ -200,7 +200,10 @@ def test_inbox_bounded(listener, wstreams, gucs):
         sent = send_until_blocked(ws.sock, data, budget_s=30)
         grown = kib(pid, "VmHWM") - base
         assert sent > 8 * MIB, "the listener read only %d bytes" % sent
-        assert grown < 12 * 1024, \
-            "the listener grew by %d KiB for 1 MiB messages" % grown
+        # under ASan freed memory stays in quarantine: the peak then measures
+        # what was read, not what was kept (as for the ping flood above)
+        if not SANITIZE:
+            assert grown < 12 * 1024, \
+                "the listener grew by %d KiB for 1 MiB messages" % grown
     finally:
         ws.close()

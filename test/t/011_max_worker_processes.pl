@@ -68,11 +68,14 @@ ok(kill('TERM', $pid), 'terminate the listener');
 ok(wait_until(5, sub { !kill(0, $pid) }), 'the listener is gone');
 
 # a parallel query takes the free slot before the supervisor's 5 s are up
+# (force_parallel_mode is debug_parallel_query from 16 on)
+my $force_parallel =
+  $node->pg_version >= 16 ? 'debug_parallel_query' : 'force_parallel_mode';
 my ($out, $err) = ('', '');
 my $h = IPC::Run::start(
 	[
 		'psql', '-X', '-d', $node->connstr('postgres'), '-c',
-		"SET force_parallel_mode = on; SET parallel_setup_cost = 0; SELECT pg_sleep($HOLD)"
+		"SET $force_parallel = on; SET parallel_setup_cost = 0; SELECT pg_sleep($HOLD)"
 	],
 	'>', \$out, '2>', \$err);
 my $started = time;

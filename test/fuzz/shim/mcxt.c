@@ -17,6 +17,8 @@
 #include "nodes/memnodes.h"
 #include "utils/memutils.h"
 
+#include "pg_compat.h"
+
 typedef struct ShimChunk
 {
 	struct ShimChunk *prev;
@@ -141,6 +143,15 @@ chunk_of(void *pointer)
 {
 	return (ShimChunk *) ((char *) pointer - sizeof(ShimChunk));
 }
+
+#if MEMORY_CHUNK_CONTEXT_IS_EXTERN
+/* the backend's is in mcxt.c from 16 on (an inline function before) */
+MemoryContext
+GetMemoryChunkContext(void *pointer)
+{
+	return chunk_of(pointer)->context;
+}
+#endif
 
 static void
 chunk_link(ShimContext *c, ShimChunk *ch)

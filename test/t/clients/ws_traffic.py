@@ -20,8 +20,16 @@ import base64
 import json
 import sys
 import time
+import warnings
 
 import websockets
+
+# websockets 14 made a new client the default (additional_headers=,
+# InvalidStatus, no .open); the legacy client, with the API these tests use,
+# is there from 10.4 (Debian 12) to 15 (Debian 13), deprecated from 14 on.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from websockets.legacy.client import connect as ws_connect
 
 EVENT = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
@@ -84,7 +92,7 @@ class Client:
                 self.pending = None
 
     async def session(self):
-        async with websockets.connect(
+        async with ws_connect(
                 self.url, subprotocols=["pushpull"], open_timeout=5,
                 extra_headers={"Authorization": "Bearer " + self.token}) as ws:
             if self.pending:          # resend what the lost connection held
