@@ -10,7 +10,6 @@ test/protocol/test_listener_mtls.py).
 
 import asyncio
 import concurrent.futures
-import importlib.util
 import json
 import os
 import sys
@@ -19,16 +18,13 @@ import time
 import pytest
 import websockets
 
-_PROTOCOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "protocol")
-sys.path.insert(0, _PROTOCOL)
-if "setstream_mtls_support" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        "setstream_mtls_support", os.path.join(_PROTOCOL, "test_listener_mtls.py"))
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules["setstream_mtls_support"] = _mod
-    _spec.loader.exec_module(_mod)
-from setstream_mtls_support import client_context, mtls, pki, tls_conn  # noqa: E402,F401
+from conftest import protocol_module  # noqa: E402
+
+_support = protocol_module("setstream_mtls_support", "test_listener_mtls.py")
+client_context = _support.client_context
+mtls = _support.mtls
+pki = _support.pki
+tls_conn = _support.tls_conn
 
 import listener_support as ls  # noqa: E402
 

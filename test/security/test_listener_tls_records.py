@@ -9,7 +9,6 @@ few seconds.  The listener runs with TLS for this module (the fixtures of
 test/protocol/test_listener_tls.py).
 """
 
-import importlib.util
 import json
 import os
 import socket
@@ -19,16 +18,12 @@ import time
 
 import pytest
 
-_PROTOCOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "protocol")
-sys.path.insert(0, _PROTOCOL)
-if "setstream_tls_support" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        "setstream_tls_support", os.path.join(_PROTOCOL, "test_listener_tls.py"))
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules["setstream_tls_support"] = _mod
-    _spec.loader.exec_module(_mod)
-from setstream_tls_support import cert_dir, tls, tls_context  # noqa: E402,F401
+from conftest import protocol_module  # noqa: E402
+
+_support = protocol_module("setstream_tls_support", "test_listener_tls.py")
+cert_dir = _support.cert_dir
+tls = _support.tls
+tls_context = _support.tls_context
 
 import listener_support as ls  # noqa: E402
 import wsutil  # noqa: E402
