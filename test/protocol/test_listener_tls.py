@@ -21,18 +21,19 @@ import pytest
 import listener_support as ls
 
 
-@pytest.fixture(scope="module")
-def cert_dir():
-    """cert.pem / key.pem, readable by the server's OS user."""
-    d = tempfile.mkdtemp(prefix="setstream-tls-")
+def make_cert(prefix, newkey):
+    """A self-signed certificate for localhost and 127.0.0.1 in a new
+    directory, readable by the server's OS user: (dir, cert.pem, key.pem).
+    newkey: openssl req's key arguments, e.g. ["-newkey", "rsa:2048"]."""
+    d = tempfile.mkdtemp(prefix=prefix)
     os.chmod(d, 0o755)
     cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost",
+        ["openssl", "req", "-x509"] + newkey +
+        ["-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
          "-keyout", key, "-out", cert],
-        check=True, capture_output=True, timeout=30)
+        check=True, capture_output=True, timeout=60)
     os.chmod(cert, 0o644)
     os.chmod(key, 0o600)
     if os.geteuid() == 0:
@@ -40,6 +41,14 @@ def cert_dir():
         pg = pwd.getpwnam("postgres")
         for f in (d, cert, key):
             os.chown(f, pg.pw_uid, pg.pw_gid)
+    return d, cert, key
+
+
+@pytest.fixture(scope="module")
+def cert_dir():
+    """cert.pem / key.pem (P-256), readable by the server's OS user."""
+    d, cert, key = make_cert("setstream-tls-",
+                             ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
     yield d, cert, key
     shutil.rmtree(d, ignore_errors=True)
 

@@ -5,13 +5,10 @@ handshake.  The listener runs with TLS for this module (the fixtures of
 test/protocol/test_listener_tls.py).
 """
 
-import os
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -63,21 +60,7 @@ def test_tls12_weak_suites_refused(tls, ciphers):
 def rsa_tls(tls, gucs):
     """The listener with an RSA certificate (static RSA key exchange is
     possible with it at all) for one test; the module's ECDSA one after."""
-    d = tempfile.mkdtemp(prefix="setstream-rsa-")
-    os.chmod(d, 0o755)
-    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True, capture_output=True, timeout=60)
-    os.chmod(cert, 0o644)
-    os.chmod(key, 0o600)
-    if os.geteuid() == 0:
-        import pwd
-        pg = pwd.getpwnam("postgres")
-        for f in (d, cert, key):
-            os.chown(f, pg.pw_uid, pg.pw_gid)
+    d, cert, key = _support.make_cert("setstream-rsa-", ["-newkey", "rsa:2048"])
     try:
         gucs.set(tls_cert_file=cert, tls_key_file=key)
         deadline = time.monotonic() + 10
