@@ -11,7 +11,8 @@
 
 EXTENSION  = setstream
 MODULE_big = setstream
-DATA       = src/setstream--0.1.0.sql src/setstream--0.1.0--0.2.0.sql
+DATA       = src/setstream--0.1.0.sql src/setstream--0.1.0--0.2.0.sql \
+             src/setstream--0.2.0--0.3.0.sql
 
 SRCS = $(wildcard src/*.c)
 OBJS = $(SRCS:.c=.o)

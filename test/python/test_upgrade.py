@@ -1,11 +1,12 @@
-"""ALTER EXTENSION setstream UPDATE from 0.1.0: every table keeps its rows,
+"""ALTER EXTENSION setstream UPDATE from 0.1.0 and from 0.2.0 (every released
+version): every table keeps its rows,
 and the upgraded extension is object for object the one a fresh CREATE
 EXTENSION makes (tables, columns, defaults, constraints, indexes, triggers,
 policies, row-level security, functions with their bodies and settings,
 views, privileges).
 
-Two databases are made for the test: one installs 0.1.0, is filled through
-the API (every table gets rows), and is updated; the other installs the
+Two databases are made for each test: one installs the old version, is
+filled through its API (every table gets rows), and is updated; the other installs the
 current version.  Both are dropped at the end.
 """
 
@@ -19,7 +20,9 @@ import pytest
 
 from conftest import jdump, key_for, public_jwk, sign
 
-TABLES = ["streams", "keys", "key_secrets", "tokens", "client_certs", "events", "outbox"]
+TABLES_0_1_0 = ["streams", "keys", "key_secrets", "tokens", "client_certs", "events", "outbox"]
+TABLES_0_2_0 = TABLES_0_1_0 + ["stream_grants", "deliveries", "delivery_secrets"]
+TABLES = {"0.1.0": TABLES_0_1_0, "0.2.0": TABLES_0_2_0}
 
 # Every object of the extension, described by its definition
 CATALOG_QUERIES = {
@@ -128,35 +131,49 @@ def fill(conn):
               "setErrs": {jtis[1]: {"err": "invalid_request", "description": "x"}}}),))
 
 
-def table_rows(conn):
+def fill_0_2_0(conn):
+    """The 0.1.0 rows, and rows in the tables 0.2.0 added."""
+    fill(conn)
+    q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', 'read')")
+    q(conn, "SELECT setstream.set_delivery('up-b', 'push', 'https://receiver.example/events',"
+            " 'Bearer up-secret', 2)")
+
+
+FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0}
+
+
+def table_rows(conn, tables):
     return {t: q(conn, "SELECT row_to_json(x)::text FROM setstream.%s x ORDER BY 1" % t)
-            for t in TABLES}
+            for t in tables}
 
 
 def catalog(conn):
     return {k: q(conn, sql) for k, sql in CATALOG_QUERIES.items()}
 
 
-def test_update_from_0_1_0_keeps_data_and_ends_in_the_fresh_schema(databases, admin):
+@pytest.mark.parametrize("from_version", ["0.1.0", "0.2.0"])
+def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_version):
     old_db, new_db = databases
     old = connect(old_db)
     new = connect(new_db)
+    tables = TABLES[from_version]
     try:
-        q(old, "CREATE EXTENSION setstream VERSION '0.1.0'")
-        assert q(old, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'") == [("0.1.0",)]
-        fill(old)
-        before = table_rows(old)
-        assert all(before[t] for t in TABLES), [t for t in TABLES if not before[t]]
+        q(old, "CREATE EXTENSION setstream VERSION '%s'" % from_version)
+        assert q(old, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'") == \
+            [(from_version,)]
+        FILL[from_version](old)
+        before = table_rows(old, tables)
+        assert all(before[t] for t in tables), [t for t in tables if not before[t]]
 
         q(old, "ALTER EXTENSION setstream UPDATE")
         q(new, "CREATE EXTENSION setstream")
         version = q(new, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'")
         assert q(old, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'") == version
-        assert version != [("0.1.0",)]
+        assert version != [(from_version,)]
 
         # the data: every row as it was, but for columns the update added
-        after = table_rows(old)
-        for t in TABLES:
+        after = table_rows(old, tables)
+        for t in tables:
             assert len(after[t]) == len(before[t]), t
             for b, a in zip(before[t], after[t]):
                 b, a = json.loads(b[0]), json.loads(a[0])
