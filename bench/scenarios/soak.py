@@ -21,6 +21,8 @@ fresh ones:
     before the body), each closed at once.
 
 Every answer is checked (status, acks); anything unexpected is an error.
+The failed-authentication limiter (setstream.auth_failure_limit) is off
+while the traffic runs: the wrong-token pushes alone exceed its limit.
 Every BENCH_SOAK_SAMPLE (5) seconds the listener's memory is sampled from
 /proc/PID/smaps_rollup of each `setstream listener` process: Anonymous (its
 private anonymous memory: malloc heap, memory contexts, stack) and
@@ -360,6 +362,16 @@ def main():
         L.result(SCENARIO, target, note="CHECK FAILED: no setstream listener is running")
         return 1
     host, port = L.host_port()
+    # Every round makes one push with a wrong token: thousands of failed
+    # authentications a minute from 127.0.0.1, over the per-minute limit
+    # (setstream.auth_failure_limit, 1000), after which every request of
+    # the client is answered 429.  The limiter is not what the soak
+    # measures: it is off while the traffic runs (reset at the end).
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("ALTER SYSTEM SET setstream.auth_failure_limit = 0")
+        cur.execute("SELECT pg_reload_conf()")
+    time.sleep(1.0)
     t = Traffic(conn, host, port, ws_every=int(os.environ.get("BENCH_SOAK_WS_EVERY", "5")))
     samples = []        # (seconds since start, requests, sum Anonymous, sum Private_Dirty)
     cpu = L.CpuMeter(pids)
@@ -400,6 +412,9 @@ def main():
             t.error_detail.append("listener pids changed: %s -> %s" % (pids, L.listener_pids(conn)))
     finally:
         t.drop()
+        with conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM RESET setstream.auth_failure_limit")
+            cur.execute("SELECT pg_reload_conf()")
         conn.close()
     after = [s for s in samples if s[0] >= warmup]
     per_min = slope([(s[0] / 60.0, s[2]) for s in after])
