@@ -23,7 +23,7 @@
 #   SETSTREAM_TEST_PORT     first port tried for the cluster (default 54329)
 #   SETSTREAM_LISTENER_PORT first port tried for the listener (default 18417)
 #   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 240)
-#   SETSTREAM_PERL_TIMEOUT  seconds the perl suite may take (default 480:
+#   SETSTREAM_PERL_TIMEOUT  seconds the perl suite may take (default 720:
 #                           its fault-injection tests restart servers)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
@@ -419,7 +419,7 @@ suite_perl() {
                 prove --verbose -I "$PGLIB/pgxs/src/test/perl" "$f"
         ) >"$out/log" 2>&1 || rc=$?
         cat "$out/log"
-        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${SETSTREAM_PERL_TIMEOUT:-480}s)"
+        [ "$rc" -eq 124 ] && echo "$f: timed out (suite limit ${PERL_TIMEOUT}s)"
         if [ "$rc" -ne 0 ]; then
             # the servers' logs say why
             for s in "$out"/tmp_check/log/*.log; do
@@ -528,11 +528,11 @@ check_sanitizer() {
 check_suites
 
 SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
-PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-480}
+PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-720}
 SANITIZER_DIRS=()
 if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
     SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-480}
-    PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-960}
+    PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-1440}
 fi
 
 echo "== dependencies"
