@@ -684,9 +684,12 @@ def _spread(xs, nd=1):
     return "%s [%s–%s]" % (_fmt(statistics.median(xs), nd), _fmt(min(xs), nd), _fmt(max(xs), nd))
 
 
-def _target_met(target, sets, ratio, p99=None, private_mb=None):
+def _target_met(target, sets, ratio, p99=None, private_mb=None, slope=None, errors=0):
     if not target:
         return ""
+    m = re.search(r"slope after warm-up\s*<=\s*([\d.]+)\s*KB/min", target)
+    if m and slope is not None:
+        return "yes" if slope <= float(m.group(1)) and not errors else "**no**"
     m = re.search(r"p99\s*<=\s*([\d.]+)\s*ms", target)
     if m and p99 is not None:
         return "yes" if p99 <= float(m.group(1)) else "**no**"
@@ -731,7 +734,10 @@ def summarize(lines):
             "target": rs[-1].get("target"),
             "met": _target_met(rs[-1].get("target"), med, ratio,
                                _med([r.get("p99_ms") for r in rs]),
-                               _med([r.get("private_mb") for r in rs])),
+                               _med([r.get("private_mb") for r in rs]),
+                               max((r["slope_kb_min"] for r in rs
+                                    if r.get("slope_kb_min") is not None), default=None),
+                               sum(int(r.get("errors") or 0) for r in rs)),
             "cpu": _med([r.get("cpu_pct") for r in rs]),
             "rss": _med([r.get("rss_mb") for r in rs]),
             "errors": sum(int(r.get("errors") or 0) for r in rs),

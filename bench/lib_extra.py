@@ -67,7 +67,7 @@ def unique_name(prefix):
 
 def result(scenario, target, sets_per_s=None, p50_ms=None, p99_ms=None,
            limit=None, limit_per_s=None, cpu_pct=None, rss_mb=None, note="",
-           private_mb=None):
+           private_mb=None, slope_kb_min=None, errors=None):
     def num(v, nd=3):
         return None if v is None else round(float(v), nd)
     line = {
@@ -84,6 +84,10 @@ def result(scenario, target, sets_per_s=None, p50_ms=None, p99_ms=None,
     }
     if private_mb is not None:  # the listener's own memory (RssAnon + RssFile)
         line["private_mb"] = num(private_mb, 1)
+    if slope_kb_min is not None:  # soak: memory growth after warm-up
+        line["slope_kb_min"] = num(slope_kb_min, 2)
+    if errors is not None:
+        line["errors"] = int(errors)
     print(json.dumps(line), flush=True)
 
 

@@ -441,7 +441,8 @@ def main():
     if not ok:
         note = "CHECK FAILED: " + note
     L.result(SCENARIO, target, sets_per_s=None, cpu_pct=cpu_pct,
-             rss_mb=(anon[-1] / 1024.0) if anon else None, note=note)
+             rss_mb=(anon[-1] / 1024.0) if anon else None, note=note,
+             slope_kb_min=per_min, errors=t.errors)
     return 0 if ok else 1
 
 
