@@ -207,13 +207,18 @@ rm -f "$OUT"/*.deb
 cp "$BUILD"/build/postgresql-"$MAJOR"-setstream_*.deb "$OUT"/
 deb=$(basename "$(ls "$OUT"/postgresql-"$MAJOR"-setstream_*.deb)")
 echo "built $deb"
-if dpkg-deb -c "$OUT/$deb" | grep -q "usr/lib/postgresql/$MAJOR/lib/setstream.so" &&
-        dpkg-deb -c "$OUT/$deb" | grep -q "usr/share/postgresql/$MAJOR/extension/setstream.control" &&
-        dpkg-deb -c "$OUT/$deb" | grep -q "setstream--0.2.0--0.3.0.sql"; then
-    ok "$deb holds setstream.so, the control file and the SQL scripts"
+contents=$(dpkg-deb -c "$OUT/$deb")
+missing=""
+for f in "usr/lib/postgresql/$MAJOR/lib/setstream.so" \
+    "usr/share/postgresql/$MAJOR/extension/setstream.control" \
+    $(cd "$REPO" && ls src/setstream--*.sql | sed "s|^src/|usr/share/postgresql/$MAJOR/extension/|"); do
+    grep -qF "./$f" <<<"$contents" || missing="$missing $f"
+done
+if [ -z "$missing" ]; then
+    ok "$deb holds setstream.so, setstream.control and every SQL script"
 else
-    dpkg-deb -c "$OUT/$deb"
-    not_ok "$deb lacks files"
+    echo "$contents"
+    not_ok "$deb lacks$missing"
 fi
 
 # ------------------------------------------------------------ 3. install
