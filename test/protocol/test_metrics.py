@@ -280,10 +280,16 @@ def test_a_stream_token_does_not_open_metrics(client, streams, metrics_on):
     assert_error(client.get("/metrics", token=s.token), 401)
 
 
-def test_token_not_shown_to_other_roles_nor_logged(client, db, metrics_on):
+def test_token_not_shown_to_other_roles_nor_logged(client, db, gucs):
     log = ls.ServerLog()
-    assert client.get("/metrics", token="wrong").status_code == 401
-    assert client.get("/metrics", token=TOKEN).status_code == 200
+    path = write_token_file(TOKEN + "\n", "metrics_token_logged")
+    try:
+        gucs.set(metrics_token_file=path)   # the reload logs the path
+        assert client.get("/metrics", token="wrong").status_code == 401
+        assert client.get("/metrics", token=TOKEN).status_code == 200
+        log.wait_for(re.escape(path))
+    finally:
+        os.unlink(path)
     role = "metrics_" + uuid.uuid4().hex[:8]
     db.execute("CREATE ROLE %s LOGIN" % role)
     try:
