@@ -18,6 +18,7 @@
 use strict;
 use warnings;
 
+use File::Spec;
 use FindBin;
 use lib $FindBin::RealBin;
 
@@ -30,7 +31,8 @@ use Time::HiRes qw(time usleep);
 my $node = PostgreSQL::Test::Cluster->new('update');
 $node->init;
 my $http_port = PostgreSQL::Test::Cluster::get_free_port();
-my $token_file = $node->data_dir . '/metrics_token';
+# absolute: the framework's data directory path may be relative (17)
+my $token_file = File::Spec->rel2abs($node->data_dir . '/metrics_token');
 $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'setstream'
