@@ -644,7 +644,11 @@ add_histogram(List *samples, Family f, ShmHist *h, const double *bounds,
 
 static char *stream_query = NULL;
 
-/* Per stream: received, rejected by code, backlog, oldest due age */
+/*
+ * Per stream: received, rejected by code, backlog, oldest due age, and how
+ * many streams there are in all.  The streams are limited first, so that a
+ * scrape reads the outbox (by outbox_due_idx) of the shown streams only.
+ */
 static const char *
 get_stream_query(void)
 {
@@ -655,14 +659,16 @@ get_stream_query(void)
 	initStringInfo(&q);
 	appendStringInfoString(&q,
 						   "SELECT s.name, COALESCE(c.received, 0)::pg_catalog.int8,"
-						   " b.backlog, COALESCE(b.oldest_due_age, 0),"
-						   " pg_catalog.count(*) OVER ()");
+						   " b.backlog, COALESCE(b.oldest_due_age, 0), s.total");
 	for (int c = SETERR_INVALID_REQUEST; c < NCODES; c++)
 		appendStringInfo(&q,
 						 ", COALESCE((c.rejected OPERATOR(pg_catalog.->>) '%s')::pg_catalog.int8, 0)",
 						 seterr_name((SetErr) c));
 	appendStringInfoString(&q,
-						   " FROM setstream.streams s"
+						   " FROM (SELECT st.name, pg_catalog.count(*) OVER () AS total"
+						   " FROM setstream.streams st"
+						   " WHERE $1 OR st.name OPERATOR(pg_catalog.=) ANY ($4)"
+						   " ORDER BY st.name LIMIT $2) s"
 						   " LEFT JOIN setstream.stream_counters() c"
 						   " ON c.stream OPERATOR(pg_catalog.=) s.name"
 						   " CROSS JOIN LATERAL (SELECT pg_catalog.count(*) AS backlog,"
@@ -676,8 +682,7 @@ get_stream_query(void)
 						   " FROM setstream.outbox o"
 						   " WHERE o.stream OPERATOR(pg_catalog.=) s.name"
 						   " AND o.acked_at IS NULL AND o.failed_at IS NULL) b"
-						   " WHERE $1 OR s.name OPERATOR(pg_catalog.=) ANY ($4)"
-						   " ORDER BY s.name LIMIT $2");
+						   " ORDER BY s.name");
 	stream_query = MemoryContextStrdup(TopMemoryContext, q.data);
 	pfree(q.data);
 	return stream_query;
