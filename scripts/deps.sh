@@ -45,6 +45,7 @@ PACKAGES=(
     # protocol / interop tests
     python3 python3-pytest python3-jwcrypto python3-websockets python3-cryptography
     python3-requests python3-psycopg2 python3-psycopg python3-h2
+    python3-prometheus-client
     # tools used by tests, the demo and the benchmarks (iproute2: `ip`, for
     # test_ipv6_ratelimit.py; util-linux: prlimit, for t/013; procps: ps)
     openssl curl wrk iproute2 util-linux procps

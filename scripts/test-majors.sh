@@ -16,7 +16,11 @@
 # major.  Each major's output goes to stdout, and to
 # .local/majors/<major>.log.
 #
-# Exits non-zero when anything failed on any major.
+# Then, unless SETSTREAM_PACKAGE=0, scripts/test-package.sh builds the
+# Debian package postgresql-15-setstream in a Debian 12 root and tests it
+# in a fresh one (.local/majors/package.log); its count is in the sum.
+#
+# Exits non-zero when anything failed on any major or in the package test.
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -49,7 +53,9 @@ tally() {
     TOTAL_PASS=$((TOTAL_PASS + p))
     TOTAL_FAIL=$((TOTAL_FAIL + x))
     TOTAL_SKIP=$((TOTAL_SKIP + s))
-    LINES+=("$(printf '  PostgreSQL %-3s %s  (%dm%02ds)' "$major" "$line" \
+    local label="PostgreSQL $major"
+    [ "$major" = package ] && label="Debian package"
+    LINES+=("$(printf '  %-14s %s  (%dm%02ds)' "$label" "$line" \
         $((secs / 60)) $((secs % 60)))")
 }
 
@@ -83,6 +89,13 @@ for major in $MAJORS; do
     fi
     tally "$major" "$log" $((SECONDS - start))
 done
+
+if [ "${SETSTREAM_PACKAGE:-1}" != 0 ]; then
+    start=$SECONDS
+    echo "=========== Debian package"
+    "$SCRIPTS/test-package.sh" 2>&1 | tee "$LOGS/package.log" || true
+    tally package "$LOGS/package.log" $((SECONDS - start))
+fi
 
 echo
 echo "== majors"

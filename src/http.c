@@ -21,6 +21,7 @@
 #include "utils/memutils.h"
 
 #include "listener.h"
+#include "metrics.h"
 #include "setstream.h"
 
 /*
@@ -468,6 +469,7 @@ http_respond(Conn *conn, int status, const char *content_type,
 	bool		close = conn->close_after_write || !conn->keep_alive ||
 		conn->parser.upgrade;	/* a refused upgrade */
 
+	metrics_count_response(conn, status);
 	appendStringInfo(&conn->out, "HTTP/1.1 %d %s\r\n", status,
 					 http_status_text(status));
 	appendStringInfoString(&conn->out, "Server: setstream\r\n");

@@ -48,6 +48,7 @@
 
 #include "exchange.h"
 #include "listener.h"
+#include "metrics.h"
 #include "pg_compat.h"
 #include "streamcache.h"
 #include "stats.h"
@@ -255,6 +256,7 @@ accept_connections(int lfd)
 		}
 		dlist_push_tail(&conns, &conn->node);
 		nconns++;
+		metrics_count_connection();
 		if (tls_configured() && !tls_conn_start(conn))
 		{
 			conn_close(conn);
@@ -1212,6 +1214,7 @@ listener_run(int index)
 
 	before_shmem_exit(listener_shutdown, (Datum) 0);
 	wakeup_set_listener_latch(index, MyLatch);
+	metrics_listener_start(index);
 	ereport(LOG,
 			(errmsg("setstream listener %d serving %s on port %d%s", index,
 					setstream_listen_addresses, setstream_port,

@@ -38,6 +38,7 @@
 #include "exchange.h"
 #include "streamcache.h"
 #include "listener.h"
+#include "metrics.h"
 #include "setstream.h"
 #include "stats.h"
 #include "store.h"
@@ -51,7 +52,8 @@ typedef enum Endpoint
 	EP_JWKS,
 	EP_EVENTS,
 	EP_POLL,
-	EP_PUSHPULL
+	EP_PUSHPULL,
+	EP_METRICS
 } Endpoint;
 
 static const char *const bearer_challenge =
@@ -95,6 +97,8 @@ parse_path(const char *path, char **stream)
 	*stream = NULL;
 	if (strcmp(path, "/jwks.json") == 0)
 		return EP_JWKS;
+	if (strcmp(path, "/metrics") == 0)
+		return EP_METRICS;
 	if (strncmp(path, "/streams/", 9) != 0)
 		return EP_NONE;
 	rest = path + 9;
@@ -402,6 +406,8 @@ route_check(Conn *conn, char **load_stream)
 		http_respond_error(conn, 404, NULL, "no such endpoint", NULL);
 		return PREP_ANSWERED;
 	}
+	if (p->ep == EP_METRICS)
+		return (PrepResult) metrics_check_request(conn);
 	if (p->ep == EP_JWKS)
 	{
 		if (is_get)
@@ -457,7 +463,7 @@ route_prepare(Conn *conn, char **load_stream)
 	if (checked != PREP_EXECUTE)
 		return checked;
 	p = prepared(conn);
-	if (p->ep == EP_JWKS)
+	if (p->ep == EP_JWKS || p->ep == EP_METRICS)
 		return PREP_EXECUTE;
 
 	switch (p->ep)
@@ -519,6 +525,9 @@ route_execute(Conn *conn, const uint64 *generations)
 			jwks = store_jwks();
 			http_respond(conn, 200, "application/json", jwks, strlen(jwks),
 						 "Cache-Control: max-age=60\r\n");
+			break;
+		case EP_METRICS:
+			metrics_respond(conn);
 			break;
 		case EP_EVENTS:
 			route_store_push(conn);

@@ -20,6 +20,7 @@
 #include "emitbuf.h"
 #include "jose.h"
 #include "listener.h"
+#include "metrics.h"
 #include "outbound.h"
 #include "stats.h"
 #include "streamcache.h"
@@ -178,6 +179,7 @@ _PG_init(void)
 	jose_init_allocators();
 	define_listener_gucs();
 	define_sender_gucs();
+	metrics_init();
 
 	DefineCustomIntVariable("setstream.max_request_bytes",
 							"Largest request body (and largest single SET) accepted.",

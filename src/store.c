@@ -30,6 +30,8 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "metrics.h"
+
 typedef struct StoreStmt
 {
 	const char *sql;
@@ -199,7 +201,7 @@ static StoreStmt stmt_take_due = {
 	" WHERE o.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM setstream.outbox"
 	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
 	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED))"
-	" RETURNING o.seq, o.jti, o.token",
+	" RETURNING o.seq, o.jti, o.token, o.attempts, o.created_at",
 	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}, NULL, true
 };
 
@@ -830,6 +832,7 @@ store_insert_outbox(const char *stream, const char *jti,
 	spi_connect();
 	run(&stmt_insert_outbox, values, NULL, false);
 	SPI_finish();
+	metrics_count_outbox(stream, METRIC_EMITTED, 1);
 }
 
 /* Queue n signed SETs with one statement; seq follows their order */
@@ -861,6 +864,8 @@ store_insert_outbox_rows(const EmitRow *rows, int n)
 	spi_connect();
 	run(&stmt_insert_outbox_rows, values, NULL, false);
 	SPI_finish();
+	for (int i = 0; i < n; i++)
+		metrics_count_outbox(rows[i].stream, METRIC_EMITTED, 1);
 }
 
 /* Mark acknowledged; unknown jtis, and jtis of other streams, are ignored */
@@ -875,6 +880,7 @@ store_apply_acks(const char *stream, List *jtis)
 	values[1] = text_array_datum(jtis);
 	spi_connect();
 	run(&stmt_apply_acks, values, NULL, false);
+	metrics_count_outbox(stream, METRIC_ACKED, SPI_processed);
 	SPI_finish();
 }
 
@@ -917,6 +923,7 @@ store_apply_errs(const char *stream, List *errs)
 	values[3] = PointerGetDatum(desc_array);
 	spi_connect();
 	run(&stmt_apply_errs, values, NULL, false);
+	metrics_count_outbox(stream, METRIC_FAILED, SPI_processed);
 	SPI_finish();
 }
 
@@ -952,6 +959,11 @@ store_take_due(const char *stream, int limit, bool *more)
 		MemoryContextSwitchTo(old);
 		o->jti = get_text(i, 2, cxt);
 		o->token = get_text(i, 3, cxt);
+		if (DatumGetInt32(get_datum(i, 4, &isnull)) == 1)	/* first delivery */
+		{
+			metrics_count_outbox(stream, METRIC_DELIVERED, 1);
+			metrics_observe_delivery(DatumGetTimestampTz(get_datum(i, 5, &isnull)));
+		}
 		old = MemoryContextSwitchTo(cxt);
 		out = lappend(out, o);
 		MemoryContextSwitchTo(old);
@@ -1145,7 +1157,8 @@ static StoreStmt stmt_push_outcome = {
 	" next_attempt_at = $10, last_status = COALESCE($11, o.last_status),"
 	" last_error = $12"
 	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
-	" AND o.acked_at IS NULL AND o.failed_at IS NULL",
+	" AND o.acked_at IS NULL AND o.failed_at IS NULL"
+	" RETURNING o.created_at",
 	12, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID}
 };
@@ -1279,6 +1292,7 @@ store_push_outcome(const char *stream, const PushOutcomeRow *o)
 {
 	Datum		values[12];
 	char		nulls[13];
+	bool		isnull;
 
 	memset(nulls, ' ', sizeof(nulls));
 	nulls[12] = '\0';
@@ -1297,6 +1311,9 @@ store_push_outcome(const char *stream, const PushOutcomeRow *o)
 	values[11] = text_or_null(o->last_error, &nulls[11]);
 	spi_connect();
 	run(&stmt_push_outcome, values, nulls, false);
+	if (SPI_processed == 1)
+		metrics_note_push(stream, o->state,
+						  DatumGetTimestampTz(get_datum(0, 1, &isnull)));
 	SPI_finish();
 }
 

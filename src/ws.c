@@ -28,6 +28,7 @@
 #include "utils/memutils.h"
 
 #include "listener.h"
+#include "metrics.h"
 #include "setstream.h"
 #include "wakeup.h"
 
@@ -215,6 +216,7 @@ ws_start(Conn *conn)
 	}
 	wslay_event_config_set_max_recv_msg_length(ctx, setstream_max_request_bytes);
 	conn->ws = ctx;
+	metrics_ws_session(conn, 1);
 	conn->phase = PHASE_WEBSOCKET;
 	conn->ws_last_rx = GetCurrentTimestamp();
 	conn->ws_next_take = 0;		/* take due SETs at the next turn */
@@ -389,6 +391,7 @@ ws_free(Conn *conn)
 	{
 		wslay_event_context_free(ctx_of(conn));
 		conn->ws = NULL;
+		metrics_ws_session(conn, -1);
 	}
 }
 

@@ -3,7 +3,12 @@ version): every table keeps its rows,
 and the upgraded extension is object for object the one a fresh CREATE
 EXTENSION makes (tables, columns, defaults, constraints, indexes, triggers,
 policies, row-level security, functions with their bodies and settings,
-views, privileges).
+views, privileges), compared twice: by catalog queries, and by the output
+of pg_dump --schema-only.  A plain schema dump shows of an extension only
+CREATE EXTENSION and what was changed after it (privileges against
+pg_init_privs); pg_dump --binary-upgrade --schema-only writes out every
+member object as pg_upgrade would recreate it, and that text (less OIDs,
+transaction ids and LSNs) must be the same line for line.
 
 Two databases are made for each test: one installs the old version, is
 filled through its API (every table gets rows), and is updated; the other installs the
@@ -12,6 +17,8 @@ current version.  Both are dropped at the end.
 
 import contextlib
 import json
+import re
+import subprocess
 import time
 import uuid
 
@@ -160,6 +167,42 @@ def catalog(conn):
     return {k: q(conn, sql) for k, sql in CATALOG_QUERIES.items()}
 
 
+def schema_dump(dbname, binary_upgrade):
+    """pg_dump --schema-only of dbname, less what differs between two
+    databases made by the same statements: psql's \\restrict keys, OIDs,
+    frozen xids, LSNs and sequence positions of --binary-upgrade."""
+    args = ["pg_dump", "--schema-only", "-d", dbname]
+    if binary_upgrade:
+        args.append("--binary-upgrade")
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    lines = []
+    for line in out.splitlines():
+        # (sequence positions are data: --binary-upgrade dumps them too)
+        if re.match(r"\\(un)?restrict ", line) or "binary_upgrade_set_next_" in line \
+                or line.startswith("SELECT pg_catalog.setval("):
+            continue
+        if "binary_upgrade_create_empty_extension" in line:
+            line = re.sub(r"'\{[0-9,]*\}'", "'{OIDS}'", line)
+        line = re.sub(r"relfrozenxid = '\d+', relminmxid = '\d+'",
+                      "relfrozenxid = 'X', relminmxid = 'X'", line)
+        line = re.sub(r"^WHERE oid = '\d+';$", "WHERE oid = 'X';", line)
+        lines.append(line)
+    return lines
+
+
+def assert_same_dump(old_db, new_db, binary_upgrade):
+    a = schema_dump(old_db, binary_upgrade)
+    b = schema_dump(new_db, binary_upgrade)
+    assert any("CREATE EXTENSION" in l or "binary_upgrade_create_empty_extension" in l
+               for l in b), "the dump shows no extension"
+    if a != b:
+        import difflib
+        diff = "\n".join(difflib.unified_diff(a, b, "updated", "fresh", lineterm="", n=2))
+        pytest.fail("pg_dump --schema-only%s differs after the update:\n%s"
+                    % (" --binary-upgrade" if binary_upgrade else "", diff[:6000]))
+    return b
+
+
 @pytest.mark.parametrize("from_version", ["0.1.0", "0.2.0"])
 def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_version):
     old_db, new_db = databases
@@ -197,6 +240,14 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
         a, b = catalog(old), catalog(new)
         for k in CATALOG_QUERIES:
             assert a[k] == b[k], "%s differ after the update" % k
+
+        # and pg_dump says the same
+        assert_same_dump(old_db, new_db, binary_upgrade=False)
+        full = assert_same_dump(old_db, new_db, binary_upgrade=True)
+        # the binary-upgrade dump does show the members
+        for needle in ("CREATE TABLE setstream.outbox", "CREATE POLICY",
+                       "CREATE FUNCTION setstream.metrics("):
+            assert any(needle in l for l in full), needle
     finally:
         old.close()
         new.close()

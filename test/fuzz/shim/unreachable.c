@@ -17,6 +17,8 @@
 #include "access/xact.h"
 #include "utils/resowner.h"
 
+#include "listener.h"
+#include "metrics.h"
 #include "store.h"
 #include "streamcache.h"
 
@@ -107,4 +109,32 @@ void
 RollbackAndReleaseCurrentSubTransaction(void)
 {
 	UNREACHABLE(RollbackAndReleaseCurrentSubTransaction);
+}
+
+/*
+ * metrics.c (shared memory and SQL) is not linked into the targets: the
+ * counters the fuzzed files bump are no-ops here, and GET /metrics answers
+ * as it does with no setstream.metrics_token configured (404).
+ */
+void
+metrics_count_response(struct Conn *conn, int status)
+{
+}
+
+void
+metrics_ws_session(struct Conn *conn, int delta)
+{
+}
+
+int
+metrics_check_request(struct Conn *conn)
+{
+	http_respond_error(conn, 404, NULL, "no such endpoint", NULL);
+	return PREP_ANSWERED;
+}
+
+void
+metrics_respond(struct Conn *conn)
+{
+	UNREACHABLE(metrics_respond);
 }
