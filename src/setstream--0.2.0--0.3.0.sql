@@ -34,6 +34,8 @@ LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 GRANT EXECUTE ON FUNCTION setstream._order_key() TO PUBLIC;
 
 ALTER TABLE setstream.outbox ALTER COLUMN seq SET DEFAULT setstream._order_key();
+-- (out of the extension first: that also takes it out of pg_dump's list)
+ALTER EXTENSION setstream DROP SEQUENCE setstream.outbox_seq;
 DROP SEQUENCE setstream.outbox_seq;
 
 -- Token ids: the same clock-based values, not an identity (whose sequence
@@ -187,12 +189,20 @@ AS $$
 DECLARE
     s text := '';
 BEGIN
-    IF TG_OP OPERATOR(pg_catalog.<>) 'TRUNCATE' THEN
-        IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'streams' THEN
-            s := CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN OLD.name ELSE NEW.name END;
+    -- TG_ARGV[0]: the column that names the stream (a Citus shard's
+    -- table name is not the table's)
+    IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' THEN
+        NULL;
+    ELSIF TG_ARGV[0] OPERATOR(pg_catalog.=) 'name' THEN
+        IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+            s := OLD.name;
         ELSE
-            s := CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN OLD.stream ELSE NEW.stream END;
+            s := NEW.name;
         END IF;
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        s := OLD.stream;
+    ELSE
+        s := NEW.stream;
     END IF;
     INSERT INTO setstream.generations AS g (stream) VALUES (s)
     ON CONFLICT (stream) DO UPDATE
@@ -211,7 +221,8 @@ BEGIN
                              'client_certs', 'stream_grants'] LOOP
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER bump_generation AFTER INSERT OR UPDATE OR DELETE ON setstream.%I'
-            ' FOR EACH ROW EXECUTE FUNCTION setstream._bump_generation()', t);
+            ' FOR EACH ROW EXECUTE FUNCTION setstream._bump_generation(%L)', t,
+            CASE WHEN t OPERATOR(pg_catalog.=) 'streams' THEN 'name' ELSE 'stream' END);
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER bump_generation_truncate AFTER TRUNCATE ON setstream.%I'
             ' FOR EACH STATEMENT EXECUTE FUNCTION setstream._bump_generation()', t);
@@ -222,3 +233,128 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- What distribute() changes on each node before converting the tables:
+-- the row-level security policies lose their "(SELECT ...)" (Citus
+-- refuses subqueries in policies of distributed tables; the call is then
+-- made per row, not once per statement), and the foreign keys are dropped
+-- (returned, to be made again once every table is converted: Citus would
+-- otherwise convert the whole graph of local tables at once, and create on
+-- the workers tables that their own CREATE EXTENSION made).
+CREATE FUNCTION setstream._prepare_distribution()
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fk record;
+    fks text[] := '{}';
+    p record;
+    q text;
+    c text;
+    pat constant text := '\(\s*SELECT (setstream\._streams_with\([^)]*\)) AS _streams_with\)';
+BEGIN
+    -- Row-level security policies without subqueries (Citus refuses them
+    -- on distributed tables): "(SELECT setstream._streams_with(p))"
+    -- becomes the call itself.
+    FOR p IN SELECT * FROM pg_catalog.pg_policies pp
+              WHERE pp.schemaname OPERATOR(pg_catalog.=) 'setstream' LOOP
+        q := pg_catalog.regexp_replace(p.qual, pat, '\1', 'g');
+        c := pg_catalog.regexp_replace(p.with_check, pat, '\1', 'g');
+        IF q IS DISTINCT FROM p.qual THEN
+            EXECUTE pg_catalog.format('ALTER POLICY %I ON setstream.%I USING (%s)',
+                                      p.policyname, p.tablename, q);
+        END IF;
+        IF c IS DISTINCT FROM p.with_check THEN
+            EXECUTE pg_catalog.format('ALTER POLICY %I ON setstream.%I WITH CHECK (%s)',
+                                      p.policyname, p.tablename, c);
+        END IF;
+    END LOOP;
+
+    -- The foreign keys are dropped while the tables are converted one by
+    -- one (Citus would otherwise convert the whole graph of local tables
+    -- at once, and create on the workers tables that setstream's own
+    -- CREATE EXTENSION made there), then made again.
+    FOR fk IN SELECT co.conrelid::pg_catalog.regclass::pg_catalog.text AS rel, co.conname,
+                     pg_catalog.pg_get_constraintdef(co.oid) AS def
+                FROM pg_catalog.pg_constraint co
+                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) co.connamespace
+               WHERE n.nspname OPERATOR(pg_catalog.=) 'setstream'
+                 AND co.contype OPERATOR(pg_catalog.=) 'f'
+               ORDER BY co.conrelid, co.conname LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', fk.rel, fk.conname);
+        fks := fks OPERATOR(pg_catalog.||)
+               pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.rel, fk.conname, fk.def);
+    END LOOP;
+
+    RETURN fks;
+END
+$$;
+-- Distribute setstream's tables on a Citus cluster (the README, "Citus"):
+-- the configuration tables become reference tables, events and outbox
+-- are distributed by stream and co-located; setstream.generations stays a
+-- plain table on each node.  Tables already distributed are left as they
+-- are.  Without Citus: 0A000.
+CREATE FUNCTION setstream.distribute(shard_count integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    done boolean;
+    fks text[];
+    q text;
+    r record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'setstream.distribute() needs Citus, which is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'On a Citus coordinator: CREATE EXTENSION citus first; see the setstream README, "Citus".';
+    END IF;
+    -- the configuration tables' triggers (config_changed, bump_generation)
+    -- run on every node's placement
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- reference tables and foreign keys to them in one transaction
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    fks := setstream._prepare_distribution();
+    -- the same on the workers' own tables (their CREATE EXTENSION made them)
+    FOR r IN EXECUTE 'SELECT * FROM pg_catalog.run_command_on_workers($1)'
+               USING 'SELECT setstream._prepare_distribution()' LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'setstream._prepare_distribution() failed on %:%: %',
+                r.nodename, r.nodeport, r.result;
+        END IF;
+    END LOOP;
+
+    FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
+                             'stream_grants', 'deliveries', 'delivery_secrets',
+                             'events', 'outbox'] LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
+                ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
+            INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        CONTINUE WHEN done;
+        IF t OPERATOR(pg_catalog.=) 'events' THEN
+            EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3,'
+                    ' shard_count => $4)'
+                USING 'setstream.events', 'stream', 'none',
+                      coalesce(shard_count,
+                               pg_catalog.current_setting('citus.shard_count')::integer);
+        ELSIF t OPERATOR(pg_catalog.=) 'outbox' THEN
+            EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3)'
+                USING 'setstream.outbox', 'stream', 'setstream.events';
+        ELSE
+            EXECUTE 'SELECT pg_catalog.create_reference_table($1)'
+                USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        END IF;
+    END LOOP;
+
+    FOREACH q IN ARRAY fks LOOP
+        EXECUTE q;
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.distribute(integer),
+    setstream._prepare_distribution() FROM PUBLIC;
