@@ -1072,17 +1072,30 @@ check_generations_work(void *arg)
 	}
 }
 
+static bool
+has_name(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp((const char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
 static void
 check_generations(TimestampTz now)
 {
 	List	   *streams = NIL;
 	dlist_iter	iter;
+	MemoryContext old;
 
 	if (setstream_generation_check_ms <= 0 ||
 		!TimestampDifferenceExceeds(last_generation_check, now,
 									setstream_generation_check_ms))
 		return;
 	last_generation_check = now;
+	old = MemoryContextSwitchTo(turn_cxt);	/* reset at the end of the turn */
 	dlist_foreach(iter, &conns)
 	{
 		Conn	   *conn = dlist_container(Conn, node, iter.cur);
@@ -1092,11 +1105,11 @@ check_generations(TimestampTz now)
 			name = conn->poll_stream;
 		else if (conn->phase == PHASE_WEBSOCKET)
 			name = conn->ws_stream;
-		if (name != NULL && !list_member(streams, (void *) name))
+		if (name != NULL && !has_name(streams, name))
 			streams = lappend(streams, (void *) name);
 	}
 	(void) in_transaction(check_generations_work, streams);
-	list_free(streams);
+	MemoryContextSwitchTo(old);
 }
 
 static void

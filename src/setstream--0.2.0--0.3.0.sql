@@ -358,3 +358,42 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION setstream.distribute(integer),
     setstream._prepare_distribution() FROM PUBLIC;
+
+-- Before DROP EXTENSION setstream on a Citus cluster (the README, "Citus"):
+-- the distributed and reference tables (with their shards on every node)
+-- and the stats view are dropped here.  Then, once this has committed,
+-- the workers' own setstream (their CREATE EXTENSION) is dropped on each
+-- worker, and DROP EXTENSION setstream on the coordinator finishes (in
+-- this transaction, the workers' DROP would wait for its locks).
+-- Without Citus: 0A000.
+CREATE FUNCTION setstream.prepare_drop()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    done boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'setstream.prepare_drop() is for Citus, which is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'DROP EXTENSION setstream is enough here.';
+    END IF;
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    ALTER EXTENSION setstream DROP VIEW setstream.stats;
+    DROP VIEW setstream.stats;
+    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'delivery_secrets', 'deliveries',
+                             'stream_grants', 'client_certs', 'tokens', 'key_secrets',
+                             'keys', 'streams'] LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
+                ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
+            INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        CONTINUE WHEN NOT done;
+        EXECUTE pg_catalog.format('ALTER EXTENSION setstream DROP TABLE setstream.%I', t);
+        EXECUTE pg_catalog.format('DROP TABLE setstream.%I CASCADE', t);
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.prepare_drop() FROM PUBLIC;
