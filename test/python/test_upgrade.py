@@ -134,7 +134,10 @@ def fill(conn):
 def fill_0_2_0(conn):
     """The 0.1.0 rows, and rows in the tables 0.2.0 added."""
     fill(conn)
-    q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', 'read')")
+    # a row of stream_grants without grant_stream's table GRANTs (which a
+    # fresh install, compared object for object, does not have)
+    q(conn, "INSERT INTO setstream.stream_grants (stream, grantee, privilege, granted_by)"
+            " VALUES ('up-a', 'pg_monitor'::regrole, 'read', current_user::regrole)")
     q(conn, "SELECT setstream.set_delivery('up-b', 'push', 'https://receiver.example/events',"
             " 'Bearer up-secret', 2)")
 
