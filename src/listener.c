@@ -1042,6 +1042,8 @@ check_generations_work(void *arg)
 					 (TimestampTz) RECENT_DUE_WINDOW_S * USECS_PER_SEC) << 10;
 	if (list_length(seen_due) + list_length(streams) > MAX_SEEN_DUE)
 	{
+		foreach(lc, seen_due)
+			pfree(((SeenDue *) lfirst(lc))->stream);
 		list_free_deep(seen_due);	/* a spurious look each, then settled */
 		seen_due = NIL;
 	}
