@@ -16,7 +16,8 @@ stream"):
     shard (read from the plans, with auto_explain);
   * revoke_key's UPDATE calls no function (Citus refuses a volatile one
     in an UPDATE of a distributed table);
-  * setstream.distribute() without Citus is a clear 0A000.
+  * setstream.distribute() and setstream.prepare_drop() without Citus are
+    a clear 0A000.
 """
 
 import json
@@ -211,3 +212,11 @@ def test_distribute_without_citus(db):
     if db.val("SELECT count(*) FROM pg_extension WHERE extname = 'citus'"):
         pytest.skip("Citus is installed here")
     db.expect_error("0A000", "SELECT setstream.distribute()", message="Citus")
+
+
+def test_prepare_drop_without_citus(db):
+    if db.val("SELECT count(*) FROM pg_extension WHERE extname = 'citus'"):
+        pytest.skip("Citus is installed here")
+    db.expect_error("0A000", "SELECT setstream.prepare_drop()", message="Citus")
+    # nothing was dropped
+    assert db.val("SELECT to_regclass('setstream.stats') IS NOT NULL")
