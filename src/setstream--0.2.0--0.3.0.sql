@@ -359,13 +359,13 @@ $$;
 REVOKE EXECUTE ON FUNCTION setstream.distribute(integer),
     setstream._prepare_distribution() FROM PUBLIC;
 
--- Before DROP EXTENSION setstream on a Citus cluster (the README, "Citus"):
--- the distributed and reference tables (with their shards on every node)
--- and the stats view are dropped here.  Then, once this has committed,
--- the workers' own setstream (their CREATE EXTENSION) is dropped on each
--- worker, and DROP EXTENSION setstream on the coordinator finishes (in
--- this transaction, the workers' DROP would wait for its locks).
--- Without Citus: 0A000.
+-- Dropping setstream on a Citus cluster (the README, "Citus"): the
+-- distributed and reference tables (with their shards on every node) and
+-- the stats view are dropped here, and with them, on the coordinator, the
+-- extension itself (its functions depend on the tables' row types).  Then,
+-- once this has committed, the workers' own setstream (their CREATE
+-- EXTENSION) is dropped on each worker (in this transaction, the workers'
+-- DROP would wait for its locks).  Without Citus: 0A000.
 CREATE FUNCTION setstream.prepare_drop()
 RETURNS void
 LANGUAGE plpgsql
