@@ -23,6 +23,13 @@
  *	  spurious wake-up for each unrelated prepared transaction, never a
  *	  missed one.
  *
+ *	  What no commit of this node notes (a Citus node's commit on this
+ *	  node's placements, a write of setstream.generations) the listeners
+ *	  find every setstream.generation_check_interval (listener.c): the sum
+ *	  of setstream.generations moved (wakeup_table_generation_seen, once
+ *	  for the node), or SETs of a waited-on stream became due
+ *	  (wakeup_bump_stream).
+ *
  *	  Without shared_preload_libraries there is no shared memory and no
  *	  listener; everything here is then a no-op.
  *
