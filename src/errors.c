@@ -66,21 +66,28 @@ seterr_from_sqlstate(int sqlerrcode)
  * passes (a read-only or full database, a lock or serialization conflict,
  * exhausted resources)?  The listener answers those 503 with Retry-After,
  * and ingest does not turn them into an unacknowledged SET.
+ *
+ * On a distributed database (Citus) the statement may reach another node:
+ * a lost or refused connection to it (class 08), a node shutting down or
+ * not yet accepting connections (class 57: 57P01 to 57P05), an object in
+ * use (55006: a shard being moved or dropped) pass as well.
  */
 bool
 sqlstate_is_transient(int sqlerrcode)
 {
 	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
 	{
+		case ERRCODE_CONNECTION_EXCEPTION:	/* class 08 */
 		case ERRCODE_TRANSACTION_ROLLBACK:	/* class 40 */
 		case ERRCODE_INSUFFICIENT_RESOURCES:	/* class 53 */
+		case ERRCODE_OPERATOR_INTERVENTION: /* class 57 */
 			return true;
 		default:
 			break;
 	}
 	return sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ||
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-		sqlerrcode == ERRCODE_QUERY_CANCELED;
+		sqlerrcode == ERRCODE_OBJECT_IN_USE;
 }
 
 void

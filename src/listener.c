@@ -81,6 +81,19 @@ static Oid	last_extension = InvalidOid;
 static bool freed_since_trim = false;	/* a connection's memory was freed */
 static bool config_moved_early = false; /* seen by authorize_headers */
 static TimestampTz last_trim = 0;
+static TimestampTz last_generation_check = 0;
+
+/* What the last generation checks saw of each waited-on stream */
+typedef struct SeenDue
+{
+	char	   *stream;
+	uint64		fingerprint;
+} SeenDue;
+static List *seen_due = NIL;	/* of SeenDue, in TopMemoryContext */
+
+#define MAX_SEEN_DUE 4096
+#define RECENT_DUE_WINDOW_S 60	/* emits committing later than this are
+								 * found by the poll's timeout */
 
 /* ---------------------------------------------------------------------
  * Connections
@@ -915,9 +928,14 @@ prepare_one(Conn *conn, char **load)
 		{
 			resetStringInfo(&conn->out);
 			conn->outpos = 0;
-			http_respond_error(conn, 500, NULL,
-							   "the request could not be processed; try again later",
-							   NULL);
+			if (sqlstate_is_transient(edata->sqlerrcode))
+				http_respond_error(conn, 503, NULL,
+								   "the database cannot take this request now; try again later",
+								   "Retry-After: 1\r\n");
+			else
+				http_respond_error(conn, 500, NULL,
+								   "the request could not be processed; try again later",
+								   NULL);
 		}
 		result = PREP_ANSWERED;
 	}
@@ -979,6 +997,125 @@ prepare_all(List *fresh, List **resumed)
 	return db;
 }
 
+/* ---------------------------------------------------------------------
+ * Generations (issue 18)
+ *
+ * A change committed on this node always moves the shared generations at
+ * its commit (wakeup.c).  What no commit of this node notes is caught
+ * here, every setstream.generation_check_interval: a configuration change
+ * that reached this node's placements through another node's two-phase
+ * commit, or any write of setstream.generations (its sum moves: every
+ * cache drops, every waiting session looks again); and SETs that became
+ * due on another node, for the streams that long polls and WebSocket
+ * sessions wait on here (the set of the stream's recent due SETs moved:
+ * its sessions look again).
+ * ---------------------------------------------------------------------
+ */
+static SeenDue *
+find_seen_due(const char *stream)
+{
+	ListCell   *lc;
+
+	foreach(lc, seen_due)
+	{
+		SeenDue    *d = lfirst(lc);
+
+		if (strcmp(d->stream, stream) == 0)
+			return d;
+	}
+	return NULL;
+}
+
+static void
+check_generations_work(void *arg)
+{
+	List	   *streams = (List *) arg;
+	int64		sum;
+	int64		since;
+	ListCell   *lc;
+
+	if (!OidIsValid(get_extension_oid("setstream", true)))
+		return;
+	if (store_generation_sum(&sum))
+		(void) wakeup_table_generation_seen((uint64) sum);
+	else
+		return;					/* older than 0.3.0: no seq is a clock yet */
+	since = (int64) (GetCurrentTimestamp() -
+					 (TimestampTz) RECENT_DUE_WINDOW_S * USECS_PER_SEC) << 10;
+	if (list_length(seen_due) + list_length(streams) > MAX_SEEN_DUE)
+	{
+		foreach(lc, seen_due)
+			pfree(((SeenDue *) lfirst(lc))->stream);
+		list_free_deep(seen_due);	/* a spurious look each, then settled */
+		seen_due = NIL;
+	}
+	foreach(lc, streams)
+	{
+		const char *name = lfirst(lc);
+		int64		count;
+		uint64		fp = store_recent_due(name, since, &count);
+		SeenDue    *d = find_seen_due(name);
+
+		if (d == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			d = palloc(sizeof(SeenDue));
+			d->stream = pstrdup(name);
+			d->fingerprint = fp;
+			seen_due = lappend(seen_due, d);
+			MemoryContextSwitchTo(old);
+			if (count > 0)
+				wakeup_bump_stream(name);
+		}
+		else if (d->fingerprint != fp)
+		{
+			d->fingerprint = fp;
+			wakeup_bump_stream(name);
+		}
+	}
+}
+
+static bool
+has_name(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp((const char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+static void
+check_generations(TimestampTz now)
+{
+	List	   *streams = NIL;
+	dlist_iter	iter;
+	MemoryContext old;
+
+	if (setstream_generation_check_ms <= 0 ||
+		!TimestampDifferenceExceeds(last_generation_check, now,
+									setstream_generation_check_ms))
+		return;
+	last_generation_check = now;
+	old = MemoryContextSwitchTo(turn_cxt);	/* reset at the end of the turn */
+	dlist_foreach(iter, &conns)
+	{
+		Conn	   *conn = dlist_container(Conn, node, iter.cur);
+		const char *name = NULL;
+
+		if (conn->phase == PHASE_PARKED)
+			name = conn->poll_stream;
+		else if (conn->phase == PHASE_WEBSOCKET)
+			name = conn->ws_stream;
+		if (name != NULL && !has_name(streams, name))
+			streams = lappend(streams, (void *) name);
+	}
+	(void) in_transaction(check_generations_work, streams);
+	MemoryContextSwitchTo(old);
+}
+
 static void
 run_turn(void)
 {
@@ -992,6 +1129,7 @@ run_turn(void)
 	ListCell   *lc;
 	MemoryContext old;
 
+	check_generations(now);
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		generations[i] = wakeup_generation(i);
 	config_moved = streamcache_check_generation() || config_moved_early;
@@ -1085,6 +1223,9 @@ next_timeout_ms(TimestampTz now)
 {
 	long		timeout = HOUSEKEEPING_MS;
 	dlist_iter	iter;
+
+	if (setstream_generation_check_ms > 0 && setstream_generation_check_ms < timeout)
+		timeout = setstream_generation_check_ms;
 
 	dlist_foreach(iter, &conns)
 	{

@@ -69,7 +69,6 @@ static const char *const grants_common[] = {
 };
 static const char *const grants_emit[] = {
 	"GRANT INSERT ON setstream.outbox TO %s",
-	"GRANT USAGE ON SEQUENCE setstream.outbox_seq TO %s",
 	"GRANT EXECUTE ON FUNCTION setstream.emit(text, text, jsonb, jsonb, text),"
 	" setstream.emit_trigger() TO %s",
 	NULL

@@ -30,3 +30,391 @@ COMMENT ON FUNCTION setstream.metrics() IS
 'Prometheus samples of setstream (what GET /metrics shows): per stream the caller may read, and listener-wide.';
 
 GRANT EXECUTE ON FUNCTION setstream.metrics() TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Citus / distribution by stream (issue 18)
+-- ---------------------------------------------------------------------
+--
+-- Every table can be a Citus reference table (the configuration: streams,
+-- keys, key_secrets, tokens, client_certs, stream_grants, deliveries,
+-- delivery_secrets) or be distributed by stream and co-located (events,
+-- outbox); setstream.generations stays a plain table on every node.  See
+-- the README, "Citus".
+
+-- The order of a stream's outbox without a node-local sequence: the
+-- microseconds of the clock (shifted left 10 bits) with the low bits
+-- naming the backend, and never less than this backend's last value plus
+-- 1024: strictly increasing in each session (whatever the clock does),
+-- oldest first across sessions and nodes as far as their clocks agree, and
+-- two sessions never draw the same value on one node.  What nextval() gave
+-- before 0.3.0 is smaller than any value drawn now.
+CREATE FUNCTION setstream._order_key()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'setstream_order_key'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+GRANT EXECUTE ON FUNCTION setstream._order_key() TO PUBLIC;
+
+ALTER TABLE setstream.outbox ALTER COLUMN seq SET DEFAULT setstream._order_key();
+-- (out of the extension first: that also takes it out of pg_dump's list)
+ALTER EXTENSION setstream DROP SEQUENCE setstream.outbox_seq;
+DROP SEQUENCE setstream.outbox_seq;
+
+-- Token ids: the same clock-based values, not an identity (whose sequence
+-- is per node: a token issued on a worker got an id already used).
+ALTER TABLE setstream.tokens ALTER COLUMN id DROP IDENTITY;
+ALTER TABLE setstream.tokens ALTER COLUMN id SET DEFAULT setstream._order_key();
+
+-- A token hash is unique within its stream (a unique key of a table
+-- distributed by stream must contain the stream).  Tokens are 256 random
+-- bits: two streams never share one.
+ALTER TABLE setstream.tokens DROP CONSTRAINT tokens_token_hash_key;
+ALTER TABLE setstream.tokens
+    ADD CONSTRAINT tokens_stream_token_hash_key UNIQUE (stream, token_hash);
+
+-- Foreign keys without ON UPDATE CASCADE (Citus refuses it when the
+-- distribution column is in the key; a stream is never renamed anyway).
+ALTER TABLE setstream.keys DROP CONSTRAINT keys_stream_fkey,
+    ADD CONSTRAINT keys_stream_fkey FOREIGN KEY (stream)
+        REFERENCES setstream.streams (name) ON DELETE CASCADE;
+ALTER TABLE setstream.key_secrets DROP CONSTRAINT key_secrets_stream_kid_fkey,
+    ADD CONSTRAINT key_secrets_stream_kid_fkey FOREIGN KEY (stream, kid)
+        REFERENCES setstream.keys (stream, kid) ON DELETE CASCADE;
+ALTER TABLE setstream.tokens DROP CONSTRAINT tokens_stream_fkey,
+    ADD CONSTRAINT tokens_stream_fkey FOREIGN KEY (stream)
+        REFERENCES setstream.streams (name) ON DELETE CASCADE;
+ALTER TABLE setstream.client_certs DROP CONSTRAINT client_certs_stream_fkey,
+    ADD CONSTRAINT client_certs_stream_fkey FOREIGN KEY (stream)
+        REFERENCES setstream.streams (name) ON DELETE CASCADE;
+ALTER TABLE setstream.events DROP CONSTRAINT events_stream_fkey,
+    ADD CONSTRAINT events_stream_fkey FOREIGN KEY (stream)
+        REFERENCES setstream.streams (name) ON DELETE CASCADE;
+ALTER TABLE setstream.outbox DROP CONSTRAINT outbox_stream_fkey,
+    ADD CONSTRAINT outbox_stream_fkey FOREIGN KEY (stream)
+        REFERENCES setstream.streams (name) ON DELETE CASCADE;
+
+-- revoke_key: the time is a value, not clock_timestamp() inside the UPDATE
+-- (Citus refuses volatile functions in an UPDATE of a distributed table).
+CREATE OR REPLACE FUNCTION setstream.revoke_key(stream text, kid text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    UPDATE setstream.keys k SET revoked_at = at
+     WHERE k.stream = revoke_key.stream AND k.kid = revoke_key.kid
+       AND k.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" has no active key "%"', stream, kid
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+-- purge_outbox: one statement for one stream (routed to its shard), one
+-- for all; the cutoff is computed first, and each DELETE is planned for
+-- its values (EXECUTE): no "stream IS NULL OR" that no shard can prune.
+CREATE OR REPLACE FUNCTION setstream.purge_outbox(
+    older_than interval DEFAULT '7 days',
+    stream text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    cutoff timestamptz := now() - older_than;
+BEGIN
+    IF purge_outbox.stream IS NOT NULL THEN
+        PERFORM setstream._require(purge_outbox.stream, 'manage');
+        EXECUTE 'DELETE FROM setstream.outbox o'
+                ' WHERE o.stream OPERATOR(pg_catalog.=) $1'
+                ' AND ((o.state OPERATOR(pg_catalog.=) ''acked'' AND o.acked_at OPERATOR(pg_catalog.<) $2)'
+                ' OR (o.state OPERATOR(pg_catalog.=) ''failed'' AND o.failed_at OPERATOR(pg_catalog.<) $2))'
+            USING purge_outbox.stream, cutoff;
+    ELSE
+        EXECUTE 'DELETE FROM setstream.outbox o'
+                ' WHERE (o.state OPERATOR(pg_catalog.=) ''acked'' AND o.acked_at OPERATOR(pg_catalog.<) $1)'
+                ' OR (o.state OPERATOR(pg_catalog.=) ''failed'' AND o.failed_at OPERATOR(pg_catalog.<) $1)'
+            USING cutoff;
+    END IF;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- stats: events counted by one grouped pass joined on the stream, like the
+-- outbox (a correlated subquery over a distributed table beside a
+-- reference table is not something Citus plans).
+CREATE OR REPLACE VIEW setstream.stats WITH (security_invoker = true) AS
+SELECT s.name AS stream,
+       s.status,
+       coalesce(c.received, 0) AS received,
+       coalesce(c.rejected, '{}'::jsonb) AS rejected,
+       coalesce(e0.stored, 0) AS stored,
+       o.emitted,
+       o.pending,
+       o.delivered,
+       o.acked,
+       o.failed,
+       o.pending + o.delivered AS outbox_depth,
+       coalesce(c.long_polls, 0) AS waiting_long_polls,
+       l.connections AS listener_connections
+  FROM setstream.streams s
+  LEFT JOIN setstream.stream_counters() c ON c.stream = s.name
+  LEFT JOIN (
+      SELECT ev.stream, count(*) AS stored
+        FROM setstream.events ev GROUP BY ev.stream) e0 ON e0.stream = s.name
+  LEFT JOIN (
+      SELECT ob.stream,
+             count(*) AS emitted,
+             count(*) FILTER (WHERE ob.state = 'pending') AS pending,
+             count(*) FILTER (WHERE ob.state = 'delivered') AS delivered,
+             count(*) FILTER (WHERE ob.state = 'acked') AS acked,
+             count(*) FILTER (WHERE ob.state = 'failed') AS failed
+        FROM setstream.outbox ob GROUP BY ob.stream) o0 ON o0.stream = s.name
+  CROSS JOIN LATERAL (
+      SELECT coalesce(o0.emitted, 0) AS emitted,
+             coalesce(o0.pending, 0) AS pending,
+             coalesce(o0.delivered, 0) AS delivered,
+             coalesce(o0.acked, 0) AS acked,
+             coalesce(o0.failed, 0) AS failed) o
+  CROSS JOIN setstream.listener_stats() l;
+
+-- Configuration generations, per stream, in a plain table of each node
+-- (never distribute it: on Citus the configuration tables are reference
+-- tables, so every change is written, and these triggers fire, on every
+-- node).  The listeners and senders of the node read the sum every
+-- setstream.generation_check_interval and drop their caches when it
+-- moved: a change that committed on this node by any path (plain commit,
+-- COMMIT PREPARED in any session, logical replication) is seen without
+-- relying on the committing backend.  The row '' counts TRUNCATEs.
+CREATE TABLE setstream.generations (
+    stream      text PRIMARY KEY,
+    generation  bigint NOT NULL DEFAULT 1,
+    changed_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE setstream.generations IS
+'Per-stream generation of the configuration (streams, keys, key_secrets, tokens, client_certs, stream_grants), bumped by triggers; the listeners and senders of this node drop their caches when the sum moves. Node-local: never distribute it.';
+REVOKE ALL ON setstream.generations FROM PUBLIC;
+GRANT SELECT ON setstream.generations TO setstream_worker;
+
+CREATE FUNCTION setstream._bump_generation()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := '';
+BEGIN
+    -- TG_ARGV[0]: the column that names the stream (a Citus shard's
+    -- table name is not the table's)
+    IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' THEN
+        NULL;
+    ELSIF TG_ARGV[0] OPERATOR(pg_catalog.=) 'name' THEN
+        IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+            s := OLD.name;
+        ELSE
+            s := NEW.name;
+        END IF;
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        s := OLD.stream;
+    ELSE
+        s := NEW.stream;
+    END IF;
+    INSERT INTO setstream.generations AS g (stream) VALUES (s)
+    ON CONFLICT (stream) DO UPDATE
+       SET generation = g.generation OPERATOR(pg_catalog.+) 1,
+           changed_at = pg_catalog.now();
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._bump_generation() FROM PUBLIC;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens',
+                             'client_certs', 'stream_grants'] LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER bump_generation AFTER INSERT OR UPDATE OR DELETE ON setstream.%I'
+            ' FOR EACH ROW EXECUTE FUNCTION setstream._bump_generation(%L)', t,
+            CASE WHEN t OPERATOR(pg_catalog.=) 'streams' THEN 'name' ELSE 'stream' END);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER bump_generation_truncate AFTER TRUNCATE ON setstream.%I'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION setstream._bump_generation()', t);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE setstream.%I ENABLE ALWAYS TRIGGER bump_generation', t);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE setstream.%I ENABLE ALWAYS TRIGGER bump_generation_truncate', t);
+    END LOOP;
+END
+$$;
+
+-- What distribute() changes on each node before converting the tables:
+-- the row-level security policies lose their "(SELECT ...)" (Citus
+-- refuses subqueries in policies of distributed tables; the call is then
+-- made per row, not once per statement), and the foreign keys are dropped
+-- (returned, to be made again once every table is converted: Citus would
+-- otherwise convert the whole graph of local tables at once, and create on
+-- the workers tables that their own CREATE EXTENSION made).
+CREATE FUNCTION setstream._prepare_distribution()
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fk record;
+    fks text[] := '{}';
+    p record;
+    q text;
+    c text;
+    pat constant text := '\(\s*SELECT (setstream\._streams_with\([^)]*\)) AS _streams_with\)';
+BEGIN
+    -- Row-level security policies without subqueries (Citus refuses them
+    -- on distributed tables): "(SELECT setstream._streams_with(p))"
+    -- becomes the call itself.
+    FOR p IN SELECT * FROM pg_catalog.pg_policies pp
+              WHERE pp.schemaname OPERATOR(pg_catalog.=) 'setstream' LOOP
+        q := pg_catalog.regexp_replace(p.qual, pat, '\1', 'g');
+        c := pg_catalog.regexp_replace(p.with_check, pat, '\1', 'g');
+        IF q IS DISTINCT FROM p.qual THEN
+            EXECUTE pg_catalog.format('ALTER POLICY %I ON setstream.%I USING (%s)',
+                                      p.policyname, p.tablename, q);
+        END IF;
+        IF c IS DISTINCT FROM p.with_check THEN
+            EXECUTE pg_catalog.format('ALTER POLICY %I ON setstream.%I WITH CHECK (%s)',
+                                      p.policyname, p.tablename, c);
+        END IF;
+    END LOOP;
+
+    -- The foreign keys are dropped while the tables are converted one by
+    -- one (Citus would otherwise convert the whole graph of local tables
+    -- at once, and create on the workers tables that setstream's own
+    -- CREATE EXTENSION made there), then made again.
+    FOR fk IN SELECT co.conrelid::pg_catalog.regclass::pg_catalog.text AS rel, co.conname,
+                     pg_catalog.pg_get_constraintdef(co.oid) AS def
+                FROM pg_catalog.pg_constraint co
+                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) co.connamespace
+               WHERE n.nspname OPERATOR(pg_catalog.=) 'setstream'
+                 AND co.contype OPERATOR(pg_catalog.=) 'f'
+               ORDER BY co.conrelid, co.conname LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', fk.rel, fk.conname);
+        fks := fks OPERATOR(pg_catalog.||)
+               pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', fk.rel, fk.conname, fk.def);
+    END LOOP;
+
+    RETURN fks;
+END
+$$;
+-- Distribute setstream's tables on a Citus cluster (the README, "Citus"):
+-- the configuration tables become reference tables, events and outbox
+-- are distributed by stream and co-located; setstream.generations stays a
+-- plain table on each node.  Tables already distributed are left as they
+-- are.  Without Citus: 0A000.
+CREATE FUNCTION setstream.distribute(shard_count integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    done boolean;
+    fks text[];
+    q text;
+    r record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'setstream.distribute() needs Citus, which is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'On a Citus coordinator: CREATE EXTENSION citus first; see the setstream README, "Citus".';
+    END IF;
+    -- the configuration tables' triggers (config_changed, bump_generation)
+    -- run on every node's placement
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- reference tables and foreign keys to them in one transaction
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    fks := setstream._prepare_distribution();
+    -- the same on the workers' own tables (their CREATE EXTENSION made them)
+    FOR r IN EXECUTE 'SELECT * FROM pg_catalog.run_command_on_workers($1)'
+               USING 'SELECT setstream._prepare_distribution()' LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'setstream._prepare_distribution() failed on %:%: %',
+                r.nodename, r.nodeport, r.result;
+        END IF;
+    END LOOP;
+
+    FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
+                             'stream_grants', 'deliveries', 'delivery_secrets',
+                             'events', 'outbox'] LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
+                ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
+            INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        CONTINUE WHEN done;
+        IF t OPERATOR(pg_catalog.=) 'events' THEN
+            EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3,'
+                    ' shard_count => $4)'
+                USING 'setstream.events', 'stream', 'none',
+                      coalesce(shard_count,
+                               pg_catalog.current_setting('citus.shard_count')::integer);
+        ELSIF t OPERATOR(pg_catalog.=) 'outbox' THEN
+            EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3)'
+                USING 'setstream.outbox', 'stream', 'setstream.events';
+        ELSE
+            EXECUTE 'SELECT pg_catalog.create_reference_table($1)'
+                USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        END IF;
+    END LOOP;
+
+    FOREACH q IN ARRAY fks LOOP
+        EXECUTE q;
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.distribute(integer),
+    setstream._prepare_distribution() FROM PUBLIC;
+
+-- Dropping setstream on a Citus cluster (the README, "Citus"): the
+-- distributed and reference tables (with their shards on every node) and
+-- the stats view are dropped here, and with them, on the coordinator, the
+-- extension itself (its functions depend on the tables' row types).  Then,
+-- once this has committed, the workers' own setstream (their CREATE
+-- EXTENSION) is dropped on each worker (in this transaction, the workers'
+-- DROP would wait for its locks).  Without Citus: 0A000.
+CREATE FUNCTION setstream.prepare_drop()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    done boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'setstream.prepare_drop() is for Citus, which is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'DROP EXTENSION setstream is enough here.';
+    END IF;
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    ALTER EXTENSION setstream DROP VIEW setstream.stats;
+    DROP VIEW setstream.stats;
+    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'delivery_secrets', 'deliveries',
+                             'stream_grants', 'client_certs', 'tokens', 'key_secrets',
+                             'keys', 'streams'] LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
+                ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
+            INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        CONTINUE WHEN NOT done;
+        EXECUTE pg_catalog.format('ALTER EXTENSION setstream DROP TABLE setstream.%I', t);
+        EXECUTE pg_catalog.format('DROP TABLE setstream.%I CASCADE', t);
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.prepare_drop() FROM PUBLIC;

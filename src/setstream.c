@@ -40,6 +40,7 @@ char	   *setstream_tls_ca_file = NULL;
 int			setstream_max_request_bytes = 1024 * 1024;
 int			setstream_max_connections = 1024;
 int			setstream_poll_timeout_ms = 30000;
+int			setstream_generation_check_ms = 250;
 int			setstream_idle_timeout_ms = 60000;
 int			setstream_redelivery_interval_ms = 60000;
 int			setstream_max_poll_events = 1000;
@@ -157,6 +158,10 @@ define_listener_gucs(void)
 	DefineCustomIntVariable("setstream.poll_timeout",
 							"Longest wait of an RFC 8936 long poll.",
 							NULL, &setstream_poll_timeout_ms, 30000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.generation_check_interval",
+							"How often each listener reads setstream.generations and the newest due SET of the streams its long polls and WebSocket sessions wait on (changes committed on another node, or by any path, are seen within it); 0 disables.",
+							NULL, &setstream_generation_check_ms, 250, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.idle_timeout",
 							"Idle or slow client connections are closed after this long.",

@@ -25,6 +25,7 @@ extern char *setstream_tls_ca_file;
 extern int	setstream_max_request_bytes;
 extern int	setstream_max_connections;
 extern int	setstream_poll_timeout_ms;
+extern int	setstream_generation_check_ms;
 extern int	setstream_idle_timeout_ms;
 extern int	setstream_redelivery_interval_ms;
 extern int	setstream_max_poll_events;

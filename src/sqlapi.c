@@ -24,6 +24,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/proc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -52,6 +53,7 @@ PG_FUNCTION_INFO_V1(setstream_emit_trigger);
 PG_FUNCTION_INFO_V1(setstream_poll);
 PG_FUNCTION_INFO_V1(setstream_config_changed);
 PG_FUNCTION_INFO_V1(setstream_outbox_row_valid);
+PG_FUNCTION_INFO_V1(setstream_order_key);
 
 #define TOKEN_PREFIX "sst_"
 
@@ -579,4 +581,27 @@ setstream_outbox_row_valid(PG_FUNCTION_ARGS)
 		(PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0))
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * setstream._order_key(): the outbox's seq (and a token's id) without a
+ * node-local sequence.  The clock's microseconds shifted left 10 bits, the
+ * low 10 bits the backend's number, and never less than this backend's
+ * last value plus 1024 (the same low bits): strictly increasing within a
+ * session whatever the clock does, oldest first across sessions and nodes
+ * as far as their clocks agree, and no two sessions of one node draw the
+ * same value.  Until 2285 it stays below 2^63.
+ */
+Datum
+setstream_order_key(PG_FUNCTION_ARGS)
+{
+	static int64 last = 0;
+	int64		id = MyProc != NULL ? (MyProc->pgprocno & 1023) : 0;
+	int64		now = (int64) GetCurrentTimestamp();
+	int64		key = (now << 10) | id;
+
+	if (key <= last)
+		key = last + 1024;
+	last = key;
+	PG_RETURN_INT64(key);
 }

@@ -21,6 +21,7 @@
 #include "store.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -193,12 +194,16 @@ static StoreStmt stmt_apply_errs = {
 
 /*
  * The rows are locked by the subquery and updated by their ctid: a TID
- * scan, whatever the planner believes about the stream's history.
+ * scan, whatever the planner believes about the stream's history.  The
+ * outer UPDATE names the stream too ("o.stream = $1"): with the outbox
+ * distributed by stream (Citus), that is what routes the whole statement
+ * to the stream's shard; a modification by ctid alone is refused there.
  */
 static StoreStmt stmt_take_due = {
 	"UPDATE setstream.outbox o SET state = 'delivered',"
 	" attempts = o.attempts OPERATOR(pg_catalog.+) 1, delivered_at = pg_catalog.now()"
-	" WHERE o.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM setstream.outbox"
+	" WHERE o.stream OPERATOR(pg_catalog.=) $1"
+	" AND o.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM setstream.outbox"
 	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
 	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED))"
 	" RETURNING o.seq, o.jti, o.token, o.attempts, o.created_at",
@@ -1006,6 +1011,72 @@ store_any_due(const char *stream)
 	result = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
 	return result;
+}
+
+/* ---------------------------------------------------------------------
+ * Generations (issue 18): what the listener reads every
+ * setstream.generation_check_interval
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_generation_sum = {
+	"SELECT pg_catalog.sum(generation)::pg_catalog.int8 FROM setstream.generations",
+	0, {InvalidOid}
+};
+
+/*
+ * The SETs of the stream neither acked nor failed whose seq is at least
+ * $2: how many, and the exclusive or of their seqs.  A range of the due
+ * index, the recent end only.
+ */
+static StoreStmt stmt_recent_due = {
+	"SELECT pg_catalog.count(*), pg_catalog.bit_xor(seq) FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND acked_at IS NULL AND failed_at IS NULL"
+	" AND seq OPERATOR(pg_catalog.>=) $2",
+	2, {TEXTOID, INT8OID}, NULL, true
+};
+
+/*
+ * The sum of setstream.generations (0 when empty); false when the table
+ * does not exist (the extension is older than 0.3.0, or not there).
+ */
+bool
+store_generation_sum(int64 *sum)
+{
+	Oid			nsp = get_namespace_oid("setstream", true);
+	bool		isnull;
+	Datum		d;
+
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("generations", nsp)))
+		return false;
+	spi_connect();
+	run(&stmt_generation_sum, NULL, NULL, true);
+	d = get_datum(0, 1, &isnull);
+	*sum = isnull ? 0 : DatumGetInt64(d);
+	SPI_finish();
+	return true;
+}
+
+/*
+ * A fingerprint of the set of the stream's SETs due (neither acked nor
+ * failed) whose seq is at least "since": it moves when one is emitted or
+ * settled.  *count is how many there are.
+ */
+uint64
+store_recent_due(const char *stream, int64 since, int64 *count)
+{
+	Datum		values[2] = {text_datum(stream), Int64GetDatum(since)};
+	bool		isnull;
+	Datum		d;
+	uint64		x;
+
+	spi_connect();
+	run(&stmt_recent_due, values, NULL, true);
+	*count = DatumGetInt64(get_datum(0, 1, &isnull));
+	d = get_datum(0, 2, &isnull);
+	x = isnull ? 0 : (uint64) DatumGetInt64(d);
+	SPI_finish();
+	return x ^ ((uint64) *count * UINT64CONST(0x9E3779B97F4A7C15));
 }
 
 /* ---------------------------------------------------------------------

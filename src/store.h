@@ -82,6 +82,8 @@ extern void store_change_grants(const char *stream, Oid role, List *privileges,
 								bool grant);
 extern void store_grant_as_owner(const char *sql);
 extern bool store_any_due(const char *stream);
+extern bool store_generation_sum(int64 *sum);
+extern uint64 store_recent_due(const char *stream, int64 since, int64 *count);
 
 /* Outbound push (issue 17): a stream delivered by push, as the sender sees it */
 typedef struct PushStream

@@ -23,6 +23,13 @@
  *	  spurious wake-up for each unrelated prepared transaction, never a
  *	  missed one.
  *
+ *	  What no commit of this node notes (a Citus node's commit on this
+ *	  node's placements, a write of setstream.generations) the listeners
+ *	  find every setstream.generation_check_interval (listener.c): the sum
+ *	  of setstream.generations moved (wakeup_table_generation_seen, once
+ *	  for the node), or SETs of a waited-on stream became due
+ *	  (wakeup_bump_stream).
+ *
  *	  Without shared_preload_libraries there is no shared memory and no
  *	  listener; everything here is then a no-op.
  *
@@ -53,6 +60,7 @@ typedef struct ListenerSlot
 typedef struct WakeupShared
 {
 	pg_atomic_uint64 config_generation; /* streams, keys, tokens changed */
+	pg_atomic_uint64 table_generation;	/* setstream.generations' sum seen */
 	pg_atomic_uint64 generation[WAKEUP_SLOTS];
 	ListenerSlot listeners[MAX_LISTENERS];
 	Latch	   *senders[MAX_SENDER_LATCHES];	/* NULL: no sender there */
@@ -92,6 +100,7 @@ wakeup_shmem_startup(void)
 	if (!found)
 	{
 		pg_atomic_init_u64(&shared->config_generation, 0);
+		pg_atomic_init_u64(&shared->table_generation, 0);
 		for (int i = 0; i < WAKEUP_SLOTS; i++)
 			pg_atomic_init_u64(&shared->generation[i], 0);
 		for (int i = 0; i < MAX_LISTENERS; i++)
@@ -201,6 +210,39 @@ bump_everything(void)
 	pg_atomic_fetch_add_u64(&shared->config_generation, 1);
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		pg_atomic_fetch_add_u64(&shared->generation[i], 1);
+	wake_listeners();
+}
+
+/*
+ * A listener read setstream.generations' sum (issue 18): if no process of
+ * this node has seen that sum yet, the configuration changed by a path
+ * that did not move the shared generations (another node's commit on this
+ * node's placements, a COMMIT PREPARED, a write of the table itself):
+ * everything moves, once for the whole node (the compare-and-swap).
+ * Returns whether it did.
+ */
+bool
+wakeup_table_generation_seen(uint64 sum)
+{
+	uint64		seen;
+
+	if (shared == NULL)
+		return false;
+	seen = pg_atomic_read_u64(&shared->table_generation);
+	if (seen == sum ||
+		!pg_atomic_compare_exchange_u64(&shared->table_generation, &seen, sum))
+		return false;
+	bump_everything();
+	return true;
+}
+
+/* SETs of the stream became due by a path no local commit noted */
+void
+wakeup_bump_stream(const char *stream)
+{
+	if (shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&shared->generation[wakeup_slot(stream)], 1);
 	wake_listeners();
 }
 

@@ -24,6 +24,8 @@ extern uint64 wakeup_generation(int slot);
 extern void wakeup_note_emit(const char *stream);
 extern void wakeup_note_config(void);
 extern uint64 wakeup_config_generation(void);
+extern bool wakeup_table_generation_seen(uint64 sum);
+extern void wakeup_bump_stream(const char *stream);
 
 extern void wakeup_set_listener_latch(int index, Latch *latch);
 extern void wakeup_set_sender_latch(int index, Latch *latch);

@@ -155,14 +155,16 @@ SELECT ok(EXISTS (
            = ARRAY['stream', 'seq']),
     'outbox_due_idx: (stream, seq) of the rows neither acked nor failed');
 
+-- unique per stream (a unique key of a table distributed by stream holds
+-- the stream: issue 18)
 SELECT ok(EXISTS (
     SELECT 1 FROM pg_index i
      WHERE i.indrelid = 'setstream.tokens'::regclass AND i.indisunique
-       AND i.indnkeyatts = 1
-       AND i.indkey[0] = (SELECT attnum FROM pg_attribute
-                           WHERE attrelid = 'setstream.tokens'::regclass
-                             AND attname = 'token_hash')),
-    'tokens.token_hash is unique');
+       AND (SELECT array_agg(a.attname::text ORDER BY k.n)
+              FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k (attnum, n)
+              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+           = ARRAY['stream', 'token_hash']),
+    'tokens (stream, token_hash) is unique');
 
 -- The unique key is enforced: same (stream, iss, jti) twice is refused,
 -- a different iss with the same jti is a different event.

@@ -102,6 +102,9 @@ def test_execute_is_not_granted_to_public(listener):
                "setstream.error_code",
                # shows only the streams the caller holds the read right on
                # (and listener-wide figures that name no stream)
-               "setstream.metrics"}
+               "setstream.metrics",
+               # the default of outbox.seq and tokens.id, evaluated with the
+               # inserting role's rights (issue 18); returns a clock value
+               "setstream._order_key"}
     assert names <= allowed, sorted(names - allowed)
     assert "setstream.emit" not in names
