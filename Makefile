@@ -14,8 +14,8 @@ MODULE_big = setstream
 DATA       = src/setstream--0.1.0.sql src/setstream--0.1.0--0.2.0.sql \
              src/setstream--0.2.0--0.3.0.sql
 
-# src/ is grouped by layer, one folder each (README, "Source layout")
-SRC_DIRS = src $(sort $(dir $(wildcard src/*/*.c src/*/*.h)))
+# src/ is grouped by layer, one folder each (README, "Source layout"); a
+# file includes another by its path under src/ ("store/store.h")
 SRCS = $(wildcard src/*.c src/*/*.c)
 OBJS = $(SRCS:.c=.o)
 
@@ -25,7 +25,7 @@ REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 # because PostgreSQL's own headers and fmgr conventions trip them (unused
 # fcinfo in V1 functions, signed/unsigned comparisons in inline helpers,
 # partially initialised option structs); PostgreSQL builds itself the same way.
-PG_CPPFLAGS = $(addprefix -I,$(patsubst %/,%,$(SRC_DIRS)))
+PG_CPPFLAGS = -Isrc
 PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
              -Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto -lcurl

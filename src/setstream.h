@@ -11,7 +11,7 @@
 
 #include "postgres.h"
 
-#include "pg_compat.h"
+#include "base/pg_compat.h"
 
 /* GUC variables (src/setstream.c) */
 extern char *setstream_database;

@@ -23,13 +23,15 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "commobj.h"
+#include "postgres.h"
+
+#include "codec/commobj.h"
 
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
-#include "jsonread.h"
+#include "codec/jsonread.h"
 
 /* The top-level members we read, in the order their errors are reported */
 typedef enum Member

@@ -8,7 +8,7 @@
 #ifndef SETSTREAM_COMMOBJ_H
 #define SETSTREAM_COMMOBJ_H
 
-#include "json.h"
+#include "codec/json.h"
 
 #include "setstream.h"
 #include "nodes/pg_list.h"

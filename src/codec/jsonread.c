@@ -16,7 +16,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "jsonread.h"
+#include "postgres.h"
+
+#include "codec/jsonread.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -9,12 +9,12 @@
 #ifndef SETSTREAM_JSONREAD_H
 #define SETSTREAM_JSONREAD_H
 
-#include "json.h"
+#include "codec/json.h"
 
 #include "postgres.h"
 #include "common/jsonapi.h"
 
-#include "pg_compat.h"
+#include "base/pg_compat.h"
 
 /* Containers nest at most this deep (jansson's JSON_PARSER_MAX_DEPTH) */
 #define JSONREAD_MAX_DEPTH 2048

@@ -16,12 +16,12 @@
  */
 #include "postgres.h"
 
-#include "pg_builtins.h"
+#include "base/pg_builtins.h"
 
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 
-#include "json.h"
+#include "codec/json.h"
 
 static void
 write_string(StringInfo out, const char *s, size_t len)

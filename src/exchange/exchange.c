@@ -22,9 +22,9 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
-#include "exchange.h"
-#include "stats.h"
-#include "store.h"
+#include "exchange/exchange.h"
+#include "shmem/stats.h"
+#include "store/store.h"
 
 /* Strip the "code: " prefix that seterr_raise put before a description */
 const char *

@@ -9,8 +9,8 @@
 #ifndef SETSTREAM_EXCHANGE_H
 #define SETSTREAM_EXCHANGE_H
 
-#include "commobj.h"
-#include "set.h"
+#include "codec/commobj.h"
+#include "set/set.h"
 
 /* One SET of a Communication Object, verified (no database needed) */
 typedef struct IngestItem

@@ -18,7 +18,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "jose.h"
+#include "postgres.h"
+
+#include "jose/jose.h"
 
 #include <string.h>
 
@@ -33,7 +35,7 @@
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
-#include "jsonread.h"
+#include "codec/jsonread.h"
 #include "lib/stringinfo.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"

@@ -8,7 +8,7 @@
 #ifndef SETSTREAM_JOSE_H
 #define SETSTREAM_JOSE_H
 
-#include "json.h"
+#include "codec/json.h"
 
 #include "setstream.h"
 

@@ -41,8 +41,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "httpclient.h"
-#include "outbound.h"
+#include "outbound/httpclient.h"
+#include "outbound/outbound.h"
 
 struct HttpRequest
 {

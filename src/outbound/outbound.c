@@ -19,8 +19,8 @@
 #include "common/pg_prng.h"
 #include "utils/timestamp.h"
 
-#include "json.h"
-#include "outbound.h"
+#include "codec/json.h"
+#include "outbound/outbound.h"
 
 #define BACKOFF_BASE_MS 1000
 #define AUTH_RETRY_BASE_MS 1000

@@ -9,7 +9,7 @@
 #define SETSTREAM_OUTBOUND_H
 
 #include "datatype/timestamp.h"
-#include "store.h"
+#include "store/store.h"
 
 /* GUCs (src/setstream.c) */
 extern int	setstream_senders;

@@ -37,12 +37,12 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "httpclient.h"
-#include "outbound.h"
-#include "sender.h"
+#include "outbound/httpclient.h"
+#include "outbound/outbound.h"
+#include "outbound/sender.h"
 #include "setstream.h"
-#include "store.h"
-#include "wakeup.h"
+#include "store/store.h"
+#include "shmem/wakeup.h"
 
 #define SCAN_INTERVAL_MS 1000	/* look for due SETs at least this often */
 #define RETRY_TURN_MS 1000		/* after a failed database turn */

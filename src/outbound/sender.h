@@ -8,8 +8,8 @@
 #ifndef SETSTREAM_SENDER_H
 #define SETSTREAM_SENDER_H
 
-#include "pg_compat.h"
-#include "wakeup.h"
+#include "base/pg_compat.h"
+#include "shmem/wakeup.h"
 
 #define MAX_SENDERS MAX_SENDER_LATCHES
 

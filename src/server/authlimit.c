@@ -35,7 +35,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "authlimit.h"
+#include "server/authlimit.h"
 #include "setstream.h"
 
 typedef struct AuthBucket

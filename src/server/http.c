@@ -20,7 +20,7 @@
 
 #include "utils/memutils.h"
 
-#include "listener.h"
+#include "server/listener.h"
 #include "setstream.h"
 
 /*

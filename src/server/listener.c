@@ -46,13 +46,13 @@
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
-#include "exchange.h"
-#include "listener.h"
-#include "pg_compat.h"
-#include "streamcache.h"
-#include "stats.h"
+#include "exchange/exchange.h"
+#include "server/listener.h"
+#include "base/pg_compat.h"
+#include "store/streamcache.h"
+#include "shmem/stats.h"
 #include "setstream.h"
-#include "wakeup.h"
+#include "shmem/wakeup.h"
 
 #define MAX_LISTEN_SOCKETS 16
 #define MAX_EPOLL_EVENTS 256

@@ -17,8 +17,8 @@
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
-#include "authlimit.h"
-#include "json.h"
+#include "server/authlimit.h"
+#include "codec/json.h"
 
 #define MAX_HEADER_BYTES	16384
 #define MAX_URL_BYTES		2048

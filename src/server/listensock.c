@@ -28,7 +28,7 @@
 #include "nodes/pg_list.h"
 #include "utils/varlena.h"
 
-#include "listener.h"
+#include "server/listener.h"
 #include "setstream.h"
 
 #define MAX_ADDRESSES 16

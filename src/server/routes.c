@@ -35,13 +35,13 @@
 
 #include "utils/memutils.h"
 
-#include "exchange.h"
-#include "streamcache.h"
-#include "listener.h"
+#include "exchange/exchange.h"
+#include "store/streamcache.h"
+#include "server/listener.h"
 #include "setstream.h"
-#include "stats.h"
-#include "store.h"
-#include "wakeup.h"
+#include "shmem/stats.h"
+#include "store/store.h"
+#include "shmem/wakeup.h"
 
 #define MAX_TOKEN_BYTES 512
 

@@ -26,7 +26,7 @@
 
 #include "lib/stringinfo.h"
 
-#include "listener.h"
+#include "server/listener.h"
 #include "setstream.h"
 
 static SSL_CTX *tls_ctx = NULL;

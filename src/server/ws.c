@@ -27,9 +27,9 @@
 
 #include "utils/memutils.h"
 
-#include "listener.h"
+#include "server/listener.h"
 #include "setstream.h"
-#include "wakeup.h"
+#include "shmem/wakeup.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -16,14 +16,16 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "set.h"
+#include "postgres.h"
+
+#include "set/set.h"
 
 #include <ctype.h>
 #include <math.h>
 #include <string.h>
 
-#include "store.h"
-#include "subject.h"
+#include "store/store.h"
+#include "set/subject.h"
 
 #define MAX_JTI_LEN 256
 #define MAX_NUMERIC_DATE 253402300799.0	/* 9999-12-31T23:59:59Z */

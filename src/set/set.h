@@ -9,7 +9,7 @@
 #ifndef SETSTREAM_SET_H
 #define SETSTREAM_SET_H
 
-#include "jose.h"
+#include "jose/jose.h"
 #include "nodes/pg_list.h"
 
 /* What a row of setstream.streams says, as the C code needs it */

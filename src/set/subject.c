@@ -12,9 +12,11 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "subject.h"
+#include "postgres.h"
 
-#include "set.h"
+#include "set/subject.h"
+
+#include "set/set.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

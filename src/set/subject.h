@@ -8,7 +8,7 @@
 #ifndef SETSTREAM_SUBJECT_H
 #define SETSTREAM_SUBJECT_H
 
-#include "json.h"
+#include "codec/json.h"
 
 #include "setstream.h"
 

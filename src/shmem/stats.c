@@ -30,9 +30,9 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
-#include "privileges.h"
-#include "stats.h"
-#include "wakeup.h"
+#include "sql/privileges.h"
+#include "shmem/stats.h"
+#include "shmem/wakeup.h"
 
 #define MAX_STAT_STREAMS 4096
 #define STREAM_KEY_LEN 132

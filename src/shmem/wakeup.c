@@ -40,8 +40,8 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 
-#include "stats.h"
-#include "wakeup.h"
+#include "shmem/stats.h"
+#include "shmem/wakeup.h"
 
 typedef struct ListenerSlot
 {

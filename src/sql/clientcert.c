@@ -11,7 +11,7 @@
  */
 #include "postgres.h"
 
-#include "pg_builtins.h"
+#include "base/pg_builtins.h"
 #include "setstream.h"
 
 #include <string.h>
@@ -28,8 +28,8 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "privileges.h"
-#include "store.h"
+#include "sql/privileges.h"
+#include "store/store.h"
 
 PG_FUNCTION_INFO_V1(setstream_bind_client_cert);
 

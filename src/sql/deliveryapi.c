@@ -11,11 +11,11 @@
 #include "postgres.h"
 
 #include "fmgr.h"
-#include "pg_builtins.h"
+#include "base/pg_builtins.h"
 
-#include "privileges.h"
-#include "store.h"
-#include "wakeup.h"
+#include "sql/privileges.h"
+#include "store/store.h"
+#include "shmem/wakeup.h"
 
 PG_FUNCTION_INFO_V1(setstream_set_delivery_secret);
 PG_FUNCTION_INFO_V1(setstream_wake_sender);

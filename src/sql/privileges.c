@@ -22,7 +22,7 @@
  */
 #include "postgres.h"
 
-#include "pg_builtins.h"
+#include "base/pg_builtins.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -37,9 +37,9 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
-#include "pg_compat.h"
-#include "privileges.h"
-#include "store.h"
+#include "base/pg_compat.h"
+#include "sql/privileges.h"
+#include "store/store.h"
 
 PG_FUNCTION_INFO_V1(setstream_streams_with);
 PG_FUNCTION_INFO_V1(setstream_has_stream_privilege);

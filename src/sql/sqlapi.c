@@ -13,7 +13,7 @@
  */
 #include "postgres.h"
 
-#include "pg_builtins.h"
+#include "base/pg_builtins.h"
 #include "setstream.h"
 
 #include <openssl/crypto.h>
@@ -29,17 +29,17 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
-#include "commobj.h"
-#include "emitbuf.h"
-#include "exchange.h"
-#include "jose.h"
-#include "privileges.h"
-#include "set.h"
-#include "store.h"
-#include "stats.h"
-#include "streamcache.h"
-#include "subject.h"
-#include "wakeup.h"
+#include "codec/commobj.h"
+#include "store/emitbuf.h"
+#include "exchange/exchange.h"
+#include "jose/jose.h"
+#include "sql/privileges.h"
+#include "set/set.h"
+#include "store/store.h"
+#include "shmem/stats.h"
+#include "store/streamcache.h"
+#include "set/subject.h"
+#include "shmem/wakeup.h"
 
 PG_FUNCTION_INFO_V1(setstream_add_key);
 PG_FUNCTION_INFO_V1(setstream_generate_key);

@@ -26,8 +26,8 @@
 #include "executor/executor.h"
 #include "utils/memutils.h"
 
-#include "emitbuf.h"
-#include "store.h"
+#include "store/emitbuf.h"
+#include "store/store.h"
 
 #define EMITBUF_MAX_ROWS	1000
 #define EMITBUF_MAX_BYTES	(16 * 1024 * 1024)

@@ -17,8 +17,8 @@
  */
 #include "postgres.h"
 
-#include "pg_builtins.h"
-#include "store.h"
+#include "base/pg_builtins.h"
+#include "store/store.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"

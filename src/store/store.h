@@ -9,8 +9,8 @@
 #ifndef SETSTREAM_STORE_H
 #define SETSTREAM_STORE_H
 
-#include "set.h"
-#include "commobj.h"
+#include "set/set.h"
+#include "codec/commobj.h"
 #include "datatype/timestamp.h"
 
 /* An outbound SET handed to a receiver */

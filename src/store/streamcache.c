@@ -31,9 +31,9 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "store.h"
-#include "streamcache.h"
-#include "wakeup.h"
+#include "store/store.h"
+#include "store/streamcache.h"
+#include "shmem/wakeup.h"
 
 #define STREAM_KEY_LEN 132
 #define MAX_CACHED_STREAMS 4096	/* streams that exist */

@@ -9,7 +9,7 @@
 #ifndef SETSTREAM_STREAMCACHE_H
 #define SETSTREAM_STREAMCACHE_H
 
-#include "set.h"
+#include "set/set.h"
 
 extern bool streamcache_check_generation(void);
 extern void streamcache_reset(void);
@@ -18,7 +18,7 @@ extern void streamcache_end_turn(void);
 extern bool streamcache_lookup(const char *name, StreamInfo **stream);
 extern void streamcache_load(const char *name, bool with_tokens);
 
-#include "store.h"
+#include "store/store.h"
 
 extern void streamcache_register_callbacks(void);
 extern void streamcache_invalidate(void);

@@ -25,7 +25,7 @@
  */
 #include "postgres.h"
 
-#include "pg_builtins.h"
+#include "base/pg_builtins.h"
 
 #include "access/xact.h"
 #include "access/heapam.h"
@@ -45,11 +45,11 @@
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 
-#include "listener.h"
-#include "outbound.h"
-#include "sender.h"
+#include "server/listener.h"
+#include "outbound/outbound.h"
+#include "outbound/sender.h"
 #include "setstream.h"
-#include "worker.h"
+#include "worker/worker.h"
 
 PGDLLEXPORT void setstream_worker_main(Datum arg);
 PGDLLEXPORT void setstream_supervisor_main(Datum arg);

@@ -25,7 +25,7 @@
 
 #include "lib/stringinfo.h"
 
-#include "subject.h"
+#include "set/subject.h"
 
 typedef struct SetInput
 {

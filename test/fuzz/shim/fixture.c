@@ -20,11 +20,11 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include "authlimit.h"
-#include "listener.h"
-#include "stats.h"
-#include "streamcache.h"
-#include "wakeup.h"
+#include "server/authlimit.h"
+#include "server/listener.h"
+#include "shmem/stats.h"
+#include "store/streamcache.h"
+#include "shmem/wakeup.h"
 
 #include "keys.h"
 

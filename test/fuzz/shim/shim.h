@@ -17,7 +17,7 @@
 
 #include "utils/memutils.h"
 
-#include "set.h"
+#include "set/set.h"
 
 /* mcxt.c */
 extern void shim_memory_init(void);

@@ -17,8 +17,8 @@
 #include "access/xact.h"
 #include "utils/resowner.h"
 
-#include "store.h"
-#include "streamcache.h"
+#include "store/store.h"
+#include "store/streamcache.h"
 
 ResourceOwner CurrentResourceOwner = NULL;
 
