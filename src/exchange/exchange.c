@@ -42,6 +42,7 @@ IngestItem *
 exchange_verify(StreamInfo *stream, CommObj *obj)
 {
 	IngestItem *items = palloc0(sizeof(IngestItem) * (list_length(obj->sets) + 1));
+	SetRules	rules = streamcache_rules(stream);
 	ListCell   *lc;
 	int			i = 0;
 
@@ -50,7 +51,7 @@ exchange_verify(StreamInfo *stream, CommObj *obj)
 		IngestItem *item = &items[i++];
 
 		item->entry = lfirst(lc);
-		item->valid = set_verify(stream, item->entry->token,
+		item->valid = set_verify(&rules, item->entry->token,
 								 strlen(item->entry->token), &item->ps, &item->f);
 		if (item->valid && strcmp(item->ps.jti, item->entry->key) != 0)
 			item->valid = set_fail(&item->f, SETERR_INVALID_REQUEST,

@@ -11,6 +11,7 @@
 
 #include "codec/commobj.h"
 #include "set/set.h"
+#include "store/streamcache.h"
 
 /* One SET of a Communication Object, verified (no database needed) */
 typedef struct IngestItem

@@ -319,6 +319,7 @@ static PrepResult
 prepare_push(Conn *conn, Prepared *p)
 {
 	char	   *mt = media_type(conn);
+	SetRules	rules;
 	SetFailure	f;
 
 	if (mt == NULL || strcmp(mt, "application/secevent+jwt") != 0)
@@ -327,7 +328,8 @@ prepare_push(Conn *conn, Prepared *p)
 						   "Content-Type must be application/secevent+jwt", NULL);
 		return PREP_ANSWERED;
 	}
-	if (!set_verify(p->stream, conn->req.body.data, conn->req.body.len,
+	rules = streamcache_rules(p->stream);
+	if (!set_verify(&rules, conn->req.body.data, conn->req.body.len,
 					&p->ps, &f))
 	{
 		stats_count_rejected(p->stream->name, f.code);

@@ -24,7 +24,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "store/store.h"
 #include "set/subject.h"
 
 #define MAX_JTI_LEN 256
@@ -77,7 +76,7 @@ typ_is_secevent(const char *typ)
 }
 
 static bool
-check_header(ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
+check_header(ParsedSet *ps, const SetRules *rules, SetFailure *f)
 {
 	json_t	   *hdr = ps->jws.header;
 	json_t	   *typ = json_object_get(hdr, "typ");
@@ -96,11 +95,11 @@ check_header(ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 	if (typ != NULL && !json_is_string(typ))
 		return set_fail(f, SETERR_INVALID_REQUEST,
 						"the JOSE header \"typ\" is not a string");
-	if (stream->ssf && typ == NULL)
+	if (rules->ssf && typ == NULL)
 		return set_fail(f, SETERR_INVALID_REQUEST,
 						"the JOSE header has no \"typ\"; the SSF profile requires \"secevent+jwt\"");
 	if (typ != NULL && !typ_is_secevent(json_string_value(typ)) &&
-		(stream->ssf || pg_strcasecmp(json_string_value(typ), "JWT") != 0))
+		(rules->ssf || pg_strcasecmp(json_string_value(typ), "JWT") != 0))
 		return set_fail(f, SETERR_INVALID_REQUEST,
 						"the JOSE header \"typ\" is \"%.64s\", not \"secevent+jwt\"",
 						json_string_value(typ));
@@ -208,41 +207,22 @@ check_claim_types(ParsedSet *ps, SetFailure *f)
 }
 
 static bool
-check_issuer(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
+check_issuer(const ParsedSet *ps, const SetRules *rules, SetFailure *f)
 {
-	if (stream->peer_issuer == NULL)
+	if (rules->peer_issuer == NULL)
 		return set_fail(f, SETERR_INVALID_ISSUER,
 						"stream \"%s\" accepts no inbound SETs: it has no peer_issuer",
-						stream->name);
-	if (strcmp(ps->iss, stream->peer_issuer) != 0)
+						rules->stream);
+	if (strcmp(ps->iss, rules->peer_issuer) != 0)
 		return set_fail(f, SETERR_INVALID_ISSUER,
 						"issuer \"%.200s\" is not the issuer this stream accepts",
 						ps->iss);
 	return true;
 }
 
-/* The stream's active keys, or the one named by kid */
-List *
-set_stream_keys(const StreamInfo *stream, const char *kid)
-{
-	List	   *keys = NIL;
-	ListCell   *lc;
-
-	if (!stream->keys_loaded)
-		return store_verify_keys(stream->name, kid);
-	foreach(lc, stream->keys)
-	{
-		StoredKey  *key = lfirst(lc);
-
-		if (kid == NULL || strcmp(key->kid, kid) == 0)
-			keys = lappend(keys, key);
-	}
-	return keys;
-}
-
 /* The key's own alg, and its type, allow alg (oct key length: see caller) */
 static bool
-key_allows_alg(const StoredKey *key, const char *alg)
+key_allows_alg(const SetKey *key, const char *alg)
 {
 	if (key->alg != NULL && strcmp(key->alg, alg) != 0)
 		return false;
@@ -252,15 +232,15 @@ key_allows_alg(const StoredKey *key, const char *alg)
 }
 
 static bool
-check_signature(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
+check_signature(const ParsedSet *ps, const SetRules *rules, SetFailure *f)
 {
-	List	   *keys;
 	ListCell   *lc;
+	bool		kid_found = false;
 	bool		alg_fitted = false;
 
 	if (strcmp(ps->alg, "none") == 0)
 	{
-		if (!stream->allow_unsigned)
+		if (!rules->allow_unsigned)
 			return set_fail(f, SETERR_INVALID_KEY,
 							"unsigned SETs (alg \"none\") are not accepted on this stream");
 		if (ps->token[ps->token_len - 1] != '.')
@@ -269,20 +249,15 @@ check_signature(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 		return true;
 	}
 
-	keys = set_stream_keys(stream, ps->kid);
-	if (keys == NIL)
+	/* the stream's active keys, or the one named by kid */
+	foreach(lc, rules->keys)
 	{
-		if (ps->kid)
-			return set_fail(f, SETERR_INVALID_KEY,
-							"no active key with kid \"%.128s\" on this stream", ps->kid);
-		return set_fail(f, SETERR_INVALID_KEY,
-						"the stream has no active verification key");
-	}
-	foreach(lc, keys)
-	{
-		StoredKey  *key = lfirst(lc);
+		SetKey	   *key = lfirst(lc);
 		JoseKey    *jk;
 
+		if (ps->kid != NULL && strcmp(key->kid, ps->kid) != 0)
+			continue;
+		kid_found = true;
 		if (!key_allows_alg(key, ps->alg))
 			continue;
 		jk = jose_key_get_cached(key->jwk, &key->imported, &key->imported_generation);
@@ -294,6 +269,14 @@ check_signature(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 		alg_fitted = true;
 		if (jose_verify(jk, ps->alg, ps->token, ps->token_len, &ps->jws))
 			return true;
+	}
+	if (!kid_found)
+	{
+		if (ps->kid)
+			return set_fail(f, SETERR_INVALID_KEY,
+							"no active key with kid \"%.128s\" on this stream", ps->kid);
+		return set_fail(f, SETERR_INVALID_KEY,
+						"the stream has no active verification key");
 	}
 	if (!alg_fitted)
 		return set_fail(f, SETERR_INVALID_KEY,
@@ -319,27 +302,27 @@ aud_contains(json_t *aud, const char *want)
 }
 
 static bool
-check_audience(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
+check_audience(const ParsedSet *ps, const SetRules *rules, SetFailure *f)
 {
 	if (ps->aud == NULL)
 	{
-		if (stream->ssf)
+		if (rules->ssf)
 			return set_fail(f, SETERR_INVALID_AUDIENCE,
 							"the SET has no \"aud\"; it must name \"%.200s\"",
-							stream->issuer);
+							rules->issuer);
 		return true;
 	}
-	if (!aud_contains(ps->aud, stream->issuer))
+	if (!aud_contains(ps->aud, rules->issuer))
 		return set_fail(f, SETERR_INVALID_AUDIENCE,
 						"the SET's audience does not include \"%.200s\"",
-						stream->issuer);
+						rules->issuer);
 	return true;
 }
 
 static bool
-check_profile(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
+check_profile(const ParsedSet *ps, const SetRules *rules, SetFailure *f)
 {
-	if (stream->ssf)
+	if (rules->ssf)
 	{
 		if (json_object_get(ps->claims, "sub") != NULL)
 			return set_fail(f, SETERR_INVALID_REQUEST,
@@ -357,11 +340,12 @@ check_profile(const ParsedSet *ps, const StreamInfo *stream, SetFailure *f)
 }
 
 /*
- * Check a received SET against a stream.  On success *ps describes it; on
- * failure *f holds the RFC 8935 code and a description.
+ * Check a received SET against the rules and keys of its stream.  On
+ * success *ps describes it; on failure *f holds the RFC 8935 code and a
+ * description.
  */
 bool
-set_verify(const StreamInfo *stream, const char *token, size_t len,
+set_verify(const SetRules *rules, const char *token, size_t len,
 		   ParsedSet *ps, SetFailure *f)
 {
 	memset(ps, 0, sizeof(*ps));
@@ -374,14 +358,14 @@ set_verify(const StreamInfo *stream, const char *token, size_t len,
 		return set_fail(f, SETERR_INVALID_REQUEST,
 						"the SET is larger than setstream.max_request_bytes (%d bytes)",
 						setstream_max_request_bytes);
-	if (!jose_split(token, len, &ps->jws, f) || !check_header(ps, stream, f))
+	if (!jose_split(token, len, &ps->jws, f) || !check_header(ps, rules, f))
 		return false;
 	ps->claims = jose_parse_json_object(ps->jws.payload, ps->jws.payload_len,
 										"the SET's claims", f);
 	if (ps->claims == NULL || !check_claim_types(ps, f))
 		return false;
-	return check_issuer(ps, stream, f) &&
-		check_signature(ps, stream, f) &&
-		check_audience(ps, stream, f) &&
-		check_profile(ps, stream, f);
+	return check_issuer(ps, rules, f) &&
+		check_signature(ps, rules, f) &&
+		check_audience(ps, rules, f) &&
+		check_profile(ps, rules, f);
 }

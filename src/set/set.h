@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * set.h
- *	  Security Event Tokens: the stream settings that govern them and the
- *	  checks that make a received SET valid.
+ *	  Security Event Tokens: the checks that make a received SET valid,
+ *	  against the rules and keys of its stream that the caller hands over.
+ *	  No table is read here.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,29 +13,8 @@
 #include "jose/jose.h"
 #include "nodes/pg_list.h"
 
-/* What a row of setstream.streams says, as the C code needs it */
-typedef struct StreamInfo
-{
-	char	   *name;
-	char	   *issuer;			/* iss of SETs we emit; aud of inbound SETs */
-	List	   *audience;		/* aud of SETs we emit (char *) */
-	char	   *peer_issuer;	/* iss accepted on inbound SETs, or NULL */
-	bool		ssf;			/* profile 'ssf' (else 'rfc8417') */
-	bool		allow_unsigned; /* alg "none" accepted on inbound SETs */
-	char		status;			/* 'e'nabled, 'p'aused, 'd'isabled */
-	bool		auth_bearer;	/* client_auth: a bearer token is required */
-	bool		auth_cert;		/* client_auth: a bound client cert is required */
-	/* the listener's cache preloads these; otherwise they are read on use */
-	bool		keys_loaded;
-	List	   *keys;			/* active verification keys (StoredKey *) */
-	List	   *token_hashes;	/* SHA-256 of active tokens (uint8[32]) */
-	List	   *cert_hashes;	/* SHA-256 of bound client certs (uint8[32]) */
-	bool		sign_key_loaded;
-	struct SignKey *sign_key;	/* the active signing key, or NULL */
-} StreamInfo;
-
-/* A peer's verification key as stored */
-typedef struct StoredKey
+/* A peer's verification key, as the check of a SET reads it */
+typedef struct SetKey
 {
 	char	   *kid;
 	char	   *kty;
@@ -43,7 +23,22 @@ typedef struct StoredKey
 	char	   *jwk;			/* JWK text to import (public, or the secret) */
 	struct JoseKey *imported;	/* jose_key_get_cached() */
 	uint64		imported_generation;
-} StoredKey;
+} SetKey;
+
+/*
+ * What the check of a received SET needs to know of its stream, and no
+ * more: the caller hands over the keys too (the stream cache holds them),
+ * so that checking a SET reads no table.
+ */
+typedef struct SetRules
+{
+	const char *stream;			/* its name, for messages */
+	const char *issuer;			/* our issuer: the aud a SET must name */
+	const char *peer_issuer;	/* the iss accepted, or NULL (none is) */
+	bool		ssf;			/* profile 'ssf' (else 'rfc8417') */
+	bool		allow_unsigned; /* alg "none" accepted */
+	List	   *keys;			/* active verification keys (SetKey *) */
+} SetRules;
 
 /* A SET that passed every check */
 typedef struct ParsedSet
@@ -65,8 +60,7 @@ typedef struct ParsedSet
 	json_t	   *sub_id;			/* NULL when absent */
 } ParsedSet;
 
-extern List *set_stream_keys(const StreamInfo *stream, const char *kid);
-extern bool set_verify(const StreamInfo *stream, const char *token, size_t len,
+extern bool set_verify(const SetRules *rules, const char *token, size_t len,
 					   ParsedSet *ps, SetFailure *f);
 extern bool set_is_uri(const char *s);
 

@@ -254,10 +254,11 @@ setstream_receive(PG_FUNCTION_ARGS)
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	text	   *token = PG_GETARG_TEXT_PP(1);
 	StreamInfo *stream = stream_for_inbound(name, "receive");
+	SetRules	rules = streamcache_rules(stream);
 	ParsedSet	ps;
 	SetFailure	f;
 
-	if (!set_verify(stream, VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &ps, &f))
+	if (!set_verify(&rules, VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &ps, &f))
 	{
 		stats_count_rejected(stream->name, f.code);
 		seterr_raise(f.code, f.description);

@@ -520,7 +520,7 @@ store_verify_keys(const char *stream, const char *kid)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
-		StoredKey  *k = palloc0(sizeof(StoredKey));
+		SetKey  *k = palloc0(sizeof(SetKey));
 
 		MemoryContextSwitchTo(old);
 		k->kid = get_text(i, 1, cxt);

@@ -9,9 +9,11 @@
 #ifndef SETSTREAM_STORE_H
 #define SETSTREAM_STORE_H
 
-#include "set/set.h"
-#include "codec/commobj.h"
 #include "datatype/timestamp.h"
+
+#include "codec/commobj.h"
+#include "set/set.h"
+#include "store/streamcache.h"
 
 /* An outbound SET handed to a receiver */
 typedef struct OutSet

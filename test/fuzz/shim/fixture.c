@@ -47,13 +47,13 @@ static StreamInfo *streams[STREAM_VARIANTS];
 static unsigned int selected_variant = 0;
 
 /* The public half of a private JWK, as a peer would register it */
-static StoredKey *
+static SetKey *
 stored_key(FixtureKey k)
 {
 	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi"};
 	json_error_t jerr;
 	json_t	   *jwk = json_loads(fixture_private_jwk[k], 0, &jerr);
-	StoredKey  *key = palloc0(sizeof(StoredKey));
+	SetKey	   *key = palloc0(sizeof(SetKey));
 	json_t	   *crv;
 
 	if (jwk == NULL)

@@ -18,6 +18,7 @@
 #include "utils/memutils.h"
 
 #include "set/set.h"
+#include "store/streamcache.h"
 
 /* mcxt.c */
 extern void shim_memory_init(void);

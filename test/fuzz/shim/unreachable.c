@@ -32,13 +32,6 @@ unreachable(const char *name)
 
 #define UNREACHABLE(name) unreachable(#name)
 
-List *
-store_verify_keys(const char *stream, const char *kid)
-{
-	UNREACHABLE(store_verify_keys);
-	return NIL;
-}
-
 bool
 store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
 {
