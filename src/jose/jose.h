@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * jose.h
- *	  JWS compact serialization, JWK import/export, RFC 7638 thumbprints.
+ *	  JOSE: JWS compact serialization, verifying and signing (jws.c); JWK
+ *	  checks, import, RFC 7638 thumbprints and key generation (jwk.c).
  *
  *-------------------------------------------------------------------------
  */
