@@ -56,7 +56,27 @@ typedef enum SetErr
 #define ERRCODE_SET_ACCESS_DENIED			MAKE_SQLSTATE('S','E','0','0','6')
 #define ERRCODE_SET_INVALID_STATE			MAKE_SQLSTATE('S','E','0','0','7')
 
+/*
+ * How an error raised while serving a request is answered (errors.c,
+ * seterr_answer): over HTTP a status, the RFC 8935 "err" (or NULL) and a
+ * description, with extra headers; over a WebSocket a close code.
+ */
+#define SETERR_WS_INTERNAL_ERROR	1011
+
+typedef struct SetAnswer
+{
+	int			http_status;
+	const char *err;
+	const char *description;
+	const char *headers;		/* extra header lines, or NULL */
+	int			ws_close_code;
+	bool		log;			/* not the peer's fault: log it */
+} SetAnswer;
+
 extern const char *seterr_name(SetErr code);
+extern SetErr seterr_from_name(const char *name);
+extern const char *seterr_description(SetErr code, const char *message);
+extern void seterr_answer(int sqlerrcode, const char *message, SetAnswer *a);
 extern int	seterr_sqlstate(SetErr code);
 extern SetErr seterr_from_sqlstate(int sqlerrcode);
 extern bool sqlstate_is_transient(int sqlerrcode);
@@ -89,4 +109,6 @@ extern bool setstream_tokens_match(struct List *hashes, const char *token, size_
 struct x509_st;
 extern bool setstream_cert_sha256(struct x509_st *cert, uint8 *out);
 extern bool setstream_cert_match(struct List *hashes, const uint8 *sha256);
+
+
 #endif							/* SETSTREAM_H */

@@ -53,6 +53,65 @@ seterr_sqlstate(SetErr code)
 	return seterr_info(code)->sqlstate;
 }
 
+/* The code of a name on the wire; SETERR_NONE when it is not one of ours */
+SetErr
+seterr_from_name(const char *name)
+{
+	for (int i = 0; i < lengthof(seterr_table); i++)
+		if (strcmp(seterr_table[i].name, name) == 0)
+			return seterr_table[i].code;
+	return SETERR_NONE;
+}
+
+/* Strip the "code: " prefix that seterr_raise put before a description */
+const char *
+seterr_description(SetErr code, const char *message)
+{
+	size_t		n = strlen(seterr_name(code));
+
+	if (strncmp(message, seterr_name(code), n) == 0 && message[n] == ':')
+		return message + n + 2;
+	return message;
+}
+
+/*
+ * The one mapping from an error raised while serving a request to its
+ * answer: an RFC 8935 code is the peer's fault (400 with "err"); a
+ * condition of the database that passes (sqlstate_is_transient) is 503
+ * with Retry-After; anything else is 500.  Over a WebSocket every one of
+ * them closes the session with 1011, its messages unanswered (the peer
+ * resends what it gets no ack for).  "log" says whether the server log
+ * must name it (it is not the peer's fault).
+ */
+void
+seterr_answer(int sqlerrcode, const char *message, SetAnswer *a)
+{
+	SetErr		code = seterr_from_sqlstate(sqlerrcode);
+
+	memset(a, 0, sizeof(*a));
+	a->ws_close_code = SETERR_WS_INTERNAL_ERROR;
+	if (code != SETERR_NONE)
+	{
+		a->http_status = 400;
+		a->err = seterr_name(code);
+		a->description = seterr_description(code, message);
+	}
+	else if (sqlstate_is_transient(sqlerrcode))
+	{
+		/* read-only, disk full, conflicts: not the peer's fault, retry */
+		a->http_status = 503;
+		a->description = "the database cannot take this request now; try again later";
+		a->headers = "Retry-After: 1\r\n";
+		a->log = true;
+	}
+	else
+	{
+		a->http_status = 500;
+		a->description = "the request could not be processed; try again later";
+		a->log = true;
+	}
+}
+
 /* SETERR_NONE when the SQLSTATE is not one of ours */
 SetErr
 seterr_from_sqlstate(int sqlerrcode)

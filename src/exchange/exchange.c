@@ -18,24 +18,10 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
-
 #include "exchange/exchange.h"
 #include "shmem/stats.h"
 #include "store/store.h"
-
-/* Strip the "code: " prefix that seterr_raise put before a description */
-const char *
-seterr_description(SetErr code, const char *message)
-{
-	size_t		n = strlen(seterr_name(code));
-
-	if (strncmp(message, seterr_name(code), n) == 0 && message[n] == ':')
-		return message + n + 2;
-	return message;
-}
+#include "store/xact.h"
 
 /* Verify every SET of the object; the key of each must be its jti */
 IngestItem *
@@ -60,114 +46,68 @@ exchange_verify(StreamInfo *stream, CommObj *obj)
 	return items;
 }
 
+typedef struct StoreOneArgs
+{
+	StreamInfo *stream;
+	IngestItem *item;
+} StoreOneArgs;
+
+static void
+store_one(void *arg)
+{
+	StoreOneArgs *a = arg;
+
+	store_insert_event(a->stream, &a->item->ps);
+}
+
 /*
  * Store one verified SET in a subtransaction of its own.  A failure with
  * an RFC 8935 code becomes a setErr; any other (a user trigger that
  * raises, say) leaves the SET unacknowledged, so that the peer resends it.
  */
-IngestOutcome
+static IngestOutcome
 exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile IngestOutcome outcome = INGEST_ACK;
+	StoreOneArgs args = {stream, item};
+	ErrorData  *edata;
+	SetErr		code;
+	IngestOutcome outcome;
 
 	if (!item->valid)
 	{
 		*f = item->f;
 		return INGEST_SETERR;
 	}
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (xact_try(store_one, &args, &edata))
+		return INGEST_ACK;
+
+	/*
+	 * A condition of the database (read-only, disk full) is not this SET's
+	 * fault, and its neighbours would fail alike: it stops the whole call.
+	 */
+	if (sqlstate_is_transient(edata->sqlerrcode))
+		ReThrowError(edata);
+
+	code = seterr_from_sqlstate(edata->sqlerrcode);
+	if (code != SETERR_NONE)
 	{
-		store_insert_event(stream, &item->ps);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		f->code = code;
+		strlcpy(f->description, seterr_description(code, edata->message),
+				sizeof(f->description));
+		outcome = INGEST_SETERR;
 	}
-	PG_CATCH();
+	else
 	{
-		ErrorData  *edata;
-		SetErr		code;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-
-		/*
-		 * A cancel or timeout stops the whole call, as it would anywhere; so
-		 * does a condition of the database (read-only, disk full): it is
-		 * not this SET's fault, and its neighbours would fail alike.
-		 */
-		if (sqlstate_is_transient(edata->sqlerrcode))
-			ReThrowError(edata);
-
-		code = seterr_from_sqlstate(edata->sqlerrcode);
-		if (code != SETERR_NONE)
-		{
-			f->code = code;
-			strlcpy(f->description, seterr_description(code, edata->message),
-					sizeof(f->description));
-			outcome = INGEST_SETERR;
-		}
-		else
-		{
-			ereport(WARNING,
-					(errmsg("setstream: SET \"%s\" of stream \"%s\" was not stored: %s",
-							setstream_log_escape(item->entry->key, 128),
-							stream->name,
-							setstream_log_escape(edata->message, 1024)),
-					 errdetail("It is not acknowledged; the peer will send it again.")));
-			outcome = INGEST_UNACKED;
-		}
-		FreeErrorData(edata);
+		ereport(WARNING,
+				(errmsg("setstream: SET \"%s\" of stream \"%s\" was not stored: %s",
+						setstream_log_escape(item->entry->key, 128),
+						stream->name,
+						setstream_log_escape(edata->message, 1024)),
+				 errdetail("It is not acknowledged; the peer will send it again.")));
+		outcome = INGEST_UNACKED;
 	}
-	PG_END_TRY();
+	FreeErrorData(edata);
 	return outcome;
-}
-
-/*
- * Run fn(arg) in a subtransaction of its own.  Returns false, with the
- * subtransaction rolled back and the error dropped, when it raised; a
- * query cancel is raised again, as it would be anywhere.
- */
-bool
-try_in_subtransaction(void (*fn) (void *arg), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
 }
 
 typedef struct StoreAllArgs
@@ -205,7 +145,7 @@ store_all(StreamInfo *stream, IngestItem *items, int n)
 {
 	StoreAllArgs args = {stream, items, n};
 
-	return try_in_subtransaction(store_valid_items, &args);
+	return xact_try(store_valid_items, &args, NULL);
 }
 
 /*

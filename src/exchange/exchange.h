@@ -31,15 +31,11 @@ typedef enum IngestOutcome
 } IngestOutcome;
 
 extern IngestItem *exchange_verify(StreamInfo *stream, CommObj *obj);
-extern IngestOutcome exchange_store_item(StreamInfo *stream, IngestItem *item,
-										 SetFailure *f);
 extern void exchange_collect(StreamInfo *stream, CommObj *obj,
 							 IngestItem *items, json_t *ack, json_t *set_errs);
 extern json_t *exchange_ingest(StreamInfo *stream, CommObj *obj,
 							   IngestItem *items);
 extern json_t *exchange_poll(StreamInfo *stream, CommObj *req, bool *more);
 extern json_t *exchange_take(StreamInfo *stream, int max_events, bool *more);
-extern const char *seterr_description(SetErr code, const char *message);
-extern bool try_in_subtransaction(void (*fn) (void *arg), void *arg);
 
 #endif

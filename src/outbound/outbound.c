@@ -21,6 +21,7 @@
 
 #include "codec/json.h"
 #include "outbound/outbound.h"
+#include "setstream.h"
 
 #define BACKOFF_BASE_MS 1000
 #define AUTH_RETRY_BASE_MS 1000
@@ -72,15 +73,22 @@ outbound_classify(const PushAnswer *a, PushClass *c)
 	else if (s == 400)
 	{
 		read_error_body(a, c);
-		if (strcmp(c->err, "invalid_key") == 0)
-			c->verdict = PUSH_RETRY_KEY;
-		else if (strcmp(c->err, "authentication_failed") == 0)
-			c->verdict = PUSH_AUTH_FAILED;
-		else if (strcmp(c->err, "access_denied") == 0)
-			c->verdict = PUSH_SUSPEND;
-		else
-			c->verdict = PUSH_FAILED;	/* invalid_request, _issuer,
-										 * _audience, _state, unknown */
+		switch (seterr_from_name(c->err))
+		{
+			case SETERR_INVALID_KEY:
+				c->verdict = PUSH_RETRY_KEY;
+				break;
+			case SETERR_AUTHENTICATION_FAILED:
+				c->verdict = PUSH_AUTH_FAILED;
+				break;
+			case SETERR_ACCESS_DENIED:
+				c->verdict = PUSH_SUSPEND;
+				break;
+			default:
+				/* invalid_request, _issuer, _audience, _state, unknown */
+				c->verdict = PUSH_FAILED;
+				break;
+		}
 	}
 	else if (s == 401)
 		c->verdict = PUSH_AUTH_FAILED;

@@ -23,8 +23,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "commands/extension.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -34,12 +32,12 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "outbound/httpclient.h"
 #include "outbound/outbound.h"
 #include "outbound/sender.h"
+#include "store/xact.h"
 #include "setstream.h"
 #include "store/store.h"
 #include "shmem/wakeup.h"
@@ -287,7 +285,7 @@ turn_work(TurnState *t)
 	int			i = 0;
 
 	/* DROP EXTENSION under a running sender: wait quietly for it to return */
-	if (!OidIsValid(get_extension_oid("setstream", true)))
+	if (xact_begin_turn() == XACT_NO_EXTENSION)
 		return;
 	all = store_push_streams();
 	t->streams = NIL;
@@ -419,11 +417,23 @@ discard_pushes(List *to_start)
  * aborted) when it failed; the answered pushes are then forgotten, and
  * their SETs pushed again later.
  */
+static void
+sender_turn(void *arg)
+{
+	TurnState  *t = arg;
+
+	t->now = GetCurrentTimestamp();
+	next_scan_at = 0;
+	turn_work(t);
+	for (int i = 0; i < nslots; i++)
+		slot_gens[i] = turn_gens[slots[i]];
+}
+
 static bool
 database_turn(void)
 {
 	TurnState	t;
-	volatile bool ok = true;
+	bool		ok;
 
 	memset(&t, 0, sizeof(t));
 	pgstat_report_activity(STATE_RUNNING, "setstream sender");
@@ -434,29 +444,7 @@ database_turn(void)
 	seen_config = wakeup_config_generation();
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		turn_gens[i] = wakeup_generation(i);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	PG_TRY();
-	{
-		t.now = GetCurrentTimestamp();
-		next_scan_at = 0;
-		turn_work(&t);
-		for (int i = 0; i < nslots; i++)
-			slot_gens[i] = turn_gens[slots[i]];
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(turn_cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(turn_cxt);
+	ok = xact_run(sender_turn, &t);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 

@@ -396,7 +396,7 @@ http_conn_parse(Conn *conn)
 			http_respond_error(conn, 503, NULL, conn->req.reject_reason,
 							   "Retry-After: 1\r\n");
 		else
-			http_respond_error(conn, conn->req.reject_status, "invalid_request",
+			http_respond_error(conn, conn->req.reject_status, seterr_name(SETERR_INVALID_REQUEST),
 							   conn->req.reject_reason, NULL);
 		conn->message_complete = true;
 	}
@@ -405,7 +405,7 @@ http_conn_parse(Conn *conn)
 	{
 		/* cannot happen with http-parser's streaming, but bound it anyway */
 		conn->close_after_write = true;
-		http_respond_error(conn, 400, "invalid_request", "request too large", NULL);
+		http_respond_error(conn, 400, seterr_name(SETERR_INVALID_REQUEST), "request too large", NULL);
 		conn->message_complete = true;
 	}
 	MemoryContextSwitchTo(old);
@@ -511,6 +511,13 @@ http_respond_error(Conn *conn, int status, const char *err,
 	headers = psprintf("Content-Language: en\r\n%s",
 					   extra_headers ? extra_headers : "");
 	http_respond_json(conn, status, body, headers);
+}
+
+/* The answer to a failed request (seterr_answer) */
+void
+http_respond_answer(Conn *conn, const SetAnswer *a)
+{
+	http_respond_error(conn, a->http_status, a->err, a->description, a->headers);
 }
 
 /*

@@ -11,8 +11,11 @@
  *
  *	  A loop turn gathers every connection with a complete request, and
  *	  every parked long poll whose stream moved or whose time is up, and
- *	  handles them all in one transaction, each in a subtransaction of its
- *	  own.  Responses are written only after that transaction commits: a
+ *	  handles them all in one transaction (store/xact.c): the pushes
+ *	  together in one subtransaction (each alone again only if that
+ *	  fails), every other request in a subtransaction of its own; an error
+ *	  is answered as base/errors.c maps it (seterr_answer).  Responses are
+ *	  written only after that transaction commits: a
  *	  202 or an acknowledgement always follows the commit that made it
  *	  durable.  If the commit fails, every request of the turn gets a 503.
  *
@@ -33,8 +36,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "access/xact.h"
-#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
@@ -42,14 +43,13 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
 #include "exchange/exchange.h"
 #include "server/listener.h"
 #include "base/pg_compat.h"
 #include "store/streamcache.h"
+#include "store/xact.h"
 #include "shmem/stats.h"
 #include "setstream.h"
 #include "shmem/wakeup.h"
@@ -76,7 +76,6 @@ static TimestampTz last_housekeeping = 0;
 static TimestampTz last_error_log = 0;
 static TimestampTz last_fd_log = 0;
 static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
-static Oid	last_extension = InvalidOid;
 static bool freed_since_trim = false;	/* a connection's memory was freed */
 static bool config_moved_early = false; /* seen by authorize_headers */
 static TimestampTz last_trim = 0;
@@ -590,70 +589,57 @@ log_internal_error(ErrorData *edata)
 	}
 }
 
+/* What one connection's step in the turn's transaction came to */
+typedef struct ConnStep
+{
+	Conn	   *conn;
+	TimestampTz now;
+	RouteResult result;
+} ConnStep;
+
+static void
+conn_step(void *arg)
+{
+	ConnStep   *step = arg;
+	Conn	   *conn = step->conn;
+
+	if (conn->phase == PHASE_WEBSOCKET)
+		route_ws_turn(conn, generations, step->now);
+	else if (conn->phase == PHASE_PARKED)
+		step->result = route_parked_poll(conn, step->now >= conn->poll_deadline,
+										 generations);
+	else
+		step->result = route_execute(conn, generations);
+}
+
 /* Handle one connection in a subtransaction of its own */
 static void
 handle_in_subxact(Conn *conn, TimestampTz now)
 {
-	ResourceOwner owner = CurrentResourceOwner;
 	bool		parked = conn->phase == PHASE_PARKED;
-	volatile RouteResult result = ROUTE_ANSWERED;
+	ConnStep	step = {conn, now, ROUTE_ANSWERED};
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(turn_cxt);
-	PG_TRY();
+	if (!xact_try(conn_step, &step, &edata))
 	{
-		if (conn->phase == PHASE_WEBSOCKET)
-			route_ws_turn(conn, generations, now);
-		else if (parked)
-			result = route_parked_poll(conn, now >= conn->poll_deadline, generations);
-		else
-			result = route_execute(conn, generations);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		SetErr		code;
+		SetAnswer	answer;
 
-		MemoryContextSwitchTo(turn_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
 		resetStringInfo(&conn->out);
 		conn->outpos = 0;
-		code = seterr_from_sqlstate(edata->sqlerrcode);
+		seterr_answer(edata->sqlerrcode, edata->message, &answer);
+		if (answer.log || conn->phase == PHASE_WEBSOCKET)
+			log_internal_error(edata);
 		if (conn->phase == PHASE_WEBSOCKET)
-		{
-			log_internal_error(edata);
 			ws_abandon_turn(conn);
-		}
-		else if (code != SETERR_NONE)
-			http_respond_error(conn, 400, seterr_name(code),
-							   seterr_description(code, edata->message), NULL);
-		else if (sqlstate_is_transient(edata->sqlerrcode))
-		{
-			/* read-only, disk full, conflicts: not the peer's fault, retry */
-			log_internal_error(edata);
-			http_respond_error(conn, 503, NULL,
-							   "the database cannot take this request now; try again later",
-							   "Retry-After: 1\r\n");
-		}
 		else
-		{
-			log_internal_error(edata);
-			http_respond_error(conn, 500, NULL,
-							   "the request could not be processed; try again later",
-							   NULL);
-		}
-		result = ROUTE_ANSWERED;
+			http_respond_answer(conn, &answer);
+		step.result = ROUTE_ANSWERED;
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(turn_cxt);
-	CurrentResourceOwner = owner;
 
 	if (conn->phase == PHASE_WEBSOCKET)
 		return;
-	if (result == ROUTE_PARKED)
+	if (step.result == ROUTE_PARKED)
 	{
 		if (!parked)
 		{
@@ -693,35 +679,6 @@ respond_unavailable(List *batch, const char *why)
 	}
 }
 
-typedef enum ExtensionState
-{
-	EXT_MISSING,				/* not installed in setstream.database */
-	EXT_SAME,					/* the one the cache was filled from */
-	EXT_RECREATED				/* dropped and created again since */
-} ExtensionState;
-
-/*
- * Is the extension there, and the same one the cache was filled from?  A
- * DROP and CREATE EXTENSION leaves nothing of the cache valid.  Inside a
- * transaction.
- */
-static ExtensionState
-extension_state(void)
-{
-	Oid			ext = get_extension_oid("setstream", true);
-	bool		recreated = false;
-
-	if (ext != last_extension)
-	{
-		streamcache_reset();
-		recreated = OidIsValid(last_extension) && OidIsValid(ext);
-		last_extension = ext;
-	}
-	if (!OidIsValid(ext))
-		return EXT_MISSING;
-	return recreated ? EXT_RECREATED : EXT_SAME;
-}
-
 static void
 store_pushes(void *arg)
 {
@@ -751,7 +708,7 @@ handle_batch(List *batch, TimestampTz now)
 			others = lappend(others, conn);
 	}
 	/* together in one subtransaction; each alone again if that fails */
-	if (list_length(pushes) > 1 && try_in_subtransaction(store_pushes, pushes))
+	if (list_length(pushes) > 1 && xact_try(store_pushes, pushes, NULL))
 	{
 		foreach(lc, pushes)
 		{
@@ -767,37 +724,6 @@ handle_batch(List *batch, TimestampTz now)
 		handle_in_subxact((Conn *) lfirst(lc), now);
 }
 
-/*
- * Run work(arg) in a transaction of its own.  Returns false, the error
- * logged and the transaction aborted, when it (or its commit) failed.
- */
-static bool
-in_transaction(void (*work) (void *arg), void *arg)
-{
-	volatile bool ok = true;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	PG_TRY();
-	{
-		work(arg);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(turn_cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(turn_cxt);
-	return ok;
-}
-
 typedef struct TurnWork
 {
 	List	   *batch;
@@ -808,12 +734,12 @@ static void
 turn_work(void *arg)
 {
 	TurnWork   *w = arg;
-	ExtensionState state = extension_state();
+	XactTurn	state = xact_begin_turn();
 	ListCell   *lc;
 
-	if (state == EXT_MISSING)
+	if (state == XACT_NO_EXTENSION)
 		respond_unavailable(w->batch, "setstream is not installed in this database");
-	else if (state == EXT_RECREATED)
+	else if (state == XACT_RECREATED)
 	{
 		/*
 		 * Requests prepared against the dropped extension's streams are
@@ -843,7 +769,7 @@ database_turn(List *batch, TimestampTz now)
 	TurnWork	work = {batch, now};
 
 	pgstat_report_activity(STATE_RUNNING, "setstream listener");
-	if (!in_transaction(turn_work, &work))
+	if (!xact_run(turn_work, &work))
 		respond_unavailable(batch, "the database could not commit; try again later");
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -861,7 +787,7 @@ load_work(void *arg)
 	LoadWork   *w = arg;
 	ListCell   *lc;
 
-	w->installed = extension_state() != EXT_MISSING;
+	w->installed = xact_begin_turn() != XACT_NO_EXTENSION;
 	if (!w->installed)
 		return;
 	foreach(lc, w->names)
@@ -879,7 +805,7 @@ load_streams(List *names)
 {
 	LoadWork	work = {names, false};
 
-	return in_transaction(load_work, &work) && work.installed;
+	return xact_run(load_work, &work) && work.installed;
 }
 
 /* Step one for a connection, outside any transaction */

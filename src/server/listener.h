@@ -17,8 +17,9 @@
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
-#include "server/authlimit.h"
 #include "codec/json.h"
+#include "server/authlimit.h"
+#include "setstream.h"
 
 #define MAX_HEADER_BYTES	16384
 #define MAX_URL_BYTES		2048
@@ -139,6 +140,7 @@ extern void http_respond_json(Conn *conn, int status, json_t *body,
 							  const char *extra_headers);
 extern void http_respond_error(Conn *conn, int status, const char *err,
 							   const char *description, const char *extra_headers);
+extern void http_respond_answer(Conn *conn, const SetAnswer *a);
 extern bool http_conn_flush(Conn *conn);
 extern const char *http_status_text(int status);
 

@@ -163,7 +163,7 @@ require_json_body(Conn *conn)
 
 	if (mt != NULL && strcmp(mt, "application/json") != 0)
 	{
-		http_respond_error(conn, 415, "invalid_request",
+		http_respond_error(conn, 415, seterr_name(SETERR_INVALID_REQUEST),
 						   "Content-Type must be application/json", NULL);
 		return false;
 	}
@@ -199,7 +199,7 @@ bearer_authorized(Conn *conn, StreamInfo *stream)
 	if (token != NULL && stream != NULL &&
 		setstream_tokens_match(stream->token_hashes, token, len))
 		return true;
-	http_respond_error(conn, 401, "authentication_failed",
+	http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED),
 					   token ? "the bearer token is not valid for this stream"
 					   : "this endpoint needs Authorization: Bearer <token>",
 					   token ? bearer_challenge_invalid : bearer_challenge);
@@ -222,14 +222,14 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 		 */
 		if (!stream->auth_bearer)
 			return bearer_authorized(conn, NULL);
-		http_respond_error(conn, 401, "authentication_failed",
+		http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED),
 						   "this stream needs a verified client certificate",
 						   NULL);
 		return false;
 	}
 	if (!setstream_cert_match(stream->cert_hashes, conn->client_cert_sha256))
 	{
-		http_respond_error(conn, 403, "access_denied",
+		http_respond_error(conn, 403, seterr_name(SETERR_ACCESS_DENIED),
 						   "the client certificate is not bound to this stream",
 						   NULL);
 		return false;
@@ -324,7 +324,7 @@ prepare_push(Conn *conn, Prepared *p)
 
 	if (mt == NULL || strcmp(mt, "application/secevent+jwt") != 0)
 	{
-		http_respond_error(conn, 415, "invalid_request",
+		http_respond_error(conn, 415, seterr_name(SETERR_INVALID_REQUEST),
 						   "Content-Type must be application/secevent+jwt", NULL);
 		return PREP_ANSWERED;
 	}
@@ -622,13 +622,13 @@ route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 
 	if (denied == 401)
 	{
-		http_respond_error(conn, 401, "authentication_failed", why,
+		http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED), why,
 						   bearer_challenge_invalid);
 		return ROUTE_ANSWERED;
 	}
 	if (denied != 0)
 	{
-		http_respond_error(conn, denied, "access_denied", why, NULL);
+		http_respond_error(conn, denied, seterr_name(SETERR_ACCESS_DENIED), why, NULL);
 		return ROUTE_ANSWERED;
 	}
 	if (timed_out)

@@ -403,6 +403,6 @@ ws_abandon_turn(Conn *conn)
 	conn->ws_prepared = NIL;	/* turn memory, gone with the turn */
 	list_free_deep(conn->ws_outbox);
 	conn->ws_outbox = NIL;
-	conn->ws_close_code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
+	conn->ws_close_code = SETERR_WS_INTERNAL_ERROR;
 	conn->ws_close_reason = "the server could not process the messages";
 }

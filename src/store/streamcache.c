@@ -27,12 +27,12 @@
 
 #include "access/xact.h"
 #include "lib/ilist.h"
-#include "commands/extension.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "store/store.h"
 #include "store/streamcache.h"
+#include "store/xact.h"
 #include "shmem/wakeup.h"
 
 #define STREAM_KEY_LEN 132
@@ -281,9 +281,6 @@ streamcache_load(const char *name, bool with_tokens)
 	}
 }
 
-/* The extension the cache was filled from: a re-created one voids it */
-static Oid	cache_extension = InvalidOid;
-
 /* Drop the cache; the config trigger calls this for our own changes */
 void
 streamcache_invalidate(void)
@@ -326,14 +323,12 @@ streamcache_register_callbacks(void)
 StreamInfo *
 streamcache_stream(const char *name, bool missing_ok)
 {
-	Oid			ext = get_extension_oid("setstream", false);
 	StreamInfo *stream;
 
-	if (ext != cache_extension)
-	{
-		streamcache_reset();
-		cache_extension = ext;
-	}
+	if (xact_begin_turn() == XACT_NO_EXTENSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"%s\" does not exist", "setstream")));
 	streamcache_check_generation();
 	if (!streamcache_lookup(name, &stream))
 	{

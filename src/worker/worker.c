@@ -34,7 +34,6 @@
 #include "access/tableam.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
-#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -49,6 +48,7 @@
 #include "outbound/outbound.h"
 #include "outbound/sender.h"
 #include "setstream.h"
+#include "store/xact.h"
 #include "worker/worker.h"
 
 PGDLLEXPORT void setstream_worker_main(Datum arg);
@@ -378,7 +378,7 @@ extension_exists(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	exists = OidIsValid(get_extension_oid("setstream", true));
+	exists = OidIsValid(xact_extension());
 	CommitTransactionCommand();
 	return exists;
 }

@@ -2,7 +2,7 @@
  *
  * unreachable.c
  *	  Symbols the fuzzed files reference on paths that need the database,
- *	  a transaction or shared memory (route_execute, exchange_store_item,
+ *	  a transaction or shared memory (route_execute, xact_try,
  *	  a stream missing from the cache).  The targets stop before those
  *	  paths, as the listener's preparation step does; reaching one of these
  *	  is a harness bug, so each aborts with its name.
@@ -14,13 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "access/xact.h"
-#include "utils/resowner.h"
-
 #include "store/store.h"
 #include "store/streamcache.h"
-
-ResourceOwner CurrentResourceOwner = NULL;
+#include "store/xact.h"
 
 static void
 unreachable(const char *name)
@@ -84,20 +80,9 @@ streamcache_load(const char *name, bool with_tokens)
 	UNREACHABLE(streamcache_load);
 }
 
-void
-BeginInternalSubTransaction(const char *name)
+bool
+xact_try(XactWork work, void *arg, ErrorData **error)
 {
-	UNREACHABLE(BeginInternalSubTransaction);
-}
-
-void
-ReleaseCurrentSubTransaction(void)
-{
-	UNREACHABLE(ReleaseCurrentSubTransaction);
-}
-
-void
-RollbackAndReleaseCurrentSubTransaction(void)
-{
-	UNREACHABLE(RollbackAndReleaseCurrentSubTransaction);
+	UNREACHABLE(xact_try);
+	return false;
 }
