@@ -98,17 +98,4 @@ typedef struct SetFailure
 extern bool set_fail(SetFailure *f, SetErr code, const char *fmt,...) pg_attribute_printf(3, 4);
 
 
-
-struct List;
-
-/* src/sqlapi.c: constant-time checks of a bearer token */
-extern bool setstream_token_valid(const char *stream, const char *token, size_t len);
-extern bool setstream_tokens_match(struct List *hashes, const char *token, size_t len);
-
-/* src/clientcert.c: client certificate fingerprints (mTLS) */
-struct x509_st;
-extern bool setstream_cert_sha256(struct x509_st *cert, uint8 *out);
-extern bool setstream_cert_match(struct List *hashes, const uint8 *sha256);
-
-
 #endif							/* SETSTREAM_H */

@@ -12,7 +12,11 @@
  *	    of its own, only if that fails, so that a SET whose user trigger
  *	    raises does not fail its neighbours), and hand out due SETs;
  *	  - exchange_poll: an RFC 8936 poll: ack and setErrs first, then up to
- *	    maxEvents due SETs.
+ *	    maxEvents due SETs;
+ *	  - exchange_store_push(es), exchange_settle, exchange_jwks: the
+ *	    single steps the listener's routes and WebSocket sessions take.
+ *
+ *	  The listener reaches the store through this file only.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,6 +26,35 @@
 #include "shmem/stats.h"
 #include "store/store.h"
 #include "store/xact.h"
+
+/* The public keys of every signing key, as a JWK Set (GET /jwks.json) */
+char *
+exchange_jwks(void)
+{
+	return store_jwks();
+}
+
+/* Store one verified pushed SET (RFC 8935) */
+void
+exchange_store_push(StreamInfo *stream, ParsedSet *ps)
+{
+	store_insert_event(stream, ps);
+}
+
+/* Store n verified pushed SETs, of any streams, with one statement */
+void
+exchange_store_pushes(StreamInfo **streams, ParsedSet **sets, int n)
+{
+	store_insert_events(streams, sets, n);
+}
+
+/* Apply the peer's "ack" and "setErrs" of obj to the stream's outbox */
+void
+exchange_settle(StreamInfo *stream, CommObj *obj)
+{
+	store_apply_acks(stream->name, obj->ack);
+	store_apply_errs(stream->name, obj->errs);
+}
 
 /* Verify every SET of the object; the key of each must be its jti */
 IngestItem *
@@ -242,8 +275,7 @@ exchange_ingest(StreamInfo *stream, CommObj *obj, IngestItem *items)
 
 	if (items == NULL)
 		items = exchange_verify(stream, obj);
-	store_apply_acks(stream->name, obj->ack);
-	store_apply_errs(stream->name, obj->errs);
+	exchange_settle(stream, obj);
 	exchange_collect(stream, obj, items, ack, set_errs);
 
 	json_object_set_new(response, "ack", ack);
@@ -260,8 +292,7 @@ exchange_poll(StreamInfo *stream, CommObj *req, bool *more)
 {
 	json_t	   *response = json_object();
 
-	store_apply_acks(stream->name, req->ack);
-	store_apply_errs(stream->name, req->errs);
+	exchange_settle(stream, req);
 	json_object_set_new(response, "sets",
 						exchange_take(stream, req->max_events, more));
 	json_object_set_new(response, "moreAvailable", json_boolean(*more));

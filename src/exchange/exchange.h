@@ -30,6 +30,11 @@ typedef enum IngestOutcome
 	INGEST_UNACKED				/* failed for another reason: peer resends */
 } IngestOutcome;
 
+extern char *exchange_jwks(void);
+extern void exchange_store_push(StreamInfo *stream, ParsedSet *ps);
+extern void exchange_store_pushes(StreamInfo **streams, ParsedSet **sets,
+								  int n);
+extern void exchange_settle(StreamInfo *stream, CommObj *obj);
 extern IngestItem *exchange_verify(StreamInfo *stream, CommObj *obj);
 extern void exchange_collect(StreamInfo *stream, CommObj *obj,
 							 IngestItem *items, json_t *ack, json_t *set_errs);

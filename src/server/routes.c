@@ -7,21 +7,15 @@
  *	    POST /streams/{name}/events       RFC 8935 push (one SET)
  *	    POST /streams/{name}/poll         RFC 8936 poll, with long poll
  *	    POST /streams/{name}/pushpull     pushpull, HTTP binding
+ *	    GET  /streams/{name}/pushpull     pushpull, WebSocket binding
+ *	                                      (Upgrade), the session's turns
  *
- *	  Every stream route authenticates the peer as the stream's
- *	  client_auth says: "Authorization: Bearer <token>" with a token of
- *	  that stream ('bearer', the default), a verified client certificate
- *	  bound to the stream ('cert'), or both ('bearer+cert').  A missing or
- *	  wrong token, and a token of another stream, get 401 with
- *	  WWW-Authenticate and say nothing about the stream; so does a stream
- *	  that does not exist.  No verified client certificate gets 401; a
- *	  verified one that is not bound to the stream gets 403.
- *	  An address that failed too often (authlimit.c) gets 429 for a
- *	  while, before any stream lookup, token hashing or certificate check.
+ *	  Every stream route authenticates the peer first (auth.c).  Tables
+ *	  are reached through exchange.c only.
  *
  *	  Each request goes through two steps.  route_prepare runs outside any
  *	  transaction, on the listener's cached copy of the stream
- *	  (streamcache.c): routing, authentication, parsing, JWS verification;
+ *	  (store/streamcache.c): routing, authentication, parsing, JWS verification;
  *	  most bad requests are answered right there.  route_execute runs inside
  *	  the loop turn's transaction, in a subtransaction of its own, and only
  *	  stores and reads; the listener sends what it queues after the commit.
@@ -37,13 +31,11 @@
 
 #include "exchange/exchange.h"
 #include "store/streamcache.h"
+#include "server/auth.h"
 #include "server/listener.h"
 #include "setstream.h"
 #include "shmem/stats.h"
-#include "store/store.h"
 #include "shmem/wakeup.h"
-
-#define MAX_TOKEN_BYTES 512
 
 typedef enum Endpoint
 {
@@ -53,11 +45,6 @@ typedef enum Endpoint
 	EP_POLL,
 	EP_PUSHPULL
 } Endpoint;
-
-static const char *const bearer_challenge =
-"WWW-Authenticate: Bearer realm=\"setstream\"\r\n";
-static const char *const bearer_challenge_invalid =
-"WWW-Authenticate: Bearer realm=\"setstream\", error=\"invalid_token\"\r\n";
 
 /* The path of the request URL (no query string, which is never read) */
 static char *
@@ -130,24 +117,7 @@ media_type(Conn *conn)
 	return mt;
 }
 
-/* The bearer token of the request, or NULL */
-static const char *
-bearer_token(Conn *conn, size_t *len)
-{
-	const char *h = conn->req.authorization;
 
-	if (h == NULL || pg_strncasecmp(h, "Bearer ", 7) != 0)
-		return NULL;
-	h += 7;
-	while (*h == ' ')
-		h++;
-	*len = strlen(h);
-	while (*len > 0 && (h[*len - 1] == ' ' || h[*len - 1] == '\t'))
-		(*len)--;
-	if (*len == 0 || *len > MAX_TOKEN_BYTES)
-		return NULL;
-	return h;
-}
 
 
 static void
@@ -187,132 +157,6 @@ static Prepared *
 prepared(Conn *conn)
 {
 	return (Prepared *) conn->route_state;
-}
-
-/* The bearer token must be an active token of this very stream */
-static bool
-bearer_authorized(Conn *conn, StreamInfo *stream)
-{
-	size_t		len = 0;
-	const char *token = bearer_token(conn, &len);
-
-	if (token != NULL && stream != NULL &&
-		setstream_tokens_match(stream->token_hashes, token, len))
-		return true;
-	http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED),
-					   token ? "the bearer token is not valid for this stream"
-					   : "this endpoint needs Authorization: Bearer <token>",
-					   token ? bearer_challenge_invalid : bearer_challenge);
-	return false;
-}
-
-/*
- * The connection's client certificate, verified at the handshake, must be
- * bound to this stream (its fingerprint was computed once, at handshake).
- */
-static bool
-cert_authorized(Conn *conn, StreamInfo *stream)
-{
-	if (!conn->client_cert_verified)
-	{
-		/*
-		 * Without a token of the stream either, the client is not
-		 * authenticated at all: answer exactly as for a stream that does
-		 * not exist, so that it cannot tell a 'cert' stream from none.
-		 */
-		if (!stream->auth_bearer)
-			return bearer_authorized(conn, NULL);
-		http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED),
-						   "this stream needs a verified client certificate",
-						   NULL);
-		return false;
-	}
-	if (!setstream_cert_match(stream->cert_hashes, conn->client_cert_sha256))
-	{
-		http_respond_error(conn, 403, seterr_name(SETERR_ACCESS_DENIED),
-						   "the client certificate is not bound to this stream",
-						   NULL);
-		return false;
-	}
-	return true;
-}
-
-/*
- * The stream's client_auth: a bearer token, a client certificate, or both.
- * A failure counts against the peer's address (authlimit.c).
- */
-static bool
-authorized(Conn *conn, StreamInfo *stream)
-{
-	bool		ok;
-
-	if ((stream == NULL || stream->auth_bearer) && !bearer_authorized(conn, stream))
-		ok = false;
-	else
-		ok = stream == NULL || !stream->auth_cert || cert_authorized(conn, stream);
-	if (!ok)
-		authlimit_record_failure(&conn->peer_key, GetCurrentTimestamp());
-	return ok;
-}
-
-/*
- * Has the peer's address failed to authenticate too often?  Then answer 429
- * before any lookup or hashing: a blocked attempt costs next to nothing.
- */
-static bool
-too_many_failures(Conn *conn)
-{
-	int			retry_after;
-
-	if (!authlimit_blocked(&conn->peer_key, GetCurrentTimestamp(), &retry_after))
-		return false;
-	http_respond_error(conn, 429, NULL,
-					   psprintf("too many failed authentications from this address; retry in %d s",
-								retry_after),
-					   psprintf("Retry-After: %d\r\n", retry_after));
-	return true;
-}
-
-/*
- * Does a session opened earlier (a parked long poll, a WebSocket) still
- * hold against the stream as reloaded: its bearer token or client
- * certificate, the stream's client_auth, its status?  Returns 0, or the
- * HTTP status that says why not (401, 403).  The request's headers stay
- * with the connection as long as the session does.  Not counted against
- * the peer's address: the peer did nothing wrong.
- */
-static int
-session_denied(Conn *conn, StreamInfo *stream, const char **why)
-{
-	size_t		len = 0;
-	const char *token;
-
-	*why = "the credentials of this session are no longer valid for the stream";
-	if (stream == NULL)
-		return 401;
-	if (stream->auth_bearer)
-	{
-		token = bearer_token(conn, &len);
-		if (token == NULL ||
-			!setstream_tokens_match(stream->token_hashes, token, len))
-			return 401;
-	}
-	if (stream->auth_cert)
-	{
-		if (!conn->client_cert_verified)
-			return 401;
-		if (!setstream_cert_match(stream->cert_hashes, conn->client_cert_sha256))
-		{
-			*why = "the client certificate is no longer bound to this stream";
-			return 403;
-		}
-	}
-	if (stream->status == 'd')
-	{
-		*why = "the stream is disabled";
-		return 403;
-	}
-	return 0;
 }
 
 static PrepResult
@@ -417,14 +261,14 @@ route_check(Conn *conn, char **load_stream)
 						   p->ep == EP_PUSHPULL ? "Allow: GET, POST\r\n" : "Allow: POST\r\n");
 		return PREP_ANSWERED;
 	}
-	if (too_many_failures(conn))
+	if (auth_too_many_failures(conn))
 		return PREP_ANSWERED;
 	if (!streamcache_lookup(p->stream_name, &p->stream))
 	{
 		*load_stream = p->stream_name;
 		return PREP_LOAD;
 	}
-	if (!authorized(conn, p->stream))
+	if (!auth_authorized(conn, p->stream))
 		return PREP_ANSWERED;
 	if (p->stream->status == 'd')
 	{
@@ -518,7 +362,7 @@ route_execute(Conn *conn, const uint64 *generations)
 	switch (p->ep)
 	{
 		case EP_JWKS:
-			jwks = store_jwks();
+			jwks = exchange_jwks();
 			http_respond(conn, 200, "application/json", jwks, strlen(jwks),
 						 "Cache-Control: max-age=60\r\n");
 			break;
@@ -553,7 +397,7 @@ route_store_push(Conn *conn)
 {
 	Prepared   *p = prepared(conn);
 
-	store_insert_event(p->stream, &p->ps);
+	exchange_store_push(p->stream, &p->ps);
 }
 
 /* Store many prepared pushes with one statement, answering none */
@@ -573,7 +417,7 @@ route_store_pushes(List *conns)
 		streams[i] = p->stream;
 		sets[i++] = &p->ps;
 	}
-	store_insert_events(streams, sets, n);
+	exchange_store_pushes(streams, sets, n);
 }
 
 /* Answer a push that route_store_push stored */
@@ -582,27 +426,6 @@ route_answer_push(Conn *conn)
 {
 	stats_count_received(prepared(conn)->stream_name);
 	http_respond(conn, 202, NULL, NULL, 0, NULL);
-}
-
-/*
- * A stream's cached copy, loading it if needed (inside a transaction);
- * NULL when it does not exist and missing_ok.
- */
-static StreamInfo *
-stream_in_transaction(const char *name, bool missing_ok)
-{
-	StreamInfo *stream;
-
-	if (!streamcache_lookup(name, &stream))
-	{
-		streamcache_load(name, true);
-		streamcache_lookup(name, &stream);
-	}
-	if (stream == NULL && !missing_ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("stream \"%s\" does not exist", name)));
-	return stream;
 }
 
 /*
@@ -616,14 +439,14 @@ route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 	json_t	   *response = json_object();
 	json_t	   *sets;
 	bool		more = false;
-	StreamInfo *stream = stream_in_transaction(conn->poll_stream, true);
+	StreamInfo *stream = streamcache_get(conn->poll_stream, true, true);
 	const char *why;
-	int			denied = session_denied(conn, stream, &why);
+	int			denied = auth_session_denied(conn, stream, &why);
 
 	if (denied == 401)
 	{
 		http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED), why,
-						   bearer_challenge_invalid);
+						   auth_bearer_challenge_invalid);
 		return ROUTE_ANSWERED;
 	}
 	if (denied != 0)
@@ -752,8 +575,7 @@ ws_apply_message(Conn *conn, StreamInfo *stream, WsMessage *m,
 {
 	ListCell   *lc;
 
-	store_apply_acks(stream->name, m->obj.ack);
-	store_apply_errs(stream->name, m->obj.errs);
+	exchange_settle(stream, &m->obj);
 	foreach(lc, m->obj.ack)
 		ws_settle(conn, lfirst(lc));
 	foreach(lc, m->obj.errs)
@@ -794,7 +616,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 void
 route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	StreamInfo *stream = stream_in_transaction(conn->ws_stream, true);
+	StreamInfo *stream = streamcache_get(conn->ws_stream, true, true);
 	json_t	   *ack = json_array();
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
@@ -816,7 +638,7 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 	 * Revoked, unbound or disabled since the session opened: close with
 	 * 1008 and apply nothing the peer sent.
 	 */
-	if (session_denied(conn, stream, &why) != 0)
+	if (auth_session_denied(conn, stream, &why) != 0)
 	{
 		conn->ws_denied = true;
 		list_free_deep(conn->ws_outbox);

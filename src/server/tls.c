@@ -26,6 +26,7 @@
 
 #include "lib/stringinfo.h"
 
+#include "base/digest.h"
 #include "server/listener.h"
 #include "setstream.h"
 
@@ -250,7 +251,7 @@ note_peer(Conn *conn)
 		return;
 	conn->client_cert_verified = !conn->tls_cert_rejected &&
 		SSL_get_verify_result(conn->ssl) == X509_V_OK &&
-		setstream_cert_sha256(peer, conn->client_cert_sha256);
+		digest_cert(peer, conn->client_cert_sha256);
 	X509_free(peer);
 }
 

@@ -5,7 +5,7 @@
  *	  parses a PEM certificate and stores the SHA-256 fingerprint of its
  *	  DER encoding in setstream.client_certs; the listener compares the
  *	  fingerprint of the verified certificate of a connection with those of
- *	  the stream, in constant time (setstream_cert_match).
+ *	  the stream, in constant time (base/digest.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -28,34 +28,11 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "base/digest.h"
 #include "sql/privileges.h"
 #include "store/store.h"
 
 PG_FUNCTION_INFO_V1(setstream_bind_client_cert);
-
-/*
- * True when sha256 is one of the fingerprints in hashes.  Every one is
- * compared, each in constant time, whatever matched before.
- */
-bool
-setstream_cert_match(List *hashes, const uint8 *sha256)
-{
-	ListCell   *lc;
-	int			match = 0;
-
-	foreach(lc, hashes)
-		match |= (CRYPTO_memcmp(sha256, lfirst(lc), 32) == 0);
-	return match != 0;
-}
-
-/* SHA-256 of the DER encoding of a certificate */
-bool
-setstream_cert_sha256(X509 *cert, uint8 *out)
-{
-	unsigned int len = 0;
-
-	return X509_digest(cert, EVP_sha256(), out, &len) == 1 && len == 32;
-}
 
 static void
 invalid_cert(const char *detail)
@@ -159,7 +136,7 @@ setstream_bind_client_cert(PG_FUNCTION_ARGS)
 	privileges_require(stream, "manage");
 	store_get_stream(stream);
 	cert = parse_one_pem_cert(pem_str, strlen(pem_str));
-	ok = setstream_cert_sha256(cert, sha256) && cert_not_after(cert, &not_after);
+	ok = digest_cert(cert, sha256) && cert_not_after(cert, &not_after);
 	subject = ok ? cert_subject(cert) : NULL;
 	X509_free(cert);
 	if (!ok)

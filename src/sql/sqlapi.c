@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * sqlapi.c
- *	  The SQL-callable functions of setstream, thin over jose/set/commobj
- *	  (checks) and store (tables): keys and tokens, receive and ingest of
- *	  inbound SETs, emit and emit_trigger, and RFC 8936 poll.
+ *	  The SQL-callable functions of setstream: keys and tokens, receive and
+ *	  ingest of inbound SETs, emit and emit_trigger, and RFC 8936 poll.
+ *	  Each checks the caller's rights (privileges.c), then works through
+ *	  jose/set/codec (checks), exchange (protocol operations) and store
+ *	  (tables); signing and the emit batches are done here.
  *
  *	  Signing happens at emit, inside the emitting transaction: the outbox
  *	  keeps the signed token, so every redelivery is byte-identical and a
@@ -29,6 +31,7 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
+#include "base/digest.h"
 #include "codec/commobj.h"
 #include "store/emitbuf.h"
 #include "exchange/exchange.h"
@@ -178,12 +181,6 @@ setstream_generate_key(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(public_json)));
 }
 
-static void
-sha256_token(const char *token, size_t len, uint8 *out)
-{
-	SHA256((const unsigned char *) token, len, out);
-}
-
 /* issue_token(stream): a new 256-bit bearer token; only its hash is kept */
 Datum
 setstream_issue_token(PG_FUNCTION_ARGS)
@@ -201,32 +198,16 @@ setstream_issue_token(PG_FUNCTION_ARGS)
 				 errmsg("could not generate random bytes for a token")));
 	token = psprintf(TOKEN_PREFIX "%s", jose_b64url_encode(raw, sizeof(raw)));
 	OPENSSL_cleanse(raw, sizeof(raw));
-	sha256_token(token, strlen(token), hash);
+	digest_token(token, strlen(token), hash);
 	store_insert_token(stream, hash);
 	PG_RETURN_TEXT_P(cstring_to_text(token));
 }
 
-/*
- * True when token is an active token of this stream.  Every active hash of
- * the stream is compared, each in constant time, whatever matched before.
- */
-bool
-setstream_tokens_match(List *hashes, const char *token, size_t len)
+/* True when token is an active token of this stream (constant time) */
+static bool
+token_valid(const char *stream, const char *token, size_t len)
 {
-	uint8		hash[32];
-	ListCell   *lc;
-	int			match = 0;
-
-	sha256_token(token, len, hash);
-	foreach(lc, hashes)
-		match |= (CRYPTO_memcmp(hash, lfirst(lc), sizeof(hash)) == 0);
-	return match != 0;
-}
-
-bool
-setstream_token_valid(const char *stream, const char *token, size_t len)
-{
-	return setstream_tokens_match(store_token_hashes(stream), token, len);
+	return digest_token_in_list(store_token_hashes(stream), token, len);
 }
 
 Datum
@@ -238,7 +219,7 @@ setstream_check_token(PG_FUNCTION_ARGS)
 	/* a stream the caller may not manage answers false, like a missing one */
 	if (!privileges_held(stream, "manage"))
 		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(setstream_token_valid(stream, VARDATA_ANY(token),
+	PG_RETURN_BOOL(token_valid(stream, VARDATA_ANY(token),
 										 VARSIZE_ANY_EXHDR(token)));
 }
 

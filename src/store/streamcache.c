@@ -323,16 +323,27 @@ streamcache_register_callbacks(void)
 StreamInfo *
 streamcache_stream(const char *name, bool missing_ok)
 {
-	StreamInfo *stream;
-
 	if (xact_begin_turn() == XACT_NO_EXTENSION)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("extension \"%s\" does not exist", "setstream")));
 	streamcache_check_generation();
+	return streamcache_get(name, false, missing_ok);
+}
+
+/*
+ * A stream's cached copy, loaded (with its token hashes and certificate
+ * fingerprints when with_tokens) if it is not cached yet; inside a
+ * transaction.  NULL when it does not exist and missing_ok.
+ */
+StreamInfo *
+streamcache_get(const char *name, bool with_tokens, bool missing_ok)
+{
+	StreamInfo *stream;
+
 	if (!streamcache_lookup(name, &stream))
 	{
-		streamcache_load(name, false);
+		streamcache_load(name, with_tokens);
 		streamcache_lookup(name, &stream);
 	}
 	if (stream == NULL && !missing_ok)

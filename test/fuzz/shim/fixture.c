@@ -177,35 +177,6 @@ streamcache_lookup(const char *name, StreamInfo **stream)
 }
 
 /*
- * src/sqlapi.c's check (it cannot be linked without fmgr): SHA-256 of the
- * token, compared in constant time with every active hash.
- */
-bool
-setstream_tokens_match(List *hashes, const char *token, size_t len)
-{
-	uint8		hash[SHA256_DIGEST_LENGTH];
-	ListCell   *lc;
-	int			match = 0;
-
-	SHA256((const unsigned char *) token, len, hash);
-	foreach(lc, hashes)
-		match |= (CRYPTO_memcmp(hash, lfirst(lc), sizeof(hash)) == 0);
-	return match != 0;
-}
-
-/* src/clientcert.c's check, which lives with SQL functions: the same rule */
-bool
-setstream_cert_match(List *hashes, const uint8 *sha256)
-{
-	ListCell   *lc;
-	int			match = 0;
-
-	foreach(lc, hashes)
-		match |= (CRYPTO_memcmp(sha256, lfirst(lc), SHA256_DIGEST_LENGTH) == 0);
-	return match != 0;
-}
-
-/*
  * The per-address limit of failed authentications (authlimit.c) would
  * carry state from one input to the next and make runs irreproducible:
  * no address is ever blocked here, so every request is authenticated.

@@ -74,10 +74,11 @@ store_any_due(const char *stream)
 	return false;
 }
 
-void
-streamcache_load(const char *name, bool with_tokens)
+StreamInfo *
+streamcache_get(const char *name, bool with_tokens, bool missing_ok)
 {
-	UNREACHABLE(streamcache_load);
+	UNREACHABLE(streamcache_get);
+	return NULL;
 }
 
 bool
