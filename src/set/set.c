@@ -29,24 +29,6 @@
 #define MAX_JTI_LEN 256
 #define MAX_NUMERIC_DATE 253402300799.0	/* 9999-12-31T23:59:59Z */
 
-/* An absolute URI: an RFC 3986 scheme, ':', and no spaces or controls */
-bool
-set_is_uri(const char *s)
-{
-	const char *p = s;
-
-	if (!isalpha((unsigned char) *p))
-		return false;
-	while (isalnum((unsigned char) *p) || *p == '+' || *p == '-' || *p == '.')
-		p++;
-	if (*p != ':' || p[1] == '\0')
-		return false;
-	for (; *p; p++)
-		if ((unsigned char) *p <= ' ' || *p == 0x7f)
-			return false;
-	return true;
-}
-
 static bool
 is_numeric_date(json_t *v)
 {
@@ -121,7 +103,7 @@ check_events(json_t *events, SetFailure *f)
 						"claim \"events\" must be a JSON object with at least one event");
 	json_object_foreach(events, name, payload)
 	{
-		if (!set_is_uri(name))
+		if (!uri_is_absolute(name))
 			return set_fail(f, SETERR_INVALID_REQUEST,
 							"event type \"%.128s\" is not a URI", name);
 		if (!json_is_object(payload))

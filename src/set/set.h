@@ -62,6 +62,5 @@ typedef struct ParsedSet
 
 extern bool set_verify(const SetRules *rules, const char *token, size_t len,
 					   ParsedSet *ps, SetFailure *f);
-extern bool set_is_uri(const char *s);
 
 #endif

@@ -15,4 +15,6 @@
 extern bool subject_validate(json_t *subject, const char *what, SetFailure *f);
 extern const char *subject_member_for_format(const char *format);
 
+extern bool uri_is_absolute(const char *s);
+
 #endif

@@ -326,7 +326,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	stream = streamcache_stream(name, false);
 	if (stream->status == 'd')
 		return NULL;
-	if (!set_is_uri(event_type))
+	if (!uri_is_absolute(event_type))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event type \"%s\" is not a URI", event_type)));
