@@ -8,6 +8,7 @@
 #   make fuzz-regress    replay the fuzz corpora and regressions, fuzz briefly
 #   make fuzz-coverage   line coverage of src/ reached by the fuzz corpora
 #   make dist            setstream-<version>.zip for PGXN (META.json)
+#   make pgindent        lay out src/ as pgindent does (scripts/pgindent.sh)
 
 EXTENSION  = setstream
 MODULE_big = setstream
@@ -60,6 +61,11 @@ dist:
 		{ echo "META.json does not carry version $(EXTVERSION) (setstream.control)" >&2; exit 1; }
 	git archive --format zip --prefix=setstream-$(EXTVERSION)/ -o setstream-$(EXTVERSION).zip HEAD
 .PHONY: dist
+
+# pgindent's layout (needs pg_bsd_indent; src/typedefs.list)
+pgindent:
+	PG_CONFIG=$(PG_CONFIG) scripts/pgindent.sh
+.PHONY: pgindent
 
 # libFuzzer targets (test/fuzz, clang-14); they need no cluster
 FUZZ_SECONDS ?= 60
