@@ -41,6 +41,7 @@
 #include "store/store.h"
 #include "shmem/stats.h"
 #include "store/streamcache.h"
+#include "store/xact.h"
 #include "set/subject.h"
 #include "shmem/wakeup.h"
 
@@ -90,13 +91,29 @@ sql_json(Jsonb *jb, const char *what)
 	return j;
 }
 
+/*
+ * The cached copy of a stream for an SQL function (inside a transaction):
+ * a turn begins (store/xact.c: a re-created extension voids the cache),
+ * stale entries go, and the stream is loaded on first use.
+ */
+static StreamInfo *
+sql_stream(const char *name)
+{
+	if (xact_begin_turn() == XACT_NO_EXTENSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"%s\" does not exist", "setstream")));
+	streamcache_check_generation();
+	return streamcache_get(name, false, false);
+}
+
 static StreamInfo *
 stream_for_inbound(const char *name, const char *privilege)
 {
 	StreamInfo *stream;
 
 	privileges_require(name, privilege);
-	stream = streamcache_stream(name, false);
+	stream = sql_stream(name);
 
 	if (stream->status == 'd')
 		seterr_raise(SETERR_ACCESS_DENIED, "the stream is disabled");
@@ -323,7 +340,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	char	   *token;
 
 	privileges_require(name, "emit");
-	stream = streamcache_stream(name, false);
+	stream = sql_stream(name);
 	if (stream->status == 'd')
 		return NULL;
 	if (!uri_is_absolute(event_type))

@@ -32,7 +32,6 @@
 
 #include "store/store.h"
 #include "store/streamcache.h"
-#include "store/xact.h"
 #include "shmem/wakeup.h"
 
 #define STREAM_KEY_LEN 132
@@ -314,21 +313,6 @@ void
 streamcache_register_callbacks(void)
 {
 	RegisterXactCallback(streamcache_xact_callback, NULL);
-}
-
-/*
- * The cached copy of a stream for an SQL function (inside a transaction):
- * loaded on first use; raises undefined_object unless missing_ok.
- */
-StreamInfo *
-streamcache_stream(const char *name, bool missing_ok)
-{
-	if (xact_begin_turn() == XACT_NO_EXTENSION)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("extension \"%s\" does not exist", "setstream")));
-	streamcache_check_generation();
-	return streamcache_get(name, false, missing_ok);
 }
 
 /*

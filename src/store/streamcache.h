@@ -58,7 +58,6 @@ extern bool streamcache_lookup(const char *name, StreamInfo **stream);
 extern void streamcache_load(const char *name, bool with_tokens);
 extern void streamcache_register_callbacks(void);
 extern void streamcache_invalidate(void);
-extern StreamInfo *streamcache_stream(const char *name, bool missing_ok);
 extern StreamInfo *streamcache_get(const char *name, bool with_tokens,
 								   bool missing_ok);
 extern struct SignKey *streamcache_sign_key(StreamInfo *stream);
