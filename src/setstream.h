@@ -77,7 +77,6 @@ extern const char *seterr_name(SetErr code);
 extern SetErr seterr_from_name(const char *name);
 extern const char *seterr_description(SetErr code, const char *message);
 extern void seterr_answer(int sqlerrcode, const char *message, SetAnswer *a);
-extern int	seterr_sqlstate(SetErr code);
 extern SetErr seterr_from_sqlstate(int sqlerrcode);
 extern bool sqlstate_is_transient(int sqlerrcode);
 extern char *setstream_log_escape(const char *s, int maxlen);

@@ -47,12 +47,6 @@ seterr_name(SetErr code)
 	return seterr_info(code)->name;
 }
 
-int
-seterr_sqlstate(SetErr code)
-{
-	return seterr_info(code)->sqlstate;
-}
-
 /* The code of a name on the wire; SETERR_NONE when it is not one of ours */
 SetErr
 seterr_from_name(const char *name)

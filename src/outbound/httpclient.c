@@ -207,7 +207,7 @@ v6_special(const uint8 *a)
 		(a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b);
 }
 
-bool
+static bool
 httpclient_address_allowed(const struct sockaddr *sa, bool plain_http,
 						   char *why, size_t whylen)
 {
@@ -360,12 +360,6 @@ int
 httpclient_epoll_fd(void)
 {
 	return epfd;
-}
-
-int
-httpclient_in_flight(void)
-{
-	return in_flight;
 }
 
 bool

@@ -46,12 +46,4 @@ extern long httpclient_timeout_ms(void);
 /* Let libcurl work on ready sockets and expired timers; calls callbacks */
 extern void httpclient_drive(bool sockets_ready);
 
-extern int	httpclient_in_flight(void);
-
-/* Is addr one setstream.outbound_allowed_networks lists?  (tests, README) */
-struct sockaddr;
-extern bool httpclient_address_allowed(const struct sockaddr *addr,
-									   bool plain_http, char *why,
-									   size_t whylen);
-
 #endif

@@ -33,7 +33,7 @@ const char *const auth_bearer_challenge_invalid =
 "WWW-Authenticate: Bearer realm=\"setstream\", error=\"invalid_token\"\r\n";
 
 /* The bearer token of the request, or NULL */
-const char *
+static const char *
 auth_bearer_token(Conn *conn, size_t *len)
 {
 	const char *h = conn->req.authorization;

@@ -13,7 +13,6 @@
 
 extern const char *const auth_bearer_challenge_invalid;
 
-extern const char *auth_bearer_token(Conn *conn, size_t *len);
 extern bool auth_too_many_failures(Conn *conn);
 extern bool auth_authorized(Conn *conn, StreamInfo *stream);
 extern int	auth_session_denied(Conn *conn, StreamInfo *stream, const char **why);

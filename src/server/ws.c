@@ -31,6 +31,8 @@
 #include "setstream.h"
 #include "shmem/wakeup.h"
 
+static void ws_close(Conn *conn, int code, const char *reason);
+
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 static wslay_event_context_ptr
@@ -252,7 +254,7 @@ ws_on_event(Conn *conn, uint32 events)
  * Is the output queued to the peer over its cap (the peer does not read
  * fast enough, or floods pings and leaves their pongs unread)?
  */
-bool
+static bool
 ws_output_full(Conn *conn)
 {
 	wslay_event_context_ptr ctx = ctx_of(conn);
@@ -334,7 +336,7 @@ ws_send_outbox(Conn *conn)
 	return ws_on_event(conn, 0);
 }
 
-void
+static void
 ws_close(Conn *conn, int code, const char *reason)
 {
 	wslay_event_queue_close(ctx_of(conn), (uint16_t) code,
