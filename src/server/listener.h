@@ -170,13 +170,14 @@ typedef enum PrepResult
 extern PrepResult route_prepare(Conn *conn, char **load_stream);
 extern PrepResult route_authorize_headers(Conn *conn, char **load_stream);
 extern RouteResult route_execute(Conn *conn, const uint64 *generations);
-extern bool route_ws_prepare(Conn *conn, char **load_stream);
 extern bool route_is_push(Conn *conn);
 extern void route_store_pushes(List *conns);
 extern void route_answer_push(Conn *conn);
 extern RouteResult route_parked_poll(Conn *conn, bool timed_out,
 									 const uint64 *generations);
 
+/* wssession.c */
+extern bool route_ws_prepare(Conn *conn, char **load_stream);
 extern void route_ws_turn(Conn *conn, const uint64 *generations,
 						  TimestampTz now);
 
