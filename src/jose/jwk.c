@@ -21,20 +21,15 @@
 
 #include <cjose/cjose.h>
 #include <openssl/bn.h>
-#include <openssl/crypto.h>
 #include <openssl/core_names.h>
-#include <openssl/ecdsa.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
-#include "lib/stringinfo.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "codec/jsonread.h"
 #include "jose/jose.h"
 #include "jose/jose_int.h"
 

@@ -45,7 +45,6 @@
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
-#include "exchange/exchange.h"
 #include "server/listener.h"
 #include "base/pg_compat.h"
 #include "store/streamcache.h"
