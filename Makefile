@@ -8,13 +8,16 @@
 #   make fuzz-regress    replay the fuzz corpora and regressions, fuzz briefly
 #   make fuzz-coverage   line coverage of src/ reached by the fuzz corpora
 #   make dist            setstream-<version>.zip for PGXN (META.json)
+#   make pgindent        lay out src/ as pgindent does (scripts/pgindent.sh)
 
 EXTENSION  = setstream
 MODULE_big = setstream
 DATA       = src/setstream--0.1.0.sql src/setstream--0.1.0--0.2.0.sql \
              src/setstream--0.2.0--0.3.0.sql
 
-SRCS = $(wildcard src/*.c)
+# src/ is grouped by layer, one folder each (README, "Source layout"); a
+# file includes another by its path under src/ ("store/store.h")
+SRCS = $(wildcard src/*.c src/*/*.c)
 OBJS = $(SRCS:.c=.o)
 
 REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
@@ -23,6 +26,7 @@ REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 # because PostgreSQL's own headers and fmgr conventions trip them (unused
 # fcinfo in V1 functions, signed/unsigned comparisons in inline helpers,
 # partially initialised option structs); PostgreSQL builds itself the same way.
+PG_CPPFLAGS = -Isrc
 PG_CFLAGS  = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
              -Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcjose -ljansson -lhttp_parser -lwslay -lssl -lcrypto -lcurl
@@ -57,6 +61,11 @@ dist:
 		{ echo "META.json does not carry version $(EXTVERSION) (setstream.control)" >&2; exit 1; }
 	git archive --format zip --prefix=setstream-$(EXTVERSION)/ -o setstream-$(EXTVERSION).zip HEAD
 .PHONY: dist
+
+# pgindent's layout (needs pg_bsd_indent; src/typedefs.list)
+pgindent:
+	PG_CONFIG=$(PG_CONFIG) scripts/pgindent.sh
+.PHONY: pgindent
 
 # libFuzzer targets (test/fuzz, clang-14); they need no cluster
 FUZZ_SECONDS ?= 60

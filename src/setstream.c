@@ -9,6 +9,8 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres.h"
+
 #include "setstream.h"
 
 #include <limits.h>
@@ -17,15 +19,15 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
-#include "emitbuf.h"
-#include "jose.h"
-#include "listener.h"
-#include "metrics.h"
-#include "outbound.h"
-#include "stats.h"
-#include "streamcache.h"
-#include "wakeup.h"
-#include "worker.h"
+#include "store/emitbuf.h"
+#include "jose/jose.h"
+#include "server/listener.h"
+#include "outbound/outbound.h"
+#include "shmem/stats.h"
+#include "store/streamcache.h"
+#include "shmem/wakeup.h"
+#include "worker/worker.h"
+#include "server/metrics.h"
 
 PG_MODULE_MAGIC;
 

@@ -11,7 +11,7 @@
 
 #include "postgres.h"
 
-#include "pg_compat.h"
+#include "base/pg_compat.h"
 
 /* GUC variables (src/setstream.c) */
 extern char *setstream_database;
@@ -57,8 +57,27 @@ typedef enum SetErr
 #define ERRCODE_SET_ACCESS_DENIED			MAKE_SQLSTATE('S','E','0','0','6')
 #define ERRCODE_SET_INVALID_STATE			MAKE_SQLSTATE('S','E','0','0','7')
 
+/*
+ * How an error raised while serving a request is answered (errors.c,
+ * seterr_answer): over HTTP a status, the RFC 8935 "err" (or NULL) and a
+ * description, with extra headers; over a WebSocket a close code.
+ */
+#define SETERR_WS_INTERNAL_ERROR	1011
+
+typedef struct SetAnswer
+{
+	int			http_status;
+	const char *err;
+	const char *description;
+	const char *headers;		/* extra header lines, or NULL */
+	int			ws_close_code;
+	bool		log;			/* not the peer's fault: log it */
+} SetAnswer;
+
 extern const char *seterr_name(SetErr code);
-extern int	seterr_sqlstate(SetErr code);
+extern SetErr seterr_from_name(const char *name);
+extern const char *seterr_description(SetErr code, const char *message);
+extern void seterr_answer(int sqlerrcode, const char *message, SetAnswer *a);
 extern SetErr seterr_from_sqlstate(int sqlerrcode);
 extern bool sqlstate_is_transient(int sqlerrcode);
 extern char *setstream_log_escape(const char *s, int maxlen);
@@ -79,15 +98,4 @@ typedef struct SetFailure
 extern bool set_fail(SetFailure *f, SetErr code, const char *fmt,...) pg_attribute_printf(3, 4);
 
 
-
-struct List;
-
-/* src/sqlapi.c: constant-time checks of a bearer token */
-extern bool setstream_token_valid(const char *stream, const char *token, size_t len);
-extern bool setstream_tokens_match(struct List *hashes, const char *token, size_t len);
-
-/* src/clientcert.c: client certificate fingerprints (mTLS) */
-struct x509_st;
-extern bool setstream_cert_sha256(struct x509_st *cert, uint8 *out);
-extern bool setstream_cert_match(struct List *hashes, const uint8 *sha256);
 #endif							/* SETSTREAM_H */

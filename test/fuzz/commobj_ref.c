@@ -19,7 +19,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "commobj.h"
+#include "codec/commobj.h"
 
 #include <limits.h>
 #include <math.h>

@@ -23,9 +23,9 @@
 
 #include "lib/stringinfo.h"
 
-#include "commobj.h"
-#include "exchange.h"
-#include "jsonread.h"
+#include "codec/commobj.h"
+#include "exchange/exchange.h"
+#include "codec/jsonread.h"
 
 /* commobj_ref.c: the jansson decoder that commobj.c replaced */
 extern bool ref_commobj_parse_poll(const char *text, size_t len, CommObj *out,

@@ -27,7 +27,7 @@
 
 #include "utils/memutils.h"
 
-#include "listener.h"
+#include "server/listener.h"
 
 typedef struct HttpInput
 {

@@ -25,7 +25,7 @@
 
 #include "lib/stringinfo.h"
 
-#include "subject.h"
+#include "set/subject.h"
 
 typedef struct SetInput
 {
@@ -107,6 +107,7 @@ run_set(void *arg)
 {
 	SetInput   *in = arg;
 	StreamInfo *stream = fixture_stream(in->variant);
+	SetRules	rules = streamcache_rules(stream);
 	char	   *token;
 	size_t		len;
 	ParsedSet	ps;
@@ -140,7 +141,7 @@ run_set(void *arg)
 				return;
 			}
 	}
-	if (set_verify(stream, token, len, &ps, &f))
+	if (set_verify(&rules, token, len, &ps, &f))
 		check_success(stream, &ps);
 	else
 		check_failure(&f);

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "listener.h"
+#include "server/listener.h"
 
 typedef struct WsInput
 {

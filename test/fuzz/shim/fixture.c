@@ -20,11 +20,11 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include "authlimit.h"
-#include "listener.h"
-#include "stats.h"
-#include "streamcache.h"
-#include "wakeup.h"
+#include "server/authlimit.h"
+#include "server/listener.h"
+#include "shmem/stats.h"
+#include "store/streamcache.h"
+#include "shmem/wakeup.h"
 
 #include "keys.h"
 
@@ -47,13 +47,13 @@ static StreamInfo *streams[STREAM_VARIANTS];
 static unsigned int selected_variant = 0;
 
 /* The public half of a private JWK, as a peer would register it */
-static StoredKey *
+static SetKey *
 stored_key(FixtureKey k)
 {
 	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi"};
 	json_error_t jerr;
 	json_t	   *jwk = json_loads(fixture_private_jwk[k], 0, &jerr);
-	StoredKey  *key = palloc0(sizeof(StoredKey));
+	SetKey	   *key = palloc0(sizeof(SetKey));
 	json_t	   *crv;
 
 	if (jwk == NULL)
@@ -174,35 +174,6 @@ streamcache_lookup(const char *name, StreamInfo **stream)
 {
 	*stream = strcmp(name, "fuzz") == 0 ? streams[selected_variant] : NULL;
 	return true;
-}
-
-/*
- * src/sqlapi.c's check (it cannot be linked without fmgr): SHA-256 of the
- * token, compared in constant time with every active hash.
- */
-bool
-setstream_tokens_match(List *hashes, const char *token, size_t len)
-{
-	uint8		hash[SHA256_DIGEST_LENGTH];
-	ListCell   *lc;
-	int			match = 0;
-
-	SHA256((const unsigned char *) token, len, hash);
-	foreach(lc, hashes)
-		match |= (CRYPTO_memcmp(hash, lfirst(lc), sizeof(hash)) == 0);
-	return match != 0;
-}
-
-/* src/clientcert.c's check, which lives with SQL functions: the same rule */
-bool
-setstream_cert_match(List *hashes, const uint8 *sha256)
-{
-	ListCell   *lc;
-	int			match = 0;
-
-	foreach(lc, hashes)
-		match |= (CRYPTO_memcmp(sha256, lfirst(lc), SHA256_DIGEST_LENGTH) == 0);
-	return match != 0;
 }
 
 /*

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * genkeys.c
- *	  Prints fresh private JWKs for the fixture keys (with src/jose.c's own
+ *	  Prints fresh private JWKs for the fixture keys (with src/jose/jwk.c's own
  *	  jose_generate), as C for keys.h.  Run once; keys.h is committed so
  *	  that seeds signed with these keys keep verifying.
  *

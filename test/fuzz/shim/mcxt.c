@@ -17,7 +17,7 @@
 #include "nodes/memnodes.h"
 #include "utils/memutils.h"
 
-#include "pg_compat.h"
+#include "base/pg_compat.h"
 
 typedef struct ShimChunk
 {

@@ -17,7 +17,8 @@
 
 #include "utils/memutils.h"
 
-#include "set.h"
+#include "set/set.h"
+#include "store/streamcache.h"
 
 /* mcxt.c */
 extern void shim_memory_init(void);

@@ -2,7 +2,7 @@
  *
  * unreachable.c
  *	  Symbols the fuzzed files reference on paths that need the database,
- *	  a transaction or shared memory (route_execute, exchange_store_item,
+ *	  a transaction or shared memory (route_execute, xact_try,
  *	  a stream missing from the cache).  The targets stop before those
  *	  paths, as the listener's preparation step does; reaching one of these
  *	  is a harness bug, so each aborts with its name.
@@ -14,15 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "access/xact.h"
-#include "utils/resowner.h"
-
-#include "listener.h"
-#include "metrics.h"
-#include "store.h"
-#include "streamcache.h"
-
-ResourceOwner CurrentResourceOwner = NULL;
+#include "server/listener.h"
+#include "server/metrics.h"
+#include "store/store.h"
+#include "store/streamcache.h"
+#include "store/xact.h"
 
 static void
 unreachable(const char *name)
@@ -33,13 +29,6 @@ unreachable(const char *name)
 }
 
 #define UNREACHABLE(name) unreachable(#name)
-
-List *
-store_verify_keys(const char *stream, const char *kid)
-{
-	UNREACHABLE(store_verify_keys);
-	return NIL;
-}
 
 bool
 store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
@@ -87,28 +76,18 @@ store_any_due(const char *stream)
 	return false;
 }
 
-void
-streamcache_load(const char *name, bool with_tokens)
+StreamInfo *
+streamcache_get(const char *name, bool with_tokens, bool missing_ok)
 {
-	UNREACHABLE(streamcache_load);
+	UNREACHABLE(streamcache_get);
+	return NULL;
 }
 
-void
-BeginInternalSubTransaction(const char *name)
+bool
+xact_try(XactWork work, void *arg, ErrorData **error)
 {
-	UNREACHABLE(BeginInternalSubTransaction);
-}
-
-void
-ReleaseCurrentSubTransaction(void)
-{
-	UNREACHABLE(ReleaseCurrentSubTransaction);
-}
-
-void
-RollbackAndReleaseCurrentSubTransaction(void)
-{
-	UNREACHABLE(RollbackAndReleaseCurrentSubTransaction);
+	UNREACHABLE(xact_try);
+	return false;
 }
 
 /*

@@ -1,0 +1,540 @@
+/*-------------------------------------------------------------------------
+ *
+ * httpclient.c
+ *	  Outbound HTTP for the sender: libcurl's multi interface driven from
+ *	  the worker's own WaitEventSet loop (the pattern of pg_net's worker).
+ *
+ *	  libcurl tells us, through its socket callback, which sockets it
+ *	  waits on; they go into a private epoll set whose descriptor is the
+ *	  one socket the worker's WaitEventSet watches (a WaitEventSet cannot
+ *	  remove sockets).  Its timer callback says when it must be called
+ *	  without socket activity.  Connections stay open between requests
+ *	  (keep-alive, the multi handle's connection cache); over https HTTP/2
+ *	  is used when the server offers it, and requests to one host then
+ *	  share a connection (PIPEWAIT).
+ *
+ *	  Safety of every request: TLS peer and host name verified against
+ *	  setstream.outbound_ca_file (default: the system bundle); no redirect
+ *	  followed; no proxy; connect and total timeouts; the response body
+ *	  is cut at HTTP_MAX_RESPONSE (the request then fails); and the
+ *	  address actually connected to (CURLOPT_OPENSOCKETFUNCTION, after
+ *	  name resolution, so DNS rebinding does not get around it) must not
+ *	  be loopback, private, link-local, unique-local or otherwise special
+ *	  unless setstream.outbound_allowed_networks lists it.  Plain http is
+ *	  allowed only to addresses listed there.
+ *
+ *	  The callbacks run inside libcurl: they never ereport, and allocate
+ *	  with malloc only what libcurl frees or we free at completion.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "outbound/httpclient.h"
+#include "outbound/outbound.h"
+
+struct HttpRequest
+{
+	CURL	   *easy;
+	struct curl_slist *headers;
+	bool		plain_http;
+	bool		refused;
+	bool		too_large;
+	char		refused_why[160];
+	char		errbuf[CURL_ERROR_SIZE];
+	StringInfoData response;
+	HttpDoneCallback done;
+	void	   *arg;
+};
+
+/* A parsed entry of setstream.outbound_allowed_networks */
+typedef struct Cidr
+{
+	int			family;
+	uint8		addr[16];
+	int			bits;
+} Cidr;
+
+#define MAX_CIDRS 64
+
+static CURLM *multi = NULL;
+static int	epfd = -1;
+static TimestampTz timer_at = -1;	/* -1: no timer */
+static int	in_flight = 0;
+static MemoryContext http_cxt = NULL;
+
+static Cidr allowed[MAX_CIDRS];
+static int	nallowed = 0;
+static char *allowed_source = NULL;
+
+/* ---------------------------------------------------------------------
+ * Address checks
+ * ---------------------------------------------------------------------
+ */
+static bool
+prefix_match(const uint8 *a, const uint8 *net, int bits)
+{
+	int			whole = bits / 8;
+	int			rest = bits % 8;
+
+	if (memcmp(a, net, whole) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	return ((a[whole] ^ net[whole]) & (0xff << (8 - rest))) == 0;
+}
+
+static bool
+parse_cidr(const char *text, Cidr *c)
+{
+	char		buf[80];
+	char	   *slash;
+	int			maxbits;
+
+	strlcpy(buf, text, sizeof(buf));
+	slash = strchr(buf, '/');
+	if (slash)
+		*slash = '\0';
+	memset(c, 0, sizeof(*c));
+	if (inet_pton(AF_INET, buf, c->addr) == 1)
+	{
+		c->family = AF_INET;
+		maxbits = 32;
+	}
+	else if (inet_pton(AF_INET6, buf, c->addr) == 1)
+	{
+		c->family = AF_INET6;
+		maxbits = 128;
+	}
+	else
+		return false;
+	c->bits = maxbits;
+	if (slash)
+	{
+		char	   *end;
+		long		b = strtol(slash + 1, &end, 10);
+
+		if (*end != '\0' || end == slash + 1 || b < 0 || b > maxbits)
+			return false;
+		c->bits = (int) b;
+	}
+	return true;
+}
+
+/* (Re)read setstream.outbound_allowed_networks when it changed */
+void
+httpclient_configure(void)
+{
+	const char *src = setstream_outbound_allowed_networks ?
+		setstream_outbound_allowed_networks : "";
+	char	   *copy;
+	char	   *tok;
+	char	   *save = NULL;
+
+	if (allowed_source != NULL && strcmp(allowed_source, src) == 0)
+		return;
+	if (allowed_source)
+		pfree(allowed_source);
+	allowed_source = MemoryContextStrdup(TopMemoryContext, src);
+	nallowed = 0;
+	copy = pstrdup(src);
+	for (tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save))
+	{
+		if (nallowed >= MAX_CIDRS)
+		{
+			ereport(WARNING,
+					(errmsg("setstream.outbound_allowed_networks lists more than %d networks; the rest are ignored",
+							MAX_CIDRS)));
+			break;
+		}
+		if (!parse_cidr(tok, &allowed[nallowed]))
+		{
+			ereport(WARNING,
+					(errmsg("setstream.outbound_allowed_networks: \"%s\" is not a CIDR network; ignored",
+							tok)));
+			continue;
+		}
+		nallowed++;
+	}
+	pfree(copy);
+}
+
+static bool
+in_allowed(int family, const uint8 *a)
+{
+	for (int i = 0; i < nallowed; i++)
+		if (allowed[i].family == family && prefix_match(a, allowed[i].addr, allowed[i].bits))
+			return true;
+	return false;
+}
+
+/* Loopback, private, link-local, unique-local, CGNAT, multicast, ... */
+static bool
+v4_special(const uint8 *a)
+{
+	return a[0] == 0 || a[0] == 10 || a[0] == 127 ||
+		(a[0] == 100 && (a[1] & 0xc0) == 64) ||
+		(a[0] == 169 && a[1] == 254) ||
+		(a[0] == 172 && (a[1] & 0xf0) == 16) ||
+		(a[0] == 192 && a[1] == 168) ||
+		(a[0] == 192 && a[1] == 0 && a[2] == 0) ||
+		(a[0] == 198 && (a[1] & 0xfe) == 18) ||
+		a[0] >= 224;
+}
+
+static bool
+v6_special(const uint8 *a)
+{
+	static const uint8 zero[16] = {0};
+
+	if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1))
+		return true;			/* :: and ::1 */
+	return (a[0] & 0xfe) == 0xfc || /* fc00::/7 unique-local */
+		(a[0] == 0xfe && (a[1] & 0xc0) == 0x80) ||	/* fe80::/10 */
+		a[0] == 0xff ||			/* multicast */
+		(a[0] == 0x20 && a[1] == 0x01 && a[2] == 0x0d && a[3] == 0xb8) ||
+		(a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b);
+}
+
+static bool
+httpclient_address_allowed(const struct sockaddr *sa, bool plain_http,
+						   char *why, size_t whylen)
+{
+	uint8		a[16];
+	int			family = sa->sa_family;
+	char		text[INET6_ADDRSTRLEN] = "?";
+	bool		special;
+
+	if (family == AF_INET)
+	{
+		memcpy(a, &((const struct sockaddr_in *) sa)->sin_addr, 4);
+		special = v4_special(a);
+	}
+	else if (family == AF_INET6)
+	{
+		static const uint8 mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+		memcpy(a, &((const struct sockaddr_in6 *) sa)->sin6_addr, 16);
+		if (memcmp(a, mapped, 12) == 0)
+		{
+			/* an IPv4-mapped address is judged as the IPv4 address */
+			memmove(a, a + 12, 4);
+			family = AF_INET;
+			special = v4_special(a);
+		}
+		else
+			special = v6_special(a);
+	}
+	else
+	{
+		snprintf(why, whylen, "address family %d is not allowed", family);
+		return false;
+	}
+	if (in_allowed(family, a))
+		return true;
+	inet_ntop(family, a, text, sizeof(text));
+	if (special)
+	{
+		snprintf(why, whylen,
+				 "destination %s is not allowed: loopback, private, link-local or reserved address not in setstream.outbound_allowed_networks",
+				 text);
+		return false;
+	}
+	if (plain_http)
+	{
+		snprintf(why, whylen,
+				 "plain http to %s is not allowed: only addresses in setstream.outbound_allowed_networks may be reached without TLS",
+				 text);
+		return false;
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * libcurl callbacks (no ereport in here)
+ * ---------------------------------------------------------------------
+ */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpRequest *req = clientp;
+
+	if (purpose != CURLSOCKTYPE_IPCXN ||
+		!httpclient_address_allowed(&address->addr, req->plain_http,
+									req->refused_why, sizeof(req->refused_why)))
+	{
+		req->refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype | SOCK_CLOEXEC,
+				  address->protocol);
+}
+
+static size_t
+write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpRequest *req = userdata;
+	size_t		n = size * nmemb;
+
+	if (req->response.len + n > HTTP_MAX_RESPONSE)
+	{
+		req->too_large = true;
+		return 0;				/* CURLE_WRITE_ERROR */
+	}
+	appendBinaryStringInfo(&req->response, ptr, (int) n);
+	return n;
+}
+
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (socketp != NULL)
+			(void) epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
+		curl_multi_assign(multi, s, NULL);
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	if (socketp == NULL)
+	{
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+			(void) epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev);
+		curl_multi_assign(multi, s, (void *) 1);
+	}
+	else
+		(void) epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev);
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	timer_at = timeout_ms < 0 ? -1 :
+		GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * API
+ * ---------------------------------------------------------------------
+ */
+void
+httpclient_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR, (errmsg("setstream sender: curl_global_init failed")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR, (errmsg("setstream sender: curl_multi_init failed")));
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		ereport(ERROR, (errmsg("setstream sender: epoll_create1 failed: %m")));
+	http_cxt = AllocSetContextCreate(TopMemoryContext, "setstream http requests",
+									 ALLOCSET_DEFAULT_SIZES);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	httpclient_configure();
+}
+
+int
+httpclient_epoll_fd(void)
+{
+	return epfd;
+}
+
+bool
+httpclient_post(const char *url, const char *body, size_t len,
+				const char *content_type, const char *accept,
+				const char *authorization, HttpDoneCallback done, void *arg)
+{
+	MemoryContext old = MemoryContextSwitchTo(http_cxt);
+	HttpRequest *req = palloc0(sizeof(HttpRequest));
+	CURL	   *e = curl_easy_init();
+	char	   *line;
+
+	if (e == NULL)
+	{
+		MemoryContextSwitchTo(old);
+		pfree(req);
+		return false;
+	}
+	req->easy = e;
+	req->done = done;
+	req->arg = arg;
+	req->plain_http = pg_strncasecmp(url, "http://", 7) == 0;
+	initStringInfo(&req->response);
+
+	line = psprintf("Content-Type: %s", content_type);
+	req->headers = curl_slist_append(req->headers, line);
+	line = psprintf("Accept: %s", accept);
+	req->headers = curl_slist_append(req->headers, line);
+	req->headers = curl_slist_append(req->headers, "Expect:");
+	if (authorization != NULL)
+	{
+		line = psprintf("Authorization: %s", authorization);
+		req->headers = curl_slist_append(req->headers, line);
+		explicit_bzero(line, strlen(line));
+	}
+	MemoryContextSwitchTo(old);
+
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (setstream_outbound_ca_file && setstream_outbound_ca_file[0] != '\0')
+		curl_easy_setopt(e, CURLOPT_CAINFO, setstream_outbound_ca_file);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+
+	/*
+	 * Over TLS, wait for a connection that may multiplex (HTTP/2) rather
+	 * than open another; plain http is HTTP/1.1, where waiting would only
+	 * serialise the first pushes.
+	 */
+	if (!req->plain_http)
+		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) setstream_outbound_connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) setstream_outbound_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long) HTTP_MAX_RESPONSE);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "setstream");
+
+	if (curl_multi_add_handle(multi, e) != CURLM_OK)
+	{
+		curl_slist_free_all(req->headers);
+		curl_easy_cleanup(e);
+		pfree(req->response.data);
+		pfree(req);
+		return false;
+	}
+	in_flight++;
+	return true;
+}
+
+long
+httpclient_timeout_ms(void)
+{
+	long		ms;
+
+	if (timer_at < 0)
+		return -1;
+	ms = (long) ((timer_at - GetCurrentTimestamp()) / 1000);
+	return ms < 0 ? 0 : ms;
+}
+
+static void
+finish(CURL *e, CURLcode code)
+{
+	HttpRequest *req = NULL;
+	HttpResult	result;
+	long		status = 0;
+	curl_off_t	retry_after = -1;
+	char		error[CURL_ERROR_SIZE + 64];
+
+	curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **) &req);
+	memset(&result, 0, sizeof(result));
+	result.retry_after_s = -1;
+	if (code == CURLE_OK)
+	{
+		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+		/* libcurl reports 0 both for none and for "Retry-After: 0" */
+		if (curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+			retry_after > 0)
+			result.retry_after_s = (long) retry_after;
+		result.status = (int) status;
+		result.body = req->response.data;
+		result.body_len = req->response.len;
+	}
+	else
+	{
+		if (req->refused)
+			strlcpy(error, req->refused_why, sizeof(error));
+		else if (req->too_large)
+			snprintf(error, sizeof(error), "response body larger than %d bytes",
+					 HTTP_MAX_RESPONSE);
+		else
+			snprintf(error, sizeof(error), "%s%s%s", curl_easy_strerror(code),
+					 req->errbuf[0] ? ": " : "", req->errbuf);
+		result.error = error;
+	}
+	curl_multi_remove_handle(multi, e);
+	curl_easy_cleanup(e);
+	curl_slist_free_all(req->headers);
+	in_flight--;
+	req->done(req->arg, &result);
+	pfree(req->response.data);
+	pfree(req);
+}
+
+void
+httpclient_drive(bool sockets_ready)
+{
+	int			running;
+	CURLMsg    *msg;
+	int			left;
+
+	if (sockets_ready)
+	{
+		struct epoll_event evs[64];
+		int			n;
+
+		while ((n = epoll_wait(epfd, evs, lengthof(evs), 0)) > 0)
+		{
+			for (int i = 0; i < n; i++)
+			{
+				int			flags = 0;
+
+				if (evs[i].events & (EPOLLIN | EPOLLHUP))
+					flags |= CURL_CSELECT_IN;
+				if (evs[i].events & EPOLLOUT)
+					flags |= CURL_CSELECT_OUT;
+				if (evs[i].events & EPOLLERR)
+					flags |= CURL_CSELECT_ERR;
+				curl_multi_socket_action(multi, evs[i].data.fd, flags, &running);
+			}
+			if (n < (int) lengthof(evs))
+				break;
+		}
+	}
+	if (timer_at >= 0 && GetCurrentTimestamp() >= timer_at)
+	{
+		timer_at = -1;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE)
+			finish(msg->easy_handle, msg->data.result);
+	}
+}

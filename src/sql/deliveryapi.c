@@ -1,0 +1,65 @@
+/*-------------------------------------------------------------------------
+ *
+ * deliveryapi.c
+ *	  SQL-callable helpers of outbound delivery (issue 17): storing a push
+ *	  stream's Authorization header where only the extension owner reads
+ *	  it, and waking the sender.  set_delivery, resume_delivery and
+ *	  redeliver themselves are PL/pgSQL (setstream--0.1.0--0.2.0.sql).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "base/pg_builtins.h"
+
+#include "sql/privileges.h"
+#include "store/store.h"
+#include "shmem/wakeup.h"
+
+PG_FUNCTION_INFO_V1(setstream_set_delivery_secret);
+PG_FUNCTION_INFO_V1(setstream_wake_sender);
+
+/*
+ * _set_delivery_secret(stream, authorization_header): store it (NULL
+ * removes it).  The value is never echoed: errors name the stream only.
+ */
+Datum
+setstream_set_delivery_secret(PG_FUNCTION_ARGS)
+{
+	char	   *stream;
+	char	   *header = NULL;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream must not be null")));
+	stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	privileges_require(stream, "manage");
+	if (!PG_ARGISNULL(1))
+	{
+		header = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (header[0] == '\0' || strpbrk(header, "\r\n") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid authorization_header for stream \"%s\"", stream),
+					 errdetail("An Authorization header value is not empty and holds no line break.")));
+	}
+	store_set_delivery_secret(stream, header);
+	if (header != NULL)
+		explicit_bzero(header, strlen(header));
+	/* a new push stream: the senders reload their streams at commit */
+	wakeup_note_config();
+	PG_RETURN_VOID();
+}
+
+/* _wake_sender(stream): the sender looks at the stream after the commit */
+Datum
+setstream_wake_sender(PG_FUNCTION_ARGS)
+{
+	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	privileges_require(stream, "manage");
+	wakeup_note_emit(stream);
+	PG_RETURN_VOID();
+}

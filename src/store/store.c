@@ -1,0 +1,1411 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *	  The only module that speaks SQL.  Each statement is prepared once per
+ *	  backend and kept (SPI_keepplan); every value is a parameter.  Results
+ *	  are copied into the caller's memory context before SPI_finish.
+ *
+ *	  setstream.key_secrets is readable by the extension owner only; the
+ *	  statements that read or write it run with the owner's user id as a
+ *	  security-restricted operation with search_path pinned to pg_catalog,
+ *	  pg_temp (run_as_owner), restored at once afterwards and, on error, by
+ *	  the transaction's abort.  Every operator, cast and function in every
+ *	  statement is schema-qualified, so that no statement resolves anything
+ *	  through the caller's search_path, whoever runs it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "base/pg_builtins.h"
+#include "store/store.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "server/metrics.h"
+
+typedef struct StoreStmt
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[14];
+	SPIPlanPtr	plan;
+	bool		custom;			/* plan for the actual values every time */
+} StoreStmt;
+
+/*
+ * SETs due for delivery.  "acked_at IS NULL AND failed_at IS NULL" repeats
+ * the predicate of the partial index outbox_due_idx, so that plans find it:
+ * the rows a stream has acked long ago must never be scanned.
+ */
+#define DUE_CONDITION \
+	"acked_at IS NULL AND failed_at IS NULL AND " \
+	"(state OPERATOR(pg_catalog.=) 'pending'" \
+	" OR delivered_at OPERATOR(pg_catalog.<=) $2)"
+
+static StoreStmt stmt_get_stream = {
+	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
+	" client_auth FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_verify_keys = {
+	"SELECT k.kid, k.kty, k.jwk OPERATOR(pg_catalog.->>) 'crv', k.alg,"
+	" coalesce(s.jwk, k.jwk::pg_catalog.text)"
+	" FROM setstream.keys k LEFT JOIN setstream.key_secrets s"
+	" ON s.stream OPERATOR(pg_catalog.=) k.stream"
+	" AND s.kid OPERATOR(pg_catalog.=) k.kid"
+	" WHERE k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.purpose OPERATOR(pg_catalog.=) 'verify' AND k.revoked_at IS NULL"
+	" AND ($2 IS NULL OR k.kid OPERATOR(pg_catalog.=) $2)"
+	" ORDER BY k.created_at LIMIT 100",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_insert_event = {
+	"INSERT INTO setstream.events (stream, jti, iss, aud, iat, txn, toe, subject,"
+	" event_types, events, claims, header, token)"
+	" VALUES ($1, $2, $3, $4, pg_catalog.to_timestamp($5), $6,"
+	" pg_catalog.to_timestamp($7), $8::pg_catalog.jsonb,"
+	" $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13)"
+	" ON CONFLICT (stream, iss, jti) DO NOTHING",
+	13, {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, FLOAT8OID, TEXTOID, FLOAT8OID,
+	TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+/*
+ * Many SETs in one statement: one executor start, not one per row.  The
+ * claims are parsed as jsonb once (OFFSET 0 keeps the planner from copying
+ * the cast into every use); aud, sub_id and events are taken from them.  event_types keep the SET's order: its events' names, which are
+ * URIs without spaces, joined by spaces.
+ */
+static StoreStmt stmt_insert_events = {
+	"INSERT INTO setstream.events (stream, jti, iss, aud, iat, txn, toe, subject,"
+	" event_types, events, claims, header, token)"
+	" SELECT r.stream, r.jti, r.iss,"
+	" CASE WHEN pg_catalog.jsonb_typeof(c.j OPERATOR(pg_catalog.->) 'aud')"
+	" OPERATOR(pg_catalog.=) 'array'"
+	" THEN ARRAY(SELECT e FROM pg_catalog.jsonb_array_elements_text("
+	"c.j OPERATOR(pg_catalog.->) 'aud') WITH ORDINALITY AS x (e, n) ORDER BY n)"
+	" WHEN pg_catalog.jsonb_typeof(c.j OPERATOR(pg_catalog.->) 'aud')"
+	" OPERATOR(pg_catalog.=) 'string'"
+	" THEN ARRAY[c.j OPERATOR(pg_catalog.->>) 'aud'] END,"
+	" pg_catalog.to_timestamp(r.iat), r.txn, pg_catalog.to_timestamp(r.toe),"
+	" c.j OPERATOR(pg_catalog.->) 'sub_id',"
+	" pg_catalog.string_to_array(r.types, ' '), c.j OPERATOR(pg_catalog.->) 'events',"
+	" c.j, r.header::pg_catalog.jsonb, r.token"
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+	" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+	" pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+	" pg_catalog.unnest($9), pg_catalog.unnest($10))"
+	" AS r (stream, jti, iss, iat, txn, toe, types, claims, header, token)"
+	" CROSS JOIN LATERAL (SELECT r.claims::pg_catalog.jsonb AS j OFFSET 0) AS c"
+	" ON CONFLICT (stream, iss, jti) DO NOTHING",
+	10, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID,
+		FLOAT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_insert_key = {
+	"INSERT INTO setstream.keys (stream, kid, purpose, kty, alg, jwk)"
+	" VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.jsonb) ON CONFLICT DO NOTHING",
+	6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_insert_secret = {
+	"INSERT INTO setstream.key_secrets (stream, kid, jwk) VALUES ($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_sign_key = {
+	"SELECT k.kid, k.alg, s.jwk FROM setstream.keys k"
+	" JOIN setstream.key_secrets s ON s.stream OPERATOR(pg_catalog.=) k.stream"
+	" AND s.kid OPERATOR(pg_catalog.=) k.kid"
+	" WHERE k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.purpose OPERATOR(pg_catalog.=) 'sign' AND k.revoked_at IS NULL"
+	" ORDER BY k.created_at DESC LIMIT 1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_token = {
+	"INSERT INTO setstream.tokens (stream, token_hash) VALUES ($1, $2)",
+	2, {TEXTOID, BYTEAOID}
+};
+
+static StoreStmt stmt_token_hashes = {
+	"SELECT token_hash FROM setstream.tokens"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_client_cert = {
+	"INSERT INTO setstream.client_certs (stream, sha256, subject, not_after)"
+	" VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+	4, {TEXTOID, BYTEAOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static StoreStmt stmt_cert_hashes = {
+	"SELECT sha256 FROM setstream.client_certs WHERE stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_outbox = {
+	"INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)"
+	" VALUES ($1, $2, ARRAY[$3], $4::pg_catalog.jsonb, $5)",
+	5, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+/* Many at once, seq in array order (emitbuf.c) */
+static StoreStmt stmt_insert_outbox_rows = {
+	"INSERT INTO setstream.outbox (stream, jti, event_types, claims, token)"
+	" SELECT r.stream, r.jti, ARRAY[r.event_type], r.claims::pg_catalog.jsonb, r.token"
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+	" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+	" WITH ORDINALITY"
+	" AS r (stream, jti, event_type, claims, token, n) ORDER BY r.n",
+	5, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+/* Always an index scan on the outbox's key (jti, stream): see its comment */
+static StoreStmt stmt_apply_acks = {
+	"UPDATE setstream.outbox SET state = 'acked', acked_at = pg_catalog.now()"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND jti OPERATOR(pg_catalog.=) ANY ($2)"
+	" AND state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')",
+	2, {TEXTOID, TEXTARRAYOID}, NULL, true
+};
+
+static StoreStmt stmt_apply_errs = {
+	"UPDATE setstream.outbox o SET state = 'failed', failed_at = pg_catalog.now(),"
+	" err = e.err, description = e.description"
+	" FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+	" pg_catalog.unnest($4)) AS e (jti, err, description)"
+	" WHERE o.stream OPERATOR(pg_catalog.=) $1 AND o.jti OPERATOR(pg_catalog.=) e.jti"
+	" AND o.state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')",
+	4, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}, NULL, true
+};
+
+/*
+ * The rows are locked by the subquery and updated by their ctid: a TID
+ * scan, whatever the planner believes about the stream's history.  The
+ * outer UPDATE names the stream too ("o.stream = $1"): with the outbox
+ * distributed by stream (Citus), that is what routes the whole statement
+ * to the stream's shard; a modification by ctid alone is refused there.
+ */
+static StoreStmt stmt_take_due = {
+	"UPDATE setstream.outbox o SET state = 'delivered',"
+	" attempts = o.attempts OPERATOR(pg_catalog.+) 1, delivered_at = pg_catalog.now()"
+	" WHERE o.stream OPERATOR(pg_catalog.=) $1"
+	" AND o.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
+	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED))"
+	" RETURNING o.seq, o.jti, o.token, o.attempts, o.created_at",
+	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}, NULL, true
+};
+
+static StoreStmt stmt_more_due = {
+	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
+	" AND seq OPERATOR(pg_catalog.<>) ALL ($3))",
+	3, {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID}, NULL, true
+};
+
+static StoreStmt stmt_any_due = {
+	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION ")",
+	2, {TEXTOID, TIMESTAMPTZOID}, NULL, true
+};
+
+static StoreStmt stmt_jwks = {
+	"SELECT setstream.jwks()::pg_catalog.text",
+	0, {InvalidOid}
+};
+
+static StoreStmt stmt_ext_owner = {
+	"SELECT extowner FROM pg_catalog.pg_extension"
+	" WHERE extname OPERATOR(pg_catalog.=) 'setstream'",
+	0, {InvalidOid}
+};
+
+/*
+ * Rights on streams (privileges.c): each stream with its owner and the
+ * roles it was granted to.  Read as the extension owner (row-level security
+ * would hide what the caller may not see, and that is what is decided).
+ */
+static StoreStmt stmt_stream_rights = {
+	"SELECT s.name, s.owner::pg_catalog.oid, g.grantee, g.privilege"
+	" FROM setstream.streams s LEFT JOIN setstream.stream_grants g"
+	" ON g.stream OPERATOR(pg_catalog.=) s.name"
+	" WHERE ($1 IS NULL OR s.name OPERATOR(pg_catalog.=) $1)"
+	" ORDER BY s.name",			/* each stream's rows together */
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_grants = {
+	"INSERT INTO setstream.stream_grants (stream, grantee, privilege, granted_by)"
+	" SELECT $1, $2, p, $4 FROM pg_catalog.unnest($3) AS p"
+	" ON CONFLICT DO NOTHING",
+	4, {TEXTOID, OIDOID, TEXTARRAYOID, OIDOID}
+};
+
+static StoreStmt stmt_delete_grants = {
+	"DELETE FROM setstream.stream_grants WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND grantee OPERATOR(pg_catalog.=) $2"
+	" AND privilege OPERATOR(pg_catalog.=) ANY ($3)",
+	3, {TEXTOID, OIDOID, TEXTARRAYOID}
+};
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ * ---------------------------------------------------------------------
+ */
+static int
+run(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc;
+
+	if (st->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes,
+											  st->custom ? CURSOR_OPT_CUSTOM_PLAN : 0);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 st->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		st->plan = plan;
+	}
+	rc = SPI_execute_plan(st->plan, values, nulls, read_only, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 st->sql, SPI_result_code_string(rc));
+	return rc;
+}
+
+static Datum
+text_datum(const char *s)
+{
+	return CStringGetTextDatum(s);
+}
+
+static Datum
+text_array_datum(List *strings)
+{
+	int			n = list_length(strings);
+	Datum	   *elems = palloc(sizeof(Datum) * (n > 0 ? n : 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, strings)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+/* Column "col" (1-based) of row "row" as a string in "cxt", or NULL */
+static char *
+get_text(int row, int col, MemoryContext cxt)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+
+	return v ? MemoryContextStrdup(cxt, v) : NULL;
+}
+
+static Datum
+get_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
+						 isnull);
+}
+
+/*
+ * Pin search_path to pg_catalog, pg_temp (pg_temp last: no function,
+ * operator or type of the session's temporary schema can be resolved),
+ * through a GUC nest level that pop_pinned_path pops at once afterwards
+ * and, on error, the (sub)transaction's abort does.
+ */
+static int
+push_pinned_path(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return nestlevel;
+}
+
+static void
+pop_pinned_path(int nestlevel)
+{
+	AtEOXact_GUC(false, nestlevel);
+}
+
+/* Run "st" with search_path pinned */
+static int
+run_pinned(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	int			nestlevel = push_pinned_path();
+	int			rc;
+
+	rc = run(st, values, nulls, read_only);
+	pop_pinned_path(nestlevel);
+	return rc;
+}
+
+/* The role that owns the extension, cached per extension OID */
+static Oid
+extension_owner(void)
+{
+	static Oid	cached_ext = InvalidOid;
+	static Oid	cached_owner = InvalidOid;
+	Oid			ext = get_extension_oid("setstream", false);
+	bool		isnull;
+
+	if (ext != cached_ext)
+	{
+		run_pinned(&stmt_ext_owner, NULL, NULL, true);
+		if (SPI_processed != 1)
+			elog(ERROR, "extension setstream has no owner");
+		cached_owner = DatumGetObjectId(get_datum(0, 1, &isnull));
+		cached_ext = ext;
+	}
+	return cached_owner;
+}
+
+/*
+ * Become the extension owner for statements that touch key_secrets or
+ * stream rights: a security-restricted operation (no SET ROLE, no
+ * temporary objects, no deferred work left behind) with the search_path
+ * pinned, so that nothing of the caller's (schemas, pg_temp, operators,
+ * types) can run with the owner's rights.  Every name in these statements
+ * is schema-qualified too.  leave_owner restores the caller; on error the
+ * transaction's abort does.
+ */
+typedef struct OwnerSwitch
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+} OwnerSwitch;
+
+static void
+enter_owner(OwnerSwitch *sw)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec);
+	SetUserIdAndSecContext(owner, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	sw->nestlevel = push_pinned_path();
+}
+
+static void
+leave_owner(OwnerSwitch *sw)
+{
+	pop_pinned_path(sw->nestlevel);
+	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
+}
+
+static int
+run_as_owner(StoreStmt *st, Datum *values, const char *nulls, bool read_only)
+{
+	OwnerSwitch sw;
+	int			rc;
+
+	enter_owner(&sw);
+	rc = run(st, values, nulls, read_only);
+	leave_owner(&sw);
+	return rc;
+}
+
+/*
+ * Delivered SETs not acknowledged by this time are due again: now() less
+ * setstream.redelivery_interval, computed here and passed as a parameter
+ * (no arithmetic operator of the SQL text can be resolved to another one).
+ */
+static Datum
+redelivery_cutoff(void)
+{
+	return TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() -
+							   (TimestampTz) setstream_redelivery_interval_ms * 1000);
+}
+
+static void
+spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/* ---------------------------------------------------------------------
+ * Streams and keys
+ * ---------------------------------------------------------------------
+ */
+
+/* The stream's settings; raises undefined_object when there is none */
+StreamInfo *
+store_get_stream(const char *name)
+{
+	StreamInfo *s = store_find_stream(name);
+
+	if (s == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream \"%s\" does not exist", name)));
+	return s;
+}
+
+/* The stream's settings, or NULL when there is no such stream */
+StreamInfo *
+store_find_stream(const char *name)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(name)};
+	StreamInfo *s;
+	bool		isnull;
+	Datum		aud;
+	Datum	   *elems;
+	int			nelems;
+	char	   *profile;
+	char	   *status;
+	char	   *client_auth;
+
+	spi_connect();
+	run(&stmt_get_stream, values, NULL, true);
+	if (SPI_processed != 1)
+	{
+		SPI_finish();
+		return NULL;
+	}
+
+	s = MemoryContextAllocZero(cxt, sizeof(StreamInfo));
+	s->name = get_text(0, 1, cxt);
+	s->issuer = get_text(0, 2, cxt);
+	s->peer_issuer = get_text(0, 4, cxt);
+	profile = get_text(0, 5, cxt);
+	s->ssf = strcmp(profile, "ssf") == 0;
+	s->allow_unsigned = DatumGetBool(get_datum(0, 6, &isnull));
+	status = get_text(0, 7, cxt);
+	s->status = status[0];
+	client_auth = get_text(0, 8, cxt);
+	s->auth_bearer = strstr(client_auth, "bearer") != NULL;
+	s->auth_cert = strstr(client_auth, "cert") != NULL;
+
+	aud = get_datum(0, 3, &isnull);
+	deconstruct_array(DatumGetArrayTypeP(aud), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, NULL, &nelems);
+	for (int i = 0; i < nelems; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		s->audience = lappend(s->audience, TextDatumGetCString(elems[i]));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return s;
+}
+
+/* The stream's active verification keys, all or the one named by kid */
+List *
+store_verify_keys(const char *stream, const char *kid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[2] = {text_datum(stream), kid ? text_datum(kid) : (Datum) 0};
+	char		nulls[2] = {' ', kid ? ' ' : 'n'};
+	List	   *keys = NIL;
+
+	spi_connect();
+	run_as_owner(&stmt_verify_keys, values, nulls, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		SetKey  *k = palloc0(sizeof(SetKey));
+
+		MemoryContextSwitchTo(old);
+		k->kid = get_text(i, 1, cxt);
+		k->kty = get_text(i, 2, cxt);
+		k->crv = get_text(i, 3, cxt);
+		k->alg = get_text(i, 4, cxt);
+		k->jwk = get_text(i, 5, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		keys = lappend(keys, k);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return keys;
+}
+
+/* Insert a key; false when the stream already has a key with that kid */
+bool
+store_insert_key(const char *stream, const char *kid, const char *purpose,
+				 const char *kty, const char *alg, const char *public_jwk,
+				 const char *secret_jwk)
+{
+	Datum		values[6] = {text_datum(stream), text_datum(kid),
+		text_datum(purpose), text_datum(kty),
+	alg ? text_datum(alg) : (Datum) 0, text_datum(public_jwk)};
+	char		nulls[6] = {' ', ' ', ' ', ' ', alg ? ' ' : 'n', ' '};
+	bool		inserted;
+
+	spi_connect();
+	run(&stmt_insert_key, values, nulls, false);
+	inserted = SPI_processed == 1;
+	if (inserted && secret_jwk != NULL)
+	{
+		Datum		svalues[3] = {values[0], values[1], text_datum(secret_jwk)};
+
+		run_as_owner(&stmt_insert_secret, svalues, NULL, false);
+	}
+	SPI_finish();
+	return inserted;
+}
+
+/* The newest active signing key of the stream, or NULL */
+SignKey *
+store_sign_key(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	SignKey    *key = NULL;
+
+	spi_connect();
+	run_as_owner(&stmt_sign_key, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		key = MemoryContextAllocZero(cxt, sizeof(SignKey));
+		key->kid = get_text(0, 1, cxt);
+		key->alg = get_text(0, 2, cxt);
+		key->private_jwk = get_text(0, 3, cxt);
+	}
+	SPI_finish();
+	return key;
+}
+
+/* ---------------------------------------------------------------------
+ * Tokens
+ * ---------------------------------------------------------------------
+ */
+void
+store_insert_token(const char *stream, const uint8 *hash)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+	Datum		values[2];
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), hash, 32);
+	values[0] = text_datum(stream);
+	values[1] = PointerGetDatum(b);
+	spi_connect();
+	run(&stmt_insert_token, values, NULL, false);
+	SPI_finish();
+}
+
+/* The 32-byte hashes in column 1 of the result, in "cxt" */
+static List *
+get_hashes(MemoryContext cxt)
+{
+	List	   *hashes = NIL;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bytea	   *b = DatumGetByteaPP(get_datum(i, 1, &isnull));
+		MemoryContext old;
+		uint8	   *h;
+
+		if (VARSIZE_ANY_EXHDR(b) != 32)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		h = palloc(32);
+		memcpy(h, VARDATA_ANY(b), 32);
+		hashes = lappend(hashes, h);
+		MemoryContextSwitchTo(old);
+	}
+	return hashes;
+}
+
+/* SHA-256 hashes (32-byte palloc'd buffers) of the stream's active tokens */
+List *
+store_token_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes;
+
+	spi_connect();
+	run(&stmt_token_hashes, values, NULL, true);
+	hashes = get_hashes(cxt);
+	SPI_finish();
+	return hashes;
+}
+
+/* ---------------------------------------------------------------------
+ * Client certificates
+ * ---------------------------------------------------------------------
+ */
+
+/* Bind a certificate; false when the stream already has it */
+bool
+store_insert_client_cert(const char *stream, const uint8 *sha256,
+						 const char *subject, TimestampTz not_after)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+	Datum		values[4];
+	bool		inserted;
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), sha256, 32);
+	values[0] = text_datum(stream);
+	values[1] = PointerGetDatum(b);
+	values[2] = text_datum(subject);
+	values[3] = TimestampTzGetDatum(not_after);
+	spi_connect();
+	run(&stmt_insert_client_cert, values, NULL, false);
+	inserted = SPI_processed == 1;
+	SPI_finish();
+	return inserted;
+}
+
+/* SHA-256 fingerprints (uint8[32]) of the client certs bound to a stream */
+List *
+store_cert_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes;
+
+	spi_connect();
+	run(&stmt_cert_hashes, values, NULL, true);
+	hashes = get_hashes(cxt);
+	SPI_finish();
+	return hashes;
+}
+
+/* ---------------------------------------------------------------------
+ * Inbound SETs
+ * ---------------------------------------------------------------------
+ */
+
+/* Store a verified SET; false when (stream, iss, jti) was stored before */
+bool
+store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
+{
+	Datum		values[13];
+	char		nulls[13];
+	List	   *aud = NIL;
+	List	   *types = NIL;
+	const char *name;
+	json_t	   *v;
+	bool		inserted;
+
+	memset(nulls, ' ', sizeof(nulls));
+	if (json_is_string(ps->aud))
+		aud = list_make1((char *) json_string_value(ps->aud));
+	else if (json_is_array(ps->aud))
+	{
+		size_t		i;
+
+		json_array_foreach(ps->aud, i, v)
+			aud = lappend(aud, (char *) json_string_value(v));
+	}
+	json_object_foreach(ps->events, name, v)
+		types = lappend(types, (char *) name);
+
+	values[0] = text_datum(stream->name);
+	values[1] = text_datum(ps->jti);
+	values[2] = text_datum(ps->iss);
+	values[3] = ps->aud ? text_array_datum(aud) : (Datum) 0;
+	nulls[3] = ps->aud ? ' ' : 'n';
+	values[4] = Float8GetDatum(ps->iat);
+	values[5] = ps->txn ? text_datum(ps->txn) : (Datum) 0;
+	nulls[5] = ps->txn ? ' ' : 'n';
+	values[6] = Float8GetDatum(ps->toe);
+	nulls[6] = ps->has_toe ? ' ' : 'n';
+	values[7] = ps->sub_id ? text_datum(json_dumps(ps->sub_id, JSON_COMPACT)) : (Datum) 0;
+	nulls[7] = ps->sub_id ? ' ' : 'n';
+	values[8] = text_array_datum(types);
+	values[9] = text_datum(json_dumps(ps->events, JSON_COMPACT));
+	values[10] = text_datum(ps->jws.payload);
+	values[11] = text_datum(ps->jws.header_text);
+	values[12] = PointerGetDatum(cstring_to_text_with_len(ps->token, ps->token_len));
+
+	spi_connect();
+	run(&stmt_insert_event, values, nulls, false);
+	inserted = SPI_processed == 1;
+	SPI_finish();
+	return inserted;
+}
+
+/* A one-dimensional array of n Datums (NULL where isnull) */
+static Datum
+array_datum(Datum *elems, bool *isnull, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, isnull, 1, dims, lbs, type,
+											  typlen, typbyval, typalign));
+}
+
+/* The names of a SET's events (URIs: no spaces) joined by spaces */
+static char *
+event_types_text(json_t *events)
+{
+	StringInfoData buf;
+	const char *name;
+	json_t	   *v;
+
+	initStringInfo(&buf);
+	json_object_foreach(events, name, v)
+	{
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, ' ');
+		appendStringInfoString(&buf, name);
+	}
+	return buf.data;
+}
+
+/*
+ * Store n verified SETs (of any streams) with one statement; each is
+ * stored once per (stream, iss, jti), duplicates are skipped.
+ */
+void
+store_insert_events(StreamInfo **streams, ParsedSet **sets, int n)
+{
+	Datum	   *cols[10];
+	bool	   *nulls[10];
+	Datum		values[10];
+	static const Oid types[10] = {TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID,
+	FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+
+	if (n == 0)
+		return;
+	for (int c = 0; c < 10; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		ParsedSet  *ps = sets[i];
+
+		cols[0][i] = text_datum(streams[i]->name);
+		cols[1][i] = text_datum(ps->jti);
+		cols[2][i] = text_datum(ps->iss);
+		cols[3][i] = Float8GetDatum(ps->iat);
+		cols[4][i] = ps->txn ? text_datum(ps->txn) : (Datum) 0;
+		nulls[4][i] = ps->txn == NULL;
+		cols[5][i] = Float8GetDatum(ps->toe);
+		nulls[5][i] = !ps->has_toe;
+		cols[6][i] = text_datum(event_types_text(ps->events));
+		cols[7][i] = text_datum(ps->jws.payload);
+		cols[8][i] = text_datum(ps->jws.header_text);
+		cols[9][i] = PointerGetDatum(cstring_to_text_with_len(ps->token, ps->token_len));
+	}
+	for (int c = 0; c < 10; c++)
+		values[c] = array_datum(cols[c], nulls[c], n, types[c]);
+
+	spi_connect();
+	run(&stmt_insert_events, values, NULL, false);
+	SPI_finish();
+}
+
+/* ---------------------------------------------------------------------
+ * Outbound SETs
+ * ---------------------------------------------------------------------
+ */
+void
+store_insert_outbox(const char *stream, const char *jti,
+					const char *event_type, const char *claims,
+					const char *token)
+{
+	Datum		values[5] = {text_datum(stream), text_datum(jti),
+		text_datum(event_type), text_datum(claims), text_datum(token)};
+
+	spi_connect();
+	run(&stmt_insert_outbox, values, NULL, false);
+	SPI_finish();
+	metrics_count_outbox(stream, METRIC_EMITTED, 1);
+}
+
+/* Queue n signed SETs with one statement; seq follows their order */
+void
+store_insert_outbox_rows(const EmitRow *rows, int n)
+{
+	Datum	   *cols[5];
+	Datum		values[5];
+
+	if (n == 1)
+	{
+		store_insert_outbox(rows[0].stream, rows[0].jti, rows[0].event_type,
+							rows[0].claims, rows[0].token);
+		return;
+	}
+	for (int c = 0; c < 5; c++)
+		cols[c] = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		cols[0][i] = text_datum(rows[i].stream);
+		cols[1][i] = text_datum(rows[i].jti);
+		cols[2][i] = text_datum(rows[i].event_type);
+		cols[3][i] = text_datum(rows[i].claims);
+		cols[4][i] = text_datum(rows[i].token);
+	}
+	for (int c = 0; c < 5; c++)
+		values[c] = array_datum(cols[c], NULL, n, TEXTOID);
+
+	spi_connect();
+	run(&stmt_insert_outbox_rows, values, NULL, false);
+	SPI_finish();
+	for (int i = 0; i < n; i++)
+		metrics_count_outbox(rows[i].stream, METRIC_EMITTED, 1);
+}
+
+/* Mark acknowledged; unknown jtis, and jtis of other streams, are ignored */
+void
+store_apply_acks(const char *stream, List *jtis)
+{
+	Datum		values[2];
+
+	if (jtis == NIL)
+		return;
+	values[0] = text_datum(stream);
+	values[1] = text_array_datum(jtis);
+	spi_connect();
+	run(&stmt_apply_acks, values, NULL, false);
+	metrics_count_outbox(stream, METRIC_ACKED, SPI_processed);
+	SPI_finish();
+}
+
+/* Mark failed with the receiver's err and description */
+void
+store_apply_errs(const char *stream, List *errs)
+{
+	List	   *jtis = NIL,
+			   *codes = NIL;
+	ListCell   *lc;
+	Datum		values[4];
+	ArrayType  *desc_array;
+	int			n = list_length(errs);
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			i = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	if (errs == NIL)
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	elem_nulls = palloc(sizeof(bool) * n);
+	foreach(lc, errs)
+	{
+		SetErrEntry *e = lfirst(lc);
+
+		jtis = lappend(jtis, e->jti);
+		codes = lappend(codes, e->err);
+		elems[i] = e->description ? CStringGetTextDatum(e->description) : (Datum) 0;
+		elem_nulls[i] = e->description == NULL;
+		i++;
+	}
+	dims[0] = n;
+	desc_array = construct_md_array(elems, elem_nulls, 1, dims, lbs, TEXTOID,
+									-1, false, TYPALIGN_INT);
+	values[0] = text_datum(stream);
+	values[1] = text_array_datum(jtis);
+	values[2] = text_array_datum(codes);
+	values[3] = PointerGetDatum(desc_array);
+	spi_connect();
+	run(&stmt_apply_errs, values, NULL, false);
+	metrics_count_outbox(stream, METRIC_FAILED, SPI_processed);
+	SPI_finish();
+}
+
+/*
+ * Take up to "limit" SETs that are pending or due for redelivery, oldest
+ * first, skipping rows another transaction holds, and mark them delivered.
+ * *more tells whether further SETs are due.
+ */
+List *
+store_take_due(const char *stream, int limit, bool *more)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[3] = {text_datum(stream),
+		redelivery_cutoff(), Int32GetDatum(limit)};
+	List	   *out = NIL;
+	Datum	   *seqs;
+	bool		isnull;
+	uint64		n;
+
+	spi_connect();
+	run(&stmt_take_due, values, NULL, false);
+	n = SPI_processed;
+	seqs = palloc(sizeof(Datum) * (n > 0 ? n : 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		MemoryContext old;
+		OutSet	   *o;
+
+		seqs[i] = get_datum(i, 1, &isnull);
+		old = MemoryContextSwitchTo(cxt);
+		o = palloc(sizeof(OutSet));
+		o->seq = DatumGetInt64(seqs[i]);
+		MemoryContextSwitchTo(old);
+		o->jti = get_text(i, 2, cxt);
+		o->token = get_text(i, 3, cxt);
+		if (DatumGetInt32(get_datum(i, 4, &isnull)) == 1)	/* first delivery */
+		{
+			metrics_count_outbox(stream, METRIC_DELIVERED, 1);
+			metrics_observe_delivery(DatumGetTimestampTz(get_datum(i, 5, &isnull)));
+		}
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, o);
+		MemoryContextSwitchTo(old);
+	}
+	values[2] = PointerGetDatum(construct_array(seqs, (int) n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/* not read-only: it must see the acks and takes of this very call */
+	run(&stmt_more_due, values, NULL, false);
+	*more = DatumGetBool(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return out;
+}
+
+/* The public JWK Set of every active signing key, as JSON text */
+char *
+store_jwks(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *result;
+
+	spi_connect();
+	run(&stmt_jwks, NULL, NULL, true);
+	result = get_text(0, 1, cxt);
+	SPI_finish();
+	return result;
+}
+
+/* Whether any SET of the stream is pending or due for redelivery */
+bool
+store_any_due(const char *stream)
+{
+	Datum		values[2] = {text_datum(stream),
+		redelivery_cutoff()};
+	bool		isnull;
+	bool		result;
+
+	spi_connect();
+	/* not read-only: it must see the acks of this very call */
+	run(&stmt_any_due, values, NULL, false);
+	result = DatumGetBool(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return result;
+}
+
+/* ---------------------------------------------------------------------
+ * Generations (issue 18): what the listener reads every
+ * setstream.generation_check_interval
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_generation_sum = {
+	"SELECT pg_catalog.sum(generation)::pg_catalog.int8 FROM setstream.generations",
+	0, {InvalidOid}
+};
+
+/*
+ * The SETs of the stream neither acked nor failed whose seq is at least
+ * $2: how many, and the exclusive or of their seqs.  A range of the due
+ * index, the recent end only.
+ */
+static StoreStmt stmt_recent_due = {
+	"SELECT pg_catalog.count(*), pg_catalog.bit_xor(seq) FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND acked_at IS NULL AND failed_at IS NULL"
+	" AND seq OPERATOR(pg_catalog.>=) $2",
+	2, {TEXTOID, INT8OID}, NULL, true
+};
+
+/*
+ * The sum of setstream.generations (0 when empty); false when the table
+ * does not exist (the extension is older than 0.3.0, or not there).
+ */
+bool
+store_generation_sum(int64 *sum)
+{
+	Oid			nsp = get_namespace_oid("setstream", true);
+	bool		isnull;
+	Datum		d;
+
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("generations", nsp)))
+		return false;
+	spi_connect();
+	run(&stmt_generation_sum, NULL, NULL, true);
+	d = get_datum(0, 1, &isnull);
+	*sum = isnull ? 0 : DatumGetInt64(d);
+	SPI_finish();
+	return true;
+}
+
+/*
+ * A fingerprint of the set of the stream's SETs due (neither acked nor
+ * failed) whose seq is at least "since": it moves when one is emitted or
+ * settled.  *count is how many there are.
+ */
+uint64
+store_recent_due(const char *stream, int64 since, int64 *count)
+{
+	Datum		values[2] = {text_datum(stream), Int64GetDatum(since)};
+	bool		isnull;
+	Datum		d;
+	uint64		x;
+
+	spi_connect();
+	run(&stmt_recent_due, values, NULL, true);
+	*count = DatumGetInt64(get_datum(0, 1, &isnull));
+	d = get_datum(0, 2, &isnull);
+	x = isnull ? 0 : (uint64) DatumGetInt64(d);
+	SPI_finish();
+	return x ^ ((uint64) *count * UINT64CONST(0x9E3779B97F4A7C15));
+}
+
+/* ---------------------------------------------------------------------
+ * Rights on streams
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Every (stream, role, privilege) of one stream (or of all, stream NULL):
+ * the owner as privilege "owner", then each grant.  A stream without
+ * grants still has its owner row.
+ */
+List *
+store_stream_rights(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {stream ? text_datum(stream) : (Datum) 0};
+	char		nulls[1] = {stream ? ' ' : 'n'};
+	List	   *out = NIL;
+	char	   *last = NULL;
+
+	spi_connect();
+	run_as_owner(&stmt_stream_rights, values, nulls, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old;
+		StreamRight *r;
+		bool		isnull;
+		char	   *name = get_text(i, 1, cxt);
+		Oid			owner = DatumGetObjectId(get_datum(i, 2, &isnull));
+		Datum		grantee = get_datum(i, 3, &isnull);
+
+		old = MemoryContextSwitchTo(cxt);
+		if (last == NULL || strcmp(last, name) != 0)
+		{
+			r = palloc(sizeof(StreamRight));
+			r->stream = name;
+			r->role = owner;
+			r->privilege = "owner";
+			out = lappend(out, r);
+			last = name;
+		}
+		if (!isnull)
+		{
+			r = palloc(sizeof(StreamRight));
+			r->stream = name;
+			r->role = DatumGetObjectId(grantee);
+			MemoryContextSwitchTo(old);
+			r->privilege = get_text(i, 4, cxt);
+			old = MemoryContextSwitchTo(cxt);
+			out = lappend(out, r);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/* Record (grant) or remove (revoke) rights of a role on a stream */
+void
+store_change_grants(const char *stream, Oid role, List *privileges,
+					bool grant)
+{
+	Datum		values[4] = {text_datum(stream), ObjectIdGetDatum(role),
+		text_array_datum(privileges), ObjectIdGetDatum(GetUserId())};
+
+	spi_connect();
+	run_as_owner(grant ? &stmt_insert_grants : &stmt_delete_grants,
+				 values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * Run one GRANT statement as the extension owner (its text is built by
+ * privileges.c from constants and a quoted role name, never peer input).
+ */
+void
+store_grant_as_owner(const char *sql)
+{
+	OwnerSwitch sw;
+	int			rc;
+
+	spi_connect();
+	enter_owner(&sw);
+	rc = SPI_execute(sql, false, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql,
+			 SPI_result_code_string(rc));
+	leave_owner(&sw);
+	SPI_finish();
+}
+
+/* ---------------------------------------------------------------------
+ * Outbound push (issue 17): the sender's statements
+ * ---------------------------------------------------------------------
+ */
+
+static StoreStmt stmt_delete_delivery_secret = {
+	"DELETE FROM setstream.delivery_secrets WHERE stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_delivery_secret = {
+	"INSERT INTO setstream.delivery_secrets (stream, authorization_header)"
+	" VALUES ($1, $2)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/*
+ * Every enabled stream delivered by push, with its credentials: read as
+ * the extension owner (delivery_secrets is the owner's alone).
+ */
+static StoreStmt stmt_push_streams = {
+	"SELECT d.stream, d.endpoint_url, d.push_concurrency, d.state,"
+	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header"
+	" FROM setstream.deliveries d"
+	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) d.stream"
+	" LEFT JOIN setstream.delivery_secrets c"
+	" ON c.stream OPERATOR(pg_catalog.=) d.stream"
+	" WHERE d.method OPERATOR(pg_catalog.=) 'push'"
+	" AND s.status OPERATOR(pg_catalog.=) 'enabled'",
+	0, {InvalidOid}
+};
+
+/*
+ * The stream's SETs due for a push, oldest first, but those in flight:
+ * not acknowledged or failed (the due index's predicate), and their next
+ * attempt time reached.  $3 is now() less setstream.max_delivery_age: a
+ * SET created before it is reported expired, not pushed.
+ */
+static StoreStmt stmt_push_due = {
+	"SELECT seq, jti, token, state, attempts,"
+	" created_at OPERATOR(pg_catalog.<) $3, created_at"
+	" FROM setstream.outbox"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND acked_at IS NULL AND failed_at IS NULL"
+	" AND (next_attempt_at IS NULL OR next_attempt_at OPERATOR(pg_catalog.<=) $2)"
+	" AND seq OPERATOR(pg_catalog.<>) ALL ($4)"
+	" ORDER BY seq LIMIT $5",
+	5, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID, INT4OID}, NULL, true
+};
+
+/* One push's outcome; every time is computed by the sender */
+static StoreStmt stmt_push_outcome = {
+	"UPDATE setstream.outbox o SET state = $3,"
+	" attempts = o.attempts OPERATOR(pg_catalog.+) $4,"
+	" delivered_at = COALESCE($5, o.delivered_at),"
+	" acked_at = $6, failed_at = $7, err = $8, description = $9,"
+	" next_attempt_at = $10, last_status = COALESCE($11, o.last_status),"
+	" last_error = $12"
+	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
+	" AND o.acked_at IS NULL AND o.failed_at IS NULL"
+	" RETURNING o.created_at",
+	12, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID}
+};
+
+static StoreStmt stmt_delivery_state = {
+	"UPDATE setstream.deliveries SET state = $2, backoff_until = $3,"
+	" suspended_reason = $4, failures = $5, auth_failures = $6,"
+	" nonconformant_acks = nonconformant_acks OPERATOR(pg_catalog.+) $7,"
+	" updated_at = $8"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND method OPERATOR(pg_catalog.=) 'push'",
+	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, INT4OID, INT8OID,
+		TIMESTAMPTZOID}
+};
+
+/* Store (header not NULL) or remove the stream's Authorization header */
+void
+store_set_delivery_secret(const char *stream, const char *header)
+{
+	Datum		values[2];
+
+	values[0] = text_datum(stream);
+	spi_connect();
+	run_as_owner(&stmt_delete_delivery_secret, values, NULL, false);
+	if (header != NULL)
+	{
+		values[1] = text_datum(header);
+		run_as_owner(&stmt_insert_delivery_secret, values, NULL, false);
+	}
+	SPI_finish();
+}
+
+/* The push streams, in the caller's memory context */
+List *
+store_push_streams(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *out = NIL;
+	bool		isnull;
+
+	spi_connect();
+	run_as_owner(&stmt_push_streams, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		PushStream *p = palloc0(sizeof(PushStream));
+		Datum		d;
+
+		MemoryContextSwitchTo(old);
+		p->stream = get_text(i, 1, cxt);
+		p->endpoint_url = get_text(i, 2, cxt);
+		p->concurrency = DatumGetInt32(get_datum(i, 3, &isnull));
+		p->state = get_text(i, 4, cxt);
+		d = get_datum(i, 5, &isnull);
+		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
+		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
+		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
+		p->authorization = get_text(i, 8, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, p);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/*
+ * Up to "limit" SETs of the stream due at "now", oldest first, leaving out
+ * the "nexclude" seqs in flight.  Nothing is changed: only this sender
+ * pushes this stream, and what is not recorded as answered is pushed again
+ * after a crash, byte for byte.
+ */
+List *
+store_push_due(const char *stream, TimestampTz now, TimestampTz expire_before,
+			   const int64 *exclude, int nexclude, int limit)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum	   *ex = palloc(sizeof(Datum) * (nexclude > 0 ? nexclude : 1));
+	Datum		values[5];
+	List	   *out = NIL;
+	bool		isnull;
+
+	for (int i = 0; i < nexclude; i++)
+		ex[i] = Int64GetDatum(exclude[i]);
+	values[0] = text_datum(stream);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(expire_before);
+	values[3] = PointerGetDatum(construct_array(ex, nexclude, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = Int32GetDatum(limit);
+	spi_connect();
+	run(&stmt_push_due, values, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		PushRow    *r = palloc0(sizeof(PushRow));
+
+		MemoryContextSwitchTo(old);
+		r->seq = DatumGetInt64(get_datum(i, 1, &isnull));
+		r->jti = get_text(i, 2, cxt);
+		r->token = get_text(i, 3, cxt);
+		r->state = get_text(i, 4, cxt);
+		r->attempts = DatumGetInt32(get_datum(i, 5, &isnull));
+		r->expired = DatumGetBool(get_datum(i, 6, &isnull));
+		r->created_at = DatumGetTimestampTz(get_datum(i, 7, &isnull));
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, r);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+static Datum
+time_or_null(TimestampTz t, char *null)
+{
+	*null = t == 0 ? 'n' : ' ';
+	return TimestampTzGetDatum(t);
+}
+
+static Datum
+text_or_null(const char *s, char *null)
+{
+	*null = s == NULL ? 'n' : ' ';
+	return s == NULL ? (Datum) 0 : text_datum(s);
+}
+
+/* Record one push's outcome on its outbox row (see outbound.h) */
+void
+store_push_outcome(const char *stream, const PushOutcomeRow *o)
+{
+	Datum		values[12];
+	char		nulls[13];
+	bool		isnull;
+
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[12] = '\0';
+	values[0] = text_datum(stream);
+	values[1] = text_datum(o->jti);
+	values[2] = text_datum(o->state);
+	values[3] = Int32GetDatum(o->attempts_add);
+	values[4] = time_or_null(o->delivered_at, &nulls[4]);
+	values[5] = time_or_null(o->acked_at, &nulls[5]);
+	values[6] = time_or_null(o->failed_at, &nulls[6]);
+	values[7] = text_or_null(o->err, &nulls[7]);
+	values[8] = text_or_null(o->description, &nulls[8]);
+	values[9] = time_or_null(o->next_attempt_at, &nulls[9]);
+	values[10] = Int32GetDatum(o->last_status);
+	nulls[10] = o->last_status < 0 ? 'n' : ' ';
+	values[11] = text_or_null(o->last_error, &nulls[11]);
+	spi_connect();
+	run(&stmt_push_outcome, values, nulls, false);
+	if (SPI_processed == 1)
+		metrics_note_push(stream, o->state,
+						  DatumGetTimestampTz(get_datum(0, 1, &isnull)));
+	SPI_finish();
+}
+
+/* Record a push stream's delivery state */
+void
+store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
+{
+	Datum		values[8];
+	char		nulls[9];
+
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[8] = '\0';
+	values[0] = text_datum(p->stream);
+	values[1] = text_datum(p->state);
+	values[2] = time_or_null(p->backoff_until, &nulls[2]);
+	values[3] = text_or_null(p->suspended_reason, &nulls[3]);
+	values[4] = Int32GetDatum(p->failures);
+	values[5] = Int32GetDatum(p->auth_failures);
+	values[6] = Int64GetDatum(nonconformant);
+	values[7] = TimestampTzGetDatum(now);
+	spi_connect();
+	run(&stmt_delivery_state, values, nulls, false);
+	SPI_finish();
+}

@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *	  Every table access of setstream (SPI with prepared, parameterised
+ *	  plans; peer input never reaches SQL text).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SETSTREAM_STORE_H
+#define SETSTREAM_STORE_H
+
+#include "datatype/timestamp.h"
+
+#include "codec/commobj.h"
+#include "set/set.h"
+#include "store/streamcache.h"
+
+/* An outbound SET handed to a receiver */
+typedef struct OutSet
+{
+	int64		seq;
+	char	   *jti;
+	char	   *token;
+} OutSet;
+
+/* The stream's active signing key */
+struct SignKey
+{
+	char	   *kid;
+	char	   *alg;
+	char	   *private_jwk;
+	struct JoseKey *imported;	/* jose_key_get_cached() */
+	uint64		imported_generation;
+};
+typedef struct SignKey SignKey;
+
+extern StreamInfo *store_get_stream(const char *name);
+extern StreamInfo *store_find_stream(const char *name);
+extern List *store_verify_keys(const char *stream, const char *kid);
+extern bool store_insert_event(const StreamInfo *stream, const ParsedSet *ps);
+extern void store_insert_events(StreamInfo **streams, ParsedSet **sets, int n);
+
+extern bool store_insert_key(const char *stream, const char *kid,
+							 const char *purpose, const char *kty,
+							 const char *alg, const char *public_jwk,
+							 const char *secret_jwk);
+extern SignKey *store_sign_key(const char *stream);
+extern void store_insert_token(const char *stream, const uint8 *hash);
+extern List *store_token_hashes(const char *stream);
+extern bool store_insert_client_cert(const char *stream, const uint8 *sha256,
+									 const char *subject, TimestampTz not_after);
+extern List *store_cert_hashes(const char *stream);
+
+extern void store_insert_outbox(const char *stream, const char *jti,
+								const char *event_type, const char *claims,
+								const char *token);
+
+/* One outbound SET, signed, for store_insert_outbox_rows */
+typedef struct EmitRow
+{
+	char	   *stream;
+	char	   *jti;
+	char	   *event_type;
+	char	   *claims;
+	char	   *token;
+} EmitRow;
+
+extern void store_insert_outbox_rows(const EmitRow *rows, int n);
+extern void store_apply_acks(const char *stream, List *jtis);
+extern void store_apply_errs(const char *stream, List *errs);
+extern List *store_take_due(const char *stream, int limit, bool *more);
+extern char *store_jwks(void);
+
+/* One right on a stream: its owner (privilege "owner") or a grant */
+typedef struct StreamRight
+{
+	char	   *stream;
+	Oid			role;
+	char	   *privilege;
+} StreamRight;
+
+extern List *store_stream_rights(const char *stream);
+extern void store_change_grants(const char *stream, Oid role, List *privileges,
+								bool grant);
+extern void store_grant_as_owner(const char *sql);
+extern bool store_any_due(const char *stream);
+extern bool store_generation_sum(int64 *sum);
+extern uint64 store_recent_due(const char *stream, int64 since, int64 *count);
+
+/* Outbound push (issue 17): a stream delivered by push, as the sender sees it */
+typedef struct PushStream
+{
+	char	   *stream;
+	char	   *endpoint_url;
+	char	   *authorization;	/* the stored header, or NULL */
+	int			concurrency;
+	char	   *state;			/* active, backoff, suspended */
+	TimestampTz backoff_until;	/* 0: none */
+	char	   *suspended_reason;
+	int			failures;
+	int			auth_failures;
+} PushStream;
+
+/* One SET due for a push */
+typedef struct PushRow
+{
+	int64		seq;
+	char	   *jti;
+	char	   *token;
+	char	   *state;
+	int			attempts;
+	bool		expired;		/* older than setstream.max_delivery_age */
+	TimestampTz created_at;
+} PushRow;
+
+/* What one push changes on its outbox row (times 0: NULL) */
+typedef struct PushOutcomeRow
+{
+	const char *jti;
+	const char *state;
+	int			attempts_add;
+	TimestampTz delivered_at;	/* 0: unchanged */
+	TimestampTz acked_at;
+	TimestampTz failed_at;
+	const char *err;
+	const char *description;
+	TimestampTz next_attempt_at;
+	int			last_status;	/* -1: unchanged */
+	const char *last_error;
+} PushOutcomeRow;
+
+extern void store_set_delivery_secret(const char *stream, const char *header);
+extern List *store_push_streams(void);
+extern List *store_push_due(const char *stream, TimestampTz now,
+							TimestampTz expire_before, const int64 *exclude,
+							int nexclude, int limit);
+extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
+extern void store_delivery_state(const PushStream *p, int64 nonconformant,
+								 TimestampTz now);
+
+#endif
