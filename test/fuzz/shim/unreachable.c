@@ -76,6 +76,20 @@ store_any_due(const char *stream)
 	return false;
 }
 
+bool
+store_generation_sum(int64 *sum)
+{
+	UNREACHABLE(store_generation_sum);
+	return false;
+}
+
+uint64
+store_recent_due(const char *stream, int64 since, int64 *count)
+{
+	UNREACHABLE(store_recent_due);
+	return 0;
+}
+
 StreamInfo *
 streamcache_get(const char *name, bool with_tokens, bool missing_ok)
 {
