@@ -26,6 +26,16 @@
 #endif
 
 /*
+ * This backend's number among the PGPROCs (0 when it has none).  17 made
+ * it the global MyProcNumber; before, it is MyProc->pgprocno.
+ */
+#if PG_VERSION_NUM >= 170000
+#define MyProcNumberOrZero() (MyProc != NULL ? (int) MyProcNumber : 0)
+#else
+#define MyProcNumberOrZero() (MyProc != NULL ? MyProc->pgprocno : 0)
+#endif
+
+/*
  * The semantic actions of PostgreSQL's JSON parser (common/jsonapi.h)
  * return a JsonParseErrorType since 16, nothing before.  An action is
  * declared "static JSON_ACTION_RESULT on_x(...)" and ends with

@@ -29,6 +29,7 @@
 #include "utils/timestamp.h"
 
 #include "base/digest.h"
+#include "base/pg_compat.h"
 #include "codec/commobj.h"
 #include "store/emitbuf.h"
 #include "exchange/exchange.h"
@@ -591,7 +592,7 @@ Datum
 setstream_order_key(PG_FUNCTION_ARGS)
 {
 	static int64 last = 0;
-	int64		id = MyProc != NULL ? (MyProc->pgprocno & 1023) : 0;
+	int64		id = MyProcNumberOrZero() & 1023;
 	int64		now = (int64) GetCurrentTimestamp();
 	int64		key = (now << 10) | id;
 
