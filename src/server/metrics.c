@@ -81,6 +81,7 @@
 #include "server/metrics.h"
 #include "sql/privileges.h"
 #include "setstream.h"
+#include "shmem/stats.h"
 #include "shmem/wakeup.h"
 
 #define MAX_METRIC_STREAMS 4096
@@ -393,26 +394,12 @@ static void
 metrics_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						 SubTransactionId parentSubid, void *arg)
 {
-	ListCell   *lc;
-
-	foreach(lc, pending_outbox)
-	{
-		PendingOutbox *p = lfirst(lc);
-
-		if (event == SUBXACT_EVENT_ABORT_SUB && p->subxid >= mySubid)
-			pending_outbox = foreach_delete_current(pending_outbox, lc);
-		else if (event == SUBXACT_EVENT_COMMIT_SUB && p->subxid == mySubid)
-			p->subxid = parentSubid;
-	}
-	foreach(lc, pending_latency)
-	{
-		PendingLatency *p = lfirst(lc);
-
-		if (event == SUBXACT_EVENT_ABORT_SUB && p->subxid >= mySubid)
-			pending_latency = foreach_delete_current(pending_latency, lc);
-		else if (event == SUBXACT_EVENT_COMMIT_SUB && p->subxid == mySubid)
-			p->subxid = parentSubid;
-	}
+	pending_outbox = pending_at_subxact_end(pending_outbox,
+											offsetof(PendingOutbox, subxid),
+											event, mySubid, parentSubid);
+	pending_latency = pending_at_subxact_end(pending_latency,
+											 offsetof(PendingLatency, subxid),
+											 event, mySubid, parentSubid);
 }
 
 /* From _PG_init: the GUCs, the callbacks, shared memory under the preload */
