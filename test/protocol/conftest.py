@@ -23,6 +23,7 @@ of postgresql.auto.conf, or RESET) and reloaded when the test ends.
 
 import base64
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -191,6 +192,23 @@ class Db:
     def long_polls(self, stream):
         return self.val("SELECT coalesce(sum(long_polls), 0)::int "
                         "FROM setstream.stream_counters() WHERE stream = %s", (stream,))
+
+    def open_connections(self):
+        """Client connections the listeners hold open now (metrics())."""
+        return int(self.val("SELECT coalesce(sum(value), 0) FROM setstream.metrics() "
+                            "WHERE name = 'setstream_listener_open_connections'"))
+
+    def wait_open_connections(self, n, timeout=5.0):
+        """Wait until the listeners hold at most n client connections (a
+        connection an earlier test dropped is closed by then).  Returns
+        False if some are still open after timeout."""
+        gc.collect()  # sockets of earlier tests' dropped objects
+        deadline = time.monotonic() + timeout
+        while self.open_connections() > n:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def wait_parked(self, stream, n=1, timeout=5.0):
         """Wait until n long polls of stream are parked in the listener."""
