@@ -195,8 +195,7 @@ class Db:
 
     def open_connections(self):
         """Client connections the listeners hold open now (metrics())."""
-        return int(self.val("SELECT coalesce(sum(value), 0) FROM setstream.metrics() "
-                            "WHERE name = 'setstream_listener_open_connections'"))
+        return self.val("SELECT connections FROM setstream.listener_stats()")
 
     def wait_open_connections(self, n, timeout=5.0):
         """Wait until the listeners hold at most n client connections (a

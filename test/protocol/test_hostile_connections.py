@@ -146,9 +146,11 @@ def test_idle_connections_past_max_connections(gucs, streams, db):
     hostile.assert_only_good_stored(db, good)
 
 
-def test_refused_with_503_when_nothing_is_stalled(gucs, streams):
+def test_refused_with_503_when_nothing_is_stalled(gucs, streams, db):
     """Past the limit with every connection busy or fresh: 503 and close."""
     gucs.set(max_connections=MAX_CONNECTIONS)
+    # a connection an earlier test left, stalled past 1 s, would make room
+    assert db.wait_open_connections(0), "connections left open by earlier tests"
     held = [hostile.connect_from(hostile.address(90)) for _ in range(MAX_CONNECTIONS)]
     try:
         sock = hostile.connect_from(hostile.address(91))

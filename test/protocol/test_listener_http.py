@@ -38,7 +38,7 @@ def wait_connections(db, n, timeout=5.0):
     """Wait until the listener holds n client connections."""
     deadline = time.monotonic() + timeout
     while True:
-        got = db.val("SELECT connections FROM setstream.listener_stats()")
+        got = db.open_connections()
         if got == n:
             return
         assert time.monotonic() < deadline, "listener holds %d connections, not %d" % (got, n)
