@@ -54,65 +54,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# ------------------------------------------------------------ mounts
+# ------------------------------------------------------------ the root
 
-MOUNTED=()
+# shellcheck source=scripts/roots.sh
+. "$SCRIPTS/roots.sh"
+trap root_umount_all EXIT
 
-# mount_in TARGET ARGS... — mount ARGS on $ROOT/TARGET unless mounted there
-mount_in() {
-    local target=$ROOT$1
-    shift
-    mkdir -p "$target"
-    if ! mountpoint -q "$target"; then
-        mount "$@" "$target"
-        MOUNTED=("$target" "${MOUNTED[@]}")
-    fi
-}
-
-mount_all() {
-    mount_in /proc -t proc proc
-    mount_in /sys -t sysfs sysfs
-    mount_in /dev --bind /dev
-    mount_in /dev/pts -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts
-    # POSIX shared memory (PostgreSQL's dynamic shared memory)
-    mount_in /dev/shm -t tmpfs -o mode=1777,size=512m shm
-}
-
-umount_all() {
-    local m
-    for m in "${MOUNTED[@]}"; do
-        umount "$m" 2>/dev/null || umount -l "$m" || true
-    done
-    MOUNTED=()
-}
-trap umount_all EXIT
-
-# umount_stale — unmount what an interrupted run left mounted in the root
-umount_stale() {
-    local m
-    while read -r m; do
-        umount "$m" 2>/dev/null || umount -l "$m" || true
-    done < <(awk -v root="$ROOT/" 'index($2 "/", root) == 1 { print $2 }' /proc/mounts |
-                 sort -r)
-}
-
-# in_root CMD... — run CMD inside the root with a clean environment; the
-# SETSTREAM_* and CI variables are kept.
-in_root() {
-    local -a keep=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-        HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
-    local var
-    for var in $(compgen -e); do
-        case "$var" in
-            SETSTREAM_*|CI) keep+=("$var=${!var}") ;;
-        esac
-    done
-    # apt reaches the mirror with the host's resolver
-    cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-    chroot "$ROOT" /usr/bin/env -i "${keep[@]}" "$@"
-}
-
-# ------------------------------------------------------------ making
+in_root() { root_run "$ROOT" "$@"; }
 
 make_root() {
     local tmp=$ROOT.tmp
@@ -122,7 +70,7 @@ make_root() {
     command -v debootstrap >/dev/null || "$SCRIPTS/deps.sh"
     mkdir -p "$ROOTS"
     # an interrupted run leaves mounts or a half-made tree: start over
-    umount_stale
+    root_umount_stale "$ROOT"
     [ -d "$ROOT" ] && rm -rf --one-file-system "$ROOT"
     if [ -d "$tmp/debootstrap" ] || [ ! -x "$tmp/usr/bin/apt-get" ]; then
         rm -rf --one-file-system "$tmp"
@@ -130,37 +78,6 @@ make_root() {
         debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >&2
     fi
     mv "$tmp" "$ROOT"
-}
-
-# configure_root — apt, dpkg and service settings (rewritten every time)
-configure_root() {
-    cat >"$ROOT/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-EOF
-    # never start services inside the root
-    printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
-    chmod 755 "$ROOT/usr/sbin/policy-rc.d"
-    # no `main` cluster: the tests make their own
-    mkdir -p "$ROOT/etc/postgresql-common"
-    echo 'create_main_cluster = false' >"$ROOT/etc/postgresql-common/createcluster.conf"
-    # slim: no documentation, no recommends
-    cat >"$ROOT/etc/apt/apt.conf.d/90setstream" <<'EOF'
-APT::Install-Recommends "false";
-APT::Install-Suggests "false";
-Dpkg::Options { "--force-confold"; "--force-confdef"; };
-EOF
-    # The mirror's unstable may lag behind its Release file's Valid-Until
-    # (seen: expired for a month).  The signatures are still checked.
-    if [ "$SUITE" = sid ]; then
-        echo 'Acquire::Check-Valid-Until "false";' \
-            >"$ROOT/etc/apt/apt.conf.d/91setstream-valid-until"
-    fi
-    cat >"$ROOT/etc/dpkg/dpkg.cfg.d/90setstream-nodoc" <<'EOF'
-path-exclude /usr/share/doc/*
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-EOF
 }
 
 install_packages() {
@@ -180,10 +97,10 @@ case "$ACTION" in
         ;;
     make)
         make_root
-        configure_root
-        mount_all
+        root_configure "$ROOT" "$MIRROR" "$SUITE"
+        root_mount_all "$ROOT"
         install_packages
-        umount_all
+        root_umount_all
         echo "pgroot.sh: $ROOT has PostgreSQL $MAJOR" \
             "($(chroot "$ROOT" "/usr/lib/postgresql/$MAJOR/bin/pg_config" --version))" >&2
         ;;
@@ -194,10 +111,10 @@ case "$ACTION" in
             echo "pgroot.sh: no root for PostgreSQL $MAJOR yet; run $0 $MAJOR" >&2
             exit 1
         }
-        mount_all
+        root_mount_all "$ROOT"
         rc=0
         in_root "$@" || rc=$?
-        umount_all
+        root_umount_all
         exit "$rc"
         ;;
     *)

@@ -48,7 +48,7 @@ finish() {
     local rc=$?
     set +e
     [ -n "${CLUSTER_UP:-}" ] && chroot "$TEST" pg_ctlcluster "$MAJOR" main stop -m fast >/dev/null 2>&1
-    umount_all
+    root_umount_all
     if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
         FAIL=1
         echo "not ok - test-package.sh stopped (status $rc)"
@@ -66,72 +66,15 @@ fi
 
 # ------------------------------------------------------------ roots
 
-MOUNTED=()
-
-mount_in() {
-    local root=$1 target=$1$2
-    shift 2
-    mkdir -p "$target"
-    if ! mountpoint -q "$target"; then
-        mount "$@" "$target"
-        MOUNTED=("$target" "${MOUNTED[@]}")
-    fi
-}
-
-mount_root() {
-    mount_in "$1" /proc -t proc proc
-    mount_in "$1" /sys -t sysfs sysfs
-    mount_in "$1" /dev --bind /dev
-    mount_in "$1" /dev/pts -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts
-    mount_in "$1" /dev/shm -t tmpfs -o mode=1777,size=256m shm
-}
-
-umount_all() {
-    local m
-    for m in "${MOUNTED[@]}"; do
-        umount "$m" 2>/dev/null || umount -l "$m" || true
-    done
-    MOUNTED=()
-}
-
-# umount_stale ROOT — what an interrupted run left mounted there
-umount_stale() {
-    local m
-    while read -r m; do
-        umount "$m" 2>/dev/null || umount -l "$m" || true
-    done < <(awk -v root="$1/" 'index($2 "/", root) == 1 { print $2 }' /proc/mounts | sort -r)
-}
-
-# in_root ROOT CMD... — CMD inside ROOT with a clean environment
-in_root() {
-    local root=$1
-    shift
-    cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
-    chroot "$root" /usr/bin/env -i \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
-}
-
-# configure ROOT — apt sources, no services, no `main` cluster by default
-configure() {
-    local root=$1
-    echo "deb $MIRROR $SUITE main" >"$root/etc/apt/sources.list"
-    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-    chmod 755 "$root/usr/sbin/policy-rc.d"
-    mkdir -p "$root/etc/postgresql-common"
-    echo 'create_main_cluster = false' >"$root/etc/postgresql-common/createcluster.conf"
-    cat >"$root/etc/apt/apt.conf.d/90setstream" <<'EOF'
-APT::Install-Recommends "false";
-APT::Install-Suggests "false";
-EOF
-}
+# shellcheck source=scripts/roots.sh
+. "$SCRIPTS/roots.sh"
 
 make_seed() {
     if [ -x "$SEED/usr/bin/apt-get" ] && [ ! -e "$SEED/debootstrap" ]; then
         return 0
     fi
     command -v debootstrap >/dev/null || apt-get install -y debootstrap
-    umount_stale "$SEED"
+    root_umount_stale "$SEED"
     rm -rf --one-file-system "$SEED" "$SEED.tmp"
     mkdir -p "$ROOTS"
     echo "== debootstrap --variant=minbase $SUITE ($MIRROR)"
@@ -142,10 +85,10 @@ make_seed() {
 
 # fresh_copy DIR — DIR becomes a copy of the seed
 fresh_copy() {
-    umount_stale "$1"
+    root_umount_stale "$1"
     rm -rf --one-file-system "$1"
     cp -a "$SEED" "$1"
-    configure "$1"
+    root_configure "$1" "$MIRROR" "$SUITE"
 }
 
 free_port() {
@@ -172,9 +115,9 @@ fi
 # ------------------------------------------------------------ 2. build
 
 [ -x "$BUILD/usr/bin/apt-get" ] || fresh_copy "$BUILD"
-configure "$BUILD"
-umount_stale "$BUILD"
-mount_root "$BUILD"
+root_configure "$BUILD" "$MIRROR" "$SUITE"
+root_umount_stale "$BUILD"
+root_mount_all "$BUILD"
 rm -rf "$BUILD/build"
 mkdir -p "$BUILD/build/setstream"
 if [ -n "${SETSTREAM_PACKAGE_WORKTREE:-}" ]; then
@@ -183,7 +126,7 @@ else
     git -C "$REPO" archive --format=tar HEAD | tar -C "$BUILD/build/setstream" -xf -
 fi
 echo "== build dependencies (apt-get build-dep, from debian/control)"
-if in_root "$BUILD" bash -c 'apt-get update -qq && apt-get install -y -qq build-essential >/dev/null &&
+if root_run "$BUILD" bash -c 'apt-get update -qq && apt-get install -y -qq build-essential >/dev/null &&
         apt-get build-dep -y -qq /build/setstream >/dev/null' >"$ROOTS/debbuild-deps.log" 2>&1; then
     ok "build dependencies installed by name from Debian"
 else
@@ -193,7 +136,7 @@ else
 fi
 echo "== dpkg-buildpackage -us -uc -b"
 t0=$SECONDS
-if in_root "$BUILD" bash -c 'cd /build/setstream && PG_UPDATECONTROL=yes dpkg-buildpackage -us -uc -b' \
+if root_run "$BUILD" bash -c 'cd /build/setstream && PG_UPDATECONTROL=yes dpkg-buildpackage -us -uc -b' \
         >"$ROOTS/debbuild.log" 2>&1; then
     ok "dpkg-buildpackage ($((SECONDS - t0)) s)"
 else
@@ -201,7 +144,7 @@ else
     not_ok "dpkg-buildpackage"
     exit 1
 fi
-umount_all
+root_umount_all
 mkdir -p "$OUT"
 rm -f "$OUT"/*.deb
 cp "$BUILD"/build/postgresql-"$MAJOR"-setstream_*.deb "$OUT"/
@@ -225,9 +168,9 @@ fi
 
 echo "== fresh Debian $SUITE root: apt-get install ./$deb"
 fresh_copy "$TEST"
-mount_root "$TEST"
+root_mount_all "$TEST"
 cp "$OUT/$deb" "$TEST/tmp/"
-if in_root "$TEST" bash -c "apt-get update -qq && apt-get install -y -qq curl ./tmp/$deb >/dev/null" \
+if root_run "$TEST" bash -c "apt-get update -qq && apt-get install -y -qq curl ./tmp/$deb >/dev/null" \
         >"$ROOTS/debtest-install.log" 2>&1; then
     ok "apt-get install of $deb brought its dependencies from Debian"
 else
@@ -235,19 +178,19 @@ else
     not_ok "apt-get install ./$deb"
     exit 1
 fi
-in_root "$TEST" dpkg -s "postgresql-$MAJOR" >/dev/null && ok "postgresql-$MAJOR came as a dependency" ||
+root_run "$TEST" dpkg -s "postgresql-$MAJOR" >/dev/null && ok "postgresql-$MAJOR came as a dependency" ||
     not_ok "postgresql-$MAJOR is not installed"
 
 pg_port=$(free_port $((${SETSTREAM_TEST_PORT:-54329} + 10)))
 http_port=$(free_port $((${SETSTREAM_LISTENER_PORT:-18417} + 10)))
-in_root "$TEST" pg_createcluster "$MAJOR" main -p "$pg_port" >/dev/null
+root_run "$TEST" pg_createcluster "$MAJOR" main -p "$pg_port" >/dev/null
 cat >>"$TEST/etc/postgresql/$MAJOR/main/postgresql.conf" <<EOF
 shared_preload_libraries = 'setstream'
 setstream.port = $http_port
 setstream.listen_addresses = '127.0.0.1'
 listen_addresses = ''
 EOF
-if in_root "$TEST" pg_ctlcluster "$MAJOR" main start; then
+if root_run "$TEST" pg_ctlcluster "$MAJOR" main start; then
     CLUSTER_UP=1
     ok "cluster $MAJOR/main started with shared_preload_libraries = 'setstream'"
 else
@@ -257,7 +200,7 @@ else
 fi
 
 psql_root() {
-    in_root "$TEST" su postgres -c "psql -p $pg_port -X -q -At -v ON_ERROR_STOP=1 -c \"$1\""
+    root_run "$TEST" su postgres -c "psql -p $pg_port -X -q -At -v ON_ERROR_STOP=1 -c \"$1\""
 }
 
 if psql_root "CREATE EXTENSION setstream"; then
@@ -273,7 +216,7 @@ token=$(psql_root "SELECT setstream.issue_token('pkg')")
 
 # the listener starts once CREATE EXTENSION has made its role
 for _ in $(seq 1 100); do
-    in_root "$TEST" curl -s -o /dev/null "http://127.0.0.1:$http_port/jwks.json" && break
+    root_run "$TEST" curl -s -o /dev/null "http://127.0.0.1:$http_port/jwks.json" && break
     sleep 0.2
 done
 
@@ -282,7 +225,7 @@ jti="pkg-$(date +%s%N)"
 claims=$(printf '{"iss":"https://idp.example.com/","aud":"https://db.example.com/pkg","iat":%d,"jti":"%s","sub_id":{"format":"opaque","id":"u1"},"events":{"https://schemas.openid.net/secevent/caep/event-type/session-revoked":{}}}' \
     "$(date +%s)" "$jti")
 set_token="$(printf '{"alg":"none","typ":"secevent+jwt"}' | b64u).$(printf '%s' "$claims" | b64u)."
-status=$(in_root "$TEST" curl -s -o /dev/null -w '%{http_code}' -X POST \
+status=$(root_run "$TEST" curl -s -o /dev/null -w '%{http_code}' -X POST \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/secevent+jwt' \
     --data-binary "$set_token" "http://127.0.0.1:$http_port/streams/pkg/events" || true)
 if [ "$status" = 202 ]; then
