@@ -409,12 +409,16 @@ SELECT setstream.revoke_key('s04', 'late-key');
 SELECT pg_temp.rcv('s04', pg_temp.hs('{"alg":"HS256","typ":"secevent+jwt","kid":"late-key"}',
     pg_temp.claims('{"jti":"late-key-2"}'), convert_to(repeat('L', 32), 'UTF8'))) AS revoked_key;
 
--- a disabled stream refuses every SET, valid or not (access_denied)
-SELECT status FROM setstream.disable_stream('s04');
-SELECT pg_temp.rcv('s04', pg_temp.set('{"jti":"while-disabled"}')) AS valid_set;
+-- a stream refusing inbound SETs refuses every SET, valid or not
+-- (access_denied); a disabled one takes them (disabled stops what it sends)
+SELECT inbound FROM setstream.set_inbound('s04', 'refuse');
+SELECT pg_temp.rcv('s04', pg_temp.set('{"jti":"while-refusing"}')) AS valid_set;
 SELECT pg_temp.rcv('s04', 'garbage') AS garbage;
+SELECT inbound FROM setstream.set_inbound('s04', 'accept');
+SELECT pg_temp.rcv('s04', pg_temp.set('{"jti":"while-refusing"}')) AS after_accept;
+SELECT status FROM setstream.disable_stream('s04');
+SELECT pg_temp.rcv('s04', pg_temp.set('{"jti":"while-disabled"}')) AS while_disabled;
 SELECT status FROM setstream.enable_stream('s04');
-SELECT pg_temp.rcv('s04', pg_temp.set('{"jti":"while-disabled"}')) AS after_enable;
 
 -- unknown stream; NULL arguments (receive is STRICT)
 SELECT pg_temp.try(format('SELECT setstream.receive(%L, %L)', 's04-nosuch', pg_temp.set()));

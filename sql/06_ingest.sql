@@ -195,6 +195,13 @@ SELECT * FROM pg_temp.ingest('s06', jsonb_build_object(
     'ack', jsonb_build_array(pg_temp.jti('o6')),
     'sets', jsonb_build_object('in-paused', pg_temp.set('in-paused'))));
 SELECT * FROM pg_temp.states() WHERE name IN ('o6', 'o8');
+-- refusing inbound: each SET is a setErr access_denied, none is stored
+SELECT inbound FROM setstream.set_inbound('s06', 'refuse');
+SELECT setstream.ingest('s06',
+    jsonb_build_object('sets', jsonb_build_object('in-refused', pg_temp.set('in-refused')))) AS refused;
+SELECT count(*) AS stored_while_refusing FROM setstream.events WHERE jti = 'in-refused';
+SELECT inbound FROM setstream.set_inbound('s06', 'accept');
+-- disabled: inbound SETs are taken, nothing goes out
 SELECT status FROM setstream.disable_stream('s06');
 SELECT pg_temp.try(format('SELECT setstream.ingest(%L, %L)', 's06',
     jsonb_build_object('sets', jsonb_build_object('in-disabled', pg_temp.set('in-disabled')))));

@@ -234,9 +234,12 @@ INSERT INTO s07_users (id, handle) VALUES (41, 'while-paused');
 SELECT count(*) AS queued FROM pg_temp.queued() WHERE sub_id->>'id' = 'while-paused';
 SELECT setstream.poll('s07') AS poll_while_paused;
 SELECT status FROM setstream.enable_stream('s07');
--- and every queued SET is delivered by poll
+-- and every SET still queued is delivered by poll: the one queued while
+-- paused; those queued before the disable were settled by it
 SELECT (SELECT count(*) FROM jsonb_object_keys(setstream.poll('s07')->'sets')) AS delivered,
-       (SELECT count(*) FROM pg_temp.queued()) AS queued;
+       (SELECT count(*) FROM pg_temp.queued()) AS queued,
+       (SELECT count(*) FROM setstream.outbox o
+         WHERE o.stream = 's07' AND o.err = 'stream_disabled') AS settled_by_disable;
 DROP TRIGGER s07_tx ON s07_users;
 
 DROP TABLE s07_users, s07_misc;

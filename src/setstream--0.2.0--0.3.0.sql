@@ -418,3 +418,99 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION setstream.prepare_drop() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- SSF stream status (issue 13): disabled holds no events; refusing
+-- inbound SETs is a setting of its own
+-- ---------------------------------------------------------------------
+--
+-- SSF 1.0 (8.1.2.1): a disabled stream transmits nothing and holds
+-- nothing; a poll on it answers 200 with no SETs (RFC 8936 2.5).  Until
+-- 0.2.0 "disabled" also refused inbound SETs; that is now
+-- set_inbound(stream, 'refuse').  Streams disabled before this update
+-- keep refusing them.
+ALTER TABLE setstream.streams
+    ADD COLUMN inbound text NOT NULL DEFAULT 'accept'
+        CONSTRAINT streams_inbound_valid CHECK (inbound IN ('accept', 'refuse'));
+COMMENT ON COLUMN setstream.streams.inbound IS
+'accept: inbound SETs (push, pushpull, receive(), ingest()) are verified and stored; refuse: each is answered access_denied (set_inbound).';
+UPDATE setstream.streams SET inbound = 'refuse' WHERE status = 'disabled';
+
+-- enabled: SETs flow both ways.  paused: emitted SETs are queued but not
+-- delivered until the stream is enabled again.  disabled: emit() queues
+-- nothing, and the SETs still queued (pending, or delivered and not
+-- acknowledged) fail with err "stream_disabled"; polls answer no SETs.
+-- Inbound SETs are governed by set_inbound(), not by the status.
+CREATE OR REPLACE FUNCTION setstream.set_stream_status(name text, status text)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur setstream.streams := setstream._stream_row(name);
+    result setstream.streams;
+BEGIN
+    IF status IS NULL OR status NOT IN ('enabled', 'paused', 'disabled') THEN
+        RAISE EXCEPTION 'unknown stream status "%"', status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''enabled'', ''paused'' or ''disabled''.';
+    END IF;
+    UPDATE setstream.streams s SET status = set_stream_status.status
+     WHERE s.name = cur.name
+    RETURNING s.* INTO result;
+    IF set_stream_status.status = 'disabled' THEN
+        UPDATE setstream.outbox o
+           SET state = 'failed', failed_at = pg_catalog.now(),
+               err = 'stream_disabled', description = 'the stream was disabled',
+               next_attempt_at = NULL
+         WHERE o.stream = cur.name AND o.state IN ('pending', 'delivered');
+    END IF;
+    RETURN result;
+END
+$$;
+
+-- Accept or refuse the stream's inbound SETs
+CREATE FUNCTION setstream.set_inbound(name text, inbound text)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur setstream.streams := setstream._stream_row(name);
+    result setstream.streams;
+BEGIN
+    IF inbound IS NULL OR inbound NOT IN ('accept', 'refuse') THEN
+        RAISE EXCEPTION 'unknown inbound setting "%"', inbound
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''accept'' or ''refuse''.';
+    END IF;
+    UPDATE setstream.streams s SET inbound = set_inbound.inbound
+     WHERE s.name = cur.name
+    RETURNING s.* INTO result;
+    RETURN result;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.set_inbound(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION setstream.set_inbound(text, text) IS
+'accept or refuse the stream''s inbound SETs (refused: access_denied); needs the manage privilege';
+
+-- set_inbound and the column it writes are granted with the manage right
+-- (grant_stream, allow_stream_creation); the roles that hold it already
+-- (whoever may run set_stream_status) get them here.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+               FROM pg_catalog.pg_proc p,
+                    LATERAL pg_catalog.aclexplode(p.proacl) a
+              WHERE p.oid OPERATOR(pg_catalog.=)
+                    'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+                AND a.grantee OPERATOR(pg_catalog.<>) 0
+                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s', r.role);
+        EXECUTE pg_catalog.format('GRANT UPDATE (inbound) ON setstream.streams TO %s', r.role);
+    END LOOP;
+END
+$$;

@@ -64,6 +64,14 @@ typedef enum SetErr
  */
 #define SETERR_WS_INTERNAL_ERROR	1011
 
+/*
+ * The "err" of answers that no RFC 8935 code names (seterr_for_status):
+ * the peer is asked to come back later, or the server failed.
+ */
+#define ERR_RATE_LIMITED			"rate_limited"
+#define ERR_TEMPORARILY_UNAVAILABLE	"temporarily_unavailable"
+#define ERR_SERVER_ERROR			"server_error"
+
 typedef struct SetAnswer
 {
 	int			http_status;
@@ -75,6 +83,7 @@ typedef struct SetAnswer
 } SetAnswer;
 
 extern const char *seterr_name(SetErr code);
+extern const char *seterr_for_status(int http_status);
 extern SetErr seterr_from_name(const char *name);
 extern const char *seterr_description(SetErr code, const char *message);
 extern void seterr_answer(int sqlerrcode, const char *message, SetAnswer *a);

@@ -47,6 +47,27 @@ seterr_name(SetErr code)
 	return seterr_info(code)->name;
 }
 
+/*
+ * The "err" of an error answer that carries no RFC 8935 code: 429, 503 and
+ * 500 name what happened (the names of RFC 6749's error codes where one
+ * fits), so that every error body has an "err"; NULL for other statuses.
+ */
+const char *
+seterr_for_status(int http_status)
+{
+	switch (http_status)
+	{
+		case 429:
+			return ERR_RATE_LIMITED;
+		case 503:
+			return ERR_TEMPORARILY_UNAVAILABLE;
+		case 500:
+			return ERR_SERVER_ERROR;
+		default:
+			return NULL;
+	}
+}
+
 /* The code of a name on the wire; SETERR_NONE when it is not one of ours */
 SetErr
 seterr_from_name(const char *name)

@@ -90,6 +90,12 @@ exchange_verify(StreamInfo *stream, CommObj *obj)
 		IngestItem *item = &items[i++];
 
 		item->entry = lfirst(lc);
+		if (stream->refuse_inbound)
+		{
+			item->valid = set_fail(&item->f, SETERR_ACCESS_DENIED,
+								   STREAM_REFUSES_INBOUND);
+			continue;
+		}
 		item->valid = set_verify(&rules, item->entry->token,
 								 strlen(item->entry->token), &item->ps, &item->f);
 		if (item->valid && strcmp(item->ps.jti, item->entry->key) != 0)
@@ -250,7 +256,8 @@ exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
 
 /*
  * Take up to max_events (all due, up to setstream.max_poll_events, when
- * negative) due SETs as a "sets" object; none while the stream is paused.
+ * negative) due SETs as a "sets" object; none while the stream is paused
+ * or disabled.
  */
 json_t *
 exchange_take(StreamInfo *stream, int max_events, bool *more)
@@ -263,7 +270,7 @@ exchange_take(StreamInfo *stream, int max_events, bool *more)
 	*more = false;
 	if (max_events >= 0 && max_events < limit)
 		limit = max_events;
-	if (stream->status == 'p')
+	if (stream->status != 'e')
 		return sets;
 	if (limit == 0)
 	{

@@ -136,7 +136,7 @@ auth_too_many_failures(Conn *conn)
 /*
  * Does a session opened earlier (a parked long poll, a WebSocket) still
  * hold against the stream as reloaded: its bearer token or client
- * certificate, the stream's client_auth, its status?  Returns 0, or the
+ * certificate, the stream's client_auth?  Returns 0, or the
  * HTTP status that says why not (401, 403).  The request's headers stay
  * with the connection as long as the session does.  Not counted against
  * the peer's address: the peer did nothing wrong.
@@ -166,11 +166,6 @@ auth_session_denied(Conn *conn, StreamInfo *stream, const char **why)
 			*why = "the client certificate is no longer bound to this stream";
 			return 403;
 		}
-	}
-	if (stream->status == 'd')
-	{
-		*why = "the stream is disabled";
-		return 403;
 	}
 	return 0;
 }

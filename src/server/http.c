@@ -499,7 +499,10 @@ http_respond_json(Conn *conn, int status, json_t *body,
 	pfree(text.data);
 }
 
-/* An RFC 8935 error body: {"err", "description"}, in English */
+/*
+ * An RFC 8935 error body: {"err", "description"}, in English.  Without an
+ * err, 429, 500 and 503 get theirs from seterr_for_status.
+ */
 void
 http_respond_error(Conn *conn, int status, const char *err,
 				   const char *description, const char *extra_headers)
@@ -507,6 +510,8 @@ http_respond_error(Conn *conn, int status, const char *err,
 	json_t	   *body = json_object();
 	char	   *headers;
 
+	if (err == NULL)
+		err = seterr_for_status(status);
 	if (err)
 		json_object_set_new(body, "err", json_string(err));
 	json_object_set_new(body, "description", json_string(description));

@@ -141,7 +141,8 @@ static void
 refuse_connection(int fd)
 {
 	static const char body[] =
-		"{\"description\":\"too many connections; try again shortly\"}";
+		"{\"err\":\"" ERR_TEMPORARILY_UNAVAILABLE "\","
+		"\"description\":\"too many connections; try again shortly\"}";
 	char		busy[256];
 	int			len;
 

@@ -276,9 +276,9 @@ route_check(Conn *conn, char **load_stream)
 	}
 	if (!auth_authorized(conn, p->stream))
 		return PREP_ANSWERED;
-	if (p->stream->status == 'd')
+	if (p->ep == EP_EVENTS && p->stream->refuse_inbound)
 	{
-		respond_seterr(conn, SETERR_ACCESS_DENIED, "the stream is disabled");
+		respond_seterr(conn, SETERR_ACCESS_DENIED, STREAM_REFUSES_INBOUND);
 		return PREP_ANSWERED;
 	}
 	return PREP_EXECUTE;
@@ -349,6 +349,7 @@ execute_poll(Conn *conn, Prepared *p, const uint64 *generations)
 
 	if (json_object_size(json_object_get(response, "sets")) == 0 &&
 		!p->obj.return_immediately && p->obj.max_events != 0 &&
+		p->stream->status != 'd' &&
 		setstream_poll_timeout_ms > 0 && wakeup_enabled())
 	{
 		park(conn, p->stream_name, p->obj.max_events, generations);
@@ -439,8 +440,9 @@ route_answer_push(Conn *conn)
 
 /*
  * A parked long poll: the stream's generation moved, the configuration
- * did, or its time is up.  It is authorized again first: a revoked token,
- * an unbound certificate or a disabled stream ends it with 401 or 403.
+ * did, or its time is up.  It is authorized again first: a revoked token
+ * or an unbound certificate ends it with 401 or 403.  A stream disabled
+ * meanwhile answers it at once with no SETs.
  */
 RouteResult
 route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
@@ -463,7 +465,7 @@ route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
 		http_respond_error(conn, denied, seterr_name(SETERR_ACCESS_DENIED), why, NULL);
 		return ROUTE_ANSWERED;
 	}
-	if (timed_out)
+	if (timed_out || stream->status == 'd')
 		sets = json_object();
 	else
 	{

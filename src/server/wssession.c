@@ -184,7 +184,7 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 		return;
 
 	/*
-	 * Revoked, unbound or disabled since the session opened: close with
+	 * Revoked or unbound since the session opened: close with
 	 * 1008 and apply nothing the peer sent.
 	 */
 	if (auth_session_denied(conn, stream, &why) != 0)

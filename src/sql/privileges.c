@@ -117,6 +117,12 @@ static const char *const grants_manage[] = {
 	" setstream._set_delivery_secret(text, text), setstream._wake_sender(text) TO %s",
 	NULL
 };
+/* manage, on 0.3.0 and later (set_inbound) */
+static const char *const grants_manage_0_3[] = {
+	"GRANT UPDATE (inbound) ON setstream.streams TO %s",
+	"GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s",
+	NULL
+};
 static const char *const grants_create[] = {
 	"GRANT INSERT ON setstream.streams TO %s",
 	"GRANT EXECUTE ON FUNCTION"
@@ -398,6 +404,15 @@ run_grants(const char *const *grants, Oid role)
 		store_grant_as_owner(psprintf(grants[i], quoted));
 }
 
+/* The GRANTs of one stream privilege, as far as the installed SQL has them */
+static void
+run_privilege_grants(const char *privilege, Oid role)
+{
+	run_grants(grants_by_privilege[privilege_index(privilege)], role);
+	if (strcmp(privilege, "manage") == 0 && store_streams_have_inbound())
+		run_grants(grants_manage_0_3, role);
+}
+
 /*
  * Only the stream's owner (a role whose rights the caller has) or a role
  * that bypasses row-level security may give and take rights on a stream.
@@ -452,7 +467,7 @@ setstream_grant_stream(PG_FUNCTION_ARGS)
 	forget_held();
 	run_grants(grants_common, role);
 	foreach(lc, privileges)
-		run_grants(grants_by_privilege[privilege_index(lfirst(lc))], role);
+		run_privilege_grants(lfirst(lc), role);
 	PG_RETURN_VOID();
 }
 
@@ -487,7 +502,7 @@ setstream_allow_stream_creation(PG_FUNCTION_ARGS)
 				 errdetail("Only the extension's owner, a superuser or a role with BYPASSRLS may.")));
 	run_grants(grants_common, role);
 	run_grants(grants_create, role);
-	for (int i = 0; i < lengthof(grants_by_privilege); i++)
-		run_grants(grants_by_privilege[i], role);
+	for (int i = 0; privilege_names[i] != NULL; i++)
+		run_privilege_grants(privilege_names[i], role);
 	PG_RETURN_VOID();
 }

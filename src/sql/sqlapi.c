@@ -106,17 +106,12 @@ sql_stream(const char *name)
 	return streamcache_get(name, false, false);
 }
 
+/* The stream, after checking the caller's privilege on it */
 static StreamInfo *
-stream_for_inbound(const char *name, const char *privilege)
+stream_for(const char *name, const char *privilege)
 {
-	StreamInfo *stream;
-
 	privileges_require(name, privilege);
-	stream = sql_stream(name);
-
-	if (stream->status == 'd')
-		seterr_raise(SETERR_ACCESS_DENIED, "the stream is disabled");
-	return stream;
+	return sql_stream(name);
 }
 
 /* ---------------------------------------------------------------------
@@ -250,11 +245,16 @@ setstream_receive(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	text	   *token = PG_GETARG_TEXT_PP(1);
-	StreamInfo *stream = stream_for_inbound(name, "receive");
+	StreamInfo *stream = stream_for(name, "receive");
 	SetRules	rules = streamcache_rules(stream);
 	ParsedSet	ps;
 	SetFailure	f;
 
+	if (stream->refuse_inbound)
+	{
+		stats_count_rejected(stream->name, SETERR_ACCESS_DENIED);
+		seterr_raise(SETERR_ACCESS_DENIED, STREAM_REFUSES_INBOUND);
+	}
 	if (!set_verify(&rules, VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &ps, &f))
 	{
 		stats_count_rejected(stream->name, f.code);
@@ -276,7 +276,7 @@ setstream_ingest(PG_FUNCTION_ARGS)
 	char		err[256];
 
 	privileges_require(name, "deliver");
-	stream = stream_for_inbound(name, "receive");
+	stream = stream_for(name, "receive");
 	if (!commobj_parse(body, strlen(body), &obj, err, sizeof(err)))
 		seterr_raise(SETERR_INVALID_REQUEST, err);
 	PG_RETURN_DATUM(json_to_jsonb_datum(exchange_ingest(stream, &obj, NULL)));
@@ -516,7 +516,7 @@ setstream_poll(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	char	   *body = jsonb_to_cstring(PG_GETARG_JSONB_P(1));
-	StreamInfo *stream = stream_for_inbound(name, "deliver");
+	StreamInfo *stream = stream_for(name, "deliver");
 	CommObj		req;
 	char		err[256];
 	bool		more;

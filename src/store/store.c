@@ -54,7 +54,19 @@ typedef struct StoreStmt
 
 static StoreStmt stmt_get_stream = {
 	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
-	" client_auth FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
+	" client_auth, inbound OPERATOR(pg_catalog.=) 'refuse'"
+	" FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+/*
+ * The same before 0.3.0 (no column "inbound"): a disabled stream refused
+ * inbound SETs then, which is what the update keeps for it.
+ */
+static StoreStmt stmt_get_stream_0_2 = {
+	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
+	" client_auth, status OPERATOR(pg_catalog.=) 'disabled'"
+	" FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
 
@@ -450,6 +462,16 @@ spi_connect(void)
  * ---------------------------------------------------------------------
  */
 
+/* Has setstream.streams the column "inbound" (0.3.0 and later)? */
+bool
+store_streams_have_inbound(void)
+{
+	Oid			nsp = get_namespace_oid("setstream", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("streams", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "inbound") != InvalidAttrNumber;
+}
+
 /* The stream's settings; raises undefined_object when there is none */
 StreamInfo *
 store_get_stream(const char *name)
@@ -479,7 +501,8 @@ store_find_stream(const char *name)
 	char	   *client_auth;
 
 	spi_connect();
-	run(&stmt_get_stream, values, NULL, true);
+	run(store_streams_have_inbound() ? &stmt_get_stream : &stmt_get_stream_0_2,
+		values, NULL, true);
 	if (SPI_processed != 1)
 	{
 		SPI_finish();
@@ -496,6 +519,7 @@ store_find_stream(const char *name)
 	status = get_text(0, 7, cxt);
 	s->status = status[0];
 	client_auth = get_text(0, 8, cxt);
+	s->refuse_inbound = DatumGetBool(get_datum(0, 9, &isnull));
 	s->auth_bearer = strstr(client_auth, "bearer") != NULL;
 	s->auth_cert = strstr(client_auth, "cert") != NULL;
 

@@ -34,6 +34,7 @@ struct SignKey
 };
 typedef struct SignKey SignKey;
 
+extern bool store_streams_have_inbound(void);
 extern StreamInfo *store_get_stream(const char *name);
 extern StreamInfo *store_find_stream(const char *name);
 extern List *store_verify_keys(const char *stream, const char *kid);

@@ -24,6 +24,8 @@ typedef struct StreamInfo
 	bool		ssf;			/* profile 'ssf' (else 'rfc8417') */
 	bool		allow_unsigned; /* alg "none" accepted on inbound SETs */
 	char		status;			/* 'e'nabled, 'p'aused, 'd'isabled */
+	bool		refuse_inbound; /* inbound 'refuse': every inbound SET is
+								 * access_denied (set_inbound) */
 	bool		auth_bearer;	/* client_auth: a bearer token is required */
 	bool		auth_cert;		/* client_auth: a bound client cert is required */
 	/* the cache loads these with the stream */
@@ -34,6 +36,9 @@ typedef struct StreamInfo
 	bool		sign_key_loaded;
 	struct SignKey *sign_key;	/* the active signing key, or NULL */
 } StreamInfo;
+
+/* The answer to each inbound SET of a stream whose inbound is 'refuse' */
+#define STREAM_REFUSES_INBOUND "the stream refuses inbound SETs"
 
 /* What set_verify needs of a cached stream (its keys are loaded with it) */
 static inline SetRules

@@ -2,7 +2,7 @@
 -- tables and their columns/types, keys that make inbound SETs unique per
 -- (stream, iss, jti), the query indexes on events, and the SQL API signatures.
 BEGIN;
-SELECT plan(130);
+SELECT plan(131);
 
 -- ---------------------------------------------------------------- tables
 SELECT has_schema('setstream');
@@ -251,6 +251,7 @@ SELECT function_returns('setstream', 'unbind_client_cert', ARRAY['text', 'text']
     'unbind_client_cert(stream, sha256) returns void');
 SELECT has_function('setstream', 'set_stream_status', ARRAY['text', 'text'], 'set_stream_status(name, status) exists');
 SELECT has_function('setstream', 'disable_stream', ARRAY['text'], 'disable_stream(name) exists');
+SELECT has_function('setstream', 'set_inbound', ARRAY['text', 'text'], 'set_inbound(name, inbound) exists');
 SELECT has_function('setstream', 'enable_stream', ARRAY['text'], 'enable_stream(name) exists');
 SELECT has_function('setstream', 'drop_stream', ARRAY['text'], 'drop_stream(name) exists');
 SELECT has_function('setstream', 'revoke_key', ARRAY['text', 'text'], 'revoke_key(stream, kid) exists');

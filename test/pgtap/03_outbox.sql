@@ -3,9 +3,10 @@
 -- failed (err, description); acked and failed SETs are never returned again;
 -- a delivered, unacknowledged SET is due again after redelivery_interval,
 -- byte-identical; maxEvents/moreAvailable; oldest first; acks and setErrs
--- scoped to the stream; maxEvents 0 is acknowledge-only; paused/disabled.
+-- scoped to the stream; maxEvents 0 is acknowledge-only; paused holds,
+-- disabled settles and polls empty.
 BEGIN;
-SELECT plan(65);
+SELECT plan(67);
 
 CREATE TEMP TABLE tap_jti (name text PRIMARY KEY, stream text, jti text);
 CREATE TEMP TABLE tap_poll (n int PRIMARY KEY, r jsonb);
@@ -236,9 +237,14 @@ SELECT setstream.enable_stream('tap-ob2') IS NOT NULL AS ok \gset
 SELECT is(pg_temp.set_keys(setstream.poll('tap-ob2', '{}')), pg_temp.jtis('p1'),
           'once re-enabled the held SET is returned');
 
+INSERT INTO tap_jti VALUES ('d1', 'tap-ob2', setstream.emit('tap-ob2', 'urn:example:t', '{"n":"d1"}'));
 SELECT setstream.disable_stream('tap-ob2') IS NOT NULL AS ok \gset
-SELECT throws_ok($$ SELECT setstream.poll('tap-ob2', '{}') $$,
-                 'SE006', 'access_denied: the stream is disabled', 'poll on a disabled stream -> SE006');
+SELECT is(row((pg_temp.row_of('d1')).state, (pg_temp.row_of('d1')).err)::text, '(failed,stream_disabled)',
+          'disabling settles a pending SET: failed, stream_disabled');
+SELECT is(row((pg_temp.row_of('p1')).state, (pg_temp.row_of('p1')).err)::text, '(failed,stream_disabled)',
+          'and a delivered one not acknowledged');
+SELECT is(setstream.poll('tap-ob2', '{}'), '{"sets": {}, "moreAvailable": false}'::jsonb,
+          'poll on a disabled stream answers no SETs (RFC 8936 2.5, SSF)');
 SELECT is(setstream.emit('tap-ob2', 'urn:example:t', '{}'), NULL, 'emit on a disabled stream returns NULL');
 SELECT is((SELECT count(*)::int FROM setstream.outbox o WHERE o.stream = 'tap-ob2'
               AND NOT EXISTS (SELECT 1 FROM tap_jti j WHERE j.jti = o.jti)),

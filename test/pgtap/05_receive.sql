@@ -3,7 +3,7 @@
 -- A.audience, A's public signing key registered on B) receives A's outbox
 -- token; the events row matches the claims; a second receive is idempotent.
 -- Errors: wrong peer issuer SE003, audience without B.issuer SE004, revoked
--- or unknown key / bad signature SE002, disabled SE006, malformed/profile
+-- or unknown key / bad signature SE002, inbound refused SE006, malformed/profile
 -- violations SE001, and the order of the checks.  Profile 'rfc8417' accepts
 -- a SET without typ and with sub (HS256 via pgcrypto, alg none when allowed).
 BEGIN;
@@ -157,9 +157,10 @@ SELECT throws_ok(format('SELECT setstream.receive(%L, %L)', 'tap-rb', pg_temp.to
 SELECT is((SELECT count(*)::int FROM setstream.events WHERE stream = 'tap-rb' AND jti = :'jti3'), 0,
           'it is not stored');
 
-SELECT setstream.disable_stream('tap-rf') IS NOT NULL AS ok \gset
+SELECT setstream.set_inbound('tap-rf', 'refuse') IS NOT NULL AS ok \gset
 SELECT throws_ok(format('SELECT setstream.receive(%L, %L)', 'tap-rf', pg_temp.tok(:'jti3')),
-                 'SE006', 'access_denied: the stream is disabled', 'receive on a disabled stream -> SE006');
+                 'SE006', 'access_denied: the stream refuses inbound SETs', 'receive on a stream refusing inbound SETs -> SE006');
+SELECT setstream.set_inbound('tap-rf', 'accept') IS NOT NULL AS ok \gset
 SELECT setstream.set_stream_status('tap-rf', 'paused') IS NOT NULL AS ok \gset
 SELECT is(pg_temp.try_receive('tap-rf', pg_temp.tok(:'jti3')), :'jti3', 'a paused stream still accepts inbound SETs');
 SELECT throws_ok(format('SELECT setstream.receive(%L, %L)', 'tap-nowhere', pg_temp.tok(:'jti3')),

@@ -43,7 +43,9 @@ def assert_429(resp):
     assert resp.header("Content-Type") == "application/json", resp.headers
     assert resp.header("Content-Language") == "en", resp.headers
     body = resp.json()
-    assert set(body) == {"description"} and "failed authentications" in body["description"], body
+    # issue 13: a 429 body carries an "err" as well as a description
+    assert body.get("err") == "rate_limited" and set(body) == {"err", "description"}, body
+    assert "failed authentications" in body["description"], body
     retry = int(resp.header("Retry-After"))
     assert 1 <= retry <= math.ceil(60 / LIMIT), retry
     return retry

@@ -198,11 +198,56 @@ def test_poll_get_405(client, stream):
     assert [m.strip() for m in r.headers.get("Allow", "").split(",")] == ["POST"]
 
 
-def test_disabled_stream_access_denied(client, db, stream):
-    jti = db.emit(stream.name)
+def test_disabled_stream_polls_empty_and_holds_nothing(client, db, stream):
+    """SSF 8.1.2.1 and RFC 8936 2.5: a poll on a disabled stream answers
+    200 with no SETs, its acks and setErrs still applied; disabling settles
+    what the stream held (failed, stream_disabled); emit queues nothing."""
+    delivered = db.emit(stream.name)
+    assert list(client.poll(stream).json()["sets"]) == [delivered]
+    acked = db.emit(stream.name)
+    rejected = db.emit(stream.name)
+    assert sorted(client.poll(stream).json()["sets"]) == sorted([acked, rejected])
+    pending = db.emit(stream.name)
     db.execute("SELECT setstream.disable_stream(%s)", (stream.name,))
-    assert_error(client.poll(stream), 400, "access_denied")
-    assert db.outbox(stream.name, jti)["state"] == "pending"
+    for jti in (delivered, acked, rejected, pending):
+        row = db.outbox(stream.name, jti)
+        assert (row["state"], row["err"]) == ("failed", "stream_disabled"), row
+    assert db.val("SELECT setstream.emit(%s, %s, '{}'::jsonb)",
+                  (stream.name, ls.SESSION_REVOKED)) is None
+
+    r = client.poll(stream, {"returnImmediately": True, "ack": [acked],
+                             "setErrs": {rejected: {"err": "invalid_key",
+                                                    "description": "no such key"}}})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"sets": {}, "moreAvailable": False}
+    # a long poll on a disabled stream does not wait: nothing can come
+    t0 = time.monotonic()
+    assert client.poll(stream, {}).json() == {"sets": {}, "moreAvailable": False}
+    assert time.monotonic() - t0 < 1.0
+
+    # enabled again, new SETs flow; the settled ones stay failed
+    db.execute("SELECT setstream.enable_stream(%s)", (stream.name,))
+    fresh = db.emit(stream.name)
+    assert list(client.poll(stream).json()["sets"]) == [fresh]
+    assert db.outbox(stream.name, pending)["state"] == "failed"
+
+
+def test_disable_answers_a_parked_long_poll_at_once(db, gucs, stream):
+    gucs.set(poll_timeout="10000")
+    poller = Poller(stream, {})
+    db.wait_parked(stream.name)
+    t0 = time.monotonic()
+    db.execute("SELECT setstream.disable_stream(%s)", (stream.name,))
+    r = poller.result(timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"sets": {}, "moreAvailable": False}
+    assert poller.answered_at - t0 < 2.0, "the parked poll waited for its timeout"
+
+
+def test_refusing_inbound_does_not_stop_polls(client, db, stream):
+    jti = db.emit(stream.name)
+    db.execute("SELECT setstream.set_inbound(%s, 'refuse')", (stream.name,))
+    assert list(client.poll(stream).json()["sets"]) == [jti]
 
 
 def test_paused_stream_polls_empty(client, db, stream):

@@ -179,13 +179,24 @@ def test_other_methods_405_with_allow(client, stream, method):
     assert [m.strip() for m in r.headers.get("Allow", "").split(",")] == ["POST"]
 
 
-def test_disabled_stream_access_denied(client, db, stream):
+def test_refused_inbound_access_denied(client, db, stream):
+    db.execute("SELECT setstream.set_inbound(%s, 'refuse')", (stream.name,))
+    _, token = stream.set()
+    r = client.push(stream, token)
+    assert_error(r, 400, "access_denied")
+    assert r.json()["description"] == "the stream refuses inbound SETs"
+    assert db.event_count(stream.name) == 0
+    # accepted again, the same SET is taken
+    db.execute("SELECT setstream.set_inbound(%s, 'accept')", (stream.name,))
+    assert client.push(stream, token).status_code == 202
+    assert db.event_count(stream.name) == 1
+
+
+def test_disabled_stream_takes_pushes(client, db, stream):
+    """Disabled stops what the stream transmits; inbound SETs are a
+    setting of their own (set_inbound)."""
     db.execute("SELECT setstream.disable_stream(%s)", (stream.name,))
     _, token = stream.set()
-    assert_error(client.push(stream, token), 400, "access_denied")
-    assert db.event_count(stream.name) == 0
-    # enabled again, the same SET is taken
-    db.execute("SELECT setstream.enable_stream(%s)", (stream.name,))
     assert client.push(stream, token).status_code == 202
     assert db.event_count(stream.name) == 1
 

@@ -142,11 +142,40 @@ def test_inbound_and_outbound_in_one_exchange(client, db, stream):
     assert claims["jti"] == out
 
 
-def test_disabled_stream_access_denied(client, db, stream):
+def test_refused_inbound_sets_are_set_errs(client, db, stream):
+    """set_inbound(stream, 'refuse'): each inbound SET gets a setErr
+    access_denied and nothing is stored; acks still apply and outbound
+    SETs still flow.  'accept' takes the same SET again."""
+    out = db.emit(stream.name)
+    assert list(client.pushpull(stream, {}).json()["sets"]) == [out]
+    db.execute("SELECT setstream.set_inbound(%s, 'refuse')", (stream.name,))
+    jti, tok = stream.set()
+    later = db.emit(stream.name)
+    r = client.pushpull(stream, {"sets": {jti: tok}, "ack": [out]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ack"] == []
+    assert body["setErrs"] == {jti: {"err": "access_denied",
+                                     "description": "the stream refuses inbound SETs"}}
+    assert list(body["sets"]) == [later]
+    assert db.event_count(stream.name) == 0
+    assert db.outbox(stream.name, out)["state"] == "acked"
+    db.execute("SELECT setstream.set_inbound(%s, 'accept')", (stream.name,))
+    assert client.pushpull(stream, {"sets": {jti: tok}}).json()["ack"] == [jti]
+    assert db.event_count(stream.name) == 1
+
+
+def test_disabled_stream_takes_inbound_sets(client, db, stream):
+    """Disabled stops what the stream transmits, not what it receives."""
+    out = db.emit(stream.name)
     db.execute("SELECT setstream.disable_stream(%s)", (stream.name,))
     jti, tok = stream.set()
-    assert_error(client.pushpull(stream, {"sets": {jti: tok}}), 400, "access_denied")
-    assert db.event_count(stream.name) == 0
+    r = client.pushpull(stream, {"sets": {jti: tok}})
+    assert r.status_code == 200, r.text
+    assert r.json()["ack"] == [jti]
+    assert r.json().get("sets", {}) == {}
+    assert db.event_count(stream.name) == 1
+    assert db.outbox(stream.name, out)["err"] == "stream_disabled"
 
 
 def test_other_content_type_415(client, db, stream):

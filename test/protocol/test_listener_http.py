@@ -6,6 +6,7 @@ closes), the header (431) and URL (414) limits, setstream.idle_timeout and
 setstream.max_connections.
 """
 
+import json
 import socket
 import time
 
@@ -431,8 +432,10 @@ def test_max_connections(db, gucs):
         assert again.request("GET", "/jwks.json").status == 200
 
         # and the 503 was a well-formed response: its body is as long as
-        # its Content-Length says
+        # its Content-Length says, and carries an "err" (issue 13)
         assert int(headers["content-length"]) == len(body), (headers, body)
+        assert json.loads(body) == {"err": "temporarily_unavailable",
+                                    "description": "too many connections; try again shortly"}
     finally:
         for c in conns:
             c.close()

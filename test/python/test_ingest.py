@@ -193,12 +193,14 @@ def test_paused_stream_receives_but_sends_nothing(db, peer, admin):
     assert db.ingest(s.name, {"sets": {jti: token}}) == {"ack": [jti], "setErrs": {}}
 
 
-def test_disabled_stream_refuses_the_object(db, peer, admin):
+def test_refused_inbound_sets_are_set_errs(db, peer, admin):
     s, key, kid, _ = peer
-    admin.execute("SELECT setstream.disable_stream(%s)", (s.name,))
+    admin.execute("SELECT setstream.set_inbound(%s, 'refuse')", (s.name,))
     jti, token = good(s, key, kid)
-    db.expect_error("SE006", "SELECT setstream.ingest(%s, %s::jsonb)",
-                    (s.name, jdump({"sets": {jti: token}})))
+    out = db.ingest(s.name, {"sets": {jti: token}})
+    assert out["ack"] == []
+    assert out["setErrs"] == {jti: {"err": "access_denied",
+                                    "description": "the stream refuses inbound SETs"}}
     assert db.event_rows(s.name) == []
 
 

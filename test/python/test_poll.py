@@ -304,11 +304,14 @@ def test_paused_stream_holds_its_sets(db, transmitter, admin):
     assert list(db.poll(s.name)["sets"]) == [b]
 
 
-def test_disabled_stream_refuses_polls(db, transmitter, admin):
+def test_disabled_stream_polls_empty(db, transmitter, admin):
     s, _ = transmitter()
-    db.emit(s.name)
+    jti = db.emit(s.name)
     admin.execute("SELECT setstream.disable_stream(%s)", (s.name,))
-    db.expect_error("SE006", "SELECT setstream.poll(%s, '{}')", (s.name,))
+    assert db.poll(s.name) == {"sets": {}, "moreAvailable": False}
+    row = db.val("SELECT row(state, err)::text FROM setstream.outbox "
+                 "WHERE stream = %s AND jti = %s", (s.name, jti))
+    assert row == "(failed,stream_disabled)"
 
 
 def test_polls_of_one_stream_do_not_see_another(db, transmitter):

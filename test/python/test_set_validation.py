@@ -460,13 +460,26 @@ def test_alter_stream_takes_effect_at_once(db, ssf, admin):
 # stream status
 # ---------------------------------------------------------------------------
 
-def test_disabled_stream_refuses_everything_with_access_denied(db, ssf, admin):
+def test_refused_inbound_refuses_everything_with_access_denied(db, ssf, admin):
     s, key, kid = ssf
-    admin.execute("SELECT setstream.disable_stream(%s)", (s.name,))
+    admin.execute("SELECT setstream.set_inbound(%s, 'refuse')", (s.name,))
     db.set_error("access_denied", s.name, sign(key, ALG, s.claims(), kid=kid))
     db.set_error("access_denied", s.name, "garbage")
-    admin.execute("SELECT setstream.enable_stream(%s)", (s.name,))
+    admin.execute("SELECT setstream.set_inbound(%s, 'accept')", (s.name,))
     assert db.receive(s.name, sign(key, ALG, s.claims(), kid=kid))
+
+
+def test_disabled_stream_still_receives(db, ssf, admin):
+    """Disabled stops what the stream transmits (SSF), not what it takes."""
+    s, key, kid = ssf
+    admin.execute("SELECT setstream.disable_stream(%s)", (s.name,))
+    assert db.receive(s.name, sign(key, ALG, s.claims(), kid=kid))
+
+
+def test_set_inbound_refuses_an_unknown_setting(db, ssf, admin):
+    s, _, _ = ssf
+    admin.expect_error("22023", "SELECT setstream.set_inbound(%s, 'maybe')", (s.name,))
+    admin.expect_error("22023", "SELECT setstream.set_inbound(%s, NULL)", (s.name,))
 
 
 def test_paused_stream_still_receives(db, ssf, admin):

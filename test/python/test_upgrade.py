@@ -115,6 +115,9 @@ def fill(conn):
     q(conn, "SELECT setstream.create_stream('up-a', 'https://a.example', '{https://b.example}',"
             " 'https://b.example')")
     q(conn, "SELECT setstream.create_stream('up-b', 'https://b.example', '{https://a.example}')")
+    # disabled before 0.3.0: it refused inbound SETs, and keeps refusing them
+    q(conn, "SELECT setstream.create_stream('up-c', 'https://c.example', '{https://a.example}')")
+    q(conn, "SELECT setstream.disable_stream('up-c')")
     key = key_for("HS256")
     kid = q(conn, "SELECT setstream.add_key('up-a', %s::jsonb)", (jdump(public_jwk(key)),))[0][0]
     q(conn, "SELECT setstream.generate_key('up-a', 'ES256')")
@@ -235,6 +238,10 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
         assert q(old, "SELECT setstream.emit('up-b', 'urn:example:e', '{}'::jsonb)")[0][0]
         got = q(old, "SELECT setstream.poll('up-a', '{\"maxEvents\": 10}'::jsonb)")[0][0]
         assert len(got["sets"]) == 2   # the two never acked or failed
+        # a stream disabled before 0.3.0 refuses inbound SETs still (0.3.0
+        # made that a setting of its own: set_inbound)
+        assert q(old, "SELECT name, inbound FROM setstream.streams ORDER BY name") == \
+            [("up-a", "accept"), ("up-b", "accept"), ("up-c", "refuse")]
 
         # the schema: object for object as a fresh install
         a, b = catalog(old), catalog(new)

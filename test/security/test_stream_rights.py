@@ -56,6 +56,7 @@ def test_a_cannot_use_or_name_bs_stream(two):
         ("SELECT setstream.add_key(%s, '{\"kty\":\"oct\",\"k\":\"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\"}')",
          (sb.name,)),
         ("SELECT setstream.set_stream_status(%s, 'disabled')", (sb.name,)),
+        ("SELECT setstream.set_inbound(%s, 'refuse')", (sb.name,)),
         ("SELECT setstream.drop_stream(%s)", (sb.name,)),
         ("SELECT setstream.revoke_token(%s, 1::bigint)", (sb.name,)),
     ]
