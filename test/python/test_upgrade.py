@@ -258,3 +258,32 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
     finally:
         old.close()
         new.close()
+
+
+def test_update_gives_set_inbound_to_managers(databases, admin):
+    """0.3.0's set_inbound comes with the manage right: a role that held it
+    before the update (grant_stream '{manage}') may run it after, and a role
+    with lesser rights may not."""
+    old_db, _ = databases
+    old = connect(old_db)
+    roles = ["upg_m_" + uuid.uuid4().hex[:6], "upg_r_" + uuid.uuid4().hex[:6]]
+    try:
+        for r in roles:
+            admin.execute("CREATE ROLE %s" % r)
+        q(old, "CREATE EXTENSION setstream VERSION '0.2.0'")
+        q(old, "SELECT setstream.create_stream('up-a', 'https://a.example', '{https://b.example}')")
+        q(old, "SELECT setstream.grant_stream('up-a', %s::regrole, '{manage}')", (roles[0],))
+        q(old, "SELECT setstream.grant_stream('up-a', %s::regrole, '{read}')", (roles[1],))
+        q(old, "ALTER EXTENSION setstream UPDATE")
+        rights = q(old, "SELECT r, has_function_privilege(r, 'setstream.set_inbound(text, text)',"
+                        " 'EXECUTE'), has_column_privilege(r, 'setstream.streams', 'inbound',"
+                        " 'UPDATE') FROM unnest(%s::text[]) r ORDER BY r", (roles,))
+        assert rights == [(roles[0], True, True), (roles[1], False, False)], rights
+    finally:
+        old.close()
+        # the roles hold rights in old_db only: drop it first
+        with contextlib.suppress(Exception):
+            admin.execute("DROP DATABASE %s WITH (FORCE)" % old_db)
+        for r in roles:
+            with contextlib.suppress(Exception):
+                admin.execute("DROP ROLE %s" % r)

@@ -175,6 +175,21 @@ def test_a_manager_cannot_take_the_stream(two, roles):
                  (sa.name,)) is not None
 
 
+def test_manage_includes_set_inbound(two, roles, listener):
+    """set_inbound (0.3.0) comes with the manage right, on the manager's
+    streams only; a stream creator has it on its own streams."""
+    admin, sa, sb, a, b, A = two
+    assert A.val("SELECT inbound FROM setstream.set_inbound(%s, 'refuse')", (sa.name,)) == "refuse"
+    assert sqlstate(A, "SELECT setstream.set_inbound(%s, 'refuse')", (sb.name,)) == "42704"
+    assert sqlstate(A, "UPDATE setstream.streams SET inbound = 'refuse' WHERE name = %s",
+                    (sb.name,)) in ("42501", None)
+    assert admin.val("SELECT inbound FROM setstream.streams WHERE name = %s", (sb.name,)) == "accept"
+    r = roles.create("rd")
+    grant_rights(admin, r, sa.name, ["read"])
+    assert sqlstate(roles.connect(r), "SELECT setstream.set_inbound(%s, 'accept')",
+                    (sa.name,)) == "42501"
+
+
 def test_revoked_within_a_transaction_is_revoked(roles, listener, streams):
     """The one-entry cache of rights does not outlive a revoke."""
     admin = listener
