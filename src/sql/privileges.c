@@ -65,6 +65,8 @@ static const char *const grants_common[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.stream_counters(), setstream.listener_stats(),"
 	" setstream._holds_role(oid), setstream.jwks() TO %s",
 	"GRANT SELECT ON setstream.deliveries TO %s",
+	/* peer keys from a jwks_uri (issue 17) */
+	"GRANT SELECT ON setstream.peer_jwks TO %s",
 	NULL
 };
 static const char *const grants_emit[] = {
@@ -92,7 +94,7 @@ static const char *const grants_deliver[] = {
 static const char *const grants_manage[] = {
 	/* not owner (the owner's to give) nor name (the key of everything) */
 	"GRANT UPDATE (issuer, audience, peer_issuer, profile, allow_unsigned, status,"
-	" client_auth) ON setstream.streams TO %s",
+	" client_auth, peer_jwks_uri) ON setstream.streams TO %s",
 	"GRANT DELETE ON setstream.streams TO %s",
 	"GRANT INSERT, UPDATE, DELETE ON setstream.keys TO %s",
 	"GRANT SELECT, INSERT, UPDATE, DELETE ON setstream.tokens,"
@@ -105,7 +107,7 @@ static const char *const grants_manage[] = {
 	" setstream.revoke_token_hash(text, text),"
 	" setstream.bind_client_cert(text, text),"
 	" setstream.unbind_client_cert(text, text),"
-	" setstream.alter_stream(text, text, text[], text, text, boolean, text),"
+	" setstream.alter_stream(text, text, text[], text, text, boolean, text, text),"
 	" setstream.set_stream_status(text, text), setstream.enable_stream(text),"
 	" setstream.disable_stream(text), setstream.drop_stream(text),"
 	" setstream.purge_outbox(interval, text) TO %s",

@@ -138,4 +138,39 @@ extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
 extern void store_delivery_state(const PushStream *p, int64 nonconformant,
 								 TimestampTz now);
 
+/* Peer keys from a jwks_uri (issue 17; outbound/jwksfetch.c) */
+typedef struct JwksSource
+{
+	char	   *stream;
+	char	   *uri;
+	TimestampTz next_fetch_at;	/* 0: never fetched */
+	int			failures;		/* in a row */
+} JwksSource;
+
+/* One key of a fetched JWK Set, checked as add_key checks */
+typedef struct JwksKey
+{
+	char	   *kid;
+	char	   *kty;
+	char	   *alg;			/* NULL: none */
+	char	   *jwk;			/* the public JWK, with its kid */
+} JwksKey;
+
+/* What one fetch came to, for setstream.peer_jwks */
+typedef struct JwksOutcome
+{
+	bool		ok;
+	TimestampTz now;
+	TimestampTz expires_at;		/* ok */
+	TimestampTz next_fetch_at;
+	int			keys;			/* ok */
+	int			status;			/* HTTP status; 0: no answer */
+	const char *error;			/* not ok */
+} JwksOutcome;
+
+extern List *store_jwks_sources(void);
+extern bool store_jwks_replace(const char *stream, List *keys);
+extern void store_jwks_outcome(const char *stream, const char *uri,
+							   const JwksOutcome *o);
+
 #endif
