@@ -540,7 +540,7 @@ finish(CURL *e, CURLcode code)
 	{
 		if (req->refused)
 			strlcpy(error, req->refused_why, sizeof(error));
-		else if (req->too_large)
+		else if (req->too_large || code == CURLE_FILESIZE_EXCEEDED)
 			snprintf(error, sizeof(error), "response body larger than %d bytes",
 					 HTTP_MAX_RESPONSE);
 		else

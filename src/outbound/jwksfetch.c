@@ -165,7 +165,6 @@ parse_jwks(const char *body, size_t len, const char **error)
 		bool		secret;
 		JwksKey    *k;
 		char	   *kid;
-		char	   *text;
 		const char *kty_member;
 
 		if (!json_is_object(jwk))
@@ -191,12 +190,9 @@ parse_jwks(const char *body, size_t len, const char **error)
 		k->kid = kid;
 		k->kty = pstrdup(kty);
 		k->alg = alg ? pstrdup(alg) : NULL;
-		text = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
-		if (text == NULL)
-			continue;
-		k->jwk = pstrdup(text);
-		free(text);
-		if (jose_key_get(k->jwk) == NULL)
+		/* jansson allocates with palloc here (jws.c) */
+		k->jwk = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+		if (k->jwk == NULL || jose_key_get(k->jwk) == NULL)
 			continue;
 		keys = lappend(keys, k);
 		if (list_length(keys) >= JWKS_MAX_KEYS)
