@@ -277,6 +277,7 @@ def test_a_failed_refetch_keeps_the_keys_and_is_recorded(loopback, jwks, peers, 
     assert client.push(s, token).status_code == 202
     if mode != "status:500":
         return
+    loopback.set(max_backoff="5000")     # the backoff: 5 s, then 5 s (+-20%)
     # retried with backoff: the second failure comes after the first's 5 s (+-20%)
     t_first = jwks.requests[n]
     st2 = wait_for("a second failure", lambda: (lambda st: st if st["failures"] >= 2 else None)(
