@@ -512,10 +512,34 @@ BEGIN
 END
 $$;
 
+REVOKE EXECUTE ON FUNCTION
+    setstream.alter_stream(text, text, text[], text, text, boolean, text, text) FROM PUBLIC;
+
+-- The roles' grants are theirs, not the extension's: a GRANT made by an
+-- extension script is recorded in pg_init_privs, and pg_dump would then
+-- leave it out (a restore, which runs CREATE EXTENSION, would lose it).
+-- So pg_init_privs is put back as it was before these grants: the schema
+-- then is, to pg_dump too, what a fresh install and grant_stream make.
 DO $$
 DECLARE
     r record;
+    fn constant pg_catalog.oid :=
+        'setstream.alter_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure;
+    tab constant pg_catalog.oid := 'setstream.peer_jwks'::pg_catalog.regclass;
+    col constant pg_catalog.int2 := (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                      WHERE a.attrelid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
+                                        AND a.attname OPERATOR(pg_catalog.=) 'peer_jwks_uri');
+    saved_fn pg_catalog.aclitem[];
+    saved_tab pg_catalog.aclitem[];
 BEGIN
+    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    SELECT ip.initprivs INTO saved_tab FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
     FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
                FROM pg_catalog.pg_proc p,
                     LATERAL pg_catalog.aclexplode(p.proacl) a
@@ -539,6 +563,20 @@ BEGIN
                 AND a.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
         EXECUTE pg_catalog.format('GRANT SELECT ON setstream.peer_jwks TO %s', r.role);
     END LOOP;
+    -- (both have a row: the REVOKE above, the CREATE TABLE's GRANT)
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_tab
+     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    -- the new column had no privileges of the extension's own
+    DELETE FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) col;
 END
 $$;
 DROP FUNCTION setstream.alter_stream(text, text, text[], text, text, boolean, text);

@@ -65,8 +65,6 @@ static const char *const grants_common[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.stream_counters(), setstream.listener_stats(),"
 	" setstream._holds_role(oid), setstream.jwks() TO %s",
 	"GRANT SELECT ON setstream.deliveries TO %s",
-	/* peer keys from a jwks_uri (issue 17) */
-	"GRANT SELECT ON setstream.peer_jwks TO %s",
 	NULL
 };
 static const char *const grants_emit[] = {
@@ -94,7 +92,7 @@ static const char *const grants_deliver[] = {
 static const char *const grants_manage[] = {
 	/* not owner (the owner's to give) nor name (the key of everything) */
 	"GRANT UPDATE (issuer, audience, peer_issuer, profile, allow_unsigned, status,"
-	" client_auth, peer_jwks_uri) ON setstream.streams TO %s",
+	" client_auth) ON setstream.streams TO %s",
 	"GRANT DELETE ON setstream.streams TO %s",
 	"GRANT INSERT, UPDATE, DELETE ON setstream.keys TO %s",
 	"GRANT SELECT, INSERT, UPDATE, DELETE ON setstream.tokens,"
@@ -107,7 +105,6 @@ static const char *const grants_manage[] = {
 	" setstream.revoke_token_hash(text, text),"
 	" setstream.bind_client_cert(text, text),"
 	" setstream.unbind_client_cert(text, text),"
-	" setstream.alter_stream(text, text, text[], text, text, boolean, text, text),"
 	" setstream.set_stream_status(text, text), setstream.enable_stream(text),"
 	" setstream.disable_stream(text), setstream.drop_stream(text),"
 	" setstream.purge_outbox(interval, text) TO %s",
@@ -128,6 +125,29 @@ static const char *const grants_create[] = {
 
 static const char *const *const grants_by_privilege[] = {
 	grants_emit, grants_receive, grants_read, grants_deliver, grants_manage
+};
+
+#define MANAGE_INDEX 4
+
+/*
+ * What changed with 0.3.0 (peer keys from a jwks_uri, issue 17): granted
+ * in the schema the extension has, so that an extension not yet updated
+ * still grants what it has.
+ */
+static const char *const grants_common_0_3[] = {
+	"GRANT SELECT ON setstream.peer_jwks TO %s",
+	NULL
+};
+static const char *const grants_manage_0_3[] = {
+	"GRANT UPDATE (peer_jwks_uri) ON setstream.streams TO %s",
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s",
+	NULL
+};
+static const char *const grants_manage_0_2[] = {
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.alter_stream(text, text, text[], text, text, boolean, text) TO %s",
+	NULL
 };
 
 /* Index of a privilege name in privilege_names; raises 22023 if unknown */
@@ -400,6 +420,33 @@ run_grants(const char *const *grants, Oid role)
 		store_grant_as_owner(psprintf(grants[i], quoted));
 }
 
+/* Is the extension's schema 0.3.0's (it has setstream.peer_jwks)? */
+static bool
+schema_0_3(void)
+{
+	Oid			nsp = get_namespace_oid("setstream", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("peer_jwks", nsp));
+}
+
+/* The grants every right brings */
+static void
+run_common_grants(Oid role)
+{
+	run_grants(grants_common, role);
+	if (schema_0_3())
+		run_grants(grants_common_0_3, role);
+}
+
+/* The grants of one right (an index into grants_by_privilege) */
+static void
+run_right_grants(int index, Oid role)
+{
+	run_grants(grants_by_privilege[index], role);
+	if (index == MANAGE_INDEX)
+		run_grants(schema_0_3() ? grants_manage_0_3 : grants_manage_0_2, role);
+}
+
 /*
  * Only the stream's owner (a role whose rights the caller has) or a role
  * that bypasses row-level security may give and take rights on a stream.
@@ -452,9 +499,9 @@ setstream_grant_stream(PG_FUNCTION_ARGS)
 	require_stream_owner(stream);
 	store_change_grants(stream, role, privileges, true);
 	forget_held();
-	run_grants(grants_common, role);
+	run_common_grants(role);
 	foreach(lc, privileges)
-		run_grants(grants_by_privilege[privilege_index(lfirst(lc))], role);
+		run_right_grants(privilege_index(lfirst(lc)), role);
 	PG_RETURN_VOID();
 }
 
@@ -487,9 +534,9 @@ setstream_allow_stream_creation(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to let roles create streams"),
 				 errdetail("Only the extension's owner, a superuser or a role with BYPASSRLS may.")));
-	run_grants(grants_common, role);
+	run_common_grants(role);
 	run_grants(grants_create, role);
 	for (int i = 0; i < lengthof(grants_by_privilege); i++)
-		run_grants(grants_by_privilege[i], role);
+		run_right_grants(i, role);
 	PG_RETURN_VOID();
 }
