@@ -129,8 +129,10 @@ kid_taken(List *keys, const char *kid)
 	ListCell   *lc;
 
 	foreach(lc, keys)
+	{
 		if (strcmp(((JwksKey *) lfirst(lc))->kid, kid) == 0)
 			return true;
+	}
 	return false;
 }
 
@@ -240,8 +242,10 @@ in_flight(const char *stream)
 	ListCell   *lc;
 
 	foreach(lc, fetches)
+	{
 		if (strcmp(((Fetch *) lfirst(lc))->stream, stream) == 0)
 			return true;
+	}
 	return false;
 }
 

@@ -26,7 +26,7 @@ typedef struct StreamInfo
 	char		status;			/* 'e'nabled, 'p'aused, 'd'isabled */
 	bool		auth_bearer;	/* client_auth: a bearer token is required */
 	bool		auth_cert;		/* client_auth: a bound client cert is required */
-	bool		peer_jwks;		/* its keys come from a peer_jwks_uri */
+	bool		peer_jwks;		/* keys from a peer_jwks_uri */
 	/* the cache loads these with the stream */
 	bool		keys_loaded;
 	List	   *keys;			/* active verification keys (SetKey *) */
