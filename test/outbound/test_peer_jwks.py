@@ -365,3 +365,37 @@ def test_pushpull_leaves_a_set_with_a_pending_key_unacknowledged(loopback, jwks,
     wait_for("the refetch", lambda: "pp-b" in peers.keys(s))
     r = client.pushpull(s, {"sets": {jti_b: tok_b}, "returnImmediately": True})
     assert r.json()["ack"] == [jti_b], r.text
+
+
+def test_pushpull_websocket_leaves_a_set_with_a_pending_key_unacknowledged(loopback, jwks, peers, db):
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "protocol"))
+    import wsutil
+    loopback.set(jwks_refetch_interval="3")
+    a, b = new_key("ws-a"), new_key("ws-b")
+    jwks.keys = [a]
+    s = peers.create(jwks.url)
+    s.path = "/streams/%s/pushpull" % s.name
+    peers.wait_fetched(s)
+    jwks.keys = [a, b]
+    jti_a, tok_a = signed(s, a)
+    jti_b, tok_b = signed(s, b)
+
+    async def go():
+        async with wsutil.connect(s) as ws:
+            peer = wsutil.Peer(ws)
+            await peer.send({"sets": {jti_a: tok_a, jti_b: tok_b}})
+            await peer.wait_answered([jti_a])
+            await peer.quiet(1.0)
+            first = (list(peer.acks), dict(peer.set_errs))
+            # the peer sends it again once the key is there
+            wait_for("the refetch", lambda: "ws-b" in peers.keys(s))
+            await peer.send({"sets": {jti_b: tok_b}})
+            await peer.wait_answered([jti_b])
+            return first, peer
+
+    (acks, errs), peer = wsutil.run(go())
+    assert acks == [jti_a] and errs == {}, (acks, errs)
+    assert jti_b in peer.acks and jti_b not in peer.set_errs
