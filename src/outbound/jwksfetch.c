@@ -369,6 +369,9 @@ jwksfetch_after_turn(bool committed)
 	ListCell   *lc;
 	MemoryContext old;
 
+	/* a turn that failed looks again at its next periodic scan, not at once */
+	if (!committed || fetch_cxt == NULL)
+		seen_requests = jwksreq_requests();
 	if (fetch_cxt == NULL)
 		return;
 	old = MemoryContextSwitchTo(fetch_cxt);
