@@ -352,7 +352,7 @@ BEGIN
 
     FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
                              'stream_grants', 'deliveries', 'delivery_secrets',
-                             'events', 'outbox'] LOOP
+                             'peer_jwks', 'events', 'outbox'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
             INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
@@ -405,7 +405,7 @@ BEGIN
     PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     ALTER EXTENSION setstream DROP VIEW setstream.stats;
     DROP VIEW setstream.stats;
-    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'delivery_secrets', 'deliveries',
+    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'peer_jwks', 'delivery_secrets', 'deliveries',
                              'stream_grants', 'client_certs', 'tokens', 'key_secrets',
                              'keys', 'streams'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
@@ -418,6 +418,171 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION setstream.prepare_drop() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- issue 17: peer keys from a jwks_uri
+-- ---------------------------------------------------------------------
+--
+-- A stream with a peer_jwks_uri gets its verification keys from that JWK
+-- Set: the sender fetches it (src/outbound/jwksfetch.c) and writes its
+-- keys into setstream.keys with origin 'jwks_uri'; a refetch replaces only
+-- those.  Keys that add_key and generate_key make have origin 'sql'.  The
+-- state of the fetches is in setstream.peer_jwks (written by the sender
+-- as the extension owner; readable like setstream.deliveries).  See the
+-- README, "Peer keys from a jwks_uri".
+
+ALTER TABLE setstream.streams
+    ADD COLUMN peer_jwks_uri text
+        CONSTRAINT streams_peer_jwks_uri_check
+        CHECK (peer_jwks_uri ~* '^https?://[^/?#[:space:]]+');
+
+ALTER TABLE setstream.keys
+    ADD COLUMN origin text NOT NULL DEFAULT 'sql'
+        CONSTRAINT keys_origin_check CHECK (origin IN ('sql', 'jwks_uri'));
+
+CREATE TABLE setstream.peer_jwks (
+    stream          text PRIMARY KEY
+                    REFERENCES setstream.streams (name) ON DELETE CASCADE,
+    uri             text NOT NULL,
+    fetched_at      timestamptz,
+    expires_at      timestamptz,
+    next_fetch_at   timestamptz,
+    keys            integer NOT NULL DEFAULT 0,
+    failures        integer NOT NULL DEFAULT 0,
+    last_status     integer,
+    last_error      text,
+    last_error_at   timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE setstream.peer_jwks IS
+'The fetches of each stream''s peer_jwks_uri (uri: the one last fetched): fetched_at (last success), expires_at (its max-age, or an hour), next_fetch_at, keys (how many it gave), failures in a row, and the last failure (last_status: HTTP status, 0 for no answer; last_error, last_error_at). Written by the sender; a failure keeps the keys of the last success.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.peer_jwks', '');
+ALTER TABLE setstream.peer_jwks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON setstream.peer_jwks FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with(NULL))::pg_catalog.text[]));
+GRANT SELECT ON setstream.peer_jwks TO setstream_worker;
+
+-- alter_stream gains peer_jwks_uri (NULL: unchanged; '': none).  The old
+-- signature goes; whoever could run it (the manage right's grants) may run
+-- the new one and update the new column.
+CREATE FUNCTION setstream.alter_stream(
+    name text,
+    issuer text DEFAULT NULL,
+    audience text[] DEFAULT NULL,
+    peer_issuer text DEFAULT NULL,
+    profile text DEFAULT NULL,
+    allow_unsigned boolean DEFAULT NULL,
+    client_auth text DEFAULT NULL,
+    peer_jwks_uri text DEFAULT NULL)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur setstream.streams := setstream._stream_row(name);
+    result setstream.streams;
+BEGIN
+    PERFORM setstream._check_stream_fields(cur.name,
+        coalesce(issuer, cur.issuer), coalesce(audience, cur.audience),
+        coalesce(peer_issuer, cur.peer_issuer), coalesce(profile, cur.profile),
+        coalesce(client_auth, cur.client_auth));
+    IF peer_jwks_uri <> '' AND peer_jwks_uri !~* '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'peer_jwks_uri must be an http or https URL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE setstream.streams s
+       SET issuer = coalesce(alter_stream.issuer, s.issuer),
+           audience = coalesce(alter_stream.audience, s.audience),
+           peer_issuer = coalesce(alter_stream.peer_issuer, s.peer_issuer),
+           profile = coalesce(alter_stream.profile, s.profile),
+           allow_unsigned = coalesce(alter_stream.allow_unsigned, s.allow_unsigned),
+           client_auth = coalesce(alter_stream.client_auth, s.client_auth),
+           peer_jwks_uri = CASE WHEN alter_stream.peer_jwks_uri IS NULL THEN s.peer_jwks_uri
+                                WHEN alter_stream.peer_jwks_uri = '' THEN NULL
+                                ELSE alter_stream.peer_jwks_uri END
+     WHERE s.name = cur.name
+    RETURNING s.* INTO result;
+    -- without a peer_jwks_uri, the keys fetched from one go with it
+    IF result.peer_jwks_uri IS NULL AND cur.peer_jwks_uri IS NOT NULL THEN
+        DELETE FROM setstream.keys k
+         WHERE k.stream OPERATOR(pg_catalog.=) cur.name
+           AND k.origin OPERATOR(pg_catalog.=) 'jwks_uri';
+    END IF;
+    RETURN result;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    setstream.alter_stream(text, text, text[], text, text, boolean, text, text) FROM PUBLIC;
+
+-- The roles' grants are theirs, not the extension's: a GRANT made by an
+-- extension script is recorded in pg_init_privs, and pg_dump would then
+-- leave it out (a restore, which runs CREATE EXTENSION, would lose it).
+-- So pg_init_privs is put back as it was before these grants: the schema
+-- then is, to pg_dump too, what a fresh install and grant_stream make.
+DO $$
+DECLARE
+    r record;
+    fn constant pg_catalog.oid :=
+        'setstream.alter_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure;
+    tab constant pg_catalog.oid := 'setstream.peer_jwks'::pg_catalog.regclass;
+    col constant pg_catalog.int2 := (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                      WHERE a.attrelid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
+                                        AND a.attname OPERATOR(pg_catalog.=) 'peer_jwks_uri');
+    saved_fn pg_catalog.aclitem[];
+    saved_tab pg_catalog.aclitem[];
+BEGIN
+    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    SELECT ip.initprivs INTO saved_tab FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+               FROM pg_catalog.pg_proc p,
+                    LATERAL pg_catalog.aclexplode(p.proacl) a
+              WHERE p.oid OPERATOR(pg_catalog.=)
+                    'setstream.alter_stream(text, text, text[], text, text, boolean, text)'::pg_catalog.regprocedure
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+                AND a.grantee OPERATOR(pg_catalog.<>) 0
+                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s',
+            r.role);
+        EXECUTE pg_catalog.format(
+            'GRANT UPDATE (peer_jwks_uri) ON setstream.streams TO %s', r.role);
+    END LOOP;
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+               FROM pg_catalog.pg_class c,
+                    LATERAL pg_catalog.aclexplode(c.relacl) a
+              WHERE c.oid OPERATOR(pg_catalog.=) 'setstream.deliveries'::pg_catalog.regclass
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
+                AND a.grantee OPERATOR(pg_catalog.<>) 0
+                AND a.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON setstream.peer_jwks TO %s', r.role);
+    END LOOP;
+    -- (both have a row: the REVOKE above, the CREATE TABLE's GRANT)
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_tab
+     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    -- the new column had no privileges of the extension's own
+    DELETE FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) col;
+END
+$$;
+DROP FUNCTION setstream.alter_stream(text, text, text[], text, text, boolean, text);
+-- ---------------------------------------------------------------------
+-- end of issue 17: peer keys from a jwks_uri
+-- ---------------------------------------------------------------------
 
 -- ---------------------------------------------------------------------
 -- SSF stream status (issue 13): disabled holds no events; refusing
@@ -496,11 +661,22 @@ COMMENT ON FUNCTION setstream.set_inbound(text, text) IS
 
 -- set_inbound and the column it writes are granted with the manage right
 -- (grant_stream, allow_stream_creation); the roles that hold it already
--- (whoever may run set_stream_status) get them here.
+-- (whoever may run set_stream_status) get them here.  As above, the grants
+-- are the roles', not the extension's: pg_init_privs is put back as it was
+-- before them, so that pg_dump keeps them.
 DO $$
 DECLARE
     r record;
+    fn constant pg_catalog.oid := 'setstream.set_inbound(text, text)'::pg_catalog.regprocedure;
+    col constant pg_catalog.int2 := (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                      WHERE a.attrelid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
+                                        AND a.attname OPERATOR(pg_catalog.=) 'inbound');
+    saved_fn pg_catalog.aclitem[];
 BEGIN
+    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
     FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
                FROM pg_catalog.pg_proc p,
                     LATERAL pg_catalog.aclexplode(p.proacl) a
@@ -512,5 +688,15 @@ BEGIN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s', r.role);
         EXECUTE pg_catalog.format('GRANT UPDATE (inbound) ON setstream.streams TO %s', r.role);
     END LOOP;
+    -- (the function has a row: the REVOKE above)
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    -- the new column had no privileges of the extension's own
+    DELETE FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) col;
 END
 $$;

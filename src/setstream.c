@@ -26,6 +26,7 @@
 #include "shmem/stats.h"
 #include "store/streamcache.h"
 #include "shmem/wakeup.h"
+#include "shmem/jwksreq.h"
 #include "worker/worker.h"
 #include "server/metrics.h"
 
@@ -97,6 +98,15 @@ define_sender_gucs(void)
 							"Consecutive 401 / authentication_failed answers after which a stream's push delivery is suspended.",
 							NULL, &setstream_auth_retries, 3, 1, 100,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	/* peer keys from a jwks_uri (issue 17) */
+	DefineCustomIntVariable("setstream.jwks_refetch_interval",
+							"Least time between two refetches of a stream's peer_jwks_uri asked for by SETs with an unknown kid.",
+							NULL, &setstream_jwks_refetch_interval_s, 300, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.jwks_min_cache_time",
+							"Least time a fetched peer JWK Set is kept before it is fetched again, whatever its max-age says.",
+							NULL, &setstream_jwks_min_cache_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /*
@@ -213,6 +223,7 @@ _PG_init(void)
 	{
 		wakeup_request_shmem();
 		authlimit_request_shmem();
+		jwksreq_request_shmem();
 		worker_register_all();
 		listensock_hold_ports();
 	}

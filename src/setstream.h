@@ -102,6 +102,7 @@ typedef struct SetFailure
 {
 	SetErr		code;
 	char		description[256];
+	bool		unknown_key;	/* invalid_key: no key has the SET's kid */
 } SetFailure;
 
 extern bool set_fail(SetFailure *f, SetErr code, const char *fmt,...) pg_attribute_printf(3, 4);

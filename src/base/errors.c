@@ -184,6 +184,7 @@ set_fail(SetFailure *f, SetErr code, const char *fmt,...)
 	va_list		ap;
 
 	f->code = code;
+	f->unknown_key = false;
 	va_start(ap, fmt);
 	vsnprintf(f->description, sizeof(f->description), fmt, ap);
 	va_end(ap);

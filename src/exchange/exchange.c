@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "exchange/exchange.h"
+#include "shmem/jwksreq.h"
 #include "shmem/stats.h"
 #include "store/store.h"
 #include "store/xact.h"
@@ -76,6 +77,18 @@ exchange_settle(StreamInfo *stream, CommObj *obj)
 	store_apply_errs(stream->name, obj->errs);
 }
 
+/*
+ * A SET failed with a kid none of the stream's keys has: when the stream
+ * takes its keys from a peer_jwks_uri and a refetch is (now) pending, the
+ * SET is to be tried again later rather than refused (jwksreq.c).
+ */
+bool
+exchange_key_pending(StreamInfo *stream, const SetFailure *f)
+{
+	return f->code == SETERR_INVALID_KEY && f->unknown_key &&
+		stream->peer_jwks && jwksreq_unknown_kid(stream->name);
+}
+
 /* Verify every SET of the object; the key of each must be its jti */
 IngestItem *
 exchange_verify(StreamInfo *stream, CommObj *obj)
@@ -101,6 +114,8 @@ exchange_verify(StreamInfo *stream, CommObj *obj)
 		if (item->valid && strcmp(item->ps.jti, item->entry->key) != 0)
 			item->valid = set_fail(&item->f, SETERR_INVALID_REQUEST,
 								   "the key of this SET in \"sets\" is not its jti");
+		if (!item->valid)
+			item->key_pending = exchange_key_pending(stream, &item->f);
 	}
 	return items;
 }
@@ -135,7 +150,7 @@ exchange_store_item(StreamInfo *stream, IngestItem *item, SetFailure *f)
 	if (!item->valid)
 	{
 		*f = item->f;
-		return INGEST_SETERR;
+		return item->key_pending ? INGEST_UNACKED : INGEST_SETERR;
 	}
 	if (xact_try(store_one, &args, &edata))
 		return INGEST_ACK;
@@ -229,7 +244,8 @@ exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
 
 		if (together)
 		{
-			outcome = item->valid ? INGEST_ACK : INGEST_SETERR;
+			outcome = item->valid ? INGEST_ACK :
+				item->key_pending ? INGEST_UNACKED : INGEST_SETERR;
 			f = item->f;
 		}
 		else

@@ -20,6 +20,7 @@ typedef struct IngestItem
 	bool		valid;
 	ParsedSet	ps;				/* when valid */
 	SetFailure	f;				/* when not */
+	bool		key_pending;	/* not valid, its kid's refetch pending */
 } IngestItem;
 
 /* The outcome of storing one SET */
@@ -38,6 +39,7 @@ extern void exchange_store_pushes(StreamInfo **streams, ParsedSet **sets,
 								  int n);
 extern void exchange_settle(StreamInfo *stream, CommObj *obj);
 extern IngestItem *exchange_verify(StreamInfo *stream, CommObj *obj);
+extern bool exchange_key_pending(StreamInfo *stream, const SetFailure *f);
 extern void exchange_collect(StreamInfo *stream, CommObj *obj,
 							 IngestItem *items, json_t *ack, json_t *set_errs);
 extern json_t *exchange_ingest(StreamInfo *stream, CommObj *obj,

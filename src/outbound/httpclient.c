@@ -51,6 +51,7 @@ struct HttpRequest
 	bool		plain_http;
 	bool		refused;
 	bool		too_large;
+	long		max_age_s;		/* Cache-Control max-age; -1: none */
 	char		refused_why[160];
 	char		errbuf[CURL_ERROR_SIZE];
 	StringInfoData response;
@@ -296,6 +297,35 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/*
+ * Response headers: only Cache-Control is read (max-age, or 0 for
+ * no-store / no-cache), for the JWK Sets of jwksfetch.c.
+ */
+static size_t
+read_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpRequest *req = userdata;
+	size_t		n = size * nmemb;
+	char		line[256];
+	char	   *v;
+
+	if (n < 14 || n >= sizeof(line) || pg_strncasecmp(ptr, "cache-control:", 14) != 0)
+		return n;
+	memcpy(line, ptr + 14, n - 14);
+	line[n - 14] = '\0';
+	for (char *c = line; *c; c++)
+		*c = pg_ascii_tolower((unsigned char) *c);
+	if (strstr(line, "no-store") != NULL || strstr(line, "no-cache") != NULL)
+		req->max_age_s = 0;
+	else if ((v = strstr(line, "max-age=")) != NULL)
+	{
+		long		age = strtol(v + 8, NULL, 10);
+
+		req->max_age_s = age < 0 ? 0 : age;
+	}
+	return n;
+}
+
 static int
 socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -362,10 +392,11 @@ httpclient_epoll_fd(void)
 	return epfd;
 }
 
-bool
-httpclient_post(const char *url, const char *body, size_t len,
-				const char *content_type, const char *accept,
-				const char *authorization, HttpDoneCallback done, void *arg)
+/* A POST of body when content_type is not NULL, else a GET */
+static bool
+start_request(const char *url, const char *body, size_t len,
+			  const char *content_type, const char *accept,
+			  const char *authorization, HttpDoneCallback done, void *arg)
 {
 	MemoryContext old = MemoryContextSwitchTo(http_cxt);
 	HttpRequest *req = palloc0(sizeof(HttpRequest));
@@ -382,10 +413,14 @@ httpclient_post(const char *url, const char *body, size_t len,
 	req->done = done;
 	req->arg = arg;
 	req->plain_http = pg_strncasecmp(url, "http://", 7) == 0;
+	req->max_age_s = -1;
 	initStringInfo(&req->response);
 
-	line = psprintf("Content-Type: %s", content_type);
-	req->headers = curl_slist_append(req->headers, line);
+	if (content_type != NULL)
+	{
+		line = psprintf("Content-Type: %s", content_type);
+		req->headers = curl_slist_append(req->headers, line);
+	}
 	line = psprintf("Accept: %s", accept);
 	req->headers = curl_slist_append(req->headers, line);
 	req->headers = curl_slist_append(req->headers, "Expect:");
@@ -400,9 +435,14 @@ httpclient_post(const char *url, const char *body, size_t len,
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+	if (content_type != NULL)
+	{
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+	}
+	else
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
@@ -425,6 +465,8 @@ httpclient_post(const char *url, const char *body, size_t len,
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long) HTTP_MAX_RESPONSE);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
@@ -440,6 +482,23 @@ httpclient_post(const char *url, const char *body, size_t len,
 	}
 	in_flight++;
 	return true;
+}
+
+bool
+httpclient_post(const char *url, const char *body, size_t len,
+				const char *content_type, const char *accept,
+				const char *authorization, HttpDoneCallback done, void *arg)
+{
+	return start_request(url, body, len, content_type, accept, authorization,
+						 done, arg);
+}
+
+/* GET url with the given Accept (the JWK Sets of jwksfetch.c) */
+bool
+httpclient_get(const char *url, const char *accept, HttpDoneCallback done,
+			   void *arg)
+{
+	return start_request(url, NULL, 0, NULL, accept, NULL, done, arg);
 }
 
 long
@@ -465,6 +524,7 @@ finish(CURL *e, CURLcode code)
 	curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **) &req);
 	memset(&result, 0, sizeof(result));
 	result.retry_after_s = -1;
+	result.max_age_s = req->max_age_s;
 	if (code == CURLE_OK)
 	{
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -480,7 +540,7 @@ finish(CURL *e, CURLcode code)
 	{
 		if (req->refused)
 			strlcpy(error, req->refused_why, sizeof(error));
-		else if (req->too_large)
+		else if (req->too_large || code == CURLE_FILESIZE_EXCEEDED)
 			snprintf(error, sizeof(error), "response body larger than %d bytes",
 					 HTTP_MAX_RESPONSE);
 		else

@@ -21,6 +21,8 @@ typedef struct HttpResult
 	size_t		body_len;
 	long		retry_after_s;	/* -1: none */
 	const char *error;			/* why there was no answer (status 0) */
+	long		max_age_s;		/* Cache-Control max-age (0: no-store or
+								 * no-cache); -1: none */
 } HttpResult;
 
 typedef void (*HttpDoneCallback) (void *arg, const HttpResult *result);
@@ -39,6 +41,10 @@ extern bool httpclient_post(const char *url, const char *body, size_t len,
 							const char *content_type, const char *accept,
 							const char *authorization,
 							HttpDoneCallback done, void *arg);
+
+/* GET url with the given Accept */
+extern bool httpclient_get(const char *url, const char *accept,
+						   HttpDoneCallback done, void *arg);
 
 /* Milliseconds until libcurl wants to be called again; -1: no timer */
 extern long httpclient_timeout_ms(void);

@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 
 #include "outbound/httpclient.h"
+#include "outbound/jwksfetch.h"
 #include "outbound/outbound.h"
 #include "outbound/sender.h"
 #include "store/xact.h"
@@ -308,6 +309,7 @@ turn_work(TurnState *t)
 		i++;
 	}
 	take_due(t);
+	jwksfetch_turn(t->now, mine);	/* peer keys from a jwks_uri */
 
 	/* the slots whose wake-ups concern us from now on */
 	if (slots != NULL)
@@ -445,6 +447,7 @@ database_turn(void)
 	for (int i = 0; i < WAKEUP_SLOTS; i++)
 		turn_gens[i] = wakeup_generation(i);
 	ok = xact_run(sender_turn, &t);
+	jwksfetch_after_turn(ok);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
@@ -553,7 +556,7 @@ sender_run(int index)
 			next_scan_at = 0;
 		}
 		httpclient_drive(sockets);
-		if (nanswered > 0 || (latch && woken_for_us()) ||
+		if (nanswered > 0 || (latch && woken_for_us()) || jwksfetch_wanted() ||
 			GetCurrentTimestamp() >= next_scan_at)
 			(void) database_turn();
 	}

@@ -35,6 +35,7 @@
 #include "server/listener.h"
 #include "server/metrics.h"
 #include "setstream.h"
+#include "shmem/jwksreq.h"
 #include "shmem/stats.h"
 #include "shmem/wakeup.h"
 
@@ -180,6 +181,14 @@ prepare_push(Conn *conn, Prepared *p)
 	if (!set_verify(&rules, conn->req.body.data, conn->req.body.len,
 					&p->ps, &f))
 	{
+		if (exchange_key_pending(p->stream, &f))
+		{
+			/* not 400: some transmitters disable a stream on any 400 */
+			http_respond_error(conn, 503, NULL,
+							   "the key of this SET is being fetched from the stream's peer_jwks_uri; try again shortly",
+							   psprintf("Retry-After: %d\r\n", JWKS_RETRY_AFTER_S));
+			return PREP_ANSWERED;
+		}
 		stats_count_rejected(p->stream->name, f.code);
 		respond_seterr(conn, f.code, f.description);
 		return PREP_ANSWERED;

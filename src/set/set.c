@@ -254,11 +254,15 @@ check_signature(const ParsedSet *ps, const SetRules *rules, SetFailure *f)
 	}
 	if (!kid_found)
 	{
+		/* a key the peer may have rotated in (see jwksreq.c) */
 		if (ps->kid)
-			return set_fail(f, SETERR_INVALID_KEY,
-							"no active key with kid \"%.128s\" on this stream", ps->kid);
-		return set_fail(f, SETERR_INVALID_KEY,
-						"the stream has no active verification key");
+			set_fail(f, SETERR_INVALID_KEY,
+					 "no active key with kid \"%.128s\" on this stream", ps->kid);
+		else
+			set_fail(f, SETERR_INVALID_KEY,
+					 "the stream has no active verification key");
+		f->unknown_key = true;
+		return false;
 	}
 	if (!alg_fitted)
 		return set_fail(f, SETERR_INVALID_KEY,

@@ -190,6 +190,14 @@ wake_senders(void)
 	}
 }
 
+/* Wake every sender now (jwksreq.c: a refetch request) */
+void
+wakeup_senders(void)
+{
+	if (shared != NULL)
+		wake_senders();
+}
+
 static void
 wake_listeners(void)
 {

@@ -29,6 +29,7 @@ extern void wakeup_bump_stream(const char *stream);
 
 extern void wakeup_set_listener_latch(int index, Latch *latch);
 extern void wakeup_set_sender_latch(int index, Latch *latch);
+extern void wakeup_senders(void);
 
 /* Listener gauges, summed over workers by setstream.listener_stats() */
 extern void wakeup_report_listener(int index, int connections, int long_polls);

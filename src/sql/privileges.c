@@ -105,7 +105,6 @@ static const char *const grants_manage[] = {
 	" setstream.revoke_token_hash(text, text),"
 	" setstream.bind_client_cert(text, text),"
 	" setstream.unbind_client_cert(text, text),"
-	" setstream.alter_stream(text, text, text[], text, text, boolean, text),"
 	" setstream.set_stream_status(text, text), setstream.enable_stream(text),"
 	" setstream.disable_stream(text), setstream.drop_stream(text),"
 	" setstream.purge_outbox(interval, text) TO %s",
@@ -117,12 +116,6 @@ static const char *const grants_manage[] = {
 	" setstream._set_delivery_secret(text, text), setstream._wake_sender(text) TO %s",
 	NULL
 };
-/* manage, on 0.3.0 and later (set_inbound) */
-static const char *const grants_manage_0_3[] = {
-	"GRANT UPDATE (inbound) ON setstream.streams TO %s",
-	"GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s",
-	NULL
-};
 static const char *const grants_create[] = {
 	"GRANT INSERT ON setstream.streams TO %s",
 	"GRANT EXECUTE ON FUNCTION"
@@ -132,6 +125,31 @@ static const char *const grants_create[] = {
 
 static const char *const *const grants_by_privilege[] = {
 	grants_emit, grants_receive, grants_read, grants_deliver, grants_manage
+};
+
+#define MANAGE_INDEX 4
+
+/*
+ * What changed with 0.3.0 (peer keys from a jwks_uri, issue 17; set_inbound,
+ * issue 13): granted
+ * in the schema the extension has, so that an extension not yet updated
+ * still grants what it has.
+ */
+static const char *const grants_common_0_3[] = {
+	"GRANT SELECT ON setstream.peer_jwks TO %s",
+	NULL
+};
+static const char *const grants_manage_0_3[] = {
+	"GRANT UPDATE (peer_jwks_uri, inbound) ON setstream.streams TO %s",
+	"GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s",
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s",
+	NULL
+};
+static const char *const grants_manage_0_2[] = {
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.alter_stream(text, text, text[], text, text, boolean, text) TO %s",
+	NULL
 };
 
 /* Index of a privilege name in privilege_names; raises 22023 if unknown */
@@ -404,13 +422,22 @@ run_grants(const char *const *grants, Oid role)
 		store_grant_as_owner(psprintf(grants[i], quoted));
 }
 
-/* The GRANTs of one stream privilege, as far as the installed SQL has them */
+/* The grants every right brings */
 static void
-run_privilege_grants(const char *privilege, Oid role)
+run_common_grants(Oid role)
 {
-	run_grants(grants_by_privilege[privilege_index(privilege)], role);
-	if (strcmp(privilege, "manage") == 0 && store_streams_have_inbound())
-		run_grants(grants_manage_0_3, role);
+	run_grants(grants_common, role);
+	if (store_schema_is_0_3())
+		run_grants(grants_common_0_3, role);
+}
+
+/* The grants of one right (an index into grants_by_privilege) */
+static void
+run_right_grants(int index, Oid role)
+{
+	run_grants(grants_by_privilege[index], role);
+	if (index == MANAGE_INDEX)
+		run_grants(store_schema_is_0_3() ? grants_manage_0_3 : grants_manage_0_2, role);
 }
 
 /*
@@ -465,9 +492,9 @@ setstream_grant_stream(PG_FUNCTION_ARGS)
 	require_stream_owner(stream);
 	store_change_grants(stream, role, privileges, true);
 	forget_held();
-	run_grants(grants_common, role);
+	run_common_grants(role);
 	foreach(lc, privileges)
-		run_privilege_grants(lfirst(lc), role);
+		run_right_grants(privilege_index(lfirst(lc)), role);
 	PG_RETURN_VOID();
 }
 
@@ -500,9 +527,9 @@ setstream_allow_stream_creation(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to let roles create streams"),
 				 errdetail("Only the extension's owner, a superuser or a role with BYPASSRLS may.")));
-	run_grants(grants_common, role);
+	run_common_grants(role);
 	run_grants(grants_create, role);
-	for (int i = 0; privilege_names[i] != NULL; i++)
-		run_privilege_grants(privilege_names[i], role);
+	for (int i = 0; i < lengthof(grants_by_privilege); i++)
+		run_right_grants(i, role);
 	PG_RETURN_VOID();
 }

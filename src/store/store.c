@@ -54,18 +54,19 @@ typedef struct StoreStmt
 
 static StoreStmt stmt_get_stream = {
 	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
-	" client_auth, inbound OPERATOR(pg_catalog.=) 'refuse'"
+	" client_auth, inbound OPERATOR(pg_catalog.=) 'refuse', peer_jwks_uri IS NOT NULL"
 	" FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
 
 /*
- * The same before 0.3.0 (no column "inbound"): a disabled stream refused
- * inbound SETs then, which is what the update keeps for it.
+ * The same before 0.3.0 (an extension not updated yet): no column
+ * "inbound" (a disabled stream refused inbound SETs then, which is what the
+ * update keeps for it) and no peer_jwks_uri.
  */
 static StoreStmt stmt_get_stream_0_2 = {
 	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
-	" client_auth, status OPERATOR(pg_catalog.=) 'disabled'"
+	" client_auth, status OPERATOR(pg_catalog.=) 'disabled', false"
 	" FROM setstream.streams WHERE name OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
@@ -462,14 +463,19 @@ spi_connect(void)
  * ---------------------------------------------------------------------
  */
 
-/* Has setstream.streams the column "inbound" (0.3.0 and later)? */
+/*
+ * Is the schema 0.3.0's (streams.inbound, peer keys from a jwks_uri)?  An
+ * extension not yet updated to it has neither: the listener and the SQL
+ * API then keep to 0.2.0's statements and grants.
+ */
 bool
-store_streams_have_inbound(void)
+store_schema_is_0_3(void)
 {
 	Oid			nsp = get_namespace_oid("setstream", true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("streams", nsp) : InvalidOid;
 
-	return OidIsValid(rel) && get_attnum(rel, "inbound") != InvalidAttrNumber;
+	return OidIsValid(rel) && get_attnum(rel, "inbound") != InvalidAttrNumber &&
+		OidIsValid(get_relname_relid("peer_jwks", nsp));
 }
 
 /* The stream's settings; raises undefined_object when there is none */
@@ -501,7 +507,7 @@ store_find_stream(const char *name)
 	char	   *client_auth;
 
 	spi_connect();
-	run(store_streams_have_inbound() ? &stmt_get_stream : &stmt_get_stream_0_2,
+	run(store_schema_is_0_3() ? &stmt_get_stream : &stmt_get_stream_0_2,
 		values, NULL, true);
 	if (SPI_processed != 1)
 	{
@@ -522,6 +528,7 @@ store_find_stream(const char *name)
 	s->refuse_inbound = DatumGetBool(get_datum(0, 9, &isnull));
 	s->auth_bearer = strstr(client_auth, "bearer") != NULL;
 	s->auth_cert = strstr(client_auth, "cert") != NULL;
+	s->peer_jwks = DatumGetBool(get_datum(0, 10, &isnull));
 
 	aud = get_datum(0, 3, &isnull);
 	deconstruct_array(DatumGetArrayTypeP(aud), TEXTOID, -1, false,
@@ -1431,5 +1438,191 @@ store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
 	values[7] = TimestampTzGetDatum(now);
 	spi_connect();
 	run(&stmt_delivery_state, values, nulls, false);
+	SPI_finish();
+}
+
+/* ---------------------------------------------------------------------
+ * Peer keys from a jwks_uri (issue 17; outbound/jwksfetch.c).  The
+ * sender runs these as the extension owner: it writes setstream.keys and
+ * setstream.peer_jwks, which setstream_worker may only read.
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_jwks_sources = {
+	"SELECT s.name, s.peer_jwks_uri,"
+	" CASE WHEN j.uri OPERATOR(pg_catalog.=) s.peer_jwks_uri THEN j.next_fetch_at END,"
+	" j.failures"
+	" FROM setstream.streams s LEFT JOIN setstream.peer_jwks j"
+	" ON j.stream OPERATOR(pg_catalog.=) s.name"
+	" WHERE s.peer_jwks_uri IS NOT NULL"
+	" AND s.status OPERATOR(pg_catalog.<>) 'disabled'",
+	0, {InvalidOid}
+};
+
+/* How many fetched keys would change: new, different, or gone */
+static StoreStmt stmt_jwks_changes = {
+	"SELECT (SELECT pg_catalog.count(*)"
+	" FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS r (kid, jwk)"
+	" LEFT JOIN setstream.keys k ON k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.kid OPERATOR(pg_catalog.=) r.kid"
+	" WHERE k.kid IS NULL OR (k.origin OPERATOR(pg_catalog.=) 'jwks_uri'"
+	" AND k.revoked_at IS NULL"
+	" AND NOT k.jwk OPERATOR(pg_catalog.=) r.jwk::pg_catalog.jsonb))"
+	" OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM setstream.keys k"
+	" WHERE k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.origin OPERATOR(pg_catalog.=) 'jwks_uri'"
+	" AND NOT k.kid OPERATOR(pg_catalog.=) ANY ($2))",
+	3, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_jwks_delete = {
+	"DELETE FROM setstream.keys k WHERE k.stream OPERATOR(pg_catalog.=) $1"
+	" AND k.origin OPERATOR(pg_catalog.=) 'jwks_uri'"
+	" AND NOT k.kid OPERATOR(pg_catalog.=) ANY ($2)",
+	2, {TEXTOID, TEXTARRAYOID}
+};
+
+/*
+ * A kid that a key of origin 'sql' has is left to that key; a fetched key
+ * revoked by revoke_key stays revoked while the JWK Set still lists it.
+ */
+static StoreStmt stmt_jwks_upsert = {
+	"INSERT INTO setstream.keys AS k (stream, kid, purpose, kty, alg, jwk, origin)"
+	" SELECT $1, r.kid, 'verify', r.kty, r.alg, r.jwk::pg_catalog.jsonb, 'jwks_uri'"
+	" FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+	" pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r (kid, kty, alg, jwk)"
+	" ON CONFLICT (stream, kid) DO UPDATE"
+	" SET kty = EXCLUDED.kty, alg = EXCLUDED.alg, jwk = EXCLUDED.jwk"
+	" WHERE k.origin OPERATOR(pg_catalog.=) 'jwks_uri' AND k.revoked_at IS NULL"
+	" AND NOT k.jwk OPERATOR(pg_catalog.=) EXCLUDED.jwk",
+	5, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_jwks_outcome = {
+	"INSERT INTO setstream.peer_jwks AS j (stream, fetched_at, expires_at,"
+	" next_fetch_at, keys, failures, last_status, last_error, last_error_at,"
+	" updated_at, uri)"
+	" VALUES ($1, CASE WHEN $2 THEN $3 END, $4, $5, $6,"
+	" CASE WHEN $2 THEN 0 ELSE 1 END, $7, $8, CASE WHEN $2 THEN NULL ELSE $3 END, $3, $9)"
+	" ON CONFLICT (stream) DO UPDATE SET"
+	" uri = $9,"
+	" fetched_at = CASE WHEN $2 THEN $3 ELSE j.fetched_at END,"
+	" expires_at = CASE WHEN $2 THEN $4 ELSE j.expires_at END,"
+	" next_fetch_at = $5,"
+	" keys = CASE WHEN $2 THEN $6 ELSE j.keys END,"
+	" failures = CASE WHEN $2 THEN 0"
+	" WHEN j.uri OPERATOR(pg_catalog.<>) $9 THEN 1"
+	" ELSE j.failures OPERATOR(pg_catalog.+) 1 END,"
+	" last_status = $7,"
+	" last_error = CASE WHEN $2 THEN j.last_error ELSE $8 END,"
+	" last_error_at = CASE WHEN $2 THEN j.last_error_at ELSE $3 END,"
+	" updated_at = $3",
+	9, {TEXTOID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT4OID, INT4OID, TEXTOID, TEXTOID}
+};
+
+/* The streams with a peer_jwks_uri (not disabled), with their fetch state */
+List *
+store_jwks_sources(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *out = NIL;
+	bool		isnull;
+
+	if (!store_schema_is_0_3())
+		return NIL;
+	spi_connect();
+	run_as_owner(&stmt_jwks_sources, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		JwksSource *j = palloc0(sizeof(JwksSource));
+		Datum		d;
+
+		MemoryContextSwitchTo(old);
+		j->stream = get_text(i, 1, cxt);
+		j->uri = get_text(i, 2, cxt);
+		d = get_datum(i, 3, &isnull);
+		j->next_fetch_at = isnull ? 0 : DatumGetTimestampTz(d);
+		d = get_datum(i, 4, &isnull);
+		j->failures = isnull ? 0 : DatumGetInt32(d);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, j);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/*
+ * Make the stream's keys of origin 'jwks_uri' those of the fetched set;
+ * nothing is written (and no cache dropped anywhere) when nothing
+ * changed.  Returns whether something did.
+ */
+bool
+store_jwks_replace(const char *stream, List *keys)
+{
+	int			n = list_length(keys);
+	Datum	   *kids = palloc(sizeof(Datum) * (n + 1));
+	Datum	   *ktys = palloc(sizeof(Datum) * (n + 1));
+	Datum	   *algs = palloc(sizeof(Datum) * (n + 1));
+	bool	   *algnull = palloc0(sizeof(bool) * (n + 1));
+	Datum	   *jwks = palloc(sizeof(Datum) * (n + 1));
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			i = 0;
+	bool		isnull;
+	bool		changed;
+	ListCell   *lc;
+
+	foreach(lc, keys)
+	{
+		JwksKey    *k = lfirst(lc);
+
+		kids[i] = text_datum(k->kid);
+		ktys[i] = text_datum(k->kty);
+		algs[i] = k->alg ? text_datum(k->alg) : (Datum) 0;
+		algnull[i] = k->alg == NULL;
+		jwks[i] = text_datum(k->jwk);
+		i++;
+	}
+	values[0] = text_datum(stream);
+	values[1] = array_datum(kids, NULL, n, TEXTOID);
+	values[2] = array_datum(jwks, NULL, n, TEXTOID);
+	spi_connect();
+	run_as_owner(&stmt_jwks_changes, values, nulls, true);
+	changed = DatumGetInt64(get_datum(0, 1, &isnull)) > 0;
+	if (changed)
+	{
+		run_as_owner(&stmt_jwks_delete, values, nulls, false);
+		values[2] = array_datum(ktys, NULL, n, TEXTOID);
+		values[3] = array_datum(algs, algnull, n, TEXTOID);
+		values[4] = array_datum(jwks, NULL, n, TEXTOID);
+		if (n > 0)
+			run_as_owner(&stmt_jwks_upsert, values, nulls, false);
+	}
+	SPI_finish();
+	return changed;
+}
+
+/* Record a fetch's outcome in setstream.peer_jwks */
+void
+store_jwks_outcome(const char *stream, const char *uri, const JwksOutcome *o)
+{
+	Datum		values[9];
+	char		nulls[10];
+
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[9] = '\0';
+	values[8] = text_datum(uri);
+	values[0] = text_datum(stream);
+	values[1] = BoolGetDatum(o->ok);
+	values[2] = TimestampTzGetDatum(o->now);
+	values[3] = time_or_null(o->ok ? o->expires_at : 0, &nulls[3]);
+	values[4] = time_or_null(o->next_fetch_at, &nulls[4]);
+	values[5] = Int32GetDatum(o->ok ? o->keys : 0);
+	values[6] = Int32GetDatum(o->status);
+	values[7] = text_or_null(o->ok ? NULL : o->error, &nulls[7]);
+	spi_connect();
+	run_as_owner(&stmt_jwks_outcome, values, nulls, false);
 	SPI_finish();
 }

@@ -34,7 +34,7 @@ struct SignKey
 };
 typedef struct SignKey SignKey;
 
-extern bool store_streams_have_inbound(void);
+extern bool store_schema_is_0_3(void);
 extern StreamInfo *store_get_stream(const char *name);
 extern StreamInfo *store_find_stream(const char *name);
 extern List *store_verify_keys(const char *stream, const char *kid);
@@ -138,5 +138,40 @@ extern List *store_push_due(const char *stream, TimestampTz now,
 extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
 extern void store_delivery_state(const PushStream *p, int64 nonconformant,
 								 TimestampTz now);
+
+/* Peer keys from a jwks_uri (issue 17; outbound/jwksfetch.c) */
+typedef struct JwksSource
+{
+	char	   *stream;
+	char	   *uri;
+	TimestampTz next_fetch_at;	/* 0: never fetched */
+	int			failures;		/* in a row */
+} JwksSource;
+
+/* One key of a fetched JWK Set, checked as add_key checks */
+typedef struct JwksKey
+{
+	char	   *kid;
+	char	   *kty;
+	char	   *alg;			/* NULL: none */
+	char	   *jwk;			/* the public JWK, with its kid */
+} JwksKey;
+
+/* What one fetch came to, for setstream.peer_jwks */
+typedef struct JwksOutcome
+{
+	bool		ok;
+	TimestampTz now;
+	TimestampTz expires_at;		/* ok */
+	TimestampTz next_fetch_at;
+	int			keys;			/* ok */
+	int			status;			/* HTTP status; 0: no answer */
+	const char *error;			/* not ok */
+} JwksOutcome;
+
+extern List *store_jwks_sources(void);
+extern bool store_jwks_replace(const char *stream, List *keys);
+extern void store_jwks_outcome(const char *stream, const char *uri,
+							   const JwksOutcome *o);
 
 #endif

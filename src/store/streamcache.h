@@ -28,6 +28,7 @@ typedef struct StreamInfo
 								 * access_denied (set_inbound) */
 	bool		auth_bearer;	/* client_auth: a bearer token is required */
 	bool		auth_cert;		/* client_auth: a bound client cert is required */
+	bool		peer_jwks;		/* keys from a peer_jwks_uri */
 	/* the cache loads these with the stream */
 	bool		keys_loaded;
 	List	   *keys;			/* active verification keys (SetKey *) */

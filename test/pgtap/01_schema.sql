@@ -243,7 +243,7 @@ SELECT function_returns('setstream', 'poll', ARRAY['text', 'jsonb'], 'jsonb',
     'poll(stream text, request jsonb) returns jsonb');
 -- management functions of the brief
 SELECT function_returns('setstream', 'alter_stream',
-    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean', 'text'], 'setstream.streams',
+    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean', 'text', 'text'], 'setstream.streams',
     'alter_stream(...) returns setstream.streams');
 SELECT function_returns('setstream', 'bind_client_cert', ARRAY['text', 'text'], 'text',
     'bind_client_cert(stream, cert) returns text');
@@ -266,8 +266,8 @@ SELECT function_returns('setstream', 'error_code', ARRAY['text'], 'text', 'error
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure)::text[],
           ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth'],
           'create_stream parameter names');
-SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.alter_stream(text,text,text[],text,text,boolean,text)'::regprocedure)::text[],
-          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth'],
+SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.alter_stream(text,text,text[],text,text,boolean,text,text)'::regprocedure)::text[],
+          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth', 'peer_jwks_uri'],
           'alter_stream parameter names');
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.bind_client_cert(text,text)'::regprocedure)::text[],
           ARRAY['stream', 'cert'], 'bind_client_cert parameter names');

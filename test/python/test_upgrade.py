@@ -145,6 +145,8 @@ def fill_0_2_0(conn):
     """The 0.1.0 rows, and rows in the tables 0.2.0 added."""
     fill(conn)
     q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
+    # a manager before 0.3.0 may run the new alter_stream (peer_jwks_uri) after it
+    q(conn, "SELECT setstream.grant_stream('up-b', 'pg_read_all_stats', '{manage}')")
     q(conn, "SELECT setstream.set_delivery('up-b', 'push', 'https://receiver.example/events',"
             " 'Bearer up-secret', 2)")
 
@@ -155,6 +157,8 @@ def same_grants_0_2_0(conn):
     catalogs compare equal on the extension's own objects only."""
     q(conn, "SELECT setstream.create_stream('up-a', 'https://a.example', '{https://b.example}')")
     q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
+    q(conn, "SELECT setstream.create_stream('up-b', 'https://b.example', '{https://a.example}')")
+    q(conn, "SELECT setstream.grant_stream('up-b', 'pg_read_all_stats', '{manage}')")
 
 
 FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0}

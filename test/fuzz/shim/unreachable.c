@@ -131,3 +131,10 @@ metrics_respond(struct Conn *conn)
 {
 	UNREACHABLE(metrics_respond);
 }
+
+/* no shared memory in the targets: never a pending refetch (jwksreq.c) */
+bool
+jwksreq_unknown_kid(const char *stream)
+{
+	return false;
+}
