@@ -51,6 +51,7 @@ struct HttpRequest
 	bool		plain_http;
 	bool		refused;
 	bool		too_large;
+	size_t		max_response;
 	char		refused_why[160];
 	char		errbuf[CURL_ERROR_SIZE];
 	StringInfoData response;
@@ -287,7 +288,7 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	HttpRequest *req = userdata;
 	size_t		n = size * nmemb;
 
-	if (req->response.len + n > HTTP_MAX_RESPONSE)
+	if (req->response.len + n > req->max_response)
 	{
 		req->too_large = true;
 		return 0;				/* CURLE_WRITE_ERROR */
@@ -367,6 +368,21 @@ httpclient_post(const char *url, const char *body, size_t len,
 				const char *content_type, const char *accept,
 				const char *authorization, HttpDoneCallback done, void *arg)
 {
+	return httpclient_post_limits(url, body, len, content_type, accept,
+								  authorization, setstream_outbound_timeout_ms,
+								  HTTP_MAX_RESPONSE, done, arg);
+}
+
+/*
+ * httpclient_post with its own total timeout and response body limit
+ * (the poll client's long polls wait longer, and bring SETs back)
+ */
+bool
+httpclient_post_limits(const char *url, const char *body, size_t len,
+					   const char *content_type, const char *accept,
+					   const char *authorization, long timeout_ms,
+					   size_t max_response, HttpDoneCallback done, void *arg)
+{
 	MemoryContext old = MemoryContextSwitchTo(http_cxt);
 	HttpRequest *req = palloc0(sizeof(HttpRequest));
 	CURL	   *e = curl_easy_init();
@@ -382,6 +398,7 @@ httpclient_post(const char *url, const char *body, size_t len,
 	req->done = done;
 	req->arg = arg;
 	req->plain_http = pg_strncasecmp(url, "http://", 7) == 0;
+	req->max_response = max_response;
 	initStringInfo(&req->response);
 
 	line = psprintf("Content-Type: %s", content_type);
@@ -421,8 +438,8 @@ httpclient_post(const char *url, const char *body, size_t len,
 	if (!req->plain_http)
 		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) setstream_outbound_connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) setstream_outbound_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long) HTTP_MAX_RESPONSE);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_response);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
@@ -481,8 +498,8 @@ finish(CURL *e, CURLcode code)
 		if (req->refused)
 			strlcpy(error, req->refused_why, sizeof(error));
 		else if (req->too_large)
-			snprintf(error, sizeof(error), "response body larger than %d bytes",
-					 HTTP_MAX_RESPONSE);
+			snprintf(error, sizeof(error), "response body larger than %zu bytes",
+					 req->max_response);
 		else
 			snprintf(error, sizeof(error), "%s%s%s", curl_easy_strerror(code),
 					 req->errbuf[0] ? ": " : "", req->errbuf);

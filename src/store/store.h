@@ -138,4 +138,15 @@ extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
 extern void store_delivery_state(const PushStream *p, int64 nonconformant,
 								 TimestampTz now);
 
+/*
+ * The poll client (issue 17, pollclient.c): a source is read into a
+ * PushStream (its concurrency unused), so that outbound_apply changes its
+ * state as it changes a push stream's.
+ */
+extern void store_set_source_secret(const char *stream, const char *header);
+extern List *store_sources(void);
+extern void store_source_state(const PushStream *p, int last_status,
+							   const char *last_error, int64 received,
+							   int64 rejected, TimestampTz now);
+
 #endif
