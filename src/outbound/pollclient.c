@@ -70,7 +70,7 @@ typedef struct Source
 	/* the poll in flight */
 	bool		in_flight;
 	char	   *polled_url;
-	char	   *request;		/* malloc'd by jansson */
+	char	   *request;		/* in src_cxt */
 	json_t	   *sent_ack;
 	json_t	   *sent_errs;
 	TimestampTz started_at;
@@ -164,8 +164,7 @@ free_source(Source *s)
 	free_conf(&s->conf);
 	free_str(&s->polled_url, false);
 	forget_answer(s);
-	if (s->request)
-		free(s->request);
+	free_str(&s->request, false);
 	json_decref(s->sent_ack);
 	json_decref(s->sent_errs);
 	json_decref(s->pending_ack);
@@ -189,6 +188,8 @@ read_work(void *arg)
 	ReadWork   *w = arg;
 
 	w->installed = xact_begin_turn() != XACT_NO_EXTENSION;
+	/* what outlives the transaction: in the step's context */
+	MemoryContextSwitchTo(step_cxt);
 	if (w->installed)
 		w->rows = store_sources();
 }
@@ -283,28 +284,37 @@ poll_answered(void *arg, const HttpResult *res)
 	}
 	if (res->error)
 		s->error = MemoryContextStrdup(src_cxt, res->error);
-	if (s->request)
-	{
-		free(s->request);
-		s->request = NULL;
-	}
+	free_str(&s->request, false);
 	nanswered++;
 }
 
-/* Merge the acks and setErrs of a failed poll back into the pending ones */
+/*
+ * Add the acks and setErrs of ack and errs to the pending ones.  jansson
+ * allocates in CurrentMemoryContext (jws.c): what outlives a step is made
+ * in src_cxt, and copied.
+ */
 static void
-unsend(Source *s)
+add_pending(Source *s, json_t *ack, json_t *errs)
 {
+	MemoryContext old = MemoryContextSwitchTo(src_cxt);
 	size_t		i;
 	json_t	   *v;
 	const char *k;
 
-	if (s->sent_ack)
-		json_array_foreach(s->sent_ack, i, v)
-			json_array_append(s->pending_ack, v);
-	if (s->sent_errs)
-		json_object_foreach(s->sent_errs, k, v)
-			json_object_set(s->pending_errs, k, v);
+	if (ack)
+		json_array_foreach(ack, i, v)
+			json_array_append_new(s->pending_ack, json_deep_copy(v));
+	if (errs)
+		json_object_foreach(errs, k, v)
+			json_object_set_new(s->pending_errs, k, json_deep_copy(v));
+	MemoryContextSwitchTo(old);
+}
+
+/* Put the acks and setErrs of a failed poll back with the pending ones */
+static void
+unsend(Source *s)
+{
+	add_pending(s, s->sent_ack, s->sent_errs);
 	json_decref(s->sent_ack);
 	json_decref(s->sent_errs);
 	s->sent_ack = s->sent_errs = NULL;
@@ -315,17 +325,23 @@ start_poll(Source *s, TimestampTz now)
 {
 	json_t	   *req = json_object();
 	bool		immediately = s->more;
+	StringInfoData text;
+	MemoryContext old;
 
 	json_object_set_new(req, "maxEvents", json_integer(setstream_source_max_events));
 	json_object_set_new(req, "returnImmediately", json_boolean(immediately));
 	json_object_set(req, "ack", s->pending_ack);
 	json_object_set(req, "setErrs", s->pending_errs);
-	s->request = json_dumps(req, JSON_COMPACT);
-	json_decref(req);
+	old = MemoryContextSwitchTo(src_cxt);
+	initStringInfo(&text);
+	json_write(&text, req);
+	s->request = text.data;
 	s->sent_ack = s->pending_ack;
 	s->sent_errs = s->pending_errs;
 	s->pending_ack = json_array();
 	s->pending_errs = json_object();
+	MemoryContextSwitchTo(old);
+	json_decref(req);
 	free_str(&s->polled_url, false);
 	s->polled_url = src_strdup(s->conf.endpoint_url);
 	s->in_flight = true;
@@ -429,6 +445,8 @@ store_work(void *arg)
 		w->skipped = true;
 		return;
 	}
+	/* w->ack and w->errs grow in the step's context, not the transaction's */
+	MemoryContextSwitchTo(step_cxt);
 	if (w->stream != NULL)
 		exchange_collect(w->stream, w->obj, w->items, w->ack, w->errs);
 	store_source_state(w->conf, w->status, w->error,
@@ -560,19 +578,9 @@ handle_answer(Source *s, TimestampTz now)
 	}
 
 	/* committed: acknowledge with the next poll */
-	if (w.ack)
-	{
-		size_t		i;
-		json_t	   *v;
-		const char *k;
-
-		json_array_foreach(w.ack, i, v)
-			json_array_append(s->pending_ack, v);
-		json_object_foreach(w.errs, k, v)
-			json_object_set(s->pending_errs, k, v);
-		json_decref(w.ack);
-		json_decref(w.errs);
-	}
+	add_pending(s, w.ack, w.errs);
+	json_decref(w.ack);
+	json_decref(w.errs);
 	if (!was_suspended && strcmp(conf.state, "suspended") == 0)
 		ereport(LOG,
 				(errmsg("setstream sender: polling of stream \"%s\" suspended",
