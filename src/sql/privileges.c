@@ -117,6 +117,23 @@ static const char *const grants_manage[] = {
 	" setstream._set_delivery_secret(text, text), setstream._wake_sender(text) TO %s",
 	NULL
 };
+
+/*
+ * The poll client's sources (0.3.0): granted only once ALTER EXTENSION
+ * setstream UPDATE made them (the upgrade script grants them to the roles
+ * that held the rights before).
+ */
+static const char *const grants_common_sources[] = {
+	"GRANT SELECT ON setstream.sources TO %s",
+	NULL
+};
+static const char *const grants_manage_sources[] = {
+	"GRANT INSERT, UPDATE, DELETE ON setstream.sources TO %s",
+	"GRANT EXECUTE ON FUNCTION setstream.set_source(text, text, text, text),"
+	" setstream._set_source_secret(text, text) TO %s",
+	NULL
+};
+
 static const char *const grants_create[] = {
 	"GRANT INSERT ON setstream.streams TO %s",
 	"GRANT EXECUTE ON FUNCTION"
@@ -398,6 +415,26 @@ run_grants(const char *const *grants, Oid role)
 		store_grant_as_owner(psprintf(grants[i], quoted));
 }
 
+/* Has the extension setstream.sources (0.3.0)? */
+static bool
+have_sources(void)
+{
+	Oid			nsp = get_namespace_oid("setstream", false);
+
+	return OidIsValid(get_relname_relid("sources", nsp));
+}
+
+/* The grants of the sources, for the common rights and for manage */
+static void
+run_source_grants(Oid role, bool manage)
+{
+	if (!have_sources())
+		return;
+	run_grants(grants_common_sources, role);
+	if (manage)
+		run_grants(grants_manage_sources, role);
+}
+
 /*
  * Only the stream's owner (a role whose rights the caller has) or a role
  * that bypasses row-level security may give and take rights on a stream.
@@ -445,6 +482,7 @@ setstream_grant_stream(PG_FUNCTION_ARGS)
 	Oid			role = PG_GETARG_OID(1);
 	List	   *privileges = privilege_list(PG_GETARG_ARRAYTYPE_P(2));
 	ListCell   *lc;
+	bool		manage = false;
 
 	check_grantee(role);
 	require_stream_owner(stream);
@@ -452,7 +490,11 @@ setstream_grant_stream(PG_FUNCTION_ARGS)
 	forget_held();
 	run_grants(grants_common, role);
 	foreach(lc, privileges)
+	{
 		run_grants(grants_by_privilege[privilege_index(lfirst(lc))], role);
+		manage |= strcmp(lfirst(lc), "manage") == 0;
+	}
+	run_source_grants(role, manage);
 	PG_RETURN_VOID();
 }
 
@@ -489,5 +531,6 @@ setstream_allow_stream_creation(PG_FUNCTION_ARGS)
 	run_grants(grants_create, role);
 	for (int i = 0; i < lengthof(grants_by_privilege); i++)
 		run_grants(grants_by_privilege[i], role);
+	run_source_grants(role, true);
 	PG_RETURN_VOID();
 }

@@ -14,12 +14,14 @@ import socket
 import struct
 import threading
 import time
+import uuid
 
 import http.server
 import psycopg2
 import pytest
 
 from conftest import answer, wait_for
+from test_secrets import role  # noqa: F401  (fixture)
 
 
 class Transmitter:
@@ -357,3 +359,63 @@ def test_set_source_checks_its_arguments(loopback, sources, streams, db):
     db.execute("SELECT setstream.set_source(%s, 'urn:ietf:rfc:8936', 'https://x.example.com/')",
                (s.name,))
     assert sources.row(s)["method"] == "poll"
+
+
+# ---------------------------------------------------------------------------
+# the credential: in no relation a non-owner reads, never logged
+# ---------------------------------------------------------------------------
+
+def test_the_source_header_is_in_no_relation_a_non_owner_reads(loopback, transmitter, role):
+    from test_secrets import new_secret, readable_relations
+    name, conn = role
+    secret = new_secret()
+    stream = "pollsec-" + uuid.uuid4().hex[:10]
+    with conn.cursor() as cur:
+        cur.execute("SELECT setstream.create_stream(%s, 'https://a.example/', ARRAY['https://b.example/'])",
+                    (stream,))
+        cur.execute("SELECT setstream.set_source(%s, 'poll', %s, %s)::text",
+                    (stream, transmitter.url, secret))
+        assert secret not in cur.fetchone()[0]
+    wait_for("a poll", lambda: transmitter.count() >= 1)
+    assert transmitter.requests[0]["headers"]["authorization"] == secret
+    relations = readable_relations(conn)
+    assert "sources" in relations and "source_secrets" not in relations
+    for rel in relations:
+        with conn.cursor() as cur:
+            cur.execute("SELECT t::text FROM setstream.%s t" % rel)
+            for (text,) in cur.fetchall():
+                assert secret not in text, "the header shows in setstream.%s" % rel
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM setstream.sources WHERE stream = %s", (stream,))
+        assert cur.fetchone()[0] == 1          # its owner sees the source
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        with conn.cursor() as cur:
+            cur.execute("SELECT * FROM setstream.source_secrets")
+
+
+def test_the_source_header_is_never_logged(loopback, transmitter, sources, db):
+    from test_secrets import LOGFILE, log_text, new_secret
+    import psycopg
+    if not LOGFILE:
+        pytest.skip("SETSTREAM_LOGFILE is not set (scripts/test.sh sets it)")
+    secret = new_secret()
+    before = len(log_text())
+    s = sources.streams.create(peer_algs=("ES256",), token=False)
+    bound = psycopg.connect(dbname=db.val("SELECT current_database()"), autocommit=True,
+                            options="-c log_min_error_statement=error")
+    try:
+        for args in [("no-such-" + s.name, "poll", transmitter.url, secret),
+                     (s.name, "poll", "ftp://x.example/", secret),
+                     (s.name, "poll", transmitter.url, secret + "\r\nX: y")]:
+            with pytest.raises(psycopg.Error):
+                bound.execute("SELECT setstream.set_source(%s, %s, %s, %s)", args)
+        transmitter.script = [answer(401, headers={"WWW-Authenticate": "Bearer"})] * 3
+        bound.execute("SELECT setstream.set_source(%s, %s, %s, %s)",
+                      (s.name, "poll", transmitter.url, secret))
+    finally:
+        bound.close()
+    sources.wait_state(s, lambda r: r["state"] == "suspended", "the suspension", timeout=20)
+    logged = log_text()[before:]
+    assert "set_source" in logged, "the failing statements were not logged at all"
+    assert "suspended" in logged, "the suspension was not logged"
+    assert secret not in logged and secret[7:] not in logged
