@@ -40,6 +40,10 @@ def test_sigkill_of_the_polling_sender_loses_nothing_and_stores_nothing_twice():
         assert new_pid != pid
         wait_for("all acks", lambda: acked(d, a) == N, timeout=120)
         check_polled_once(d, a, b, N)
+        # SETs B had stored, whose acks died with the sender, came again
+        again = d.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s"
+                      " AND attempts > 1", (a,))
+        assert again > 0, "no SET was sent twice: the duplicate path was not exercised"
     finally:
         d = connect_after_restart()
         for name in created:
