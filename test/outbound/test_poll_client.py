@@ -415,6 +415,8 @@ def test_the_source_header_is_never_logged(loopback, transmitter, sources, db):
     finally:
         bound.close()
     sources.wait_state(s, lambda r: r["state"] == "suspended", "the suspension", timeout=20)
+    # logged just after the commit that recorded it
+    wait_for("the suspension's log line", lambda: "suspended" in log_text()[before:])
     logged = log_text()[before:]
     assert "set_source" in logged, "the failing statements were not logged at all"
     assert "suspended" in logged, "the suspension was not logged"
