@@ -545,35 +545,10 @@ GRANT UPDATE (state, backoff_until, suspended_reason, failures, auth_failures,
               received, rejected, last_status, last_error, polled_at, updated_at)
     ON setstream.sources TO setstream_worker;
 -- (end of issue 17: the RFC 8936 poll client)
--- issue 17, poll client (continued): the roles given rights before this
--- upgrade get the sources' privileges grant_stream gives now: read their
--- rows, whoever was granted SELECT on deliveries; configure them, whoever
--- was granted set_delivery (the manage right).
-DO $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT DISTINCT x.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_class c,
-                    LATERAL pg_catalog.aclexplode(c.relacl) x
-              WHERE c.oid OPERATOR(pg_catalog.=) 'setstream.deliveries'::pg_catalog.regclass
-                AND x.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
-                AND x.grantee OPERATOR(pg_catalog.<>) 0
-                AND x.grantee OPERATOR(pg_catalog.<>) c.relowner
-                AND x.grantee OPERATOR(pg_catalog.<>) 'setstream_worker'::pg_catalog.regrole LOOP
-        EXECUTE pg_catalog.format('GRANT SELECT ON setstream.sources TO %s', r.role);
-    END LOOP;
-    FOR r IN SELECT DISTINCT x.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_proc p,
-                    LATERAL pg_catalog.aclexplode(p.proacl) x
-              WHERE p.oid OPERATOR(pg_catalog.=)
-                    'setstream.set_delivery(text, text, text, text, integer)'::pg_catalog.regprocedure
-                AND x.grantee OPERATOR(pg_catalog.<>) 0
-                AND x.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
-        EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE ON setstream.sources TO %s', r.role);
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION setstream.set_source(text, text, text, text),'
-                                  ' setstream._set_source_secret(text, text) TO %s', r.role);
-    END LOOP;
-END
-$$;
+-- Roles given rights before this update get the privileges of sources
+-- (SELECT; for manage, set_source and INSERT, UPDATE, DELETE) when
+-- grant_stream is called again for them: granted here, by the extension
+-- script, they would count as the extension's initial privileges, which
+-- pg_dump leaves out (a restore would lose them).  See the README,
+-- "Upgrading".
 -- (end of issue 17, poll client)

@@ -154,7 +154,15 @@ def same_grants_0_2_0(conn):
     q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
 
 
+def regrant_0_2_0(conn):
+    """What the README ("Upgrading") says to do after an update from 0.2.0:
+    call grant_stream again for the roles given rights before it, so that
+    they get the privileges of what 0.3.0 added (setstream.sources)."""
+    q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
+
+
 FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0}
+AFTER_UPDATE = {"0.1.0": lambda conn: None, "0.2.0": regrant_0_2_0}
 SAME_GRANTS = {"0.1.0": lambda conn: None, "0.2.0": same_grants_0_2_0}
 
 
@@ -218,6 +226,7 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
         assert all(before[t] for t in tables), [t for t in tables if not before[t]]
 
         q(old, "ALTER EXTENSION setstream UPDATE")
+        AFTER_UPDATE[from_version](old)
         q(new, "CREATE EXTENSION setstream")
         SAME_GRANTS[from_version](new)
         version = q(new, "SELECT extversion FROM pg_extension WHERE extname = 'setstream'")
