@@ -336,6 +336,7 @@ start_poll(Source *s, TimestampTz now)
 	initStringInfo(&text);
 	json_write(&text, req);
 	s->request = text.data;
+
 	s->sent_ack = s->pending_ack;
 	s->sent_errs = s->pending_errs;
 	s->pending_ack = json_array();
