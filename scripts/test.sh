@@ -22,8 +22,8 @@
 # Environment knobs:
 #   SETSTREAM_TEST_PORT     first port tried for the cluster (default 54329)
 #   SETSTREAM_LISTENER_PORT first port tried for the listener (default 18417)
-#   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 240)
-#   SETSTREAM_PERL_TIMEOUT  seconds the perl suite may take (default 720:
+#   SETSTREAM_SUITE_TIMEOUT seconds each suite may take (default 480)
+#   SETSTREAM_PERL_TIMEOUT  seconds the perl suite may take (default 1200:
 #                           its fault-injection tests restart servers)
 #   SETSTREAM_KEEP=1        keep the cluster running and the work directory
 #   SETSTREAM_SUITES        space-separated subset of the suites above
@@ -527,12 +527,12 @@ check_sanitizer() {
 
 check_suites
 
-SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-240}
-PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-720}
+SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-480}
+PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-1200}
 SANITIZER_DIRS=()
 if [ -n "${SETSTREAM_SANITIZE:-}" ]; then
-    SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-480}
-    PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-1440}
+    SUITE_TIMEOUT=${SETSTREAM_SUITE_TIMEOUT:-960}
+    PERL_TIMEOUT=${SETSTREAM_PERL_TIMEOUT:-2400}
 fi
 
 echo "== dependencies"

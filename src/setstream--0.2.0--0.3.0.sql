@@ -352,7 +352,8 @@ BEGIN
 
     FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
                              'stream_grants', 'deliveries', 'delivery_secrets',
-                             'peer_jwks', 'events', 'outbox'] LOOP
+                             'peer_jwks', 'sources', 'source_secrets',
+                             'events', 'outbox'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
             INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
@@ -405,7 +406,8 @@ BEGIN
     PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     ALTER EXTENSION setstream DROP VIEW setstream.stats;
     DROP VIEW setstream.stats;
-    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'peer_jwks', 'delivery_secrets', 'deliveries',
+    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'source_secrets', 'sources',
+                             'peer_jwks', 'delivery_secrets', 'deliveries',
                              'stream_grants', 'client_certs', 'tokens', 'key_secrets',
                              'keys', 'streams'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
@@ -700,3 +702,193 @@ BEGIN
        AND ip.objsubid OPERATOR(pg_catalog.=) col;
 END
 $$;
+
+-- ---------------------------------------------------------------------
+-- issue 17: the RFC 8936 poll client (set_source)
+-- ---------------------------------------------------------------------
+
+-- Streams whose SETs setstream fetches itself: the sender serving the
+-- stream long-polls the peer's RFC 8936 endpoint_url and stores what
+-- arrives (src/outbound/pollclient.c).  state as in deliveries:
+--   active     polling
+--   backoff    no poll before backoff_until
+--   suspended  no poll until set_source() is called again
+-- received / rejected count the SETs stored (or found stored) and those
+-- answered with a setErr; last_status / last_error: the last answer (0: no
+-- answer), polled_at: when it came.
+CREATE TABLE setstream.sources (
+    stream              text PRIMARY KEY
+                        REFERENCES setstream.streams (name) ON DELETE CASCADE,
+    method              text NOT NULL DEFAULT 'poll' CHECK (method IN ('poll')),
+    endpoint_url        text NOT NULL CHECK (endpoint_url ~* '^https?://[^/?#[:space:]]+'),
+    state               text NOT NULL DEFAULT 'active'
+                        CHECK (state IN ('active', 'backoff', 'suspended')),
+    backoff_until       timestamptz,
+    suspended_reason    text,
+    failures            integer NOT NULL DEFAULT 0,
+    auth_failures       integer NOT NULL DEFAULT 0,
+    received            bigint NOT NULL DEFAULT 0,
+    rejected            bigint NOT NULL DEFAULT 0,
+    last_status         integer,
+    last_error          text,
+    polled_at           timestamptz,
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT sources_backoff_until
+        CHECK ((state = 'backoff') = (backoff_until IS NOT NULL)),
+    CONSTRAINT sources_suspended_reason
+        CHECK ((state = 'suspended') = (suspended_reason IS NOT NULL))
+);
+COMMENT ON TABLE setstream.sources IS
+'Streams whose SETs setstream polls from a peer (set_source, RFC 8936), and the state of that polling: active, backoff until a time, or suspended with a reason (set_source again resumes it).';
+SELECT pg_catalog.pg_extension_config_dump('setstream.sources', '');
+
+-- The Authorization header sent with each poll: readable by the extension
+-- owner only, never returned, shown or logged.
+CREATE TABLE setstream.source_secrets (
+    stream                  text PRIMARY KEY
+                            REFERENCES setstream.sources (stream) ON DELETE CASCADE,
+    authorization_header    text NOT NULL
+);
+REVOKE ALL ON setstream.source_secrets FROM PUBLIC;
+COMMENT ON TABLE setstream.source_secrets IS
+'Outbound credentials of the poll client (the Authorization header of polls). Readable by the extension owner only; never returned by any function.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.source_secrets', '');
+
+ALTER TABLE setstream.sources ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.source_secrets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON setstream.sources FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with(NULL))::pg_catalog.text[]));
+CREATE POLICY manage ON setstream.sources FOR ALL
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]))
+    WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+-- (source_secrets: no policy; only its owner, who bypasses them, reads it)
+
+-- Store or remove the source's Authorization header (as the extension
+-- owner, after checking the caller's manage right), and make the senders
+-- read their sources again at commit.
+CREATE FUNCTION setstream._set_source_secret(stream text, authorization_header text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_set_source_secret'
+LANGUAGE C VOLATILE;
+
+-- Poll the peer's RFC 8936 endpoint for the stream's inbound SETs
+-- (method poll or urn:ietf:rfc:8936), with authorization_header verbatim
+-- as Authorization; none stops it.  Calling it again makes the source
+-- active again (a suspended one too).
+CREATE FUNCTION setstream.set_source(stream text, method text, endpoint_url text,
+                                     authorization_header text DEFAULT NULL)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+    m text := lower(method);
+BEGIN
+    result := setstream._stream_row(stream);
+    IF m = 'urn:ietf:rfc:8936' THEN
+        m := 'poll';
+    END IF;
+    IF m IS NULL OR m NOT IN ('poll', 'none') THEN
+        RAISE EXCEPTION 'unknown source method "%"', method
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use poll, urn:ietf:rfc:8936 or none.';
+    END IF;
+    IF m = 'none' THEN
+        IF endpoint_url IS NOT NULL OR authorization_header IS NOT NULL THEN
+            RAISE EXCEPTION 'none takes no endpoint_url and no authorization_header'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM setstream._set_source_secret(result.name, NULL);
+        DELETE FROM setstream.sources s WHERE s.stream = result.name;
+        RETURN result;
+    END IF;
+    IF endpoint_url IS NULL OR endpoint_url !~* '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'poll needs an http:// or https:// endpoint_url'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO setstream.sources AS s (stream, method, endpoint_url)
+    VALUES (result.name, m, endpoint_url)
+    ON CONFLICT ON CONSTRAINT sources_pkey DO UPDATE
+       SET method = excluded.method, endpoint_url = excluded.endpoint_url,
+           state = 'active', backoff_until = NULL, suspended_reason = NULL,
+           failures = 0, auth_failures = 0, updated_at = now();
+    PERFORM setstream._set_source_secret(result.name, authorization_header);
+    RETURN result;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION setstream._set_source_secret(text, text),
+    setstream.set_source(text, text, text, text) FROM PUBLIC;
+
+-- The sender (setstream_worker): read the sources, record their state
+GRANT SELECT ON setstream.sources TO setstream_worker;
+GRANT UPDATE (state, backoff_until, suspended_reason, failures, auth_failures,
+              received, rejected, last_status, last_error, polled_at, updated_at)
+    ON setstream.sources TO setstream_worker;
+
+-- Roles given rights before this update get the privileges of sources as
+-- grant_stream gives them from 0.3.0 on: SELECT for whoever may read
+-- setstream.deliveries; set_source and INSERT, UPDATE, DELETE for whoever
+-- may run set_stream_status (the manage right).  As for peer_jwks above,
+-- they are the roles' own grants: pg_init_privs is put back as it was.
+DO $$
+DECLARE
+    r record;
+    tab constant pg_catalog.oid := 'setstream.sources'::pg_catalog.regclass;
+    fn1 constant pg_catalog.oid := 'setstream.set_source(text, text, text, text)'::pg_catalog.regprocedure;
+    fn2 constant pg_catalog.oid := 'setstream._set_source_secret(text, text)'::pg_catalog.regprocedure;
+    saved_tab pg_catalog.aclitem[];
+    saved_fn1 pg_catalog.aclitem[];
+    saved_fn2 pg_catalog.aclitem[];
+BEGIN
+    SELECT ip.initprivs INTO saved_tab FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    SELECT ip.initprivs INTO saved_fn1 FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn1
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    SELECT ip.initprivs INTO saved_fn2 FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn2
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+               FROM pg_catalog.pg_class c,
+                    LATERAL pg_catalog.aclexplode(c.relacl) a
+              WHERE c.oid OPERATOR(pg_catalog.=) 'setstream.deliveries'::pg_catalog.regclass
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
+                AND a.grantee OPERATOR(pg_catalog.<>) 0
+                AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+                AND a.grantee OPERATOR(pg_catalog.<>) 'setstream_worker'::pg_catalog.regrole LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON setstream.sources TO %s', r.role);
+    END LOOP;
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+               FROM pg_catalog.pg_proc p,
+                    LATERAL pg_catalog.aclexplode(p.proacl) a
+              WHERE p.oid OPERATOR(pg_catalog.=)
+                    'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+                AND a.grantee OPERATOR(pg_catalog.<>) 0
+                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
+        EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE ON setstream.sources TO %s', r.role);
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION setstream.set_source(text, text, text, text),'
+            ' setstream._set_source_secret(text, text) TO %s', r.role);
+    END LOOP;
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_tab
+     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn1
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn1
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn2
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn2
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+END
+$$;
+-- (end of issue 17: the RFC 8936 poll client)

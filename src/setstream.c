@@ -23,6 +23,7 @@
 #include "jose/jose.h"
 #include "server/listener.h"
 #include "outbound/outbound.h"
+#include "outbound/pollclient.h"
 #include "shmem/stats.h"
 #include "store/streamcache.h"
 #include "shmem/wakeup.h"
@@ -94,6 +95,14 @@ define_sender_gucs(void)
 							"How long after its emit a SET answered invalid_key is still retried.",
 							NULL, &setstream_invalid_key_retry_s, 600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.source_poll_timeout",
+							"Longest time one poll of a source (set_source) may take in all; it must outlast the peer's long-poll wait.",
+							NULL, &setstream_source_poll_timeout_ms, 90000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.source_max_events",
+							"maxEvents of each poll of a source (set_source).",
+							NULL, &setstream_source_max_events, 100, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.auth_retries",
 							"Consecutive 401 / authentication_failed answers after which a stream's push delivery is suspended.",
 							NULL, &setstream_auth_retries, 3, 1, 100,

@@ -52,6 +52,7 @@ struct HttpRequest
 	bool		refused;
 	bool		too_large;
 	long		max_age_s;		/* Cache-Control max-age; -1: none */
+	size_t		max_response;	/* larger response bodies fail the request */
 	char		refused_why[160];
 	char		errbuf[CURL_ERROR_SIZE];
 	StringInfoData response;
@@ -288,7 +289,7 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	HttpRequest *req = userdata;
 	size_t		n = size * nmemb;
 
-	if (req->response.len + n > HTTP_MAX_RESPONSE)
+	if (req->response.len + n > req->max_response)
 	{
 		req->too_large = true;
 		return 0;				/* CURLE_WRITE_ERROR */
@@ -392,11 +393,15 @@ httpclient_epoll_fd(void)
 	return epfd;
 }
 
-/* A POST of body when content_type is not NULL, else a GET */
+/*
+ * A POST of body when content_type is not NULL, else a GET; the request
+ * fails after timeout_ms, or when the response body exceeds max_response
+ */
 static bool
 start_request(const char *url, const char *body, size_t len,
 			  const char *content_type, const char *accept,
-			  const char *authorization, HttpDoneCallback done, void *arg)
+			  const char *authorization, long timeout_ms,
+			  size_t max_response, HttpDoneCallback done, void *arg)
 {
 	MemoryContext old = MemoryContextSwitchTo(http_cxt);
 	HttpRequest *req = palloc0(sizeof(HttpRequest));
@@ -414,6 +419,7 @@ start_request(const char *url, const char *body, size_t len,
 	req->arg = arg;
 	req->plain_http = pg_strncasecmp(url, "http://", 7) == 0;
 	req->max_age_s = -1;
+	req->max_response = max_response;
 	initStringInfo(&req->response);
 
 	if (content_type != NULL)
@@ -461,8 +467,8 @@ start_request(const char *url, const char *body, size_t len,
 	if (!req->plain_http)
 		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) setstream_outbound_connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) setstream_outbound_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE, (long) HTTP_MAX_RESPONSE);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_response);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header);
@@ -490,7 +496,22 @@ httpclient_post(const char *url, const char *body, size_t len,
 				const char *authorization, HttpDoneCallback done, void *arg)
 {
 	return start_request(url, body, len, content_type, accept, authorization,
+						 setstream_outbound_timeout_ms, HTTP_MAX_RESPONSE,
 						 done, arg);
+}
+
+/*
+ * httpclient_post with its own total timeout and response body limit
+ * (the poll client's long polls wait longer, and bring SETs back)
+ */
+bool
+httpclient_post_limits(const char *url, const char *body, size_t len,
+					   const char *content_type, const char *accept,
+					   const char *authorization, long timeout_ms,
+					   size_t max_response, HttpDoneCallback done, void *arg)
+{
+	return start_request(url, body, len, content_type, accept, authorization,
+						 timeout_ms, max_response, done, arg);
 }
 
 /* GET url with the given Accept (the JWK Sets of jwksfetch.c) */
@@ -498,7 +519,9 @@ bool
 httpclient_get(const char *url, const char *accept, HttpDoneCallback done,
 			   void *arg)
 {
-	return start_request(url, NULL, 0, NULL, accept, NULL, done, arg);
+	return start_request(url, NULL, 0, NULL, accept, NULL,
+						 setstream_outbound_timeout_ms, HTTP_MAX_RESPONSE,
+						 done, arg);
 }
 
 long
@@ -541,8 +564,8 @@ finish(CURL *e, CURLcode code)
 		if (req->refused)
 			strlcpy(error, req->refused_why, sizeof(error));
 		else if (req->too_large || code == CURLE_FILESIZE_EXCEEDED)
-			snprintf(error, sizeof(error), "response body larger than %d bytes",
-					 HTTP_MAX_RESPONSE);
+			snprintf(error, sizeof(error), "response body larger than %zu bytes",
+					 req->max_response);
 		else
 			snprintf(error, sizeof(error), "%s%s%s", curl_easy_strerror(code),
 					 req->errbuf[0] ? ": " : "", req->errbuf);

@@ -46,6 +46,13 @@ extern bool httpclient_post(const char *url, const char *body, size_t len,
 extern bool httpclient_get(const char *url, const char *accept,
 						   HttpDoneCallback done, void *arg);
 
+extern bool httpclient_post_limits(const char *url, const char *body,
+								   size_t len, const char *content_type,
+								   const char *accept,
+								   const char *authorization, long timeout_ms,
+								   size_t max_response, HttpDoneCallback done,
+								   void *arg);
+
 /* Milliseconds until libcurl wants to be called again; -1: no timer */
 extern long httpclient_timeout_ms(void);
 

@@ -116,7 +116,7 @@ outbound_classify(const PushAnswer *a, PushClass *c)
 }
 
 /* min(cap, base * 2^(failures-1)) times a jitter in [0.5, 1] */
-static long
+long
 outbound_backoff_ms(int failures)
 {
 	double		ms = BACKOFF_BASE_MS;

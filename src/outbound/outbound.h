@@ -68,5 +68,6 @@ extern void outbound_expire(const PushRow *r, TimestampTz now,
 							PushOutcomeRow *row);
 
 /* Exponential backoff with jitter after "failures" consecutive failures */
+extern long outbound_backoff_ms(int failures);
 
 #endif

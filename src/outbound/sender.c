@@ -37,6 +37,7 @@
 #include "outbound/httpclient.h"
 #include "outbound/jwksfetch.h"
 #include "outbound/outbound.h"
+#include "outbound/pollclient.h"
 #include "outbound/sender.h"
 #include "store/xact.h"
 #include "setstream.h"
@@ -488,8 +489,12 @@ wait_timeout_ms(void)
 	long		curl_ms = httpclient_timeout_ms();
 	long		scan_ms = (long) ((next_scan_at - GetCurrentTimestamp()) / 1000);
 
+	long		poll_ms = pollclient_timeout_ms();
+
 	if (scan_ms < 0)
 		scan_ms = 0;
+	if (poll_ms >= 0 && poll_ms < scan_ms)
+		scan_ms = poll_ms;
 	if (curl_ms >= 0 && curl_ms < scan_ms)
 		return curl_ms;
 	return scan_ms;
@@ -513,6 +518,7 @@ sender_run(int index)
 	push_cxt = AllocSetContextCreate(TopMemoryContext, "setstream pushes",
 									 ALLOCSET_DEFAULT_SIZES);
 	httpclient_init();
+	pollclient_init(index);
 
 	wait_set = CreateWaitEventSetTop(3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -559,5 +565,6 @@ sender_run(int index)
 		if (nanswered > 0 || (latch && woken_for_us()) || jwksfetch_wanted() ||
 			GetCurrentTimestamp() >= next_scan_at)
 			(void) database_turn();
+		pollclient_step();		/* the sources' polls (set_source) */
 	}
 }

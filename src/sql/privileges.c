@@ -130,18 +130,22 @@ static const char *const *const grants_by_privilege[] = {
 #define MANAGE_INDEX 4
 
 /*
- * What changed with 0.3.0 (peer keys from a jwks_uri, issue 17; set_inbound,
- * issue 13): granted
- * in the schema the extension has, so that an extension not yet updated
- * still grants what it has.
+ * What changed with 0.3.0 (issue 17: peer keys from a jwks_uri, the poll
+ * client's sources; issue 13: set_inbound): granted in the schema the
+ * extension has, so that an extension not yet updated still grants what it
+ * has.
  */
 static const char *const grants_common_0_3[] = {
-	"GRANT SELECT ON setstream.peer_jwks TO %s",
+	"GRANT SELECT ON setstream.peer_jwks, setstream.sources TO %s",
 	NULL
 };
 static const char *const grants_manage_0_3[] = {
 	"GRANT UPDATE (peer_jwks_uri, inbound) ON setstream.streams TO %s",
 	"GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s",
+	/* the poll client's sources (set_source) */
+	"GRANT INSERT, UPDATE, DELETE ON setstream.sources TO %s",
+	"GRANT EXECUTE ON FUNCTION setstream.set_source(text, text, text, text),"
+	" setstream._set_source_secret(text, text) TO %s",
 	"GRANT EXECUTE ON FUNCTION"
 	" setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s",
 	NULL

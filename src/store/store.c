@@ -1626,3 +1626,137 @@ store_jwks_outcome(const char *stream, const char *uri, const JwksOutcome *o)
 	run_as_owner(&stmt_jwks_outcome, values, nulls, false);
 	SPI_finish();
 }
+
+/* ---------------------------------------------------------------------
+ * The poll client's sources (issue 17, set_source)
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_delete_source_secret = {
+	"DELETE FROM setstream.source_secrets WHERE stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_source_secret = {
+	"INSERT INTO setstream.source_secrets (stream, authorization_header)"
+	" VALUES ($1, $2)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/*
+ * The sources of streams that accept inbound SETs (set_inbound; a disabled
+ * stream still does), with their secrets (read as the owner)
+ */
+static StoreStmt stmt_sources = {
+	"SELECT so.stream, so.endpoint_url, so.state, so.backoff_until,"
+	" so.suspended_reason, so.failures, so.auth_failures,"
+	" c.authorization_header"
+	" FROM setstream.sources so"
+	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) so.stream"
+	" LEFT JOIN setstream.source_secrets c"
+	" ON c.stream OPERATOR(pg_catalog.=) so.stream"
+	" WHERE so.method OPERATOR(pg_catalog.=) 'poll'"
+	" AND s.inbound OPERATOR(pg_catalog.=) 'accept'",
+	0, {InvalidOid}
+};
+
+/*
+ * A source's state after an answer.  The endpoint_url must still be the
+ * one polled: an answer to a poll made before set_source changed it is not
+ * recorded.
+ */
+static StoreStmt stmt_source_state = {
+	"UPDATE setstream.sources SET state = $3, backoff_until = $4,"
+	" suspended_reason = $5, failures = $6, auth_failures = $7,"
+	" last_status = $8, last_error = $9,"
+	" received = received OPERATOR(pg_catalog.+) $10,"
+	" rejected = rejected OPERATOR(pg_catalog.+) $11,"
+	" polled_at = $12, updated_at = $12"
+	" WHERE stream OPERATOR(pg_catalog.=) $1"
+	" AND endpoint_url OPERATOR(pg_catalog.=) $2",
+	12, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, INT4OID,
+		INT4OID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID}
+};
+
+/* Store (header not NULL) or remove the source's Authorization header */
+void
+store_set_source_secret(const char *stream, const char *header)
+{
+	Datum		values[2];
+
+	values[0] = text_datum(stream);
+	spi_connect();
+	run_as_owner(&stmt_delete_source_secret, values, NULL, false);
+	if (header != NULL)
+	{
+		values[1] = text_datum(header);
+		run_as_owner(&stmt_insert_source_secret, values, NULL, false);
+	}
+	SPI_finish();
+}
+
+/* Every source of a stream accepting inbound SETs, as PushStream * */
+List *
+store_sources(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *out = NIL;
+	bool		isnull;
+	Oid			nsp = get_namespace_oid("setstream", true);
+
+	/* older than 0.3.0: no sources */
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("sources", nsp)))
+		return NIL;
+	spi_connect();
+	run_as_owner(&stmt_sources, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		PushStream *p = palloc0(sizeof(PushStream));
+		Datum		d;
+
+		MemoryContextSwitchTo(old);
+		p->stream = get_text(i, 1, cxt);
+		p->endpoint_url = get_text(i, 2, cxt);
+		p->concurrency = 1;
+		p->state = get_text(i, 3, cxt);
+		d = get_datum(i, 4, &isnull);
+		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
+		p->suspended_reason = get_text(i, 5, cxt);
+		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
+		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
+		p->authorization = get_text(i, 8, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, p);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+/* Record a source's state and its last answer */
+void
+store_source_state(const PushStream *p, int last_status,
+				   const char *last_error, int64 received, int64 rejected,
+				   TimestampTz now)
+{
+	Datum		values[12];
+	char		nulls[13];
+
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[12] = '\0';
+	values[0] = text_datum(p->stream);
+	values[1] = text_datum(p->endpoint_url);
+	values[2] = text_datum(p->state);
+	values[3] = time_or_null(p->backoff_until, &nulls[3]);
+	values[4] = text_or_null(p->suspended_reason, &nulls[4]);
+	values[5] = Int32GetDatum(p->failures);
+	values[6] = Int32GetDatum(p->auth_failures);
+	values[7] = Int32GetDatum(last_status);
+	values[8] = text_or_null(last_error, &nulls[8]);
+	values[9] = Int64GetDatum(received);
+	values[10] = Int64GetDatum(rejected);
+	values[11] = TimestampTzGetDatum(now);
+	spi_connect();
+	run(&stmt_source_state, values, nulls, false);
+	SPI_finish();
+}

@@ -174,4 +174,15 @@ extern bool store_jwks_replace(const char *stream, List *keys);
 extern void store_jwks_outcome(const char *stream, const char *uri,
 							   const JwksOutcome *o);
 
+/*
+ * The poll client (issue 17, pollclient.c): a source is read into a
+ * PushStream (its concurrency unused), so that outbound_apply changes its
+ * state as it changes a push stream's.
+ */
+extern void store_set_source_secret(const char *stream, const char *header);
+extern List *store_sources(void);
+extern void store_source_state(const PushStream *p, int last_status,
+							   const char *last_error, int64 received,
+							   int64 rejected, TimestampTz now);
+
 #endif
