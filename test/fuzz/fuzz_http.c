@@ -100,20 +100,26 @@ check_responses(const StringInfoData *out)
 }
 
 /*
- * Only a request with the stream's bearer token, on an enabled stream, may
- * reach the database step or open a WebSocket session.
+ * Only a request with the stream's bearer token may reach the database
+ * step or open a WebSocket session, and no push on a stream that refuses
+ * inbound SETs (a disabled stream is served: issue 13).
  */
 static void
 check_authorized(HttpInput *in)
 {
 	Conn	   *conn = in->conn;
 	const char *auth = conn->req.authorization;
+	bool		reached = in->result == PREP_EXECUTE || conn->websocket;
+	const char *url = conn->req.url.data;
+	size_t		path_len = strcspn(url, "?#");
+	bool		push = path_len >= 7 && strncmp(url + path_len - 7, "/events", 7) == 0;
 
-	if ((in->result == PREP_EXECUTE || conn->websocket) &&
-		strstr(conn->req.url.data, "/streams/") != NULL &&
-		(auth == NULL || strstr(auth, FIXTURE_TOKEN) == NULL ||
-		 in->stream->status == 'd'))
+	if (reached && strstr(conn->req.url.data, "/streams/") != NULL &&
+		(auth == NULL || strstr(auth, FIXTURE_TOKEN) == NULL))
 		fail("a request got past authentication", &conn->out);
+	if (in->result == PREP_EXECUTE && in->stream->refuse_inbound && push)
+		fail("a push reached the database on a stream refusing inbound SETs",
+			 &conn->out);
 }
 
 static void

@@ -342,6 +342,25 @@ def test_none_stops_polling(loopback, transmitter, sources, db):
     assert transmitter.count() == n
 
 
+def test_a_stream_refusing_inbound_is_not_polled(loopback, transmitter, sources, db):
+    """set_inbound(stream, 'refuse') stops the polls (they would only
+    bring SETs to refuse); 'accept' starts them again; a disabled stream
+    is polled (disabled stops what a stream sends, not what it takes)."""
+    s = sources.create(transmitter.url)
+    wait_for("a poll", lambda: transmitter.count() >= 1)
+    db.execute("SELECT setstream.set_inbound(%s, 'refuse')", (s.name,))
+    time.sleep(transmitter.wait + 1.5)       # the poll in flight ends
+    n = transmitter.count()
+    time.sleep(2.0)
+    assert transmitter.count() == n, "a stream refusing inbound SETs was polled"
+    db.execute("SELECT setstream.set_inbound(%s, 'accept')", (s.name,))
+    db.execute("SELECT setstream.disable_stream(%s)", (s.name,))
+    jti, tok = s.set()
+    transmitter.add(jti, tok)
+    wait_for("the ack", lambda: jti in transmitter.acked)
+    assert sources.stored(s) == {jti: tok}
+
+
 def test_set_source_checks_its_arguments(loopback, sources, streams, db):
     s = streams.create(token=False)
     with pytest.raises(psycopg2.Error) as e:

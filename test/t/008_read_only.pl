@@ -7,7 +7,8 @@
 # While it is read-only:
 #   * a push, a poll that acknowledges, a poll that would deliver and a
 #     pushpull Communication Object are each answered 503 with
-#     Retry-After and a JSON description (README, "The listener");
+#     Retry-After and a JSON body (err temporarily_unavailable, a description;
+#     README, "The listener");
 #   * a pushpull WebSocket carrying a SET is closed with 1011 (the turn
 #     could not commit) and its SET is not acknowledged; the listener
 #     keeps serving while that session is half closed;
@@ -77,7 +78,8 @@ usleep(1_000_000);
 $r = push_set('ro-2');
 is($r->{status}, 503, 'read-only: a push is answered 503');
 is($r->{headers}{'retry-after'}, '1', 'read-only: with Retry-After: 1');
-like($r->{content}, qr/^\{"description":"[^"]+"\}$/, 'read-only: and a JSON description')
+like($r->{content}, qr/^\{"err":"temporarily_unavailable","description":"[^"]+"\}$/,
+	'read-only: and a JSON body with err temporarily_unavailable and a description')
   or diag($r->{content});
 
 $r = poll(qq({"ack":[$ack],"maxEvents":0,"returnImmediately":true}));

@@ -120,7 +120,8 @@ ok(defined $refused, 'a push is refused once the heap cannot grow')
 note(scalar(keys %answered) . " SETs answered 202 before $refused was refused");
 is($r->{status}, 503, 'disk full: the push is answered 503');
 is($r->{headers}{'retry-after'}, '1', 'disk full: with Retry-After: 1');
-like($r->{content}, qr/^\{"description":"[^"]+"\}$/, 'disk full: and a JSON description');
+like($r->{content}, qr/^\{"err":"temporarily_unavailable","description":"[^"]+"\}$/,
+	'disk full: and a JSON body with err temporarily_unavailable and a description');
 
 my $co = sprintf('{"sets":{"%s":"%s"}}', $refused, unsigned_set('full', $refused));
 is(post('pushpull', 'application/json', $co)->{status},

@@ -77,7 +77,8 @@ stored_key(FixtureKey k)
 
 /*
  * Variant bits: 1 = SSF profile (else rfc8417), 2 = alg "none" allowed,
- * 4 = no peer_issuer (no inbound SETs), 8 = stream disabled.
+ * 4 = no peer_issuer (no inbound SETs), 8 = stream disabled and refusing
+ * inbound SETs (what the update to 0.3.0 makes of a disabled stream).
  */
 static StreamInfo *
 make_stream(unsigned int variant, List *keys, List *token_hashes)
@@ -91,6 +92,7 @@ make_stream(unsigned int variant, List *keys, List *token_hashes)
 	s->ssf = (variant & 1) != 0;
 	s->allow_unsigned = (variant & 2) != 0;
 	s->status = (variant & 8) ? 'd' : 'e';
+	s->refuse_inbound = (variant & 8) != 0;
 	s->auth_bearer = true;	/* the default: Authorization: Bearer */
 	s->keys_loaded = true;
 	s->keys = keys;
