@@ -212,6 +212,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wakeup_request_shmem();
+		stats_request_shmem();
 		authlimit_request_shmem();
 		worker_register_all();
 		listensock_hold_ports();

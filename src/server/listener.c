@@ -259,7 +259,7 @@ accept_connections(int lfd)
 		conn->last_activity = GetCurrentTimestamp();
 		getnameinfo((struct sockaddr *) &addr, alen, conn->peer,
 					sizeof(conn->peer), NULL, 0, NI_NUMERICHOST);
-		authlimit_key_from_sockaddr((struct sockaddr *) &addr, &conn->peer_key);
+		auth_peer_key((struct sockaddr *) &addr, &conn->peer_key);
 		{
 			MemoryContext old = MemoryContextSwitchTo(cxt);
 

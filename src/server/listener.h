@@ -18,7 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "codec/json.h"
-#include "server/authlimit.h"
+#include "server/auth/auth.h"
 #include "setstream.h"
 
 #define MAX_HEADER_BYTES	16384

@@ -31,7 +31,7 @@
 
 #include "exchange/exchange.h"
 #include "store/streamcache.h"
-#include "server/auth.h"
+#include "server/auth/auth.h"
 #include "server/listener.h"
 #include "server/metrics.h"
 #include "setstream.h"

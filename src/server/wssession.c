@@ -20,7 +20,7 @@
 
 #include "codec/commobj.h"
 #include "exchange/exchange.h"
-#include "server/auth.h"
+#include "server/auth/auth.h"
 #include "server/listener.h"
 #include "setstream.h"
 #include "store/streamcache.h"

@@ -31,6 +31,7 @@
 #include "utils/tuplestore.h"
 
 #include "sql/privileges.h"
+#include "shmem/shmem.h"
 #include "shmem/stats.h"
 #include "shmem/wakeup.h"
 
@@ -62,14 +63,14 @@ static List *pending = NIL;		/* in TopTransactionContext */
 PG_FUNCTION_INFO_V1(setstream_stream_counters);
 PG_FUNCTION_INFO_V1(setstream_listener_stats);
 
-Size
+static Size
 stats_shmem_size(void)
 {
 	return hash_estimate_size(MAX_STAT_STREAMS, sizeof(StreamStats));
 }
 
-/* From the shared memory startup hook, under AddinShmemInitLock */
-void
+/* Under AddinShmemInitLock (shmem.c), after wakeup.c's area */
+static void
 stats_shmem_init(void)
 {
 	HASHCTL		ctl;
@@ -79,6 +80,16 @@ stats_shmem_init(void)
 	stats_hash = ShmemInitHash("setstream stream stats", 64, MAX_STAT_STREAMS,
 							   &ctl, HASH_ELEM | HASH_STRINGS);
 	stats_lock = &(GetNamedLWLockTranche("setstream"))->lock;
+}
+
+/* The lock is wakeup.c's tranche "setstream" */
+static const ShmemArea stats_area = {NULL, stats_shmem_size, stats_shmem_init};
+
+/* From _PG_init, under shared_preload_libraries, after wakeup_request_shmem */
+void
+stats_request_shmem(void)
+{
+	shmem_add_area(&stats_area);
 }
 
 static StreamStats *

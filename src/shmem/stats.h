@@ -13,8 +13,7 @@
 
 #include "setstream.h"
 
-extern Size stats_shmem_size(void);
-extern void stats_shmem_init(void);
+extern void stats_request_shmem(void);
 
 extern void stats_count_received(const char *stream);
 extern void stats_register_callbacks(void);

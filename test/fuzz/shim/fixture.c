@@ -20,7 +20,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include "server/authlimit.h"
+#include "server/auth/auth.h"
 #include "server/listener.h"
 #include "shmem/stats.h"
 #include "store/streamcache.h"
@@ -177,7 +177,7 @@ streamcache_lookup(const char *name, StreamInfo **stream)
 }
 
 /*
- * The per-address limit of failed authentications (authlimit.c) would
+ * The per-address limit of failed authentications (server/auth/limit.c) would
  * carry state from one input to the next and make runs irreproducible:
  * no address is ever blocked here, so every request is authenticated.
  */

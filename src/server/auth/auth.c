@@ -9,7 +9,7 @@
  *	  nothing about the stream; so does a stream that does not exist.  No
  *	  verified client certificate gets 401; a verified one that is not
  *	  bound to the stream gets 403.  A failure counts against the peer's
- *	  address, and an address that failed too often (authlimit.c) gets 429
+ *	  address, and an address that failed too often (limit.c) gets 429
  *	  for a while, before any stream lookup, token hashing or certificate
  *	  check.  Tokens and certificates are matched by their digests, in
  *	  constant time (base/digest.c).
@@ -21,8 +21,8 @@
 #include <string.h>
 
 #include "base/digest.h"
-#include "server/auth.h"
-#include "server/authlimit.h"
+#include "server/auth/auth.h"
+#include "server/listener.h"
 #include "setstream.h"
 
 #define MAX_TOKEN_BYTES 512
@@ -49,7 +49,9 @@ auth_bearer_token(Conn *conn, size_t *len)
 	if (*len == 0 || *len > MAX_TOKEN_BYTES)
 		return NULL;
 	return h;
-}/* The bearer token must be an active token of this very stream */
+}
+
+/* The bearer token must be an active token of this very stream */
 static bool
 bearer_authorized(Conn *conn, StreamInfo *stream)
 {
@@ -99,7 +101,7 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 
 /*
  * The stream's client_auth: a bearer token, a client certificate, or both.
- * A failure counts against the peer's address (authlimit.c).
+ * A failure counts against the peer's address (limit.c).
  */
 bool
 auth_authorized(Conn *conn, StreamInfo *stream)
@@ -111,8 +113,15 @@ auth_authorized(Conn *conn, StreamInfo *stream)
 	else
 		ok = stream == NULL || !stream->auth_cert || cert_authorized(conn, stream);
 	if (!ok)
-		authlimit_record_failure(&conn->peer_key, GetCurrentTimestamp());
+		auth_record_failure(conn);
 	return ok;
+}
+
+/* Charge a failed authentication to the peer's address (limit.c) */
+void
+auth_record_failure(Conn *conn)
+{
+	authlimit_record_failure(&conn->peer_key, GetCurrentTimestamp());
 }
 
 /*
