@@ -21,6 +21,7 @@
 
 #include "store/emitbuf.h"
 #include "jose/jose.h"
+#include "server/auth/auth.h"
 #include "server/listener.h"
 #include "outbound/outbound.h"
 #include "shmem/stats.h"

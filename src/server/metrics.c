@@ -9,7 +9,7 @@
  *	  - per stream, SETs received and rejected by RFC 8935 code: the
  *	    counters of stats.c (setstream.stream_counters());
  *	  - per stream, SETs emitted, delivered, acked, failed: counters in
- *	    this file's shared memory, counted by store.c's outbox statements
+ *	    shared memory (shmem/counters.c), counted by store.c's outbox statements
  *	    when the transaction that made the change commits (a subtransaction
  *	    abort drops its counts), in whichever process made it (a backend's
  *	    emit() or poll(), the listener, the sender);
@@ -18,8 +18,8 @@
  *	    time (outbox_due_idx);
  *	  - per listener: connections accepted, requests by route and status,
  *	    request durations by route, WebSocket sessions (opened; open now,
- *	    per listener process, zeroed when it starts), from this file's
- *	    shared memory; open connections and long polls waiting from
+ *	    per listener process, zeroed when it starts), from
+ *	    shmem/counters.c; open connections and long polls waiting from
  *	    wakeup.c;
  *	  - the emit-to-delivery latency: from an outbox row's created_at (the
  *	    emitting transaction's start) to the commit that first delivered
@@ -78,7 +78,7 @@
 #include "utils/tuplestore.h"
 
 #include "server/auth/auth.h"
-#include "server/listener.h"
+#include "server/conn.h"
 #include "server/metrics.h"
 #include "shmem/counters.h"
 #include "sql/privileges.h"
@@ -108,58 +108,6 @@ metrics_init(void)
 							NULL, &metrics_max_streams, 100, 1, 10000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	counters_init();
-}
-
-/* ---------------------------------------------------------- the listener */
-
-/* The route of a request, from its URL's path */
-static int
-route_of(Conn *conn)
-{
-	const char *path = conn->req.url.data;
-	size_t		len;
-	const char *slash;
-
-	if (path == NULL || path[0] != '/')
-		return ROUTE_OTHER;
-	len = strcspn(path, "?#");
-	if (len == 10 && strncmp(path, "/jwks.json", 10) == 0)
-		return ROUTE_JWKS;
-	if (len == 8 && strncmp(path, "/metrics", 8) == 0)
-		return ROUTE_METRICS;
-	if (len <= 9 || strncmp(path, "/streams/", 9) != 0)
-		return ROUTE_OTHER;
-	slash = memchr(path + 9, '/', len - 9);
-	if (slash == NULL)
-		return ROUTE_OTHER;
-	len -= slash - path;
-	if (len == 7 && strncmp(slash, "/events", 7) == 0)
-		return ROUTE_EVENTS;
-	if (len == 5 && strncmp(slash, "/poll", 5) == 0)
-		return ROUTE_POLL;
-	if (len == 9 && strncmp(slash, "/pushpull", 9) == 0)
-		return ROUTE_PUSHPULL;
-	return ROUTE_OTHER;
-}
-
-/* A response was queued (http_respond) */
-void
-metrics_count_response(Conn *conn, int status)
-{
-	if (metrics_counters() == NULL)
-		return;
-	metrics_count_request(route_of(conn), status, conn->request_started);
-}
-
-/* A WebSocket session began (delta 1: its 101 counts too) or ended */
-void
-metrics_ws_session(Conn *conn, int delta)
-{
-	if (metrics_counters() == NULL)
-		return;
-	if (delta > 0)
-		metrics_count_request(route_of(conn), 101, conn->request_started);
-	metrics_count_ws_session(delta);
 }
 
 /* ------------------------------------------------------------- collection */
@@ -662,7 +610,7 @@ configured_token_hash(unsigned char *want)
 static bool
 token_matches(Conn *conn, const unsigned char *want)
 {
-	const char *auth = conn->req.authorization;
+	const char *auth = conn->http.req.authorization;
 	unsigned char given[SHA256_DIGEST_LENGTH];
 
 	if (auth == NULL || pg_strncasecmp(auth, "Bearer ", 7) != 0)
@@ -690,7 +638,7 @@ metrics_check_request(Conn *conn)
 		http_respond_error(conn, 404, NULL, "no such endpoint", NULL);
 		return PREP_ANSWERED;
 	}
-	if (conn->req.method != HTTP_GET)
+	if (conn->http.req.method != HTTP_GET)
 	{
 		http_respond_error(conn, 405, NULL, "use GET", "Allow: GET\r\n");
 		return PREP_ANSWERED;

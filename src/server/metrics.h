@@ -17,10 +17,6 @@ struct Conn;
 /* setstream.c: GUCs, callbacks, shared memory (under the preload) */
 extern void metrics_init(void);
 
-/* the listener: connections, responses, WebSocket sessions */
-extern void metrics_count_response(struct Conn *conn, int status);
-extern void metrics_ws_session(struct Conn *conn, int delta);
-
 /* routes.c: GET /metrics */
 extern int	metrics_check_request(struct Conn *conn);	/* a PrepResult */
 extern void metrics_respond(struct Conn *conn);

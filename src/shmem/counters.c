@@ -26,7 +26,6 @@
 
 #include "shmem/counters.h"
 #include "shmem/shmem.h"
-#include "shmem/stats.h"
 
 #define MAX_METRIC_STREAMS 4096
 

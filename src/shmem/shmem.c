@@ -10,6 +10,10 @@
  *	  attaches, in the order they were added, under AddinShmemInitLock.
  *	  The modules never call one another to size or attach their memory.
  *
+ *	  Counters in shared memory count at commit: pending_at_subxact_end is
+ *	  the one rule for what a subtransaction's end does to the counts
+ *	  kept until then (stats.c, counters.c).
+ *
  *	  Without shared_preload_libraries no area is added: the modules then
  *	  find no shared memory and do without (see each of them).
  *
@@ -17,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -70,4 +75,30 @@ shmem_add_area(const ShmemArea *area)
 		shmem_startup_hook = shmem_startup;
 	}
 	areas[nareas++] = area;
+}
+
+/*
+ * The entries of a list of counts kept for the commit, at the end of a
+ * subtransaction: those of an aborted one (and of its children) go, those
+ * of a committed one move to its parent.  Each entry is a struct holding
+ * its SubTransactionId at SUBXID_OFFSET.  (The counts of stats.c and of
+ * counters.c both follow this rule.)
+ */
+List *
+pending_at_subxact_end(List *items, size_t subxid_offset, SubXactEvent event,
+					   SubTransactionId mySubid, SubTransactionId parentSubid)
+{
+	ListCell   *lc;
+
+	foreach(lc, items)
+	{
+		SubTransactionId *subxid =
+			(SubTransactionId *) ((char *) lfirst(lc) + subxid_offset);
+
+		if (event == SUBXACT_EVENT_ABORT_SUB && *subxid >= mySubid)
+			items = foreach_delete_current(items, lc);
+		else if (event == SUBXACT_EVENT_COMMIT_SUB && *subxid == mySubid)
+			*subxid = parentSubid;
+	}
+	return items;
 }

@@ -193,32 +193,6 @@ stats_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/*
- * The entries of a list of counts kept for the commit, at the end of a
- * subtransaction: those of an aborted one (and of its children) go, those
- * of a committed one move to its parent.  Each entry is a struct holding
- * its SubTransactionId at SUBXID_OFFSET.  (The counts of stats.c and of
- * metrics.c both follow this rule.)
- */
-List *
-pending_at_subxact_end(List *items, size_t subxid_offset, SubXactEvent event,
-					   SubTransactionId mySubid, SubTransactionId parentSubid)
-{
-	ListCell   *lc;
-
-	foreach(lc, items)
-	{
-		SubTransactionId *subxid =
-			(SubTransactionId *) ((char *) lfirst(lc) + subxid_offset);
-
-		if (event == SUBXACT_EVENT_ABORT_SUB && *subxid >= mySubid)
-			items = foreach_delete_current(items, lc);
-		else if (event == SUBXACT_EVENT_COMMIT_SUB && *subxid == mySubid)
-			*subxid = parentSubid;
-	}
-	return items;
-}
-
 static void
 stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)

@@ -25,7 +25,7 @@
  *
  *	  What no commit of this node notes (a Citus node's commit on this
  *	  node's placements, a write of setstream.generations) the listeners
- *	  find every setstream.generation_check_interval (listener.c): the sum
+ *	  find every setstream.generation_check_interval (server/turn.c): the sum
  *	  of setstream.generations moved (wakeup_table_generation_seen, once
  *	  for the node), or SETs of a waited-on stream became due
  *	  (wakeup_bump_stream).

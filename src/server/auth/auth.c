@@ -22,7 +22,7 @@
 
 #include "base/digest.h"
 #include "server/auth/auth.h"
-#include "server/listener.h"
+#include "server/conn.h"
 #include "setstream.h"
 
 #define MAX_TOKEN_BYTES 512
@@ -36,7 +36,7 @@ const char *const auth_bearer_challenge_invalid =
 static const char *
 auth_bearer_token(Conn *conn, size_t *len)
 {
-	const char *h = conn->req.authorization;
+	const char *h = conn->http.req.authorization;
 
 	if (h == NULL || pg_strncasecmp(h, "Bearer ", 7) != 0)
 		return NULL;
@@ -75,12 +75,12 @@ bearer_authorized(Conn *conn, StreamInfo *stream)
 static bool
 cert_authorized(Conn *conn, StreamInfo *stream)
 {
-	if (!conn->client_cert_verified)
+	if (!conn->sock.peer_cert_verified)
 	{
 		/*
 		 * Without a token of the stream either, the client is not
-		 * authenticated at all: answer exactly as for a stream that does
-		 * not exist, so that it cannot tell a 'cert' stream from none.
+		 * authenticated at all: answer exactly as for a stream that does not
+		 * exist, so that it cannot tell a 'cert' stream from none.
 		 */
 		if (!stream->auth_bearer)
 			return bearer_authorized(conn, NULL);
@@ -89,7 +89,7 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 						   NULL);
 		return false;
 	}
-	if (!digest_in_list(stream->cert_hashes, conn->client_cert_sha256))
+	if (!digest_in_list(stream->cert_hashes, conn->sock.peer_cert_sha256))
 	{
 		http_respond_error(conn, 403, seterr_name(SETERR_ACCESS_DENIED),
 						   "the client certificate is not bound to this stream",
@@ -121,7 +121,7 @@ auth_authorized(Conn *conn, StreamInfo *stream)
 void
 auth_record_failure(Conn *conn)
 {
-	authlimit_record_failure(&conn->peer_key, GetCurrentTimestamp());
+	authlimit_record_failure(&conn->sock.peer_key, GetCurrentTimestamp());
 }
 
 /*
@@ -133,7 +133,7 @@ auth_too_many_failures(Conn *conn)
 {
 	int			retry_after;
 
-	if (!authlimit_blocked(&conn->peer_key, GetCurrentTimestamp(), &retry_after))
+	if (!authlimit_blocked(&conn->sock.peer_key, GetCurrentTimestamp(), &retry_after))
 		return false;
 	http_respond_error(conn, 429, NULL,
 					   psprintf("too many failed authentications from this address; retry in %d s",
@@ -168,9 +168,9 @@ auth_session_denied(Conn *conn, StreamInfo *stream, const char **why)
 	}
 	if (stream->auth_cert)
 	{
-		if (!conn->client_cert_verified)
+		if (!conn->sock.peer_cert_verified)
 			return 401;
-		if (!digest_in_list(stream->cert_hashes, conn->client_cert_sha256))
+		if (!digest_in_list(stream->cert_hashes, conn->sock.peer_cert_sha256))
 		{
 			*why = "the client certificate is no longer bound to this stream";
 			return 403;

@@ -129,7 +129,7 @@ auth_peer_key(const struct sockaddr *addr, AuthLimitKey *key)
 		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
 			memcpy(key->bytes, &in6->sin6_addr, 16);
 		else
-			memcpy(key->bytes, &in6->sin6_addr, 8);	/* the /64 */
+			memcpy(key->bytes, &in6->sin6_addr, 8); /* the /64 */
 	}
 }
 
@@ -254,4 +254,3 @@ authlimit_record_failure(const AuthLimitKey *key, TimestampTz now)
 	b->level = Min(b->level + 1, (double) setstream_auth_failure_limit);
 	unlock_table();
 }
-
