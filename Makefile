@@ -17,7 +17,7 @@ DATA       = src/setstream--0.1.0.sql src/setstream--0.1.0--0.2.0.sql \
 
 # src/ is grouped by layer, one folder each (README, "Source layout"); a
 # file includes another by its path under src/ ("store/store.h")
-SRCS = $(wildcard src/*.c src/*/*.c)
+SRCS = $(wildcard src/*.c src/*/*.c src/*/*/*.c)
 OBJS = $(SRCS:.c=.o)
 
 REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))

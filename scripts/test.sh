@@ -461,7 +461,7 @@ mount_perl_tmpfs() {
 
 suite_fuzz() {
     local t line out="$WORK/fuzz"
-    local -a targets=(fuzz_set fuzz_commobj fuzz_http fuzz_ws)
+    local -a targets=(fuzz_set fuzz_commobj fuzz_http fuzz_ws fuzz_client)
     mkdir -p "$out"
     echo "== fuzz: ${#targets[@]} target(s)"
     if ! make -C "$REPO/test/fuzz" PG_CONFIG="$PG_CONFIG" all >"$out/build.log" 2>&1; then

@@ -21,6 +21,7 @@
 
 #include "store/emitbuf.h"
 #include "jose/jose.h"
+#include "server/auth/auth.h"
 #include "server/listener.h"
 #include "outbound/outbound.h"
 #include "outbound/pollclient.h"
@@ -231,6 +232,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		wakeup_request_shmem();
+		stats_request_shmem();
 		authlimit_request_shmem();
 		jwksreq_request_shmem();
 		worker_register_all();

@@ -1,9 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * http.c
- *	  HTTP/1.1 on one listener connection, with http-parser: reading bytes,
- *	  parsing requests (keep-alive, pipelining, Content-Length and chunked
- *	  bodies, Expect: 100-continue) and writing responses.
+ *	  HTTP/1.1 on one connection, with http-parser: parsing requests
+ *	  (keep-alive, pipelining, Content-Length and chunked bodies, Expect:
+ *	  100-continue), answering them, and the state of the request being
+ *	  answered (HttpConn, this file's alone: the listener's connection code
+ *	  moves it on through the functions here).  Bytes come from and go to
+ *	  the connection's socket buffers (sock.c).  The same parser reads
+ *	  responses (http_parse_response), for a connection setstream opens
+ *	  itself.
  *
  *	  The parser is paused at the end of each request, so that pipelined
  *	  bytes stay buffered until the response to the request before them is
@@ -20,8 +25,8 @@
 
 #include "utils/memutils.h"
 
-#include "server/listener.h"
-#include "server/metrics.h"
+#include "server/conn.h"
+#include "shmem/counters.h"
 #include "setstream.h"
 
 /*
@@ -43,10 +48,10 @@ conn_of(http_parser *p)
 static void
 reject(Conn *conn, int status, const char *reason)
 {
-	if (conn->req.reject_status == 0)
+	if (conn->http.req.reject_status == 0)
 	{
-		conn->req.reject_status = status;
-		conn->req.reject_reason = reason;
+		conn->http.req.reject_status = status;
+		conn->http.req.reject_reason = reason;
 	}
 }
 
@@ -56,7 +61,7 @@ on_message_begin(http_parser *p)
 	Conn	   *conn = conn_of(p);
 
 	http_request_reset(conn);
-	conn->request_started = GetCurrentTimestamp();
+	conn->http.request_started = GetCurrentTimestamp();
 	return 0;
 }
 
@@ -79,20 +84,20 @@ on_url(http_parser *p, const char *at, size_t len)
 {
 	Conn	   *conn = conn_of(p);
 
-	if (conn->req.url.len + len > MAX_URL_BYTES)
+	if (conn->http.req.url.len + len > MAX_URL_BYTES)
 	{
 		reject(conn, 414, "the request URI is too long");
 		return 1;
 	}
-	appendBinaryStringInfo(&conn->req.url, at, len);
+	appendBinaryStringInfo(&conn->http.req.url, at, len);
 	return 0;
 }
 
 static bool
 count_header_bytes(Conn *conn, size_t len)
 {
-	conn->header_bytes += len;
-	if (conn->header_bytes > MAX_HEADER_BYTES)
+	conn->http.header_bytes += len;
+	if (conn->http.header_bytes > MAX_HEADER_BYTES)
 	{
 		reject(conn, 431, "the request headers are too large");
 		return false;
@@ -104,31 +109,31 @@ count_header_bytes(Conn *conn, size_t len)
 static void
 finish_header(Conn *conn)
 {
-	const char *name = conn->hfield.data;
+	const char *name = conn->http.hfield.data;
 	char	   *value;
 
-	if (conn->hfield.len == 0)
+	if (conn->http.hfield.len == 0)
 		return;
-	value = MemoryContextStrdup(conn->reqcxt, conn->hvalue.data);
+	value = MemoryContextStrdup(conn->http.reqcxt, conn->http.hvalue.data);
 	if (pg_strcasecmp(name, "Authorization") == 0)
-		conn->req.authorization = value;
+		conn->http.req.authorization = value;
 	else if (pg_strcasecmp(name, "Content-Type") == 0)
-		conn->req.content_type = value;
+		conn->http.req.content_type = value;
 	else if (pg_strcasecmp(name, "Host") == 0)
-		conn->req.has_host = true;
+		conn->http.req.has_host = true;
 	else if (pg_strcasecmp(name, "Expect") == 0)
-		conn->req.expect_continue = pg_strcasecmp(value, "100-continue") == 0;
+		conn->http.req.expect_continue = pg_strcasecmp(value, "100-continue") == 0;
 	else if (pg_strcasecmp(name, "Upgrade") == 0)
-		conn->req.upgrade = value;
+		conn->http.req.upgrade = value;
 	else if (pg_strcasecmp(name, "Sec-WebSocket-Key") == 0)
-		conn->req.ws_key = value;
+		conn->http.req.ws_key = value;
 	else if (pg_strcasecmp(name, "Sec-WebSocket-Version") == 0)
-		conn->req.ws_version = value;
+		conn->http.req.ws_version = value;
 	else if (pg_strcasecmp(name, "Sec-WebSocket-Protocol") == 0)
-		conn->req.ws_protocol = conn->req.ws_protocol ?
-			psprintf("%s, %s", conn->req.ws_protocol, value) : value;
-	resetStringInfo(&conn->hfield);
-	resetStringInfo(&conn->hvalue);
+		conn->http.req.ws_protocol = conn->http.req.ws_protocol ?
+			psprintf("%s, %s", conn->http.req.ws_protocol, value) : value;
+	resetStringInfo(&conn->http.hfield);
+	resetStringInfo(&conn->http.hvalue);
 }
 
 static int
@@ -144,12 +149,12 @@ on_header_field(http_parser *p, const char *at, size_t len)
 		reject(conn, 400, "a header name holds a character that is not allowed");
 		return 1;
 	}
-	if (conn->in_value)
+	if (conn->http.in_value)
 	{
 		finish_header(conn);
-		conn->in_value = false;
+		conn->http.in_value = false;
 	}
-	appendBinaryStringInfo(&conn->hfield, at, len);
+	appendBinaryStringInfo(&conn->http.hfield, at, len);
 	return 0;
 }
 
@@ -160,8 +165,8 @@ on_header_value(http_parser *p, const char *at, size_t len)
 
 	if (!count_header_bytes(conn, len))
 		return 1;
-	conn->in_value = true;
-	appendBinaryStringInfo(&conn->hvalue, at, len);
+	conn->http.in_value = true;
+	appendBinaryStringInfo(&conn->http.hvalue, at, len);
 	return 0;
 }
 
@@ -171,10 +176,10 @@ on_headers_complete(http_parser *p)
 	Conn	   *conn = conn_of(p);
 
 	finish_header(conn);
-	conn->in_value = false;
-	conn->req.method = p->method;
-	conn->keep_alive = http_should_keep_alive(p) != 0;
-	if (p->http_major == 1 && p->http_minor >= 1 && !conn->req.has_host)
+	conn->http.in_value = false;
+	conn->http.req.method = p->method;
+	conn->http.keep_alive = http_should_keep_alive(p) != 0;
+	if (p->http_major == 1 && p->http_minor >= 1 && !conn->http.req.has_host)
 	{
 		reject(conn, 400, "an HTTP/1.1 request must have a Host header");
 		return -1;
@@ -192,16 +197,16 @@ on_headers_complete(http_parser *p)
 		reject(conn, 503, "the server holds too many request bytes now; try again shortly");
 		return -1;
 	}
-	conn->req.has_body = (p->content_length != ULLONG_MAX && p->content_length > 0) ||
+	conn->http.req.has_body = (p->content_length != ULLONG_MAX && p->content_length > 0) ||
 		(p->flags & F_CHUNKED) != 0;
-	if (conn->req.has_body)
+	if (conn->http.req.has_body)
 	{
 		/*
-		 * Who sends it, and where to, is known now: authorize before the
-		 * body is read or 100 Continue sent (the listener resumes the
-		 * parser when it may go on).
+		 * Who sends it, and where to, is known now: authorize before the body
+		 * is read or 100 Continue sent (the listener resumes the parser when
+		 * it may go on).
 		 */
-		conn->auth_pending = true;
+		conn->http.auth_pending = true;
 		http_parser_pause(p, 1);
 	}
 	return 0;
@@ -213,9 +218,9 @@ http_send_continue(Conn *conn)
 {
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-	if (!conn->req.expect_continue)
+	if (!conn->http.req.expect_continue)
 		return;
-	appendBinaryStringInfo(&conn->out, cont, sizeof(cont) - 1);
+	appendBinaryStringInfo(&conn->sock.out, cont, sizeof(cont) - 1);
 	http_conn_flush(conn);
 }
 
@@ -224,18 +229,18 @@ on_body(http_parser *p, const char *at, size_t len)
 {
 	Conn	   *conn = conn_of(p);
 
-	if (conn->discarding)
+	if (conn->http.discarding)
 	{
 		/* answered already: read past the body, keeping none of it */
-		conn->discarded += len;
-		if (conn->discarded > setstream_max_request_bytes)
+		conn->http.discarded += len;
+		if (conn->http.discarded > setstream_max_request_bytes)
 		{
 			reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
 			return 1;
 		}
 		return 0;
 	}
-	if (conn->req.body.len + len > (size_t) setstream_max_request_bytes)
+	if (conn->http.req.body.len + len > (size_t) setstream_max_request_bytes)
 	{
 		reject(conn, 413, "the request body is larger than setstream.max_request_bytes");
 		return 1;
@@ -245,8 +250,8 @@ on_body(http_parser *p, const char *at, size_t len)
 		reject(conn, 503, "the server holds too many request bytes now; try again shortly");
 		return 1;
 	}
-	appendBinaryStringInfo(&conn->req.body, at, len);
-	conn->body_counted += len;
+	appendBinaryStringInfo(&conn->http.req.body, at, len);
+	conn->http.body_counted += len;
 	listener_buffered_bytes += len;
 	return 0;
 }
@@ -256,8 +261,8 @@ on_message_complete(http_parser *p)
 {
 	Conn	   *conn = conn_of(p);
 
-	conn->message_complete = true;
-	conn->keep_alive = http_should_keep_alive(p) != 0;
+	conn->http.message_complete = true;
+	conn->http.keep_alive = http_should_keep_alive(p) != 0;
 	http_parser_pause(p, 1);
 	return 0;
 }
@@ -277,23 +282,20 @@ http_conn_init(Conn *conn)
 		parser_settings.on_message_complete = on_message_complete;
 		parser_settings_ready = true;
 	}
-	http_parser_init(&conn->parser, HTTP_REQUEST);
-	conn->parser.data = conn;
-	conn->incap = 16384;
-	conn->in = MemoryContextAlloc(conn->cxt, conn->incap);
-	conn->inlen = 0;
-	conn->reqcxt = AllocSetContextCreate(conn->cxt, "setstream request",
-										 ALLOCSET_DEFAULT_SIZES);
+	http_parser_init(&conn->http.parser, HTTP_REQUEST);
+	conn->http.parser.data = conn;
+	sock_init_buffers(&conn->sock, conn->cxt);
+	conn->http.reqcxt = AllocSetContextCreate(conn->cxt, "setstream request",
+											  ALLOCSET_DEFAULT_SIZES);
 	http_request_reset(conn);
-	initStringInfo(&conn->out);
 }
 
 /* The connection's buffered body no longer counts (it is freed) */
 void
 http_conn_release(Conn *conn)
 {
-	listener_buffered_bytes -= conn->body_counted;
-	conn->body_counted = 0;
+	listener_buffered_bytes -= conn->http.body_counted;
+	conn->http.body_counted = 0;
 }
 
 /* Forget the last request; its memory goes with it */
@@ -303,22 +305,60 @@ http_request_reset(Conn *conn)
 	MemoryContext old;
 
 	http_conn_release(conn);
-	MemoryContextReset(conn->reqcxt);
-	old = MemoryContextSwitchTo(conn->reqcxt);
-	memset(&conn->req, 0, sizeof(conn->req));
-	initStringInfo(&conn->req.url);
-	initStringInfo(&conn->req.body);
-	initStringInfo(&conn->hfield);
-	initStringInfo(&conn->hvalue);
+	MemoryContextReset(conn->http.reqcxt);
+	old = MemoryContextSwitchTo(conn->http.reqcxt);
+	memset(&conn->http.req, 0, sizeof(conn->http.req));
+	initStringInfo(&conn->http.req.url);
+	initStringInfo(&conn->http.req.body);
+	initStringInfo(&conn->http.hfield);
+	initStringInfo(&conn->http.hvalue);
 	MemoryContextSwitchTo(old);
-	conn->in_value = false;
-	conn->header_bytes = 0;
-	conn->message_complete = false;
-	conn->auth_pending = false;
-	conn->discarding = false;
-	conn->discarded = 0;
-	conn->poll_stream = NULL;
-	conn->route_state = NULL;
+	conn->http.in_value = false;
+	conn->http.header_bytes = 0;
+	conn->http.message_complete = false;
+	conn->http.auth_pending = false;
+	conn->http.discarding = false;
+	conn->http.discarded = 0;
+}
+
+/* Headers read, body not: a client waiting for 100 Continue gets none */
+void
+http_await_authorization(Conn *conn)
+{
+	conn->http.close_after_write = conn->http.req.expect_continue;
+}
+
+/* Authorized on its headers: read the body (after 100 Continue if asked) */
+void
+http_authorized(Conn *conn)
+{
+	conn->http.auth_pending = false;
+	conn->http.close_after_write = false;
+	http_send_continue(conn);
+}
+
+/* Refused on its headers and answered: read past its body, keeping none */
+void
+http_refused_on_headers(Conn *conn)
+{
+	conn->http.auth_pending = false;
+	conn->http.discarding = true;
+}
+
+/* Its body was not read (refused on its headers, or while parsing) */
+bool
+http_body_unread(Conn *conn)
+{
+	return conn->http.req.reject_status != 0 || conn->http.auth_pending;
+}
+
+/* The response is written: on to the next request on the connection */
+void
+http_next_request(Conn *conn)
+{
+	conn->http.message_complete = false;
+	conn->http.request_started = 0;
+	http_request_reset(conn);
 }
 
 /*
@@ -328,17 +368,18 @@ http_request_reset(Conn *conn)
 bool
 http_conn_read(Conn *conn)
 {
+	Sock	   *sock = &conn->sock;
+
 	for (;;)
 	{
 		ssize_t		n;
 
-		if (conn->inlen == conn->incap)
+		if (sock->inlen == sock->incap)
 			return true;		/* parse before reading more */
-		n = conn_recv(conn, conn->in + conn->inlen, conn->incap - conn->inlen);
+		n = sock_recv(sock, sock->in + sock->inlen, sock->incap - sock->inlen);
 		if (n > 0)
 		{
-			conn->inlen += n;
-			conn->last_activity = GetCurrentTimestamp();
+			sock->inlen += n;
 			continue;
 		}
 		if (n == 0)
@@ -359,17 +400,17 @@ http_conn_parse(Conn *conn)
 	size_t		used;
 	enum http_errno err;
 
-	if (conn->inlen == 0 || conn->message_complete || conn->auth_pending)
+	if (conn->sock.inlen == 0 || conn->http.message_complete || conn->http.auth_pending)
 		return;
 
 	/*
 	 * Everything here, the error answer too, goes in the request's memory:
 	 * the caller runs in the listener's long-lived context.
 	 */
-	old = MemoryContextSwitchTo(conn->reqcxt);
-	used = http_parser_execute(&conn->parser, &parser_settings,
-							   conn->in, conn->inlen);
-	err = HTTP_PARSER_ERRNO(&conn->parser);
+	old = MemoryContextSwitchTo(conn->http.reqcxt);
+	used = http_parser_execute(&conn->http.parser, &parser_settings,
+							   conn->sock.in, conn->sock.inlen);
+	err = HTTP_PARSER_ERRNO(&conn->http.parser);
 
 	if (err == HPE_PAUSED)
 	{
@@ -378,36 +419,36 @@ http_conn_parse(Conn *conn)
 		 * too), or at the end of headers to authorize: the parser goes on
 		 * from where it stopped at the next call.
 		 */
-		http_parser_pause(&conn->parser, 0);
+		http_parser_pause(&conn->http.parser, 0);
 	}
-	else if (err != HPE_OK && conn->req.reject_status == 0)
+	else if (err != HPE_OK && conn->http.req.reject_status == 0)
 		reject(conn, 400, http_errno_description(err));
-	else if (err == HPE_OK && conn->parser.upgrade)
-		conn->message_complete = true;
+	else if (err == HPE_OK && conn->http.parser.upgrade)
+		conn->http.message_complete = true;
 
-	if (used < (size_t) conn->inlen)
-		memmove(conn->in, conn->in + used, conn->inlen - used);
-	conn->inlen -= used;
+	if (used < (size_t) conn->sock.inlen)
+		memmove(conn->sock.in, conn->sock.in + used, conn->sock.inlen - used);
+	conn->sock.inlen -= used;
 
 	/* the connection closes after these: say so in the response */
-	if (conn->req.reject_status != 0)
+	if (conn->http.req.reject_status != 0)
 	{
-		conn->close_after_write = true;
-		if (conn->req.reject_status == 503)
-			http_respond_error(conn, 503, NULL, conn->req.reject_reason,
+		conn->http.close_after_write = true;
+		if (conn->http.req.reject_status == 503)
+			http_respond_error(conn, 503, NULL, conn->http.req.reject_reason,
 							   "Retry-After: 1\r\n");
 		else
-			http_respond_error(conn, conn->req.reject_status, seterr_name(SETERR_INVALID_REQUEST),
-							   conn->req.reject_reason, NULL);
-		conn->message_complete = true;
+			http_respond_error(conn, conn->http.req.reject_status, seterr_name(SETERR_INVALID_REQUEST),
+							   conn->http.req.reject_reason, NULL);
+		conn->http.message_complete = true;
 	}
-	else if (!conn->message_complete && !conn->auth_pending &&
-			 conn->inlen == conn->incap)
+	else if (!conn->http.message_complete && !conn->http.auth_pending &&
+			 conn->sock.inlen == conn->sock.incap)
 	{
 		/* cannot happen with http-parser's streaming, but bound it anyway */
-		conn->close_after_write = true;
+		conn->http.close_after_write = true;
 		http_respond_error(conn, 400, seterr_name(SETERR_INVALID_REQUEST), "request too large", NULL);
-		conn->message_complete = true;
+		conn->http.message_complete = true;
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -461,29 +502,79 @@ http_status_text(int status)
 	return "Unknown";
 }
 
+/* The route of a request, from its URL's path */
+static int
+route_of(Conn *conn)
+{
+	const char *path = conn->http.req.url.data;
+	size_t		len;
+	const char *slash;
+
+	if (path == NULL || path[0] != '/')
+		return ROUTE_OTHER;
+	len = strcspn(path, "?#");
+	if (len == 10 && strncmp(path, "/jwks.json", 10) == 0)
+		return ROUTE_JWKS;
+	if (len == 8 && strncmp(path, "/metrics", 8) == 0)
+		return ROUTE_METRICS;
+	if (len <= 9 || strncmp(path, "/streams/", 9) != 0)
+		return ROUTE_OTHER;
+	slash = memchr(path + 9, '/', len - 9);
+	if (slash == NULL)
+		return ROUTE_OTHER;
+	len -= slash - path;
+	if (len == 7 && strncmp(slash, "/events", 7) == 0)
+		return ROUTE_EVENTS;
+	if (len == 5 && strncmp(slash, "/poll", 5) == 0)
+		return ROUTE_POLL;
+	if (len == 9 && strncmp(slash, "/pushpull", 9) == 0)
+		return ROUTE_PUSHPULL;
+	return ROUTE_OTHER;
+}
+
+/* A response was queued: count it by route and status, with its duration */
+static void
+count_response(Conn *conn, int status)
+{
+	if (metrics_counters() == NULL)
+		return;
+	metrics_count_request(route_of(conn), status, conn->http.request_started);
+}
+
+/* A WebSocket session began (delta 1: its 101 counts too) or ended */
+void
+http_count_ws_session(Conn *conn, int delta)
+{
+	if (metrics_counters() == NULL)
+		return;
+	if (delta > 0)
+		metrics_count_request(route_of(conn), 101, conn->http.request_started);
+	metrics_count_ws_session(delta);
+}
+
 /* Queue a whole response on the connection */
 void
 http_respond(Conn *conn, int status, const char *content_type,
 			 const char *body, size_t len, const char *extra_headers)
 {
-	bool		close = conn->close_after_write || !conn->keep_alive ||
-		conn->parser.upgrade;	/* a refused upgrade */
+	bool		close = conn->http.close_after_write || !conn->http.keep_alive ||
+	conn->http.parser.upgrade;	/* a refused upgrade */
 
-	metrics_count_response(conn, status);
-	appendStringInfo(&conn->out, "HTTP/1.1 %d %s\r\n", status,
+	count_response(conn, status);
+	appendStringInfo(&conn->sock.out, "HTTP/1.1 %d %s\r\n", status,
 					 http_status_text(status));
-	appendStringInfoString(&conn->out, "Server: setstream\r\n");
+	appendStringInfoString(&conn->sock.out, "Server: setstream\r\n");
 	if (content_type)
-		appendStringInfo(&conn->out, "Content-Type: %s\r\n", content_type);
-	appendStringInfo(&conn->out, "Content-Length: %zu\r\n", len);
+		appendStringInfo(&conn->sock.out, "Content-Type: %s\r\n", content_type);
+	appendStringInfo(&conn->sock.out, "Content-Length: %zu\r\n", len);
 	if (extra_headers)
-		appendStringInfoString(&conn->out, extra_headers);
-	appendStringInfoString(&conn->out, close ? "Connection: close\r\n\r\n"
+		appendStringInfoString(&conn->sock.out, extra_headers);
+	appendStringInfoString(&conn->sock.out, close ? "Connection: close\r\n\r\n"
 						   : "Connection: keep-alive\r\n\r\n");
 	if (len > 0)
-		appendBinaryStringInfo(&conn->out, body, len);
+		appendBinaryStringInfo(&conn->sock.out, body, len);
 	if (close)
-		conn->close_after_write = true;
+		conn->http.close_after_write = true;
 }
 
 void
@@ -527,30 +618,105 @@ http_respond_answer(Conn *conn, const SetAnswer *a)
 	http_respond_error(conn, a->http_status, a->err, a->description, a->headers);
 }
 
-/*
- * Write queued bytes.  Returns true when everything is written; false when
- * the socket is full (wait for it to be writable) or failed (then the
- * connection is marked closed).
- */
+/* Write queued bytes (sock_flush); false until all are written */
 bool
 http_conn_flush(Conn *conn)
 {
-	while (conn->outpos < conn->out.len)
-	{
-		ssize_t		n = conn_send(conn, conn->out.data + conn->outpos,
-								  conn->out.len - conn->outpos);
+	return sock_flush(&conn->sock);
+}
 
-		if (n > 0)
-		{
-			conn->outpos += n;
-			continue;
-		}
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-			return false;
-		conn->phase = PHASE_CLOSED;
-		return false;
+/* ---------------------------------------------------------------------
+ * Responses, as a connection setstream opens itself reads them: the same
+ * parser in HTTP_RESPONSE mode, with the same care for what the peer
+ * controls (the body is bounded).  Nothing of the listener uses it yet.
+ * ---------------------------------------------------------------------
+ */
+static int
+on_response_header_field(http_parser *p, const char *at, size_t len)
+{
+	HttpResponse *resp = p->data;
+
+	/* only Content-Type is kept: remember whether this is its name */
+	resp->in_content_type = len == 12 && pg_strncasecmp(at, "Content-Type", 12) == 0;
+	return 0;
+}
+
+static int
+on_response_header_value(http_parser *p, const char *at, size_t len)
+{
+	HttpResponse *resp = p->data;
+
+	if (resp->in_content_type)
+		resp->content_type = resp->content_type == NULL ?
+			pnstrdup(at, Min(len, 256)) :
+			psprintf("%s%.*s", resp->content_type, (int) Min(len, 256), at);
+	return 0;
+}
+
+static int
+on_response_body(http_parser *p, const char *at, size_t len)
+{
+	HttpResponse *resp = p->data;
+
+	if (resp->body.len + len > (size_t) resp->max_body)
+	{
+		resp->error = "the response body is too large";
+		return 1;
 	}
-	resetStringInfo(&conn->out);
-	conn->outpos = 0;
-	return true;
+	appendBinaryStringInfo(&resp->body, at, len);
+	return 0;
+}
+
+static int
+on_response_complete(http_parser *p)
+{
+	HttpResponse *resp = p->data;
+
+	if (p->status_code < 100)
+	{
+		resp->error = "the response status is not valid";
+		return 1;
+	}
+	resp->status = p->status_code;
+	resp->keep_alive = http_should_keep_alive(p) != 0;
+	resp->complete = true;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings response_settings = {
+	.on_header_field = on_response_header_field,
+	.on_header_value = on_response_header_value,
+	.on_body = on_response_body,
+	.on_message_complete = on_response_complete,
+};
+
+/* Ready to read one response of at most max_body bytes (current memory) */
+void
+http_response_init(http_parser *parser, HttpResponse *resp, int64 max_body)
+{
+	memset(resp, 0, sizeof(*resp));
+	initStringInfo(&resp->body);
+	resp->max_body = max_body;
+	http_parser_init(parser, HTTP_RESPONSE);
+	parser->data = resp;
+}
+
+/*
+ * Parse received bytes of the response.  Returns how many were used: the
+ * parser stops after a whole response (resp->complete; the bytes after it
+ * belong to the next one) or at an error (resp->error).
+ */
+size_t
+http_parse_response(http_parser *parser, HttpResponse *resp,
+					const char *data, size_t len)
+{
+	size_t		used = http_parser_execute(parser, &response_settings, data, len);
+	enum http_errno err = HTTP_PARSER_ERRNO(parser);
+
+	if (err == HPE_PAUSED)
+		http_parser_pause(parser, 0);
+	else if (err != HPE_OK && resp->error == NULL)
+		resp->error = http_errno_description(err);
+	return used;
 }

@@ -9,7 +9,7 @@
  *	  - per stream, SETs received and rejected by RFC 8935 code: the
  *	    counters of stats.c (setstream.stream_counters());
  *	  - per stream, SETs emitted, delivered, acked, failed: counters in
- *	    this file's shared memory, counted by store.c's outbox statements
+ *	    shared memory (shmem/counters.c), counted by store.c's outbox statements
  *	    when the transaction that made the change commits (a subtransaction
  *	    abort drops its counts), in whichever process made it (a backend's
  *	    emit() or poll(), the listener, the sender);
@@ -18,8 +18,8 @@
  *	    time (outbox_due_idx);
  *	  - per listener: connections accepted, requests by route and status,
  *	    request durations by route, WebSocket sessions (opened; open now,
- *	    per listener process, zeroed when it starts), from this file's
- *	    shared memory; open connections and long polls waiting from
+ *	    per listener process, zeroed when it starts), from
+ *	    shmem/counters.c; open connections and long polls waiting from
  *	    wakeup.c;
  *	  - the emit-to-delivery latency: from an outbox row's created_at (the
  *	    emitting transaction's start) to the commit that first delivered
@@ -77,77 +77,16 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
-#include "server/listener.h"
+#include "server/auth/auth.h"
+#include "server/conn.h"
 #include "server/metrics.h"
+#include "shmem/counters.h"
 #include "sql/privileges.h"
 #include "setstream.h"
 #include "shmem/stats.h"
 #include "shmem/wakeup.h"
 
-#define MAX_METRIC_STREAMS 4096
-#define STREAM_KEY_LEN 132
-#define MAX_BOUNDS 16
 #define NCODES ((int) SETERR_INVALID_STATE + 1)
-
-/* ------------------------------------------------------------------ labels */
-
-enum
-{
-	ROUTE_OTHER, ROUTE_JWKS, ROUTE_EVENTS, ROUTE_POLL, ROUTE_PUSHPULL,
-	ROUTE_METRICS, NROUTES
-};
-static const char *const route_names[NROUTES] = {
-	"other", "jwks", "events", "poll", "pushpull", "metrics"
-};
-
-/* every status the listener answers; index 0 counts any other */
-static const int statuses[] = {
-	0, 101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 411, 413, 414, 415,
-	426, 429, 431, 500, 501, 503, 505
-};
-#define NSTATUS lengthof(statuses)
-
-static const double duration_bounds[] = {
-	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-	30, 60
-};
-static const double latency_bounds[] = {
-	0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-	300, 3600
-};
-
-/* ------------------------------------------------------------ shared memory */
-
-typedef struct ShmHist
-{
-	pg_atomic_uint64 bucket[MAX_BOUNDS + 1];	/* not cumulative; last: +Inf */
-	pg_atomic_uint64 sum_us;
-	pg_atomic_uint64 count;
-} ShmHist;
-
-typedef struct MetricsShared
-{
-	pg_atomic_uint64 connections;
-	pg_atomic_uint64 ws_sessions;
-	pg_atomic_uint32 ws_open[MAX_LISTENERS];
-	pg_atomic_uint64 requests[NROUTES][NSTATUS];
-	ShmHist		duration[NROUTES];
-	ShmHist		latency;
-} MetricsShared;
-
-typedef struct StreamMetrics
-{
-	char		name[STREAM_KEY_LEN];	/* hash key */
-	pg_atomic_uint64 n[METRIC_NOUTBOX];
-} StreamMetrics;
-
-static MetricsShared *shared = NULL;
-static HTAB *stream_hash = NULL;
-static LWLock *metrics_lock = NULL;
-static int	my_listener = -1;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* GUCs */
 static char *metrics_token_file = NULL;
@@ -155,254 +94,7 @@ static int	metrics_max_streams = 100;
 
 PG_FUNCTION_INFO_V1(setstream_metrics);
 
-static void
-metrics_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(MetricsShared)));
-	RequestAddinShmemSpace(hash_estimate_size(MAX_METRIC_STREAMS,
-											  sizeof(StreamMetrics)));
-	RequestNamedLWLockTranche("setstream metrics", 1);
-}
-
-static void
-hist_init(ShmHist *h)
-{
-	for (int i = 0; i <= MAX_BOUNDS; i++)
-		pg_atomic_init_u64(&h->bucket[i], 0);
-	pg_atomic_init_u64(&h->sum_us, 0);
-	pg_atomic_init_u64(&h->count, 0);
-}
-
-static void
-metrics_shmem_startup(void)
-{
-	bool		found;
-	HASHCTL		ctl;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("setstream metrics", sizeof(MetricsShared), &found);
-	if (!found)
-	{
-		pg_atomic_init_u64(&shared->connections, 0);
-		pg_atomic_init_u64(&shared->ws_sessions, 0);
-		for (int i = 0; i < MAX_LISTENERS; i++)
-			pg_atomic_init_u32(&shared->ws_open[i], 0);
-		for (int r = 0; r < NROUTES; r++)
-		{
-			for (int s = 0; s < NSTATUS; s++)
-				pg_atomic_init_u64(&shared->requests[r][s], 0);
-			hist_init(&shared->duration[r]);
-		}
-		hist_init(&shared->latency);
-	}
-	ctl.keysize = STREAM_KEY_LEN;
-	ctl.entrysize = sizeof(StreamMetrics);
-	stream_hash = ShmemInitHash("setstream stream metrics", 64,
-								MAX_METRIC_STREAMS, &ctl,
-								HASH_ELEM | HASH_STRINGS);
-	metrics_lock = &(GetNamedLWLockTranche("setstream metrics"))->lock;
-	LWLockRelease(AddinShmemInitLock);
-}
-
-static void
-hist_observe(ShmHist *h, const double *bounds, int nbounds, int64 us)
-{
-	double		s = (double) us / 1e6;
-	int			i = 0;
-
-	if (us < 0)
-		us = 0;
-	while (i < nbounds && s > bounds[i])
-		i++;
-	pg_atomic_fetch_add_u64(&h->bucket[i], 1);
-	pg_atomic_fetch_add_u64(&h->sum_us, (uint64) us);
-	pg_atomic_fetch_add_u64(&h->count, 1);
-}
-
-/* The stream's counters, made on first use; NULL when the table is full */
-static StreamMetrics *
-stream_entry(const char *stream, bool create)
-{
-	char		key[STREAM_KEY_LEN];
-	StreamMetrics *entry;
-	bool		found;
-
-	memset(key, 0, sizeof(key));
-	strlcpy(key, stream, sizeof(key));
-	LWLockAcquire(metrics_lock, LW_SHARED);
-	entry = hash_search(stream_hash, key, HASH_FIND, NULL);
-	LWLockRelease(metrics_lock);
-	if (entry != NULL || !create)
-		return entry;
-
-	LWLockAcquire(metrics_lock, LW_EXCLUSIVE);
-	entry = hash_search(stream_hash, key, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
-		for (int i = 0; i < METRIC_NOUTBOX; i++)
-			pg_atomic_init_u64(&entry->n[i], 0);
-	LWLockRelease(metrics_lock);
-	return entry;
-}
-
-static void
-add_outbox(const char *stream, const uint64 *n)
-{
-	StreamMetrics *e = stream_entry(stream, true);
-
-	if (e == NULL)
-		return;
-	for (int i = 0; i < METRIC_NOUTBOX; i++)
-		if (n[i] != 0)
-			pg_atomic_fetch_add_u64(&e->n[i], n[i]);
-}
-
-/* ----------------------------------------------- counted at commit */
-
-typedef struct PendingOutbox
-{
-	char		stream[STREAM_KEY_LEN];
-	SubTransactionId subxid;
-	uint64		n[METRIC_NOUTBOX];
-} PendingOutbox;
-
-typedef struct PendingLatency
-{
-	SubTransactionId subxid;
-	TimestampTz created_at;
-} PendingLatency;
-
-static List *pending_outbox = NIL;	/* in TopTransactionContext */
-static List *pending_latency = NIL;
-
-void
-metrics_count_outbox(const char *stream, MetricOutbox what, uint64 n)
-{
-	SubTransactionId subxid;
-	PendingOutbox *p;
-	MemoryContext old;
-	ListCell   *lc;
-
-	if (shared == NULL || n == 0)
-		return;
-	if (!IsTransactionState())
-	{
-		uint64		counts[METRIC_NOUTBOX] = {0};
-
-		counts[what] = n;
-		add_outbox(stream, counts);
-		return;
-	}
-	subxid = GetCurrentSubTransactionId();
-	foreach(lc, pending_outbox)
-	{
-		p = lfirst(lc);
-		if (p->subxid == subxid && strncmp(p->stream, stream, STREAM_KEY_LEN - 1) == 0)
-		{
-			p->n[what] += n;
-			return;
-		}
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc0(sizeof(PendingOutbox));
-	strlcpy(p->stream, stream, sizeof(p->stream));
-	p->subxid = subxid;
-	p->n[what] = n;
-	pending_outbox = lappend(pending_outbox, p);
-	MemoryContextSwitchTo(old);
-}
-
-/* A SET was delivered for the first time: its latency counts at commit */
-void
-metrics_observe_delivery(TimestampTz created_at)
-{
-	PendingLatency *p;
-	MemoryContext old;
-
-	if (shared == NULL)
-		return;
-	if (!IsTransactionState())
-	{
-		hist_observe(&shared->latency, latency_bounds, lengthof(latency_bounds),
-					 GetCurrentTimestamp() - created_at);
-		return;
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc(sizeof(PendingLatency));
-	p->subxid = GetCurrentSubTransactionId();
-	p->created_at = created_at;
-	pending_latency = lappend(pending_latency, p);
-	MemoryContextSwitchTo(old);
-}
-
-/* The sender recorded a push's outcome (store_push_outcome) */
-void
-metrics_note_push(const char *stream, const char *state, TimestampTz created_at)
-{
-	if (strcmp(state, "acked") == 0)
-	{
-		metrics_count_outbox(stream, METRIC_DELIVERED, 1);
-		metrics_count_outbox(stream, METRIC_ACKED, 1);
-		metrics_observe_delivery(created_at);
-	}
-	else if (strcmp(state, "failed") == 0)
-		metrics_count_outbox(stream, METRIC_FAILED, 1);
-}
-
-static void
-metrics_xact_callback(XactEvent event, void *arg)
-{
-	ListCell   *lc;
-	TimestampTz now;
-
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
-			foreach(lc, pending_outbox)
-			{
-				PendingOutbox *p = lfirst(lc);
-
-				add_outbox(p->stream, p->n);
-			}
-			now = pending_latency != NIL ? GetCurrentTimestamp() : 0;
-			foreach(lc, pending_latency)
-			{
-				PendingLatency *p = lfirst(lc);
-
-				hist_observe(&shared->latency, latency_bounds,
-							 lengthof(latency_bounds), now - p->created_at);
-			}
-			pending_outbox = NIL;
-			pending_latency = NIL;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			pending_outbox = NIL;
-			pending_latency = NIL;
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-metrics_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						 SubTransactionId parentSubid, void *arg)
-{
-	pending_outbox = pending_at_subxact_end(pending_outbox,
-											offsetof(PendingOutbox, subxid),
-											event, mySubid, parentSubid);
-	pending_latency = pending_at_subxact_end(pending_latency,
-											 offsetof(PendingLatency, subxid),
-											 event, mySubid, parentSubid);
-}
-
-/* From _PG_init: the GUCs, the callbacks, shared memory under the preload */
+/* From _PG_init: the GUCs; the counters (shmem/counters.c) */
 void
 metrics_init(void)
 {
@@ -415,96 +107,7 @@ metrics_init(void)
 							"Most streams whose samples GET /metrics and setstream.metrics() show.",
 							NULL, &metrics_max_streams, 100, 1, 10000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	RegisterXactCallback(metrics_xact_callback, NULL);
-	RegisterSubXactCallback(metrics_subxact_callback, NULL);
-	if (process_shared_preload_libraries_in_progress)
-	{
-		prev_shmem_request_hook = shmem_request_hook;
-		shmem_request_hook = metrics_shmem_request;
-		prev_shmem_startup_hook = shmem_startup_hook;
-		shmem_startup_hook = metrics_shmem_startup;
-	}
-}
-
-/* ---------------------------------------------------------- the listener */
-
-void
-metrics_listener_start(int index)
-{
-	my_listener = index;
-	if (shared != NULL && index >= 0 && index < MAX_LISTENERS)
-		pg_atomic_write_u32(&shared->ws_open[index], 0);
-}
-
-void
-metrics_count_connection(void)
-{
-	if (shared != NULL)
-		pg_atomic_fetch_add_u64(&shared->connections, 1);
-}
-
-/* The route of a request, from its URL's path */
-static int
-route_of(Conn *conn)
-{
-	const char *path = conn->req.url.data;
-	size_t		len;
-	const char *slash;
-
-	if (path == NULL || path[0] != '/')
-		return ROUTE_OTHER;
-	len = strcspn(path, "?#");
-	if (len == 10 && strncmp(path, "/jwks.json", 10) == 0)
-		return ROUTE_JWKS;
-	if (len == 8 && strncmp(path, "/metrics", 8) == 0)
-		return ROUTE_METRICS;
-	if (len <= 9 || strncmp(path, "/streams/", 9) != 0)
-		return ROUTE_OTHER;
-	slash = memchr(path + 9, '/', len - 9);
-	if (slash == NULL)
-		return ROUTE_OTHER;
-	len -= slash - path;
-	if (len == 7 && strncmp(slash, "/events", 7) == 0)
-		return ROUTE_EVENTS;
-	if (len == 5 && strncmp(slash, "/poll", 5) == 0)
-		return ROUTE_POLL;
-	if (len == 9 && strncmp(slash, "/pushpull", 9) == 0)
-		return ROUTE_PUSHPULL;
-	return ROUTE_OTHER;
-}
-
-/* A response was queued (http_respond) or a WebSocket session began */
-void
-metrics_count_response(Conn *conn, int status)
-{
-	int			route;
-	int			s = 0;
-
-	if (shared == NULL)
-		return;
-	route = route_of(conn);
-	for (int i = 1; i < NSTATUS; i++)
-		if (statuses[i] == status)
-			s = i;
-	pg_atomic_fetch_add_u64(&shared->requests[route][s], 1);
-	if (conn->request_started != 0)
-		hist_observe(&shared->duration[route], duration_bounds,
-					 lengthof(duration_bounds),
-					 GetCurrentTimestamp() - conn->request_started);
-}
-
-void
-metrics_ws_session(Conn *conn, int delta)
-{
-	if (shared == NULL)
-		return;
-	if (delta > 0)
-	{
-		pg_atomic_fetch_add_u64(&shared->ws_sessions, 1);
-		metrics_count_response(conn, 101);
-	}
-	if (my_listener >= 0 && my_listener < MAX_LISTENERS)
-		pg_atomic_fetch_add_u32(&shared->ws_open[my_listener], delta);
+	counters_init();
 }
 
 /* ------------------------------------------------------------- collection */
@@ -750,6 +353,7 @@ collect(bool all_streams)
 				long_polls = 0,
 				listeners = 0;
 	MemoryContext cxt = CurrentMemoryContext;
+	MetricsShared *shared = metrics_counters();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -768,7 +372,7 @@ collect(bool all_streams)
 		bool		isnull;
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		char	   *name = SPI_getvalue(tup, desc, 1);
-		StreamMetrics *e = shared ? stream_entry(name, false) : NULL;
+		StreamMetrics *e = shared ? metrics_stream_entry(name, false) : NULL;
 		int64		total = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 
 		if (row == 0 && total > (int64) SPI_processed)
@@ -1006,7 +610,7 @@ configured_token_hash(unsigned char *want)
 static bool
 token_matches(Conn *conn, const unsigned char *want)
 {
-	const char *auth = conn->req.authorization;
+	const char *auth = conn->http.req.authorization;
 	unsigned char given[SHA256_DIGEST_LENGTH];
 
 	if (auth == NULL || pg_strncasecmp(auth, "Bearer ", 7) != 0)
@@ -1027,8 +631,6 @@ token_matches(Conn *conn, const unsigned char *want)
 int
 metrics_check_request(Conn *conn)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	int			retry_after;
 	unsigned char want[SHA256_DIGEST_LENGTH];
 
 	if (metrics_token_file == NULL || metrics_token_file[0] == '\0')
@@ -1036,19 +638,13 @@ metrics_check_request(Conn *conn)
 		http_respond_error(conn, 404, NULL, "no such endpoint", NULL);
 		return PREP_ANSWERED;
 	}
-	if (conn->req.method != HTTP_GET)
+	if (conn->http.req.method != HTTP_GET)
 	{
 		http_respond_error(conn, 405, NULL, "use GET", "Allow: GET\r\n");
 		return PREP_ANSWERED;
 	}
-	if (authlimit_blocked(&conn->peer_key, now, &retry_after))
-	{
-		http_respond_error(conn, 429, NULL,
-						   psprintf("too many failed authentications from this address; retry in %d s",
-									retry_after),
-						   psprintf("Retry-After: %d\r\n", retry_after));
+	if (auth_too_many_failures(conn))
 		return PREP_ANSWERED;
-	}
 	if (!configured_token_hash(want))
 	{
 		http_respond_error(conn, 503, NULL,
@@ -1057,7 +653,7 @@ metrics_check_request(Conn *conn)
 	}
 	if (!token_matches(conn, want))
 	{
-		authlimit_record_failure(&conn->peer_key, now);
+		auth_record_failure(conn);
 		http_respond_error(conn, 401, NULL, "the metrics token is required",
 						   metrics_challenge);
 		return PREP_ANSWERED;

@@ -10,8 +10,9 @@
  *	    GET  /streams/{name}/pushpull     pushpull, WebSocket binding
  *	                                      (Upgrade; the session: wssession.c)
  *
- *	  Every stream route authenticates the peer first (auth.c).  Tables
- *	  are reached through exchange.c only.
+ *	  Every stream route authenticates the peer first (auth/auth.c).
+ *	  Tables are reached through exchange.c only; a poll that finds nothing
+ *	  due is parked (poll.c).
  *
  *	  Each request goes through two steps.  route_prepare runs outside any
  *	  transaction, on the listener's cached copy of the stream
@@ -19,6 +20,9 @@
  *	  most bad requests are answered right there.  route_execute runs inside
  *	  the loop turn's transaction, in a subtransaction of its own, and only
  *	  stores and reads; the listener sends what it queues after the commit.
+ *	  The turn (turn.c) calls both through route_handler (conn.h); a
+ *	  prepared push switches to push_handler, whose pushes the turn stores
+ *	  together.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,8 +35,8 @@
 
 #include "exchange/exchange.h"
 #include "store/streamcache.h"
-#include "server/auth.h"
-#include "server/listener.h"
+#include "server/auth/auth.h"
+#include "server/conn.h"
 #include "server/metrics.h"
 #include "setstream.h"
 #include "shmem/jwksreq.h"
@@ -54,10 +58,10 @@ static char *
 request_path(Conn *conn)
 {
 	struct http_parser_url u;
-	const char *url = conn->req.url.data;
+	const char *url = conn->http.req.url.data;
 
 	http_parser_url_init(&u);
-	if (http_parser_parse_url(url, conn->req.url.len, 0, &u) != 0 ||
+	if (http_parser_parse_url(url, conn->http.req.url.len, 0, &u) != 0 ||
 		!(u.field_set & (1 << UF_PATH)))
 		return NULL;
 	return pnstrdup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
@@ -107,7 +111,7 @@ parse_path(const char *path, char **stream)
 static char *
 media_type(Conn *conn)
 {
-	const char *ct = conn->req.content_type;
+	const char *ct = conn->http.req.content_type;
 	size_t		len;
 	char	   *mt;
 
@@ -146,6 +150,8 @@ require_json_body(Conn *conn)
 }
 
 static void route_store_push(Conn *conn);
+static const ConnHandler push_handler;
+static void route_answer_push(Conn *conn);
 
 /* What route_prepare found out, kept for route_execute (request memory) */
 typedef struct Prepared
@@ -178,7 +184,7 @@ prepare_push(Conn *conn, Prepared *p)
 		return PREP_ANSWERED;
 	}
 	rules = streamcache_rules(p->stream);
-	if (!set_verify(&rules, conn->req.body.data, conn->req.body.len,
+	if (!set_verify(&rules, conn->http.req.body.data, conn->http.req.body.len,
 					&p->ps, &f))
 	{
 		if (exchange_key_pending(p->stream, &f))
@@ -203,7 +209,7 @@ prepare_poll(Conn *conn, Prepared *p)
 
 	if (!require_json_body(conn))
 		return PREP_ANSWERED;
-	if (!commobj_parse_poll(conn->req.body.data, conn->req.body.len, &p->obj,
+	if (!commobj_parse_poll(conn->http.req.body.data, conn->http.req.body.len, &p->obj,
 							err, sizeof(err)))
 	{
 		respond_seterr(conn, SETERR_INVALID_REQUEST, err);
@@ -224,7 +230,7 @@ prepare_pushpull(Conn *conn, Prepared *p, bool is_get)
 	}
 	if (!require_json_body(conn))
 		return PREP_ANSWERED;
-	if (!commobj_parse(conn->req.body.data, conn->req.body.len, &p->obj,
+	if (!commobj_parse(conn->http.req.body.data, conn->http.req.body.len, &p->obj,
 					   err, sizeof(err)))
 	{
 		respond_seterr(conn, SETERR_INVALID_REQUEST, err);
@@ -244,8 +250,8 @@ static PrepResult
 route_check(Conn *conn, char **load_stream)
 {
 	Prepared   *p = prepared(conn);
-	bool		is_get = conn->req.method == HTTP_GET;
-	bool		is_post = conn->req.method == HTTP_POST;
+	bool		is_get = conn->http.req.method == HTTP_GET;
+	bool		is_post = conn->http.req.method == HTTP_POST;
 
 	if (p == NULL)
 	{
@@ -312,7 +318,7 @@ PrepResult
 route_prepare(Conn *conn, char **load_stream)
 {
 	Prepared   *p;
-	bool		is_get = conn->req.method == HTTP_GET;
+	bool		is_get = conn->http.req.method == HTTP_GET;
 	PrepResult	checked = route_check(conn, load_stream);
 
 	if (checked != PREP_EXECUTE)
@@ -335,22 +341,8 @@ route_prepare(Conn *conn, char **load_stream)
 	return PREP_ANSWERED;		/* keep compiler quiet */
 }
 
-static void
-park(Conn *conn, const char *name, int max_events, const uint64 *generations)
-{
-	MemoryContext old = MemoryContextSwitchTo(conn->reqcxt);
-
-	conn->poll_stream = pstrdup(name);
-	MemoryContextSwitchTo(old);
-	conn->poll_slot = wakeup_slot(name);
-	conn->poll_generation = generations[conn->poll_slot];
-	conn->poll_max_events = max_events;
-	conn->poll_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													  setstream_poll_timeout_ms);
-}
-
 /* RFC 8936: acks first, then SETs; with none due, a long poll parks */
-static RouteResult
+static TurnResult
 execute_poll(Conn *conn, Prepared *p, const uint64 *generations)
 {
 	bool		more;
@@ -361,16 +353,16 @@ execute_poll(Conn *conn, Prepared *p, const uint64 *generations)
 		p->stream->status != 'd' &&
 		setstream_poll_timeout_ms > 0 && wakeup_enabled())
 	{
-		park(conn, p->stream_name, p->obj.max_events, generations);
-		return ROUTE_PARKED;
+		poll_park(conn, p->stream_name, p->obj.max_events, generations);
+		return TURN_PARKED;
 	}
 	http_respond_json(conn, 200, response, NULL);
-	return ROUTE_ANSWERED;
+	return TURN_ANSWERED;
 }
 
 /* Step two, inside the loop turn's transaction: store, read, answer */
-RouteResult
-route_execute(Conn *conn, const uint64 *generations)
+static TurnResult
+route_execute(Conn *conn, const uint64 *generations, TimestampTz now)
 {
 	Prepared   *p = prepared(conn);
 	char	   *jwks;
@@ -398,16 +390,7 @@ route_execute(Conn *conn, const uint64 *generations)
 		default:
 			elog(ERROR, "unexpected endpoint %d", (int) p->ep);
 	}
-	return ROUTE_ANSWERED;
-}
-
-/* Is this a prepared RFC 8935 push, ready to be stored? */
-bool
-route_is_push(Conn *conn)
-{
-	Prepared   *p = prepared(conn);
-
-	return conn->phase == PHASE_READY && p != NULL && p->ep == EP_EVENTS;
+	return TURN_ANSWERED;
 }
 
 /* Store a prepared push without answering it */
@@ -420,7 +403,7 @@ route_store_push(Conn *conn)
 }
 
 /* Store many prepared pushes with one statement, answering none */
-void
+static void
 route_store_pushes(List *conns)
 {
 	int			n = list_length(conns);
@@ -440,53 +423,72 @@ route_store_pushes(List *conns)
 }
 
 /* Answer a push that route_store_push stored */
-void
+static void
 route_answer_push(Conn *conn)
 {
 	stats_count_received(prepared(conn)->stream_name);
 	http_respond(conn, 202, NULL, NULL, 0, NULL);
 }
 
-/*
- * A parked long poll: the stream's generation moved, the configuration
- * did, or its time is up.  It is authorized again first: a revoked token
- * or an unbound certificate ends it with 401 or 403.  A stream disabled
- * meanwhile answers it at once with no SETs.
- */
-RouteResult
-route_parked_poll(Conn *conn, bool timed_out, const uint64 *generations)
-{
-	json_t	   *response = json_object();
-	json_t	   *sets;
-	bool		more = false;
-	StreamInfo *stream = streamcache_get(conn->poll_stream, true, true);
-	const char *why;
-	int			denied = auth_session_denied(conn, stream, &why);
 
-	if (denied == 401)
-	{
-		http_respond_error(conn, 401, seterr_name(SETERR_AUTHENTICATION_FAILED), why,
-						   auth_bearer_challenge_invalid);
-		return ROUTE_ANSWERED;
-	}
-	if (denied != 0)
-	{
-		http_respond_error(conn, denied, seterr_name(SETERR_ACCESS_DENIED), why, NULL);
-		return ROUTE_ANSWERED;
-	}
-	if (timed_out || stream->status == 'd')
-		sets = json_object();
-	else
-	{
-		sets = exchange_take(stream, conn->poll_max_events, &more);
-		if (json_object_size(sets) == 0)
-		{
-			conn->poll_generation = generations[conn->poll_slot];
-			return ROUTE_PARKED;
-		}
-	}
-	json_object_set_new(response, "sets", sets);
-	json_object_set_new(response, "moreAvailable", json_boolean(more));
-	http_respond_json(conn, 200, response, NULL);
-	return ROUTE_ANSWERED;
+/*
+ * The handler of a request (conn.h): prepare it on its headers (a body
+ * still to read) or whole, in the request's memory.
+ */
+static PrepResult
+route_handler_prepare(Conn *conn, char **load_stream)
+{
+	PrepResult	result;
+
+	MemoryContextSwitchTo(conn->http.reqcxt);
+	if (conn->http.auth_pending)
+		return route_authorize_headers(conn, load_stream);
+	result = route_prepare(conn, load_stream);
+	if (result == PREP_EXECUTE && prepared(conn)->ep == EP_EVENTS)
+		conn->handler = &push_handler;	/* stored with the turn's others */
+	return result;
 }
+
+/* Answer a request that failed, or that the turn could not commit */
+static TurnResult
+route_fail(Conn *conn, const SetAnswer *answer)
+{
+	sock_discard_output(&conn->sock);
+	http_respond_answer(conn, answer);
+	return TURN_ANSWERED;
+}
+
+/*
+ * A new request on the connection, or one prepared against a dropped
+ * extension's stream (prepare it again): nothing is prepared
+ */
+static void
+route_unprepare(Conn *conn)
+{
+	conn->route_state = NULL;
+	conn->handler = &route_handler;
+}
+
+const ConnHandler route_handler = {
+	.name = "request",
+	.prepare = route_handler_prepare,
+	.execute = route_execute,
+	.fail = route_fail,
+	.unprepare = route_unprepare,
+};
+
+/*
+ * A prepared RFC 8935 push: the turn stores all of them in one
+ * subtransaction, with one statement (a subtransaction per request would
+ * cost an XID each), and answers each after; each alone, as a request, if
+ * that fails.
+ */
+static const ConnHandler push_handler = {
+	.name = "push",
+	.prepare = route_handler_prepare,
+	.execute = route_execute,
+	.fail = route_fail,
+	.unprepare = route_unprepare,
+	.execute_batch = route_store_pushes,
+	.answer_batched = route_answer_push,
+};

@@ -1,18 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * tls.c
- *	  TLS for the listener with OpenSSL: the server context (TLS 1.2 and
- *	  newer; certificate and key from setstream.tls_cert_file and
- *	  setstream.tls_key_file, reloaded on SIGHUP) and non-blocking reads
- *	  and writes that also carry the handshake.
+ *	  TLS with OpenSSL on a connection's socket (sock.c): the listener's
+ *	  server context (TLS 1.2 and newer; certificate and key from
+ *	  setstream.tls_cert_file and setstream.tls_key_file, reloaded on
+ *	  SIGHUP), client contexts that verify the peer's certificate (for a
+ *	  connection setstream opens itself: tls_client_context,
+ *	  tls_start_client), and non-blocking reads and writes that also carry
+ *	  the handshake.
  *
  *	  With setstream.tls_ca_file set (reloaded likewise), the server asks
  *	  for a client certificate but does not require one: peers with a
  *	  bearer token only still connect, and a certificate that fails
  *	  verification (chain, validity) does not end the handshake either.
  *	  When the handshake is done, the connection notes once whether it has
- *	  a verified client certificate, and its SHA-256 fingerprint; routes.c
- *	  compares that with the certificates bound to the stream.
+ *	  a verified client certificate, and its SHA-256 fingerprint;
+ *	  auth/auth.c compares that with the certificates bound to the stream.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,7 +30,7 @@
 #include "lib/stringinfo.h"
 
 #include "base/digest.h"
-#include "server/listener.h"
+#include "server/sock.h"
 #include "setstream.h"
 
 static SSL_CTX *tls_ctx = NULL;
@@ -77,7 +80,7 @@ log_tls_error(const char *what)
  * TLS is configured but no context could be built: log it at level ERROR
  * (without leaving the listener's loop) with OpenSSL's reasons.  With a
  * previous working context the listener keeps serving TLS with it;
- * without one it serves nothing (see tls_conn_start).
+ * without one it serves nothing (see tls_start_server).
  */
 static void
 report_tls_setup_failure(const char *what)
@@ -124,10 +127,10 @@ note_client_cert_verdict(int preverify_ok, X509_STORE_CTX *store)
 {
 	SSL		   *ssl = X509_STORE_CTX_get_ex_data(store,
 												 SSL_get_ex_data_X509_STORE_CTX_idx());
-	Conn	   *conn = ssl ? SSL_get_app_data(ssl) : NULL;
+	Sock	   *sock = ssl ? SSL_get_app_data(ssl) : NULL;
 
-	if (!preverify_ok && conn != NULL)
-		conn->tls_cert_rejected = true;
+	if (!preverify_ok && sock != NULL)
+		sock->tls_cert_rejected = true;
 	return 1;
 }
 
@@ -135,7 +138,7 @@ note_client_cert_verdict(int preverify_ok, X509_STORE_CTX *store)
 static bool
 configure_client_ca(SSL_CTX *ctx)
 {
-	STACK_OF(X509_NAME) *names;
+	STACK_OF(X509_NAME) * names;
 
 	if (setstream_tls_ca_file == NULL || setstream_tls_ca_file[0] == '\0')
 		return true;
@@ -218,56 +221,114 @@ tls_enabled(void)
 
 /* Begin TLS on an accepted socket; the handshake runs in the first reads */
 bool
-tls_conn_start(Conn *conn)
+tls_start_server(Sock *sock)
 {
 	/* configured but not loaded: serve nothing (logged at configuration) */
 	if (tls_ctx == NULL)
 		return false;
-	conn->ssl = SSL_new(tls_ctx);
-	if (conn->ssl == NULL || SSL_set_fd(conn->ssl, conn->fd) != 1)
+	sock->ssl = SSL_new(tls_ctx);
+	if (sock->ssl == NULL || SSL_set_fd(sock->ssl, sock->fd) != 1)
 	{
 		log_tls_error("could not start TLS on a connection");
 		return false;
 	}
-	SSL_set_app_data(conn->ssl, conn);
-	SSL_set_accept_state(conn->ssl);
+	SSL_set_app_data(sock->ssl, sock);
+	SSL_set_accept_state(sock->ssl);
 	return true;
 }
 
 /*
- * Once the handshake is done: does the connection have a client
- * certificate that the CAs verified, and what is its fingerprint?
+ * A client context, for a connection setstream opens itself: TLS 1.2 and
+ * newer, the same ciphers as the server; with verify_peer, the peer's
+ * chain must verify against ca_file (or the system's default CAs when it
+ * is NULL or empty) and its name must match the host tls_start_client is
+ * given, or the handshake fails.  NULL (logged) on failure; the caller
+ * owns the context (SSL_CTX_free).
+ */
+SSL_CTX *
+tls_client_context(const char *ca_file, bool verify_peer)
+{
+	SSL_CTX    *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (ctx == NULL)
+	{
+		log_tls_error("could not create a TLS client context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+					 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
+		(verify_peer &&
+		 ((ca_file != NULL && ca_file[0] != '\0') ?
+		  SSL_CTX_load_verify_locations(ctx, ca_file, NULL) :
+		  SSL_CTX_set_default_verify_paths(ctx)) != 1))
+	{
+		log_tls_error("could not set up a TLS client context");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, verify_peer ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	return ctx;
+}
+
+/*
+ * Begin TLS on a socket setstream opened (sock_connect): the handshake
+ * runs in the first writes and reads.  host is sent as SNI and, when the
+ * context verifies peers, must match the peer's certificate.
+ */
+bool
+tls_start_client(Sock *sock, SSL_CTX *ctx, const char *host)
+{
+	sock->ssl = SSL_new(ctx);
+	if (sock->ssl == NULL || SSL_set_fd(sock->ssl, sock->fd) != 1 ||
+		SSL_set_tlsext_host_name(sock->ssl, host) != 1 ||
+		(SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER &&
+		 SSL_set1_host(sock->ssl, host) != 1))
+	{
+		log_tls_error("could not start TLS on a connection");
+		return false;
+	}
+	SSL_set_app_data(sock->ssl, sock);
+	SSL_set_connect_state(sock->ssl);
+	return true;
+}
+
+/*
+ * Once the handshake is done: does the peer have a certificate that the
+ * CAs verified, and what is its fingerprint?
  */
 static void
-note_peer(Conn *conn)
+note_peer(Sock *sock)
 {
 	X509	   *peer;
 
-	if (conn->tls_peer_known || !SSL_is_init_finished(conn->ssl))
+	if (sock->tls_peer_known || !SSL_is_init_finished(sock->ssl))
 		return;
-	conn->tls_peer_known = true;
-	peer = SSL_get1_peer_certificate(conn->ssl);
+	sock->tls_peer_known = true;
+	peer = SSL_get1_peer_certificate(sock->ssl);
 	if (peer == NULL)
 		return;
-	conn->client_cert_verified = !conn->tls_cert_rejected &&
-		SSL_get_verify_result(conn->ssl) == X509_V_OK &&
-		digest_cert(peer, conn->client_cert_sha256);
+	sock->peer_cert_verified = !sock->tls_cert_rejected &&
+		SSL_get_verify_result(sock->ssl) == X509_V_OK &&
+		digest_cert(peer, sock->peer_cert_sha256);
 	X509_free(peer);
 }
 
 static ssize_t
-tls_result(Conn *conn, int n)
+tls_result(Sock *sock, int n)
 {
-	int			err = SSL_get_error(conn->ssl, n);
+	int			err = SSL_get_error(sock->ssl, n);
 
-	conn->tls_want_write = false;
+	sock->tls_want_write = false;
 	switch (err)
 	{
 		case SSL_ERROR_WANT_READ:
 			errno = EAGAIN;
 			return -1;
 		case SSL_ERROR_WANT_WRITE:
-			conn->tls_want_write = true;
+			sock->tls_want_write = true;
 			errno = EAGAIN;
 			return -1;
 		case SSL_ERROR_ZERO_RETURN:
@@ -280,41 +341,37 @@ tls_result(Conn *conn, int n)
 }
 
 ssize_t
-conn_recv(Conn *conn, char *buf, size_t len)
+tls_recv(Sock *sock, char *buf, size_t len)
 {
 	int			n;
 
-	if (conn->ssl == NULL)
-		return recv(conn->fd, buf, len, 0);
 	ERR_clear_error();
-	n = SSL_read(conn->ssl, buf, (int) Min(len, INT_MAX));
-	note_peer(conn);
+	n = SSL_read(sock->ssl, buf, (int) Min(len, INT_MAX));
+	note_peer(sock);
 	if (n > 0)
 		return n;
-	return tls_result(conn, n);
+	return tls_result(sock, n);
 }
 
 ssize_t
-conn_send(Conn *conn, const char *buf, size_t len)
+tls_send(Sock *sock, const char *buf, size_t len)
 {
 	int			n;
 
-	if (conn->ssl == NULL)
-		return send(conn->fd, buf, len, MSG_NOSIGNAL);
 	ERR_clear_error();
-	n = SSL_write(conn->ssl, buf, (int) Min(len, INT_MAX));
+	n = SSL_write(sock->ssl, buf, (int) Min(len, INT_MAX));
 	if (n > 0)
 		return n;
-	return tls_result(conn, n);
+	return tls_result(sock, n);
 }
 
 void
-tls_conn_close(Conn *conn)
+tls_close(Sock *sock)
 {
-	if (conn->ssl == NULL)
+	if (sock->ssl == NULL)
 		return;
-	SSL_shutdown(conn->ssl);
-	SSL_free(conn->ssl);
-	conn->ssl = NULL;
+	SSL_shutdown(sock->ssl);
+	SSL_free(sock->ssl);
+	sock->ssl = NULL;
 	ERR_clear_error();
 }

@@ -1,15 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * ws.c
- *	  The pushpull WebSocket binding on a listener connection: the RFC 6455
- *	  opening handshake (only when the client offers the "pushpull"
- *	  subprotocol) and the session, framed by wslay inside the listener's
- *	  own loop, over plain TCP or TLS.
+ *	  WebSocket frames on a connection (RFC 6455, with wslay), over plain
+ *	  TCP or TLS (sock.c): the opening handshake of the pushpull binding on
+ *	  a listener connection (only when the client offers the "pushpull"
+ *	  subprotocol), and the frames of the session, inside the listener's
+ *	  own loop.  The same frames serve the client side, masked
+ *	  (ws_start_client), on a connection setstream opens itself.
  *
  *	  Messages are text frames, one Communication Object each, in both
- *	  directions at any time.  Received messages wait in the connection's
- *	  inbox for the next database turn (routes.c, route_ws_turn); what the
- *	  turn answers (acks, setErrs, outbound SETs) waits in its outbox and is
+ *	  directions at any time.  Received messages wait in the session's
+ *	  inbox for the next database turn (wssession.c); what the turn
+ *	  answers (acks, setErrs, outbound SETs) waits in its outbox and is
  *	  queued to wslay only after the commit.  Idle peers are pinged; a peer
  *	  that stays silent past setstream.idle_timeout is dropped, and the SETs
  *	  it held are redelivered after setstream.redelivery_interval.
@@ -22,13 +24,13 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
 
 #include "utils/memutils.h"
 
-#include "server/listener.h"
-#include "server/metrics.h"
+#include "server/ws_int.h"
 #include "setstream.h"
 #include "shmem/wakeup.h"
 
@@ -39,7 +41,7 @@ static void ws_close(Conn *conn, int code, const char *reason);
 static wslay_event_context_ptr
 ctx_of(Conn *conn)
 {
-	return (wslay_event_context_ptr) conn->ws;
+	return (wslay_event_context_ptr) conn->ws->ctx;
 }
 
 /* Does a comma-separated header value hold this token (case-insensitive)? */
@@ -70,7 +72,7 @@ header_has_token(const char *value, const char *token)
 bool
 ws_handshake(Conn *conn, const char *stream)
 {
-	Request    *r = &conn->req;
+	Request    *r = &conn->http.req;
 	unsigned char digest[SHA_DIGEST_LENGTH];
 	char		accept[64];
 	char	   *keyed;
@@ -104,17 +106,27 @@ ws_handshake(Conn *conn, const char *stream)
 	keyed = psprintf("%s" WS_GUID, r->ws_key);
 	SHA1((unsigned char *) keyed, strlen(keyed), digest);
 	EVP_EncodeBlock((unsigned char *) accept, digest, sizeof(digest));
-	appendStringInfo(&conn->out,
+	appendStringInfo(&conn->sock.out,
 					 "HTTP/1.1 101 Switching Protocols\r\n"
 					 "Server: setstream\r\n"
 					 "Upgrade: websocket\r\n"
 					 "Connection: Upgrade\r\n"
 					 "Sec-WebSocket-Accept: %s\r\n"
 					 "Sec-WebSocket-Protocol: pushpull\r\n\r\n", accept);
-	conn->websocket = true;
-	conn->ws_stream = MemoryContextStrdup(conn->cxt, stream);
-	conn->ws_slot = wakeup_slot(stream);
+	conn->ws = ws_new(conn, false);
+	conn->ws->stream = MemoryContextStrdup(conn->cxt, stream);
+	conn->ws->slot = wakeup_slot(stream);
 	return true;
+}
+
+/* The connection's session, not started yet (in its memory) */
+WsSession *
+ws_new(Conn *conn, bool client)
+{
+	WsSession  *ws = MemoryContextAllocZero(conn->cxt, sizeof(WsSession));
+
+	ws->client = client;
+	return ws;
 }
 
 /* wslay reads: first what the HTTP parser left over, then the socket */
@@ -131,19 +143,13 @@ ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
-	if (conn->inlen > 0)
-	{
-		n = Min((size_t) conn->inlen, len);
-		memcpy(buf, conn->in, n);
-		memmove(conn->in, conn->in + n, conn->inlen - n);
-		conn->inlen -= n;
-		return n;
-	}
-	n = conn_recv(conn, (char *) buf, len);
+	if (conn->sock.inlen > 0)
+		return sock_take_input(&conn->sock, (char *) buf, len);
+	n = sock_recv(&conn->sock, (char *) buf, len);
 	if (n > 0)
 	{
-		conn->ws_last_rx = GetCurrentTimestamp();
-		conn->ws_ping_sent = false;
+		conn->ws->last_rx = GetCurrentTimestamp();
+		conn->ws->ping_sent = false;
 		return n;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -158,7 +164,7 @@ ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
 		int flags, void *user_data)
 {
 	Conn	   *conn = user_data;
-	ssize_t		n = conn_send(conn, (const char *) data, len);
+	ssize_t		n = sock_send(&conn->sock, (const char *) data, len);
 
 	if (n >= 0)
 		return n;
@@ -181,7 +187,7 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 	 * hide what follows it (JSON text has none).  An empty message comes
 	 * with msg NULL, which pnstrdup must not get.
 	 */
-	if (conn->ws_denied)
+	if (conn->ws->denied)
 		return;					/* closing: nothing more is applied */
 	if (arg->opcode == WSLAY_TEXT_FRAME && arg->msg_length > 0 &&
 		memchr(arg->msg, '\0', arg->msg_length) != NULL)
@@ -189,9 +195,9 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 								sizeof(nul_reason) - 1);
 	else if (arg->opcode == WSLAY_TEXT_FRAME)
 	{
-		conn->ws_inbox = lappend(conn->ws_inbox, arg->msg_length == 0 ? pstrdup("") :
+		conn->ws->inbox = lappend(conn->ws->inbox, arg->msg_length == 0 ? pstrdup("") :
 								 pnstrdup((const char *) arg->msg, arg->msg_length));
-		conn->ws_inbox_bytes += arg->msg_length;
+		conn->ws->inbox_bytes += arg->msg_length;
 		listener_buffered_bytes += arg->msg_length;
 	}
 	else if (arg->opcode == WSLAY_BINARY_FRAME)
@@ -199,31 +205,74 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 								(const uint8_t *) "pushpull uses text frames", 25);
 }
 
-/* After the 101 is written: begin the session */
-bool
-ws_start(Conn *conn)
+/* A client's frames are masked (RFC 6455 5.3): the key from OpenSSL */
+static int
+ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+		   void *user_data)
+{
+	return RAND_bytes(buf, (int) len) == 1 ? 0 : -1;
+}
+
+static bool
+ws_begin(Conn *conn)
 {
 	struct wslay_event_callbacks callbacks;
 	wslay_event_context_ptr ctx;
 	MemoryContext old = MemoryContextSwitchTo(conn->cxt);
+	int			rc;
 
 	memset(&callbacks, 0, sizeof(callbacks));
 	callbacks.recv_callback = ws_recv;
 	callbacks.send_callback = ws_send;
 	callbacks.on_msg_recv_callback = ws_on_msg;
-	if (wslay_event_context_server_init(&ctx, &callbacks, conn) != 0)
+	if (conn->ws->client)
+	{
+		callbacks.genmask_callback = ws_genmask;
+		rc = wslay_event_context_client_init(&ctx, &callbacks, conn);
+	}
+	else
+		rc = wslay_event_context_server_init(&ctx, &callbacks, conn);
+	if (rc != 0)
 	{
 		MemoryContextSwitchTo(old);
 		return false;
 	}
 	wslay_event_config_set_max_recv_msg_length(ctx, setstream_max_request_bytes);
-	conn->ws = ctx;
-	metrics_ws_session(conn, 1);
-	conn->phase = PHASE_WEBSOCKET;
-	conn->ws_last_rx = GetCurrentTimestamp();
-	conn->ws_next_take = 0;		/* take due SETs at the next turn */
-	conn->ws_generation = wakeup_generation(conn->ws_slot) - 1;
+	conn->ws->ctx = ctx;
+	conn->ws->last_rx = GetCurrentTimestamp();
 	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * After the 101 is written: begin the session (the caller puts the
+ * connection in its WebSocket phase).  Returns false when it is over
+ * already.
+ */
+bool
+ws_start(Conn *conn)
+{
+	if (!ws_begin(conn))
+		return false;
+	http_count_ws_session(conn, 1);
+	conn->handler = &ws_session_handler;
+	conn->ws->next_take = 0;	/* take due SETs at the next turn */
+	conn->ws->generation = wakeup_generation(conn->ws->slot) - 1;
+	return ws_on_event(conn, 0);
+}
+
+/*
+ * The client side, on a connection setstream opened (its handshake
+ * answered 101): the same frames, masked, with the same limits.  No
+ * session of the listener uses it; it is the seam for one that will.
+ */
+bool
+ws_start_client(Conn *conn)
+{
+	if (conn->ws == NULL)
+		conn->ws = ws_new(conn, true);
+	if (!ws_begin(conn))
+		return false;
 	return ws_on_event(conn, 0);
 }
 
@@ -259,9 +308,9 @@ ws_on_event(Conn *conn, uint32 events)
 static bool
 ws_output_full(Conn *conn)
 {
-	wslay_event_context_ptr ctx = ctx_of(conn);
+	wslay_event_context_ptr ctx = conn->ws->ctx;
 
-	return ctx != NULL &&
+	return conn->ws->ctx != NULL &&
 		(wslay_event_get_queued_msg_count(ctx) >= WS_MAX_QUEUED_MSGS ||
 		 wslay_event_get_queued_msg_length(ctx) >= WS_MAX_QUEUED_BYTES);
 }
@@ -276,7 +325,7 @@ ws_output_full(Conn *conn)
 bool
 ws_may_take(Conn *conn)
 {
-	wslay_event_context_ptr ctx = ctx_of(conn);
+	wslay_event_context_ptr ctx = conn->ws->ctx;
 
 	return ctx == NULL || !wslay_event_want_write(ctx);
 }
@@ -291,8 +340,8 @@ ws_may_take(Conn *conn)
 bool
 ws_reading(Conn *conn)
 {
-	return list_length(conn->ws_inbox) < WS_MAX_INBOX &&
-		conn->ws_inbox_bytes < setstream_max_request_bytes &&
+	return list_length(conn->ws->inbox) < WS_MAX_INBOX &&
+		conn->ws->inbox_bytes < setstream_max_request_bytes &&
 		listener_buffered_bytes < setstream_max_buffered_bytes &&
 		!ws_output_full(conn);
 }
@@ -301,16 +350,17 @@ ws_reading(Conn *conn)
 void
 ws_inbox_clear(Conn *conn)
 {
-	list_free_deep(conn->ws_inbox);
-	conn->ws_inbox = NIL;
-	listener_buffered_bytes -= conn->ws_inbox_bytes;
-	conn->ws_inbox_bytes = 0;
+	list_free_deep(conn->ws->inbox);
+	conn->ws->inbox = NIL;
+	listener_buffered_bytes -= conn->ws->inbox_bytes;
+	conn->ws->inbox_bytes = 0;
 }
 
 bool
 ws_wants_write(Conn *conn)
 {
-	return conn->ws != NULL && wslay_event_want_write(ctx_of(conn));
+	return conn->ws != NULL && conn->ws->ctx != NULL &&
+		wslay_event_want_write(ctx_of(conn));
 }
 
 /* Queue what the turn produced, and any close it asked for */
@@ -320,7 +370,7 @@ ws_send_outbox(Conn *conn)
 	wslay_event_context_ptr ctx = ctx_of(conn);
 	ListCell   *lc;
 
-	foreach(lc, conn->ws_outbox)
+	foreach(lc, conn->ws->outbox)
 	{
 		char	   *text = lfirst(lc);
 		struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *) text, strlen(text)};
@@ -328,12 +378,12 @@ ws_send_outbox(Conn *conn)
 		wslay_event_queue_msg(ctx, &msg);
 		pfree(text);
 	}
-	list_free(conn->ws_outbox);
-	conn->ws_outbox = NIL;
-	if (conn->ws_close_code != 0)
+	list_free(conn->ws->outbox);
+	conn->ws->outbox = NIL;
+	if (conn->ws->close_code != 0)
 	{
-		ws_close(conn, conn->ws_close_code, conn->ws_close_reason);
-		conn->ws_close_code = 0;
+		ws_close(conn, conn->ws->close_code, conn->ws->close_reason);
+		conn->ws->close_code = 0;
 	}
 	return ws_on_event(conn, 0);
 }
@@ -345,15 +395,50 @@ ws_close(Conn *conn, int code, const char *reason)
 							(const uint8_t *) reason, reason ? strlen(reason) : 0);
 }
 
-/* Should the next database turn look at this session? */
-bool
-ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now)
+/*
+ * The socket has events for the session (events), or hung up (hangup):
+ * move bytes, and say whether it goes on.  A peer that left after sending
+ * messages gets one last turn for them (its acks still count).
+ */
+WsEvent
+ws_event(Conn *conn, uint32 events, bool hangup)
 {
-	return conn->phase == PHASE_WEBSOCKET && !conn->ws_denied &&
-		(conn->ws_inbox != NIL || conn->ws_prepared != NIL ||
-		 (ws_may_take(conn) &&
-		  (generations[conn->ws_slot] != conn->ws_generation ||
-		   now >= conn->ws_next_take)));
+	if (conn->ws->closing)
+		return WS_WAITING;
+	if (hangup || !ws_on_event(conn, events))
+	{
+		if (conn->ws->inbox != NIL)
+		{
+			conn->ws->closing = true;
+			return WS_LAST_TURN;
+		}
+		return WS_OVER;
+	}
+	return WS_GOING;
+}
+
+/* Has the peer sent messages that the next turn takes? */
+bool
+ws_has_input(Conn *conn)
+{
+	return conn->ws->inbox != NIL;
+}
+
+/* May the session read now (and has the peer not left)? */
+bool
+ws_wants_read(Conn *conn)
+{
+	return !conn->ws->closing && ws_reading(conn);
+}
+
+/*
+ * After the turn committed: send what it produced.  Returns false when
+ * the session is over (the peer had left, or it failed).
+ */
+bool
+ws_after_turn(Conn *conn)
+{
+	return !conn->ws->closing && ws_send_outbox(conn);
 }
 
 /*
@@ -363,23 +448,23 @@ ws_turn_due(Conn *conn, const uint64 *generations, TimestampTz now)
 bool
 ws_housekeeping(Conn *conn, TimestampTz now)
 {
-	if (TimestampDifferenceExceeds(conn->ws_last_rx, now, setstream_idle_timeout_ms))
+	if (TimestampDifferenceExceeds(conn->ws->last_rx, now, setstream_idle_timeout_ms))
 		return false;
 	/* a peer that reads nothing of what it is sent for half of it goes */
 	if (!ws_output_full(conn))
-		conn->ws_full_since = 0;
-	else if (conn->ws_full_since == 0)
-		conn->ws_full_since = now;
-	else if (TimestampDifferenceExceeds(conn->ws_full_since, now,
+		conn->ws->full_since = 0;
+	else if (conn->ws->full_since == 0)
+		conn->ws->full_since = now;
+	else if (TimestampDifferenceExceeds(conn->ws->full_since, now,
 										setstream_idle_timeout_ms / 2))
 		return false;
-	if (!conn->ws_ping_sent &&
-		TimestampDifferenceExceeds(conn->ws_last_rx, now, setstream_idle_timeout_ms / 2))
+	if (!conn->ws->ping_sent &&
+		TimestampDifferenceExceeds(conn->ws->last_rx, now, setstream_idle_timeout_ms / 2))
 	{
 		struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *) "", 0};
 
 		wslay_event_queue_msg(ctx_of(conn), &ping);
-		conn->ws_ping_sent = true;
+		conn->ws->ping_sent = true;
 		return ws_on_event(conn, 0);
 	}
 	return true;
@@ -388,12 +473,15 @@ ws_housekeeping(Conn *conn, TimestampTz now)
 void
 ws_free(Conn *conn)
 {
+	if (conn->ws == NULL)
+		return;
 	ws_inbox_clear(conn);
-	if (conn->ws != NULL)
+	if (conn->ws->ctx != NULL)
 	{
 		wslay_event_context_free(ctx_of(conn));
-		conn->ws = NULL;
-		metrics_ws_session(conn, -1);
+		conn->ws->ctx = NULL;
+		if (!conn->ws->client)
+			http_count_ws_session(conn, -1);
 	}
 }
 
@@ -405,9 +493,9 @@ void
 ws_abandon_turn(Conn *conn)
 {
 	ws_inbox_clear(conn);
-	conn->ws_prepared = NIL;	/* turn memory, gone with the turn */
-	list_free_deep(conn->ws_outbox);
-	conn->ws_outbox = NIL;
-	conn->ws_close_code = SETERR_WS_INTERNAL_ERROR;
-	conn->ws_close_reason = "the server could not process the messages";
+	conn->ws->prepared = NIL;	/* turn memory, gone with the turn */
+	list_free_deep(conn->ws->outbox);
+	conn->ws->outbox = NIL;
+	conn->ws->close_code = SETERR_WS_INTERNAL_ERROR;
+	conn->ws->close_reason = "the server could not process the messages";
 }

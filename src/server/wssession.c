@@ -20,8 +20,8 @@
 
 #include "codec/commobj.h"
 #include "exchange/exchange.h"
-#include "server/auth.h"
-#include "server/listener.h"
+#include "server/auth/auth.h"
+#include "server/ws_int.h"
 #include "setstream.h"
 #include "store/streamcache.h"
 
@@ -34,29 +34,29 @@ typedef struct WsMessage
 
 /*
  * Parse and verify what the peer sent since the last turn (outside any
- * transaction, in the turn's memory).  Returns false when the stream must
- * be loaded into the cache first (*load_stream).  A malformed message
+ * transaction, in the turn's memory).  Returns PREP_LOAD when the stream
+ * must be loaded into the cache first (*load_stream).  A malformed message
  * makes the session close with 1007 after this turn.
  */
-bool
+PrepResult
 route_ws_prepare(Conn *conn, char **load_stream)
 {
 	StreamInfo *stream;
 	ListCell   *lc;
 
-	if (conn->ws_inbox == NIL)
-		return true;
-	if (conn->ws_denied)
+	if (conn->ws->inbox == NIL)
+		return PREP_EXECUTE;
+	if (conn->ws->denied)
 	{
 		ws_inbox_clear(conn);
-		return true;
+		return PREP_EXECUTE;
 	}
-	if (!streamcache_lookup(conn->ws_stream, &stream))
+	if (!streamcache_lookup(conn->ws->stream, &stream))
 	{
-		*load_stream = conn->ws_stream;
-		return false;
+		*load_stream = conn->ws->stream;
+		return PREP_LOAD;
 	}
-	foreach(lc, conn->ws_inbox)
+	foreach(lc, conn->ws->inbox)
 	{
 		const char *text = lfirst(lc);
 		WsMessage  *m = palloc0(sizeof(WsMessage));
@@ -66,15 +66,15 @@ route_ws_prepare(Conn *conn, char **load_stream)
 			break;				/* dropped: route_ws_turn ends the session */
 		if (!commobj_parse(text, strlen(text), &m->obj, err, sizeof(err)))
 		{
-			conn->ws_close_code = 1007;
-			conn->ws_close_reason = MemoryContextStrdup(conn->cxt, err);
+			conn->ws->close_code = 1007;
+			conn->ws->close_reason = MemoryContextStrdup(conn->cxt, err);
 			break;
 		}
 		m->items = exchange_verify(stream, &m->obj);
-		conn->ws_prepared = lappend(conn->ws_prepared, m);
+		conn->ws->prepared = lappend(conn->ws->prepared, m);
 	}
 	ws_inbox_clear(conn);
-	return true;
+	return PREP_EXECUTE;
 }
 
 /* Forget an in-flight SET the peer acknowledged or rejected */
@@ -83,13 +83,13 @@ ws_settle(Conn *conn, const char *jti)
 {
 	ListCell   *f;
 
-	foreach(f, conn->ws_in_flight)
+	foreach(f, conn->ws->in_flight)
 	{
 		InFlight   *inf = lfirst(f);
 
 		if (strcmp(inf->jti, jti) == 0)
 		{
-			conn->ws_in_flight = foreach_delete_current(conn->ws_in_flight, f);
+			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
 			pfree(inf->jti);
 			pfree(inf);
 			return;
@@ -103,14 +103,14 @@ ws_expire_in_flight(Conn *conn, TimestampTz now)
 {
 	ListCell   *f;
 
-	foreach(f, conn->ws_in_flight)
+	foreach(f, conn->ws->in_flight)
 	{
 		InFlight   *inf = lfirst(f);
 
 		if (TimestampDifferenceExceeds(inf->sent_at, now,
 									   setstream_redelivery_interval_ms))
 		{
-			conn->ws_in_flight = foreach_delete_current(conn->ws_in_flight, f);
+			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
 			pfree(inf->jti);
 			pfree(inf);
 		}
@@ -136,7 +136,7 @@ ws_apply_message(Conn *conn, StreamInfo *stream, WsMessage *m,
 static json_t *
 ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 {
-	int			window = WS_MAX_IN_FLIGHT - list_length(conn->ws_in_flight);
+	int			window = WS_MAX_IN_FLIGHT - list_length(conn->ws->in_flight);
 	json_t	   *sets;
 	const char *jti;
 	json_t	   *v;
@@ -152,7 +152,7 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 
 		inf->jti = pstrdup(jti);
 		inf->sent_at = now;
-		conn->ws_in_flight = lappend(conn->ws_in_flight, inf);
+		conn->ws->in_flight = lappend(conn->ws->in_flight, inf);
 		MemoryContextSwitchTo(old);
 	}
 	return sets;
@@ -160,56 +160,56 @@ ws_take(Conn *conn, StreamInfo *stream, TimestampTz now, bool *more)
 
 /*
  * One database turn of a WebSocket session: apply what the peer sent, then
- * hand out due SETs.  What to send waits in conn->ws_outbox for the commit.
+ * hand out due SETs.  What to send waits in conn->ws->outbox for the commit.
  */
-void
+static TurnResult
 route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 {
-	StreamInfo *stream = streamcache_get(conn->ws_stream, true, true);
+	StreamInfo *stream = streamcache_get(conn->ws->stream, true, true);
 	json_t	   *ack = json_array();
 	json_t	   *set_errs = json_object();
 	json_t	   *response = json_object();
 	json_t	   *sets;
-	List	   *prepared = conn->ws_prepared;
+	List	   *prepared = conn->ws->prepared;
 	ListCell   *lc;
 	bool		more;
 	const char *why;
 
 	/*
-	 * The messages live in turn memory: forget them before applying, so
-	 * that a turn that fails leaves no dangling list for the next one.
+	 * The messages live in turn memory: forget them before applying, so that
+	 * a turn that fails leaves no dangling list for the next one.
 	 */
-	conn->ws_prepared = NIL;
-	if (conn->ws_denied)
-		return;
+	conn->ws->prepared = NIL;
+	if (conn->ws->denied)
+		return TURN_SESSION;
 
 	/*
-	 * Revoked or unbound since the session opened: close with
-	 * 1008 and apply nothing the peer sent.
+	 * Revoked or unbound since the session opened: close with 1008
+	 * and apply nothing the peer sent.
 	 */
 	if (auth_session_denied(conn, stream, &why) != 0)
 	{
-		conn->ws_denied = true;
-		list_free_deep(conn->ws_outbox);
-		conn->ws_outbox = NIL;
-		conn->ws_close_code = 1008;
-		conn->ws_close_reason = why;
-		return;
+		conn->ws->denied = true;
+		list_free_deep(conn->ws->outbox);
+		conn->ws->outbox = NIL;
+		conn->ws->close_code = 1008;
+		conn->ws->close_reason = why;
+		return TURN_SESSION;
 	}
 	foreach(lc, prepared)
 		ws_apply_message(conn, stream, lfirst(lc), ack, set_errs);
 
-	conn->ws_generation = generations[conn->ws_slot];
+	conn->ws->generation = generations[conn->ws->slot];
 	ws_expire_in_flight(conn, now);
-	if (conn->ws_closing)
-		return;					/* the acks are applied; nothing more to send */
+	if (conn->ws->closing)
+		return TURN_SESSION;	/* the acks are applied; nothing more to send */
 	/* output still waiting to be sent: take again as soon as it is out */
 	more = !ws_may_take(conn);
 	if (!more)
 		sets = ws_take(conn, stream, now, &more);
 	else
 		sets = json_object();
-	conn->ws_next_take = more && list_length(conn->ws_in_flight) < WS_MAX_IN_FLIGHT ?
+	conn->ws->next_take = more && list_length(conn->ws->in_flight) < WS_MAX_IN_FLIGHT ?
 		now : TimestampTzPlusMilliseconds(now, Max(setstream_redelivery_interval_ms, 1000));
 
 	if (json_array_size(ack) > 0)
@@ -224,8 +224,54 @@ route_ws_turn(Conn *conn, const uint64 *generations, TimestampTz now)
 
 		initStringInfo(&text);
 		json_write(&text, response);
-		conn->ws_outbox = lappend(conn->ws_outbox,
-								  MemoryContextStrdup(conn->cxt, text.data));
+		conn->ws->outbox = lappend(conn->ws->outbox,
+								   MemoryContextStrdup(conn->cxt, text.data));
 		pfree(text.data);
 	}
+	return TURN_SESSION;
 }
+
+/* The turn failed: nothing it produced may be sent (ws.c closes, 1011) */
+static TurnResult
+ws_session_fail(Conn *conn, const SetAnswer *answer)
+{
+	ws_abandon_turn(conn);
+	return TURN_SESSION;
+}
+
+/* Should the next database turn look at this session? */
+static bool
+ws_session_due(Conn *conn, const uint64 *generations, TimestampTz now)
+{
+	WsSession  *ws = conn->ws;
+
+	return !ws->denied &&
+		(ws->inbox != NIL || ws->prepared != NIL ||
+		 (ws_may_take(conn) &&
+		  (generations[ws->slot] != ws->generation || now >= ws->next_take)));
+}
+
+/* When to take due SETs again, if it may */
+static bool
+ws_session_wake_at(Conn *conn, TimestampTz *at)
+{
+	*at = conn->ws->next_take;
+	return ws_may_take(conn);
+}
+
+static const char *
+ws_session_waits_on(Conn *conn)
+{
+	return conn->ws->stream;
+}
+
+const ConnHandler ws_session_handler = {
+	.name = "WebSocket session",
+	.log_failures = true,
+	.prepare = route_ws_prepare,
+	.execute = route_ws_turn,
+	.fail = ws_session_fail,
+	.due = ws_session_due,
+	.wake_at = ws_session_wake_at,
+	.waits_on = ws_session_waits_on,
+};

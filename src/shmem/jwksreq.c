@@ -37,6 +37,7 @@
 
 #include "outbound/outbound.h"
 #include "shmem/jwksreq.h"
+#include "shmem/shmem.h"
 #include "shmem/wakeup.h"
 
 int			setstream_jwks_refetch_interval_s = 300;
@@ -50,25 +51,19 @@ typedef struct JwksReqShared
 } JwksReqShared;
 
 static JwksReqShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static void
-jwksreq_shmem_request(void)
+static Size
+jwksreq_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(JwksReqShared)));
+	return MAXALIGN(sizeof(JwksReqShared));
 }
 
+/* Attach (and fill, the first time); under AddinShmemInitLock (shmem.c) */
 static void
-jwksreq_shmem_startup(void)
+jwksreq_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("setstream jwks requests", sizeof(JwksReqShared),
 							 &found);
 	if (!found)
@@ -80,17 +75,17 @@ jwksreq_shmem_startup(void)
 			pg_atomic_init_u64(&shared->last_asked[i], 0);
 		}
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
+
+static const ShmemArea jwksreq_area = {
+	NULL, jwksreq_shmem_size, jwksreq_shmem_init
+};
 
 /* From _PG_init, while shared_preload_libraries loads */
 void
 jwksreq_request_shmem(void)
 {
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = jwksreq_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = jwksreq_shmem_startup;
+	shmem_add_area(&jwksreq_area);
 }
 
 /* How long a request counts as pending when no sender clears it */

@@ -31,6 +31,7 @@
 #include "utils/tuplestore.h"
 
 #include "sql/privileges.h"
+#include "shmem/shmem.h"
 #include "shmem/stats.h"
 #include "shmem/wakeup.h"
 
@@ -62,14 +63,14 @@ static List *pending = NIL;		/* in TopTransactionContext */
 PG_FUNCTION_INFO_V1(setstream_stream_counters);
 PG_FUNCTION_INFO_V1(setstream_listener_stats);
 
-Size
+static Size
 stats_shmem_size(void)
 {
 	return hash_estimate_size(MAX_STAT_STREAMS, sizeof(StreamStats));
 }
 
-/* From the shared memory startup hook, under AddinShmemInitLock */
-void
+/* Under AddinShmemInitLock (shmem.c), after wakeup.c's area */
+static void
 stats_shmem_init(void)
 {
 	HASHCTL		ctl;
@@ -79,6 +80,16 @@ stats_shmem_init(void)
 	stats_hash = ShmemInitHash("setstream stream stats", 64, MAX_STAT_STREAMS,
 							   &ctl, HASH_ELEM | HASH_STRINGS);
 	stats_lock = &(GetNamedLWLockTranche("setstream"))->lock;
+}
+
+/* The lock is wakeup.c's tranche "setstream" */
+static const ShmemArea stats_area = {NULL, stats_shmem_size, stats_shmem_init};
+
+/* From _PG_init, under shared_preload_libraries, after wakeup_request_shmem */
+void
+stats_request_shmem(void)
+{
+	shmem_add_area(&stats_area);
 }
 
 static StreamStats *
@@ -180,32 +191,6 @@ stats_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
-}
-
-/*
- * The entries of a list of counts kept for the commit, at the end of a
- * subtransaction: those of an aborted one (and of its children) go, those
- * of a committed one move to its parent.  Each entry is a struct holding
- * its SubTransactionId at SUBXID_OFFSET.  (The counts of stats.c and of
- * metrics.c both follow this rule.)
- */
-List *
-pending_at_subxact_end(List *items, size_t subxid_offset, SubXactEvent event,
-					   SubTransactionId mySubid, SubTransactionId parentSubid)
-{
-	ListCell   *lc;
-
-	foreach(lc, items)
-	{
-		SubTransactionId *subxid =
-			(SubTransactionId *) ((char *) lfirst(lc) + subxid_offset);
-
-		if (event == SUBXACT_EVENT_ABORT_SUB && *subxid >= mySubid)
-			items = foreach_delete_current(items, lc);
-		else if (event == SUBXACT_EVENT_COMMIT_SUB && *subxid == mySubid)
-			*subxid = parentSubid;
-	}
-	return items;
 }
 
 static void

@@ -13,14 +13,10 @@
 
 #include "setstream.h"
 
-extern Size stats_shmem_size(void);
-extern void stats_shmem_init(void);
+extern void stats_request_shmem(void);
 
 extern void stats_count_received(const char *stream);
 extern void stats_register_callbacks(void);
-extern List *pending_at_subxact_end(List *items, size_t subxid_offset,
-									SubXactEvent event, SubTransactionId mySubid,
-									SubTransactionId parentSubid);
 extern void stats_count_rejected(const char *stream, SetErr code);
 extern void stats_count_long_poll(const char *stream, int delta);
 

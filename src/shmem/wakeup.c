@@ -25,7 +25,7 @@
  *
  *	  What no commit of this node notes (a Citus node's commit on this
  *	  node's placements, a write of setstream.generations) the listeners
- *	  find every setstream.generation_check_interval (listener.c): the sum
+ *	  find every setstream.generation_check_interval (server/turn.c): the sum
  *	  of setstream.generations moved (wakeup_table_generation_seen, once
  *	  for the node), or SETs of a waited-on stream became due
  *	  (wakeup_bump_stream).
@@ -47,7 +47,7 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 
-#include "shmem/stats.h"
+#include "shmem/shmem.h"
 #include "shmem/wakeup.h"
 
 typedef struct ListenerSlot
@@ -67,8 +67,6 @@ typedef struct WakeupShared
 } WakeupShared;
 
 static WakeupShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* Slots noted by this transaction's emits (a few; duplicates skipped) */
@@ -78,24 +76,18 @@ static int	nnoted = 0;
 static bool noted_overflow = false;
 static bool noted_config = false;
 
-static void
-wakeup_shmem_request(void)
+static Size
+wakeup_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WakeupShared)));
-	RequestAddinShmemSpace(stats_shmem_size());
-	RequestNamedLWLockTranche("setstream", 1);
+	return MAXALIGN(sizeof(WakeupShared));
 }
 
+/* Under AddinShmemInitLock (shmem.c) */
 static void
-wakeup_shmem_startup(void)
+wakeup_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("setstream", sizeof(WakeupShared), &found);
 	if (!found)
 	{
@@ -112,18 +104,18 @@ wakeup_shmem_startup(void)
 		for (int i = 0; i < MAX_SENDER_LATCHES; i++)
 			shared->senders[i] = NULL;
 	}
-	stats_shmem_init();
-	LWLockRelease(AddinShmemInitLock);
 }
+
+/* "setstream", the tranche of one lock that stats.c's table uses too */
+static const ShmemArea wakeup_area = {
+	"setstream", wakeup_shmem_size, wakeup_shmem_init
+};
 
 /* From _PG_init, when loaded by shared_preload_libraries */
 void
 wakeup_request_shmem(void)
 {
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = wakeup_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = wakeup_shmem_startup;
+	shmem_add_area(&wakeup_area);
 }
 
 bool

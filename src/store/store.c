@@ -31,7 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-#include "server/metrics.h"
+#include "shmem/counters.h"
 
 typedef struct StoreStmt
 {

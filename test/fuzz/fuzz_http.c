@@ -27,7 +27,7 @@
 
 #include "utils/memutils.h"
 
-#include "server/listener.h"
+#include "server/conn.h"
 
 typedef struct HttpInput
 {
@@ -108,18 +108,18 @@ static void
 check_authorized(HttpInput *in)
 {
 	Conn	   *conn = in->conn;
-	const char *auth = conn->req.authorization;
-	bool		reached = in->result == PREP_EXECUTE || conn->websocket;
-	const char *url = conn->req.url.data;
+	const char *auth = conn->http.req.authorization;
+	bool		reached = in->result == PREP_EXECUTE || conn->ws != NULL;
+	const char *url = conn->http.req.url.data;
 	size_t		path_len = strcspn(url, "?#");
 	bool		push = path_len >= 7 && strncmp(url + path_len - 7, "/events", 7) == 0;
 
-	if (reached && strstr(conn->req.url.data, "/streams/") != NULL &&
+	if (reached && strstr(url, "/streams/") != NULL &&
 		(auth == NULL || strstr(auth, FIXTURE_TOKEN) == NULL))
-		fail("a request got past authentication", &conn->out);
+		fail("a request got past authentication", &conn->sock.out);
 	if (in->result == PREP_EXECUTE && in->stream->refuse_inbound && push)
 		fail("a push reached the database on a stream refusing inbound SETs",
-			 &conn->out);
+			 &conn->sock.out);
 }
 
 static void
@@ -128,7 +128,7 @@ prepare_request(void *arg)
 	HttpInput  *in = arg;
 	char	   *load = NULL;
 
-	MemoryContextSwitchTo(in->conn->reqcxt);
+	MemoryContextSwitchTo(in->conn->http.reqcxt);
 	in->result = route_prepare(in->conn, &load);
 }
 
@@ -148,11 +148,11 @@ answer_request(HttpInput *in)
 	MemoryContextSwitchTo(cxt);
 	check_authorized(in);
 	if (in->result == PREP_LOAD)
-		fail("route_prepare asked to load a stream the cache has", &conn->out);
+		fail("route_prepare asked to load a stream the cache has", &conn->sock.out);
 	if (in->result == PREP_EXECUTE)
 		http_respond(conn, 200, NULL, NULL, 0, NULL);
-	if (conn->out.len == 0)
-		fail("a request got no response", &conn->out);
+	if (conn->sock.out.len == 0)
+		fail("a request got no response", &conn->sock.out);
 }
 
 static void
@@ -161,12 +161,12 @@ authorize_request(void *arg)
 	HttpInput  *in = arg;
 	char	   *load = NULL;
 
-	MemoryContextSwitchTo(in->conn->reqcxt);
+	MemoryContextSwitchTo(in->conn->http.reqcxt);
 	in->result = route_authorize_headers(in->conn, &load);
 }
 
 /*
- * The headers of a request with a body, as listener.c authorize_headers
+ * The headers of a request with a body, as conn.c authorize_headers
  * takes them: go on reading the body, or answer now and read past the body
  * (or close, when the client waits for 100 Continue).  False when the
  * connection is over.
@@ -177,7 +177,7 @@ authorize_headers(HttpInput *in)
 	Conn	   *conn = in->conn;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	conn->close_after_write = conn->req.expect_continue;
+	http_await_authorization(conn);
 	if (!shim_run(authorize_request, in))
 	{
 		fprintf(stderr, "fuzz_http: authorizing headers raised an ERROR: %s\n",
@@ -187,23 +187,20 @@ authorize_headers(HttpInput *in)
 	MemoryContextSwitchTo(cxt);
 	check_authorized(in);
 	if (in->result == PREP_LOAD)
-		fail("route_authorize_headers asked to load a stream the cache has", &conn->out);
+		fail("route_authorize_headers asked to load a stream the cache has", &conn->sock.out);
 	if (in->result == PREP_EXECUTE)
 	{
-		conn->auth_pending = false;
-		conn->close_after_write = false;
-		http_send_continue(conn);
+		http_authorized(conn);
 		http_conn_parse(conn);
 		return true;
 	}
-	if (conn->out.len == 0)
-		fail("a refused request got no response", &conn->out);
-	check_responses(&conn->out);
+	if (conn->sock.out.len == 0)
+		fail("a refused request got no response", &conn->sock.out);
+	check_responses(&conn->sock.out);
 	http_conn_flush(conn);
-	if (conn->close_after_write)
+	if (conn->http.close_after_write)
 		return false;
-	conn->auth_pending = false;
-	conn->discarding = true;
+	http_refused_on_headers(conn);
 	http_conn_parse(conn);
 	return true;
 }
@@ -231,12 +228,13 @@ run_connection(HttpInput *in)
 	Conn	   *conn = in->conn;
 
 	http_conn_init(conn);
-	conn->keep_alive = true;
+	route_handler.unprepare(conn);
+	conn->http.keep_alive = true;
 	for (;;)
 	{
-		if (!conn->message_complete)
+		if (!conn->http.message_complete)
 		{
-			if (conn->auth_pending)
+			if (conn->http.auth_pending)
 			{
 				if (!authorize_headers(in))
 					return;
@@ -245,23 +243,23 @@ run_connection(HttpInput *in)
 			if (!read_more(in))
 				return;
 			http_conn_parse(conn);
-			if (conn->out.len > conn->outpos && !conn->message_complete)
+			if (conn->sock.out.len > conn->sock.outpos && !conn->http.message_complete)
 				http_conn_flush(conn);	/* 100 Continue */
 			continue;
 		}
-		if (!conn->discarding || conn->req.reject_status != 0)
+		if (!conn->http.discarding || conn->http.req.reject_status != 0)
 		{
-			if (conn->out.len == 0)
+			if (conn->sock.out.len == 0)
 				answer_request(in);
-			check_responses(&conn->out);
+			check_responses(&conn->sock.out);
 			http_conn_flush(conn);
-			if (conn->websocket || conn->close_after_write)
+			if (conn->ws != NULL || conn->http.close_after_write)
 				return;
 		}
 		/* else a request refused on its headers, its body now read past */
 		/* after_response: the next request, maybe pipelined already */
-		conn->message_complete = false;
-		http_request_reset(conn);
+		route_handler.unprepare(conn);
+		http_next_request(conn);
 		http_conn_parse(conn);
 	}
 }
@@ -286,6 +284,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.conn = palloc0(sizeof(Conn));
 	in.conn->cxt = AllocSetContextCreate(cxt, "fuzz connection",
 										 ALLOCSET_DEFAULT_SIZES);
+	in.conn->sock.ssl = fixture_tls();	/* the fixture plays TLS (fixture.c) */
 	setstream_max_request_bytes = (data[0] & 0x10) ? 1024 : 1024 * 1024;
 	run_connection(&in);
 	fuzz_input_end(cxt);

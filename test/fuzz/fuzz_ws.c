@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/listener.h"
+#include "server/ws_int.h"
 
 typedef struct WsInput
 {
@@ -44,7 +44,7 @@ prepare_turn(void *arg)
 	char	   *load = NULL;
 
 	MemoryContextSwitchTo(in->turn_cxt);
-	if (!route_ws_prepare(in->conn, &load))
+	if (route_ws_prepare(in->conn, &load) != PREP_EXECUTE)
 		fail("route_ws_prepare asked to load a stream the cache has");
 }
 
@@ -61,12 +61,12 @@ run_turn(WsInput *in)
 		abort();
 	}
 	MemoryContextSwitchTo(conn->cxt);
-	if (conn->ws_inbox != NIL)
+	if (conn->ws->inbox != NIL)
 		fail("the turn left messages in the inbox");
-	if (conn->ws_close_code != 0 &&
-		(conn->ws_close_reason == NULL || conn->ws_close_reason[0] == '\0'))
+	if (conn->ws->close_code != 0 &&
+		(conn->ws->close_reason == NULL || conn->ws->close_reason[0] == '\0'))
 		fail("a session is closed without a reason");
-	conn->ws_prepared = NIL;	/* turn memory */
+	conn->ws->prepared = NIL;	/* turn memory */
 	MemoryContextReset(in->turn_cxt);
 	return ws_send_outbox(conn);
 }
@@ -79,10 +79,11 @@ upgraded_conn(MemoryContext parent)
 
 	conn->cxt = AllocSetContextCreate(parent, "fuzz connection",
 									  ALLOCSET_DEFAULT_SIZES);
+	conn->sock.ssl = fixture_tls(); /* the fixture plays TLS (fixture.c) */
 	http_conn_init(conn);
-	conn->websocket = true;
-	conn->ws_stream = "fuzz";
-	conn->ws_slot = 0;
+	conn->ws = ws_new(conn, false);
+	conn->ws->stream = "fuzz";
+	conn->ws->slot = 0;
 	return conn;
 }
 
@@ -118,7 +119,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* what wslay did not read waits for the next event */
 		data += n - fixture_feed_left();
 		size -= n - fixture_feed_left();
-		if (in.conn->ws_inbox != NIL && !run_turn(&in))
+		if (in.conn->ws->inbox != NIL && !run_turn(&in))
 			break;
 		if (n == 0)
 			break;

@@ -20,8 +20,8 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include "server/authlimit.h"
-#include "server/listener.h"
+#include "server/auth/auth.h"
+#include "server/conn.h"
 #include "shmem/stats.h"
 #include "store/streamcache.h"
 #include "shmem/wakeup.h"
@@ -93,7 +93,7 @@ make_stream(unsigned int variant, List *keys, List *token_hashes)
 	s->allow_unsigned = (variant & 2) != 0;
 	s->status = (variant & 8) ? 'd' : 'e';
 	s->refuse_inbound = (variant & 8) != 0;
-	s->auth_bearer = true;	/* the default: Authorization: Bearer */
+	s->auth_bearer = true;		/* the default: Authorization: Bearer */
 	s->keys_loaded = true;
 	s->keys = keys;
 	s->token_hashes = token_hashes;
@@ -179,7 +179,7 @@ streamcache_lookup(const char *name, StreamInfo **stream)
 }
 
 /*
- * The per-address limit of failed authentications (authlimit.c) would
+ * The per-address limit of failed authentications (server/auth/limit.c) would
  * carry state from one input to the next and make runs irreproducible:
  * no address is ever blocked here, so every request is authenticated.
  */
@@ -192,6 +192,13 @@ authlimit_blocked(const AuthLimitKey *key, TimestampTz now, int *retry_after_s)
 void
 authlimit_record_failure(const AuthLimitKey *key, TimestampTz now)
 {
+}
+
+/* Connections are never accepted here */
+void
+auth_peer_key(const struct sockaddr *addr, AuthLimitKey *key)
+{
+	memset(key, 0, sizeof(*key));
 }
 
 void
@@ -247,8 +254,20 @@ fixture_feed_left(void)
 	return feed_len;
 }
 
+/*
+ * The fixture plays TLS under sock.c: a connection whose sock.ssl is
+ * fixture_tls() reads the fed bytes and writes into nothing.
+ */
+SSL *
+fixture_tls(void)
+{
+	static char fake;
+
+	return (SSL *) &fake;
+}
+
 ssize_t
-conn_recv(Conn *conn, char *buf, size_t len)
+tls_recv(Sock *sock, char *buf, size_t len)
 {
 	size_t		n = Min(len, feed_len);
 
@@ -266,9 +285,15 @@ conn_recv(Conn *conn, char *buf, size_t len)
 }
 
 ssize_t
-conn_send(Conn *conn, const char *buf, size_t len)
+tls_send(Sock *sock, const char *buf, size_t len)
 {
 	return len;
+}
+
+void
+tls_close(Sock *sock)
+{
+	sock->ssl = NULL;
 }
 
 /*

@@ -42,7 +42,7 @@ typedef enum FixtureKey
 	FKEY_HS256,
 	FKEY_ES384,
 	FKEY_COUNT
-} FixtureKey;
+}			FixtureKey;
 
 extern const char *const fixture_key_alg[FKEY_COUNT];
 extern const char *fixture_key_kid[FKEY_COUNT];
@@ -54,6 +54,7 @@ extern void fixture_select_stream(unsigned int variant);
 extern void fixture_feed(const uint8 *data, size_t len, bool eof);
 extern size_t fixture_feed_left(void);
 extern size_t fixture_next_chunk(uint32 *state, size_t left);
+extern struct ssl_st *fixture_tls(void);
 
 /* Begin and end one fuzz input: a fresh context, freed afterwards */
 extern MemoryContext fuzz_input_begin(void);

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "server/listener.h"
+#include "server/conn.h"
 #include "server/metrics.h"
 #include "store/store.h"
 #include "store/streamcache.h"
@@ -104,19 +104,36 @@ xact_try(XactWork work, void *arg, ErrorData **error)
 	return false;
 }
 
-/*
- * metrics.c (shared memory and SQL) is not linked into the targets: the
- * counters the fuzzed files bump are no-ops here, and GET /metrics answers
- * as it does with no setstream.metrics_token configured (404).
- */
+/* Only route_execute (never run here) parks a poll */
 void
-metrics_count_response(struct Conn *conn, int status)
+poll_park(Conn *conn, const char *stream, int max_events,
+		  const uint64 *generations)
 {
+	UNREACHABLE(poll_park);
+}
+
+/*
+ * metrics.c (SQL) and counters.c (shared memory) are not linked into the
+ * targets: there are no counters to bump, as without
+ * shared_preload_libraries, and GET /metrics answers as it does with no
+ * setstream.metrics_token configured (404).
+ */
+MetricsShared *
+metrics_counters(void)
+{
+	return NULL;
 }
 
 void
-metrics_ws_session(struct Conn *conn, int delta)
+metrics_count_request(int route, int status, TimestampTz started)
 {
+	UNREACHABLE(metrics_count_request);
+}
+
+void
+metrics_count_ws_session(int delta)
+{
+	UNREACHABLE(metrics_count_ws_session);
 }
 
 int

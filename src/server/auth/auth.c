@@ -9,7 +9,7 @@
  *	  nothing about the stream; so does a stream that does not exist.  No
  *	  verified client certificate gets 401; a verified one that is not
  *	  bound to the stream gets 403.  A failure counts against the peer's
- *	  address, and an address that failed too often (authlimit.c) gets 429
+ *	  address, and an address that failed too often (limit.c) gets 429
  *	  for a while, before any stream lookup, token hashing or certificate
  *	  check.  Tokens and certificates are matched by their digests, in
  *	  constant time (base/digest.c).
@@ -21,8 +21,8 @@
 #include <string.h>
 
 #include "base/digest.h"
-#include "server/auth.h"
-#include "server/authlimit.h"
+#include "server/auth/auth.h"
+#include "server/conn.h"
 #include "setstream.h"
 
 #define MAX_TOKEN_BYTES 512
@@ -36,7 +36,7 @@ const char *const auth_bearer_challenge_invalid =
 static const char *
 auth_bearer_token(Conn *conn, size_t *len)
 {
-	const char *h = conn->req.authorization;
+	const char *h = conn->http.req.authorization;
 
 	if (h == NULL || pg_strncasecmp(h, "Bearer ", 7) != 0)
 		return NULL;
@@ -49,7 +49,9 @@ auth_bearer_token(Conn *conn, size_t *len)
 	if (*len == 0 || *len > MAX_TOKEN_BYTES)
 		return NULL;
 	return h;
-}/* The bearer token must be an active token of this very stream */
+}
+
+/* The bearer token must be an active token of this very stream */
 static bool
 bearer_authorized(Conn *conn, StreamInfo *stream)
 {
@@ -73,12 +75,12 @@ bearer_authorized(Conn *conn, StreamInfo *stream)
 static bool
 cert_authorized(Conn *conn, StreamInfo *stream)
 {
-	if (!conn->client_cert_verified)
+	if (!conn->sock.peer_cert_verified)
 	{
 		/*
 		 * Without a token of the stream either, the client is not
-		 * authenticated at all: answer exactly as for a stream that does
-		 * not exist, so that it cannot tell a 'cert' stream from none.
+		 * authenticated at all: answer exactly as for a stream that does not
+		 * exist, so that it cannot tell a 'cert' stream from none.
 		 */
 		if (!stream->auth_bearer)
 			return bearer_authorized(conn, NULL);
@@ -87,7 +89,7 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 						   NULL);
 		return false;
 	}
-	if (!digest_in_list(stream->cert_hashes, conn->client_cert_sha256))
+	if (!digest_in_list(stream->cert_hashes, conn->sock.peer_cert_sha256))
 	{
 		http_respond_error(conn, 403, seterr_name(SETERR_ACCESS_DENIED),
 						   "the client certificate is not bound to this stream",
@@ -99,7 +101,7 @@ cert_authorized(Conn *conn, StreamInfo *stream)
 
 /*
  * The stream's client_auth: a bearer token, a client certificate, or both.
- * A failure counts against the peer's address (authlimit.c).
+ * A failure counts against the peer's address (limit.c).
  */
 bool
 auth_authorized(Conn *conn, StreamInfo *stream)
@@ -111,8 +113,15 @@ auth_authorized(Conn *conn, StreamInfo *stream)
 	else
 		ok = stream == NULL || !stream->auth_cert || cert_authorized(conn, stream);
 	if (!ok)
-		authlimit_record_failure(&conn->peer_key, GetCurrentTimestamp());
+		auth_record_failure(conn);
 	return ok;
+}
+
+/* Charge a failed authentication to the peer's address (limit.c) */
+void
+auth_record_failure(Conn *conn)
+{
+	authlimit_record_failure(&conn->sock.peer_key, GetCurrentTimestamp());
 }
 
 /*
@@ -124,7 +133,7 @@ auth_too_many_failures(Conn *conn)
 {
 	int			retry_after;
 
-	if (!authlimit_blocked(&conn->peer_key, GetCurrentTimestamp(), &retry_after))
+	if (!authlimit_blocked(&conn->sock.peer_key, GetCurrentTimestamp(), &retry_after))
 		return false;
 	http_respond_error(conn, 429, NULL,
 					   psprintf("too many failed authentications from this address; retry in %d s",
@@ -159,9 +168,9 @@ auth_session_denied(Conn *conn, StreamInfo *stream, const char **why)
 	}
 	if (stream->auth_cert)
 	{
-		if (!conn->client_cert_verified)
+		if (!conn->sock.peer_cert_verified)
 			return 401;
-		if (!digest_in_list(stream->cert_hashes, conn->client_cert_sha256))
+		if (!digest_in_list(stream->cert_hashes, conn->sock.peer_cert_sha256))
 		{
 			*why = "the client certificate is no longer bound to this stream";
 			return 403;

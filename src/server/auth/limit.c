@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * authlimit.c
+ * limit.c
  *	  Rate limiting of failed authentications per peer address, in shared
  *	  memory: every listener process (setstream.workers) charges and checks
  *	  the same buckets, so N workers do not allow N times the limit, and a
@@ -35,7 +35,8 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "server/authlimit.h"
+#include "server/auth/auth.h"
+#include "shmem/shmem.h"
 #include "setstream.h"
 
 typedef struct AuthBucket
@@ -57,29 +58,20 @@ static HTAB *buckets = NULL;
 static AuthShared *state = NULL;
 static AuthShared local_state;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-static void
-authlimit_shmem_request(void)
+static Size
+authlimit_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(AuthShared)) +
-						   hash_estimate_size(AUTHLIMIT_MAX_ENTRIES,
-											  sizeof(AuthBucket)));
-	RequestNamedLWLockTranche("setstream authlimit", 1);
+	return MAXALIGN(sizeof(AuthShared)) +
+		hash_estimate_size(AUTHLIMIT_MAX_ENTRIES, sizeof(AuthBucket));
 }
 
+/* Under AddinShmemInitLock (shmem/shmem.c) */
 static void
-authlimit_shmem_startup(void)
+authlimit_shmem_init(void)
 {
 	HASHCTL		ctl;
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	state = ShmemInitStruct("setstream authlimit", sizeof(AuthShared), &found);
 	if (!found)
 	{
@@ -91,17 +83,17 @@ authlimit_shmem_startup(void)
 	buckets = ShmemInitHash("setstream auth failures", AUTHLIMIT_MAX_ENTRIES,
 							AUTHLIMIT_MAX_ENTRIES, &ctl,
 							HASH_ELEM | HASH_BLOBS);
-	LWLockRelease(AddinShmemInitLock);
 }
+
+static const ShmemArea authlimit_area = {
+	"setstream authlimit", authlimit_shmem_size, authlimit_shmem_init
+};
 
 /* From _PG_init, while shared_preload_libraries loads */
 void
 authlimit_request_shmem(void)
 {
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = authlimit_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = authlimit_shmem_startup;
+	shmem_add_area(&authlimit_area);
 }
 
 static void
@@ -118,8 +110,9 @@ unlock_table(void)
 		LWLockRelease(state->lock);
 }
 
+/* Whom a failure from this address is charged to */
 void
-authlimit_key_from_sockaddr(const struct sockaddr *addr, AuthLimitKey *key)
+auth_peer_key(const struct sockaddr *addr, AuthLimitKey *key)
 {
 	memset(key, 0, sizeof(*key));
 	if (addr->sa_family == AF_INET)
@@ -136,7 +129,7 @@ authlimit_key_from_sockaddr(const struct sockaddr *addr, AuthLimitKey *key)
 		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
 			memcpy(key->bytes, &in6->sin6_addr, 16);
 		else
-			memcpy(key->bytes, &in6->sin6_addr, 8);	/* the /64 */
+			memcpy(key->bytes, &in6->sin6_addr, 8); /* the /64 */
 	}
 }
 
@@ -261,4 +254,3 @@ authlimit_record_failure(const AuthLimitKey *key, TimestampTz now)
 	b->level = Min(b->level + 1, (double) setstream_auth_failure_limit);
 	unlock_table();
 }
-

@@ -1,0 +1,105 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  setstream's shared memory: the one owner of PostgreSQL's shmem
+ *	  request and startup hooks.  Each module with state in shared memory
+ *	  (wakeup.c's generations and latches, stats.c's per-stream counters,
+ *	  counters.c's metrics, server/auth/limit.c's failed authentications,
+ *	  jwksreq.c's JWK Set refetch requests)
+ *	  adds an area from _PG_init; at the request hook every area's bytes
+ *	  and lock tranche are requested, at the startup hook every area
+ *	  attaches, in the order they were added, under AddinShmemInitLock.
+ *	  The modules never call one another to size or attach their memory.
+ *
+ *	  Counters in shared memory count at commit: pending_at_subxact_end is
+ *	  the one rule for what a subtransaction's end does to the counts
+ *	  kept until then (stats.c, counters.c).
+ *
+ *	  Without shared_preload_libraries no area is added: the modules then
+ *	  find no shared memory and do without (see each of them).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+#include "shmem/shmem.h"
+
+#define MAX_AREAS 8
+
+static const ShmemArea *areas[MAX_AREAS];
+static int	nareas = 0;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	for (int i = 0; i < nareas; i++)
+	{
+		RequestAddinShmemSpace(areas[i]->size());
+		if (areas[i]->tranche != NULL)
+			RequestNamedLWLockTranche(areas[i]->tranche, 1);
+	}
+}
+
+static void
+shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	for (int i = 0; i < nareas; i++)
+		areas[i]->init();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* From _PG_init, while shared_preload_libraries loads */
+void
+shmem_add_area(const ShmemArea *area)
+{
+	if (nareas == MAX_AREAS)
+		elog(ERROR, "setstream: too many shared memory areas");
+	if (nareas == 0)
+	{
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = shmem_startup;
+	}
+	areas[nareas++] = area;
+}
+
+/*
+ * The entries of a list of counts kept for the commit, at the end of a
+ * subtransaction: those of an aborted one (and of its children) go, those
+ * of a committed one move to its parent.  Each entry is a struct holding
+ * its SubTransactionId at SUBXID_OFFSET.  (The counts of stats.c and of
+ * counters.c both follow this rule.)
+ */
+List *
+pending_at_subxact_end(List *items, size_t subxid_offset, SubXactEvent event,
+					   SubTransactionId mySubid, SubTransactionId parentSubid)
+{
+	ListCell   *lc;
+
+	foreach(lc, items)
+	{
+		SubTransactionId *subxid =
+			(SubTransactionId *) ((char *) lfirst(lc) + subxid_offset);
+
+		if (event == SUBXACT_EVENT_ABORT_SUB && *subxid >= mySubid)
+			items = foreach_delete_current(items, lc);
+		else if (event == SUBXACT_EVENT_COMMIT_SUB && *subxid == mySubid)
+			*subxid = parentSubid;
+	}
+	return items;
+}
