@@ -148,8 +148,10 @@ def fill_0_2_0(conn):
     # a manager before 0.3.0 may run the new alter_stream (peer_jwks_uri) after it
     q(conn, "SELECT setstream.grant_stream('up-b', 'pg_read_all_stats', '{manage}')")
     # a role that may create streams before 0.3.0 may run the new
-    # create_stream (peer_jwks_uri) after it
-    q(conn, "SELECT setstream.allow_stream_creation('pg_read_all_settings')")
+    # create_stream (peer_jwks_uri) after it.  (The update grants the roles
+    # in the order of their names, a fresh install in the order of the
+    # calls: this one's name sorts after the others'.)
+    q(conn, "SELECT setstream.allow_stream_creation('pg_signal_backend')")
     q(conn, "SELECT setstream.set_delivery('up-b', 'push', 'https://receiver.example/events',"
             " 'Bearer up-secret', 2)")
 
@@ -162,7 +164,7 @@ def same_grants_0_2_0(conn):
     q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
     q(conn, "SELECT setstream.create_stream('up-b', 'https://b.example', '{https://a.example}')")
     q(conn, "SELECT setstream.grant_stream('up-b', 'pg_read_all_stats', '{manage}')")
-    q(conn, "SELECT setstream.allow_stream_creation('pg_read_all_settings')")
+    q(conn, "SELECT setstream.allow_stream_creation('pg_signal_backend')")
 
 
 FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0}
