@@ -459,3 +459,55 @@ def test_sql_receive_on_a_stream_without_peer_jwks_uri_is_invalid_key(peers, db)
     s = peers.streams.create(peer_algs=("ES256",))
     _, token = signed(s, new_key("nowhere"))
     assert receive_sql(db, s, token) == (None, "SE002")
+
+
+def test_streams_whose_names_share_a_slot_share_the_refetch(loopback, jwks, peers, streams, db):
+    """The README's query names the streams that share a refetch slot
+    (hashtext(name) & 1023): an unknown kid on one refetches the other's JWK
+    Set too, and within the interval the other's unknown kid is invalid_key
+    at once; a stream in another slot asks for its own refetch."""
+    from listener_support import Stream
+    loopback.set(jwks_refetch_interval="30")
+    prefix = "pt-slot-" + uuid.uuid4().hex[:8] + "-"
+    # two names in one slot, and one in another
+    a_name, b_name = db.rows(
+        "SELECT n FROM (SELECT %s || i AS n FROM generate_series(1, 5000) i) x"
+        " WHERE hashtext(n COLLATE \"C\") & 1023 = (SELECT hashtext((%s || 1) COLLATE \"C\") & 1023)"
+        " ORDER BY n LIMIT 2", (prefix, prefix))
+    c_name = prefix + "other"
+    assert db.val("SELECT hashtext(%s COLLATE \"C\") & 1023 <> hashtext(%s COLLATE \"C\") & 1023",
+                  (c_name, a_name[0]))
+    other = JwksServer()
+    third = JwksServer()
+    try:
+        made = []
+        for (name,), server in ((a_name, jwks), (b_name, other), ((c_name,), third)):
+            s = Stream(name, "https://db.example.com/" + name, ["https://receiver.example.com/" + name],
+                       "https://idp.example.com/" + name)
+            server.keys = [new_key(name + "-k1")]
+            db.execute("SELECT setstream.create_stream(%s, %s, %s::text[], %s, peer_jwks_uri => %s)",
+                       (name, s.issuer, s.audience, s.peer_issuer, server.url))
+            streams.created.append(name)
+            made.append((s, server))
+        for s, _ in made:
+            peers.wait_fetched(s)
+        (a, _), (b, _), (c, _) = made
+        assert (jwks.count(), other.count(), third.count()) == (1, 1, 1)
+        # an unknown kid on a: a's set is refetched, and b's with it
+        _, tok = signed(a, new_key("a-unknown"))
+        assert receive_sql(db, a, tok) == (None, "SE008")
+        wait_for("a's refetch", lambda: jwks.count() == 2)
+        wait_for("b's refetch, asked for by a", lambda: other.count() == 2)
+        # b's rotation within the interval: invalid_key at once, no refetch
+        wait_for("the request done", lambda: receive_sql(db, a, tok)[1] == "SE002")
+        _, tok_b = signed(b, new_key("b-unknown"))
+        assert receive_sql(db, b, tok_b) == (None, "SE002")
+        # c, in a slot of its own, asks for its own refetch
+        _, tok_c = signed(c, new_key("c-unknown"))
+        assert receive_sql(db, c, tok_c) == (None, "SE008")
+        wait_for("c's refetch", lambda: third.count() == 2)
+        time.sleep(0.5)
+        assert (jwks.count(), other.count()) == (2, 2)
+    finally:
+        other.close()
+        third.close()
