@@ -892,3 +892,85 @@ BEGIN
 END
 $$;
 -- (end of issue 17: the RFC 8936 poll client)
+
+-- ---------------------------------------------------------------------
+-- issue 17 (continued): create_stream takes peer_jwks_uri
+-- ---------------------------------------------------------------------
+--
+-- create_stream gains peer_jwks_uri (NULL or '': none), as alter_stream
+-- did above.  The old signature goes; whoever could run it (the grants of
+-- allow_stream_creation) may run the new one.  INSERT on setstream.streams,
+-- which those roles hold, covers the new column.
+CREATE FUNCTION setstream.create_stream(
+    name text,
+    issuer text,
+    audience text[],
+    peer_issuer text DEFAULT NULL,
+    profile text DEFAULT 'ssf',
+    allow_unsigned boolean DEFAULT false,
+    client_auth text DEFAULT 'bearer',
+    peer_jwks_uri text DEFAULT NULL)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+BEGIN
+    PERFORM setstream._check_stream_fields(name, issuer, audience, peer_issuer, profile,
+                                           coalesce(client_auth, 'bearer'));
+    IF peer_jwks_uri <> '' AND peer_jwks_uri !~* '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'peer_jwks_uri must be an http or https URL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO setstream.streams AS s (name, issuer, audience, peer_issuer, profile,
+                                        allow_unsigned, client_auth, peer_jwks_uri)
+    VALUES (name, issuer, audience, peer_issuer, profile, coalesce(allow_unsigned, false),
+            coalesce(client_auth, 'bearer'), nullif(peer_jwks_uri, ''))
+    RETURNING s.* INTO result;
+    RETURN result;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'stream "%" already exists', name
+        USING ERRCODE = 'duplicate_object';
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    setstream.create_stream(text, text, text[], text, text, boolean, text, text) FROM PUBLIC;
+
+-- The roles' grants are theirs, not the extension's: pg_init_privs is put
+-- back as it was before them (see the alter_stream block above).
+DO $$
+DECLARE
+    r record;
+    fn constant pg_catalog.oid :=
+        'setstream.create_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure;
+    saved_fn pg_catalog.aclitem[];
+BEGIN
+    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+               FROM pg_catalog.pg_proc p,
+                    LATERAL pg_catalog.aclexplode(p.proacl) a
+              WHERE p.oid OPERATOR(pg_catalog.=)
+                    'setstream.create_stream(text, text, text[], text, text, boolean, text)'::pg_catalog.regprocedure
+                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+                AND a.grantee OPERATOR(pg_catalog.<>) 0
+                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION setstream.create_stream(text, text, text[], text, text, boolean, text, text) TO %s',
+            r.role);
+    END LOOP;
+    -- (the function has a row: the REVOKE above)
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
+     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
+       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+END
+$$;
+DROP FUNCTION setstream.create_stream(text, text, text[], text, text, boolean, text);
+-- ---------------------------------------------------------------------
+-- end of issue 17 (continued): create_stream takes peer_jwks_uri
+-- ---------------------------------------------------------------------

@@ -58,6 +58,14 @@ typedef enum SetErr
 #define ERRCODE_SET_INVALID_STATE			MAKE_SQLSTATE('S','E','0','0','7')
 
 /*
+ * Not an RFC 8935 code: receive() on a stream with a peer_jwks_uri, for a
+ * SET whose kid is unknown while the refetch of the stream's JWK Set that
+ * it asked for is pending (shmem/jwksreq.c).  Transient: the SET was not
+ * stored, and the same call succeeds once the key is there.
+ */
+#define ERRCODE_SET_KEY_PENDING				MAKE_SQLSTATE('S','E','0','0','8')
+
+/*
  * How an error raised while serving a request is answered (errors.c,
  * seterr_answer): over HTTP a status, the RFC 8935 "err" (or NULL) and a
  * description, with extra headers; over a WebSocket a close code.

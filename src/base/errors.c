@@ -147,6 +147,9 @@ seterr_from_sqlstate(int sqlerrcode)
  * a lost or refused connection to it (class 08), a node shutting down or
  * not yet accepting connections (class 57: 57P01 to 57P05), an object in
  * use (55006: a shard being moved or dropped) pass as well.
+ *
+ * So does SE008: a key being fetched from a peer_jwks_uri (receive() raises
+ * it; a user's trigger that calls receive() may bring it here).
  */
 bool
 sqlstate_is_transient(int sqlerrcode)
@@ -163,7 +166,8 @@ sqlstate_is_transient(int sqlerrcode)
 	}
 	return sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ||
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-		sqlerrcode == ERRCODE_OBJECT_IN_USE;
+		sqlerrcode == ERRCODE_OBJECT_IN_USE ||
+		sqlerrcode == ERRCODE_SET_KEY_PENDING;
 }
 
 void

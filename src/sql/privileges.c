@@ -118,8 +118,6 @@ static const char *const grants_manage[] = {
 };
 static const char *const grants_create[] = {
 	"GRANT INSERT ON setstream.streams TO %s",
-	"GRANT EXECUTE ON FUNCTION"
-	" setstream.create_stream(text, text, text[], text, text, boolean, text) TO %s",
 	NULL
 };
 
@@ -130,10 +128,10 @@ static const char *const *const grants_by_privilege[] = {
 #define MANAGE_INDEX 4
 
 /*
- * What changed with 0.3.0 (issue 17: peer keys from a jwks_uri, the poll
- * client's sources; issue 13: set_inbound): granted in the schema the
- * extension has, so that an extension not yet updated still grants what it
- * has.
+ * What changed with 0.3.0 (issue 17: peer keys from a jwks_uri, so
+ * alter_stream and create_stream take peer_jwks_uri, and the poll client's
+ * sources; issue 13: set_inbound): granted in the schema the extension
+ * has, so that an extension not yet updated still grants what it has.
  */
 static const char *const grants_common_0_3[] = {
 	"GRANT SELECT ON setstream.peer_jwks, setstream.sources TO %s",
@@ -153,6 +151,16 @@ static const char *const grants_manage_0_3[] = {
 static const char *const grants_manage_0_2[] = {
 	"GRANT EXECUTE ON FUNCTION"
 	" setstream.alter_stream(text, text, text[], text, text, boolean, text) TO %s",
+	NULL
+};
+static const char *const grants_create_0_3[] = {
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.create_stream(text, text, text[], text, text, boolean, text, text) TO %s",
+	NULL
+};
+static const char *const grants_create_0_2[] = {
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.create_stream(text, text, text[], text, text, boolean, text) TO %s",
 	NULL
 };
 
@@ -533,6 +541,7 @@ setstream_allow_stream_creation(PG_FUNCTION_ARGS)
 				 errdetail("Only the extension's owner, a superuser or a role with BYPASSRLS may.")));
 	run_common_grants(role);
 	run_grants(grants_create, role);
+	run_grants(store_schema_is_0_3() ? grants_create_0_3 : grants_create_0_2, role);
 	for (int i = 0; i < lengthof(grants_by_privilege); i++)
 		run_right_grants(i, role);
 	PG_RETURN_VOID();

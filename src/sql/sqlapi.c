@@ -37,6 +37,7 @@
 #include "sql/privileges.h"
 #include "set/set.h"
 #include "store/store.h"
+#include "shmem/jwksreq.h"
 #include "shmem/stats.h"
 #include "store/streamcache.h"
 #include "store/xact.h"
@@ -257,6 +258,18 @@ setstream_receive(PG_FUNCTION_ARGS)
 	}
 	if (!set_verify(&rules, VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &ps, &f))
 	{
+		/*
+		 * An unknown kid on a stream with a peer_jwks_uri asks for a refetch,
+		 * as the listener does; while it is pending the SET is to be tried
+		 * again (the listener's 503), not refused.  Not counted as rejected.
+		 */
+		if (exchange_key_pending(stream, &f))
+			ereport(ERROR,
+					(errcode(ERRCODE_SET_KEY_PENDING),
+					 errmsg("key_pending: the key of this SET is being fetched from the stream's peer_jwks_uri"),
+					 errdetail("%s", f.description),
+					 errhint("Try again in %d seconds; the SET was not stored.",
+							 JWKS_RETRY_AFTER_S)));
 		stats_count_rejected(stream->name, f.code);
 		seterr_raise(f.code, f.description);
 	}

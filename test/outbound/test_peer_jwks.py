@@ -12,6 +12,7 @@ import http.server
 import json
 import threading
 import time
+import uuid
 
 import pytest
 from jwcrypto import jwk
@@ -399,3 +400,114 @@ def test_pushpull_websocket_leaves_a_set_with_a_pending_key_unacknowledged(loopb
     (acks, errs), peer = wsutil.run(go())
     assert acks == [jti_a] and errs == {}, (acks, errs)
     assert jti_b in peer.acks and jti_b not in peer.set_errs
+
+
+def receive_sql(db, s, token):
+    """setstream.receive(): (jti, None) when stored, (None, SQLSTATE) when raised."""
+    import psycopg2
+    try:
+        return db.val("SELECT setstream.receive(%s, %s)", (s.name, token)), None
+    except psycopg2.Error as e:
+        return None, e.pgcode
+
+
+def test_sql_receive_asks_for_the_refetch_and_raises_key_pending(loopback, jwks, peers, streams, db):
+    """receive() in SQL does what the listener does with an unknown kid:
+    asks for a refetch, raises SE008 (not invalid_key) while it is pending,
+    stores the SET once the key is there; invalid_key within the refetch
+    interval.  The stream is made by create_stream(peer_jwks_uri => ...)."""
+    from listener_support import Stream
+    loopback.set(jwks_refetch_interval="4")
+    a, b, c = new_key("sql-a"), new_key("sql-b"), new_key("sql-c")
+    jwks.keys = [a]
+    name = "pt-sql-" + uuid.uuid4().hex[:12]
+    s = Stream(name, "https://db.example.com/" + name, ["https://receiver.example.com/" + name],
+               "https://idp.example.com/" + name)
+    row = db.dicts("SELECT * FROM setstream.create_stream(%s, %s, %s::text[], %s,"
+                   " peer_jwks_uri => %s)", (name, s.issuer, s.audience, s.peer_issuer, jwks.url))
+    streams.created.append(name)
+    assert row[0]["peer_jwks_uri"] == jwks.url
+    peers.wait_fetched(s)
+    assert list(peers.keys(s)) == ["sql-a"]
+    jti_a, tok_a = signed(s, a)
+    assert receive_sql(db, s, tok_a) == (jti_a, None)
+    assert jwks.count() == 1
+    # the peer rotates; a SET signed with its new key is received in SQL
+    jwks.keys = [b]
+    jti, token = signed(s, b)
+    assert receive_sql(db, s, token) == (None, "SE008")
+    assert not db.events(s.name, jti)
+    assert db.val("SELECT setstream.error_code('SE008')") is None
+    # tried again, it is stored once the refetch brought the key
+    got = wait_for("receive() after the refetch",
+                   lambda: (lambda r: r if r[0] else None)(receive_sql(db, s, token)),
+                   timeout=10, interval=0.2)
+    assert got == (jti, None)
+    assert db.events(s.name, jti)
+    assert jwks.count() == 2
+    # a kid the set does not have, within the refetch interval: invalid_key,
+    # and no request to the peer
+    _, token_c = signed(s, c)
+    assert receive_sql(db, s, token_c) == (None, "SE002")
+    time.sleep(1.0)
+    assert jwks.count() == 2, "a refetch inside setstream.jwks_refetch_interval"
+
+
+def test_sql_receive_on_a_stream_without_peer_jwks_uri_is_invalid_key(peers, db):
+    """An unknown kid on a stream whose keys are its own (add_key) is
+    invalid_key at once: no refetch to wait for."""
+    s = peers.streams.create(peer_algs=("ES256",))
+    _, token = signed(s, new_key("nowhere"))
+    assert receive_sql(db, s, token) == (None, "SE002")
+
+
+def test_streams_whose_names_share_a_slot_share_the_refetch(loopback, jwks, peers, streams, db):
+    """The README's query names the streams that share a refetch slot
+    (hashtext(name) & 1023): an unknown kid on one refetches the other's JWK
+    Set too, and within the interval the other's unknown kid is invalid_key
+    at once; a stream in another slot asks for its own refetch."""
+    from listener_support import Stream
+    loopback.set(jwks_refetch_interval="30")
+    prefix = "pt-slot-" + uuid.uuid4().hex[:8] + "-"
+    # two names in one slot, and one in another
+    a_name, b_name = db.rows(
+        "SELECT n FROM (SELECT %s || i AS n FROM generate_series(1, 5000) i) x"
+        " WHERE hashtext(n COLLATE \"C\") & 1023 = (SELECT hashtext((%s || 1) COLLATE \"C\") & 1023)"
+        " ORDER BY n LIMIT 2", (prefix, prefix))
+    c_name = prefix + "other"
+    assert db.val("SELECT hashtext(%s COLLATE \"C\") & 1023 <> hashtext(%s COLLATE \"C\") & 1023",
+                  (c_name, a_name[0]))
+    other = JwksServer()
+    third = JwksServer()
+    try:
+        made = []
+        for (name,), server in ((a_name, jwks), (b_name, other), ((c_name,), third)):
+            s = Stream(name, "https://db.example.com/" + name, ["https://receiver.example.com/" + name],
+                       "https://idp.example.com/" + name)
+            server.keys = [new_key(name + "-k1")]
+            db.execute("SELECT setstream.create_stream(%s, %s, %s::text[], %s, peer_jwks_uri => %s)",
+                       (name, s.issuer, s.audience, s.peer_issuer, server.url))
+            streams.created.append(name)
+            made.append((s, server))
+        for s, _ in made:
+            peers.wait_fetched(s)
+        (a, _), (b, _), (c, _) = made
+        assert (jwks.count(), other.count(), third.count()) == (1, 1, 1)
+        # an unknown kid on a: a's set is refetched, and b's with it
+        _, tok = signed(a, new_key("a-unknown"))
+        assert receive_sql(db, a, tok) == (None, "SE008")
+        wait_for("a's refetch", lambda: jwks.count() == 2)
+        wait_for("b's refetch, asked for by a", lambda: other.count() == 2)
+        # b's rotation within the interval: invalid_key at once, no refetch
+        wait_for("the request done", lambda: receive_sql(db, a, tok)[1] == "SE002")
+        _, tok_b = signed(b, new_key("b-unknown"))
+        assert receive_sql(db, b, tok_b) == (None, "SE002")
+        # c, in a slot of its own, asks for its own refetch
+        _, tok_c = signed(c, new_key("c-unknown"))
+        assert receive_sql(db, c, tok_c) == (None, "SE008")
+        wait_for("c's refetch", lambda: third.count() == 2)
+        time.sleep(0.5)
+        assert (jwks.count(), other.count()) == (2, 2)
+    finally:
+        other.close()
+        third.close()

@@ -223,8 +223,8 @@ SELECT ok(EXISTS (
 
 -- ---------------------------------------------------------------- SQL API (DESIGN.md table)
 SELECT function_returns('setstream', 'create_stream',
-    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean', 'text'], 'setstream.streams',
-    'create_stream(name, issuer, audience, peer_issuer, profile, allow_unsigned, client_auth) returns setstream.streams');
+    ARRAY['text', 'text', 'text[]', 'text', 'text', 'boolean', 'text', 'text'], 'setstream.streams',
+    'create_stream(name, issuer, audience, peer_issuer, profile, allow_unsigned, client_auth, peer_jwks_uri) returns setstream.streams');
 SELECT function_returns('setstream', 'add_key', ARRAY['text', 'jsonb'], 'text',
     'add_key(stream text, jwk jsonb) returns text');
 SELECT function_returns('setstream', 'generate_key', ARRAY['text', 'text'], 'jsonb',
@@ -263,8 +263,8 @@ SELECT function_returns('setstream', 'jwks', ARRAY[]::text[], 'jsonb', 'jwks() r
 SELECT function_returns('setstream', 'error_code', ARRAY['text'], 'text', 'error_code(sqlstate) returns text');
 
 -- Parameter names are part of the contract (callers use named notation).
-SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure)::text[],
-          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth'],
+SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text,text)'::regprocedure)::text[],
+          ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth', 'peer_jwks_uri'],
           'create_stream parameter names');
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.alter_stream(text,text,text[],text,text,boolean,text,text)'::regprocedure)::text[],
           ARRAY['name', 'issuer', 'audience', 'peer_issuer', 'profile', 'allow_unsigned', 'client_auth', 'peer_jwks_uri'],
@@ -273,7 +273,7 @@ SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.bind_client_ce
           ARRAY['stream', 'cert'], 'bind_client_cert parameter names');
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.unbind_client_cert(text,text)'::regprocedure)::text[],
           ARRAY['stream', 'sha256'], 'unbind_client_cert parameter names');
-SELECT ok(pg_get_function_arguments('setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure)
+SELECT ok(pg_get_function_arguments('setstream.create_stream(text,text,text[],text,text,boolean,text,text)'::regprocedure)
           ~ $re$client_auth text DEFAULT 'bearer'$re$, 'create_stream client_auth defaults to bearer');
 SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.add_key(text,jsonb)'::regprocedure)::text[],
           ARRAY['stream', 'jwk'], 'add_key parameter names');
@@ -291,7 +291,7 @@ SELECT is((SELECT proargnames FROM pg_proc WHERE oid = 'setstream.poll(text,json
           ARRAY['stream', 'request'], 'poll parameter names');
 
 -- Defaults of the contract: peer_issuer, generate_key's alg, emit's subject/txn.
-SELECT is((SELECT pronargdefaults >= 1 FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text)'::regprocedure),
+SELECT is((SELECT pronargdefaults >= 1 FROM pg_proc WHERE oid = 'setstream.create_stream(text,text,text[],text,text,boolean,text,text)'::regprocedure),
           true, 'create_stream can be called without peer_issuer');
 SELECT ok(pg_get_function_arguments('setstream.generate_key(text,text)'::regprocedure)
           ~ $re$alg text DEFAULT 'ES256'$re$, 'generate_key alg defaults to ES256');

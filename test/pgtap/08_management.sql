@@ -2,7 +2,7 @@
 -- (42704 unknown stream, 42710 duplicates, 22023 bad arguments), add_key's
 -- accepted and refused JWKs, RFC 7638 thumbprint kids, generate_key algs.
 BEGIN;
-SELECT plan(59);
+SELECT plan(62);
 
 CREATE TEMP TABLE jwks_fixture (name text PRIMARY KEY, jwk jsonb);
 INSERT INTO jwks_fixture VALUES
@@ -47,6 +47,15 @@ SELECT results_eq($$ SELECT profile, allow_unsigned, peer_issuer FROM setstream.
                           name => 'tap-m3', issuer => 'https://m3.example', audience => ARRAY['https://p.example'],
                           peer_issuer => 'https://p.example', profile => 'rfc8417', allow_unsigned => true) $$,
                   $$ VALUES ('rfc8417', true, 'https://p.example') $$, 'create_stream with named arguments sets every option');
+SELECT is((SELECT peer_jwks_uri FROM setstream.create_stream('tap-m4', 'https://m4.example', ARRAY['https://p.example'],
+                                                               peer_jwks_uri => 'https://p.example/jwks.json')),
+          'https://p.example/jwks.json', 'create_stream stores peer_jwks_uri');
+SELECT is((SELECT peer_jwks_uri FROM setstream.create_stream('tap-m5', 'https://m5.example', ARRAY['https://p.example'],
+                                                               peer_jwks_uri => '')),
+          NULL, 'create_stream: an empty peer_jwks_uri is none');
+SELECT throws_ok($$ SELECT setstream.create_stream('tap-m6', 'https://x.example', ARRAY['https://y.example'],
+                                                   peer_jwks_uri => 'file:///etc/passwd') $$,
+                 '22023', 'peer_jwks_uri must be an http or https URL', 'create_stream: a peer_jwks_uri that is not a URL -> 22023');
 
 -- ---------------------------------------------------------------- alter_stream, status
 SELECT results_eq($$ SELECT issuer, audience, peer_issuer, profile, allow_unsigned

@@ -147,6 +147,11 @@ def fill_0_2_0(conn):
     q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
     # a manager before 0.3.0 may run the new alter_stream (peer_jwks_uri) after it
     q(conn, "SELECT setstream.grant_stream('up-b', 'pg_read_all_stats', '{manage}')")
+    # a role that may create streams before 0.3.0 may run the new
+    # create_stream (peer_jwks_uri) after it.  (The update grants the roles
+    # in the order of their names, a fresh install in the order of the
+    # calls: this one's name sorts after the others'.)
+    q(conn, "SELECT setstream.allow_stream_creation('pg_signal_backend')")
     q(conn, "SELECT setstream.set_delivery('up-b', 'push', 'https://receiver.example/events',"
             " 'Bearer up-secret', 2)")
 
@@ -159,6 +164,7 @@ def same_grants_0_2_0(conn):
     q(conn, "SELECT setstream.grant_stream('up-a', 'pg_monitor', '{read}')")
     q(conn, "SELECT setstream.create_stream('up-b', 'https://b.example', '{https://a.example}')")
     q(conn, "SELECT setstream.grant_stream('up-b', 'pg_read_all_stats', '{manage}')")
+    q(conn, "SELECT setstream.allow_stream_creation('pg_signal_backend')")
 
 
 FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0}
@@ -286,6 +292,40 @@ def test_update_gives_set_inbound_to_managers(databases, admin):
     finally:
         old.close()
         # the roles hold rights in old_db only: drop it first
+        with contextlib.suppress(Exception):
+            admin.execute("DROP DATABASE %s WITH (FORCE)" % old_db)
+        for r in roles:
+            with contextlib.suppress(Exception):
+                admin.execute("DROP ROLE %s" % r)
+
+
+def test_update_gives_the_new_create_stream_to_stream_creators(databases, admin):
+    """0.3.0's create_stream (peer_jwks_uri) replaces 0.2.0's: a role that
+    could create streams before the update (allow_stream_creation) may run
+    it after, with a peer_jwks_uri, and a role that could not may not."""
+    old_db, _ = databases
+    old = connect(old_db)
+    roles = ["upg_c_" + uuid.uuid4().hex[:6], "upg_n_" + uuid.uuid4().hex[:6]]
+    new_sig = "setstream.create_stream(text, text, text[], text, text, boolean, text, text)"
+    try:
+        for r in roles:
+            admin.execute("CREATE ROLE %s" % r)
+        q(old, "CREATE EXTENSION setstream VERSION '0.2.0'")
+        q(old, "SELECT setstream.allow_stream_creation(%s::regrole)", (roles[0],))
+        q(old, "ALTER EXTENSION setstream UPDATE")
+        assert q(old, "SELECT to_regprocedure('setstream.create_stream(text, text, text[],"
+                      " text, text, boolean, text)')") == [(None,)], "the old signature is gone"
+        rights = q(old, "SELECT r, has_function_privilege(r, %s, 'EXECUTE')"
+                        " FROM unnest(%s::text[]) r ORDER BY r", (new_sig, roles))
+        assert rights == [(roles[0], True), (roles[1], False)], rights
+        q(old, "SET ROLE %s" % roles[0])
+        row = q(old, "SELECT name, peer_jwks_uri FROM setstream.create_stream('up-new',"
+                     " 'https://a.example', '{https://b.example}',"
+                     " peer_jwks_uri => 'https://b.example/jwks.json')")
+        assert row == [("up-new", "https://b.example/jwks.json")], row
+        q(old, "RESET ROLE")
+    finally:
+        old.close()
         with contextlib.suppress(Exception):
             admin.execute("DROP DATABASE %s WITH (FORCE)" % old_db)
         for r in roles:
