@@ -974,3 +974,14 @@ DROP FUNCTION setstream.create_stream(text, text, text[], text, text, boolean, t
 -- ---------------------------------------------------------------------
 -- end of issue 17 (continued): create_stream takes peer_jwks_uri
 -- ---------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------
+-- error_code() from the one mapping (issue 12)
+-- ---------------------------------------------------------------------
+-- The SQLSTATE -> RFC 8935 code table lives in C (base/errors.c), which
+-- the listener and the SQL API already use; the SQL CASE of 0.1.0 was a
+-- copy of it.  Same answers (NULL for anything else), same rights.
+CREATE OR REPLACE FUNCTION setstream.error_code(sqlstate text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'setstream_error_code'
+LANGUAGE C IMMUTABLE STRICT;

@@ -9,7 +9,9 @@
  *	  A shared hash of at most MAX_STAT_STREAMS entries, keyed by stream
  *	  name; a lock is taken only to add an entry, counters are atomics.
  *	  Counters start at zero when the server starts.  Without
- *	  shared_preload_libraries nothing is counted.
+ *	  shared_preload_libraries nothing is counted.  stats_snapshot copies
+ *	  them for the SQL functions (sql/statsapi.c), which decide what the
+ *	  caller may see.
  *
  *	  A SET counts as received when the transaction that stored it commits:
  *	  inside a transaction the counts wait in a list, which a subtransaction
@@ -20,24 +22,17 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
-#include "utils/tuplestore.h"
 
-#include "sql/privileges.h"
 #include "shmem/shmem.h"
 #include "shmem/stats.h"
 #include "shmem/wakeup.h"
 
 #define MAX_STAT_STREAMS 4096
-#define STREAM_KEY_LEN 132
-#define NCODES 8
 
 typedef struct StreamStats
 {
@@ -60,8 +55,6 @@ typedef struct PendingReceived
 
 static List *pending = NIL;		/* in TopTransactionContext */
 
-PG_FUNCTION_INFO_V1(setstream_stream_counters);
-PG_FUNCTION_INFO_V1(setstream_listener_stats);
 
 static Size
 stats_shmem_size(void)
@@ -227,87 +220,33 @@ stats_count_long_poll(const char *stream, int delta)
 		pg_atomic_fetch_add_u32(&e->long_polls, delta);
 }
 
-static bool
-name_listed(List *names, const char *name)
-{
-	ListCell   *lc;
-
-	foreach(lc, names)
-		if (strcmp(lfirst(lc), name) == 0)
-			return true;
-	return false;
-}
-
 /*
- * setstream.stream_counters(): stream, received, rejected (jsonb: code ->
- * count), long_polls; one row per stream that has counted anything.
+ * A copy of every stream's counters (StreamCounts *, in the current memory
+ * context), taken under the lock; NIL without shared memory.  Who may see
+ * which stream is the caller's question (sql/statsapi.c).
  */
-Datum
-setstream_stream_counters(PG_FUNCTION_ARGS)
+List *
+stats_snapshot(void)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	StreamStats *e;
-	bool		all;
-	List	   *visible;
+	List	   *out = NIL;
 
-	InitMaterializedSRF(fcinfo, 0);
 	if (stats_hash == NULL)
-		return (Datum) 0;
-
-	/* only the streams the caller may see (privileges.c) */
-	visible = privileges_visible_streams(&all);
+		return NIL;
 	LWLockAcquire(stats_lock, LW_SHARED);
 	hash_seq_init(&status, stats_hash);
 	while ((e = hash_seq_search(&status)) != NULL)
 	{
-		Datum		values[4];
-		bool		nulls[4] = {false, false, false, false};
-		StringInfoData rej;
-		bool		first = true;
+		StreamCounts *c = palloc0(sizeof(StreamCounts));
 
-		if (!all && !name_listed(visible, e->name))
-			continue;
-		initStringInfo(&rej);
-		appendStringInfoChar(&rej, '{');
-		for (int c = SETERR_INVALID_REQUEST; c < NCODES; c++)
-		{
-			uint64		n = pg_atomic_read_u64(&e->rejected[c]);
-
-			if (n == 0)
-				continue;
-			appendStringInfo(&rej, "%s\"%s\": " UINT64_FORMAT,
-							 first ? "" : ", ", seterr_name((SetErr) c), n);
-			first = false;
-		}
-		appendStringInfoChar(&rej, '}');
-
-		values[0] = CStringGetTextDatum(e->name);
-		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&e->received));
-		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(rej.data));
-		values[3] = Int32GetDatum((int32) pg_atomic_read_u32(&e->long_polls));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		strlcpy(c->name, e->name, sizeof(c->name));
+		c->received = pg_atomic_read_u64(&e->received);
+		for (int code = SETERR_INVALID_REQUEST; code < NCODES; code++)
+			c->rejected[code] = pg_atomic_read_u64(&e->rejected[code]);
+		c->long_polls = pg_atomic_read_u32(&e->long_polls);
+		out = lappend(out, c);
 	}
 	LWLockRelease(stats_lock);
-	return (Datum) 0;
-}
-
-/* setstream.listener_stats(): listeners running, open connections, long polls */
-Datum
-setstream_listener_stats(PG_FUNCTION_ARGS)
-{
-	TupleDesc	tupdesc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-	int			connections,
-				long_polls,
-				listeners;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	wakeup_listener_totals(&connections, &long_polls, &listeners);
-	values[0] = Int32GetDatum(listeners);
-	values[1] = Int32GetDatum(connections);
-	values[2] = Int32GetDatum(long_polls);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	return out;
 }

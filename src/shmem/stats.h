@@ -13,7 +13,20 @@
 
 #include "setstream.h"
 
+#define STREAM_KEY_LEN 132
+#define NCODES 8				/* SetErr codes counted (SETERR_NONE unused) */
+
+/* One stream's counters, as stats_snapshot copies them */
+typedef struct StreamCounts
+{
+	char		name[STREAM_KEY_LEN];
+	uint64		received;
+	uint64		rejected[NCODES];	/* by SetErr */
+	uint32		long_polls;
+} StreamCounts;
+
 extern void stats_request_shmem(void);
+extern List *stats_snapshot(void);
 
 extern void stats_count_received(const char *stream);
 extern void stats_register_callbacks(void);

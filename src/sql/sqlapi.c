@@ -56,6 +56,7 @@ PG_FUNCTION_INFO_V1(setstream_poll);
 PG_FUNCTION_INFO_V1(setstream_config_changed);
 PG_FUNCTION_INFO_V1(setstream_outbox_row_valid);
 PG_FUNCTION_INFO_V1(setstream_order_key);
+PG_FUNCTION_INFO_V1(setstream_error_code);
 
 #define TOKEN_PREFIX "sst_"
 
@@ -613,4 +614,24 @@ setstream_order_key(PG_FUNCTION_ARGS)
 		key = last + 1024;
 	last = key;
 	PG_RETURN_INT64(key);
+}
+
+/*
+ * error_code(sqlstate): the RFC 8935 code of one of setstream's SQLSTATEs,
+ * else NULL; from errors.c's table, the one mapping (0.3.0; before, a SQL
+ * CASE copied it)
+ */
+Datum
+setstream_error_code(PG_FUNCTION_ARGS)
+{
+	char	   *state = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	SetErr		code;
+
+	if (strlen(state) != 5 || strspn(state, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 5)
+		PG_RETURN_NULL();
+	code = seterr_from_sqlstate(MAKE_SQLSTATE(state[0], state[1], state[2],
+											  state[3], state[4]));
+	if (code == SETERR_NONE)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(seterr_name(code)));
 }

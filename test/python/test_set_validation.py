@@ -42,6 +42,12 @@ def test_error_code_maps_every_sqlstate(db):
         assert db.val("SELECT setstream.error_code(%s)", (state,)) == code
     assert db.val("SELECT setstream.error_code('22023')") is None
     assert db.val("SELECT setstream.error_code(NULL)") is None
+    # not a SQLSTATE at all, or not spelled as PostgreSQL spells them
+    for junk in ("", "SE00", "SE0011", "se001", "SE 01", "SE00\u00e9"):
+        assert db.val("SELECT setstream.error_code(%s)", (junk,)) is None, junk
+    # and it is the C mapping the listener answers with, not a SQL copy
+    assert db.val("SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                  " WHERE p.oid = 'setstream.error_code(text)'::regprocedure") == "c"
 
 
 def test_error_message_names_the_code(db, ssf):
