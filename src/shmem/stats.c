@@ -36,9 +36,9 @@
 
 typedef struct StreamStats
 {
-	char		name[STREAM_KEY_LEN];	/* hash key */
+	char		name[STATS_KEY_LEN];	/* hash key */
 	pg_atomic_uint64 received;
-	pg_atomic_uint64 rejected[NCODES];
+	pg_atomic_uint64 rejected[STATS_NCODES];
 	pg_atomic_uint32 long_polls;
 } StreamStats;
 
@@ -48,7 +48,7 @@ static LWLock *stats_lock = NULL;
 /* Received SETs of the current transaction, by stream and subtransaction */
 typedef struct PendingReceived
 {
-	char		stream[STREAM_KEY_LEN];
+	char		stream[STATS_KEY_LEN];
 	SubTransactionId subxid;
 	uint64		n;
 } PendingReceived;
@@ -68,7 +68,7 @@ stats_shmem_init(void)
 {
 	HASHCTL		ctl;
 
-	ctl.keysize = STREAM_KEY_LEN;
+	ctl.keysize = STATS_KEY_LEN;
 	ctl.entrysize = sizeof(StreamStats);
 	stats_hash = ShmemInitHash("setstream stream stats", 64, MAX_STAT_STREAMS,
 							   &ctl, HASH_ELEM | HASH_STRINGS);
@@ -88,7 +88,7 @@ stats_request_shmem(void)
 static StreamStats *
 stats_entry(const char *stream)
 {
-	char		key[STREAM_KEY_LEN];
+	char		key[STATS_KEY_LEN];
 	StreamStats *entry;
 	bool		found;
 
@@ -108,7 +108,7 @@ stats_entry(const char *stream)
 	if (entry != NULL && !found)
 	{
 		pg_atomic_init_u64(&entry->received, 0);
-		for (int i = 0; i < NCODES; i++)
+		for (int i = 0; i < STATS_NCODES; i++)
 			pg_atomic_init_u64(&entry->rejected[i], 0);
 		pg_atomic_init_u32(&entry->long_polls, 0);
 	}
@@ -144,7 +144,7 @@ stats_count_received(const char *stream)
 	foreach(lc, pending)
 	{
 		p = lfirst(lc);
-		if (p->subxid == subxid && strncmp(p->stream, stream, STREAM_KEY_LEN - 1) == 0)
+		if (p->subxid == subxid && strncmp(p->stream, stream, STATS_KEY_LEN - 1) == 0)
 		{
 			p->n++;
 			return;
@@ -207,7 +207,7 @@ stats_count_rejected(const char *stream, SetErr code)
 {
 	StreamStats *e = stats_entry(stream);
 
-	if (e && code > SETERR_NONE && code < NCODES)
+	if (e && code > SETERR_NONE && code < STATS_NCODES)
 		pg_atomic_fetch_add_u64(&e->rejected[code], 1);
 }
 
@@ -242,7 +242,7 @@ stats_snapshot(void)
 
 		strlcpy(c->name, e->name, sizeof(c->name));
 		c->received = pg_atomic_read_u64(&e->received);
-		for (int code = SETERR_INVALID_REQUEST; code < NCODES; code++)
+		for (int code = SETERR_INVALID_REQUEST; code < STATS_NCODES; code++)
 			c->rejected[code] = pg_atomic_read_u64(&e->rejected[code]);
 		c->long_polls = pg_atomic_read_u32(&e->long_polls);
 		out = lappend(out, c);

@@ -13,15 +13,15 @@
 
 #include "setstream.h"
 
-#define STREAM_KEY_LEN 132
-#define NCODES 8				/* SetErr codes counted (SETERR_NONE unused) */
+#define STATS_KEY_LEN 132
+#define STATS_NCODES 8				/* SetErr codes counted (SETERR_NONE unused) */
 
 /* One stream's counters, as stats_snapshot copies them */
 typedef struct StreamCounts
 {
-	char		name[STREAM_KEY_LEN];
+	char		name[STATS_KEY_LEN];
 	uint64		received;
-	uint64		rejected[NCODES];	/* by SetErr */
+	uint64		rejected[STATS_NCODES];	/* by SetErr */
 	uint32		long_polls;
 } StreamCounts;
 

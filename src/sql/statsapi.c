@@ -47,7 +47,7 @@ rejected_jsonb(const StreamCounts *c)
 
 	initStringInfo(&rej);
 	appendStringInfoChar(&rej, '{');
-	for (int code = SETERR_INVALID_REQUEST; code < NCODES; code++)
+	for (int code = SETERR_INVALID_REQUEST; code < STATS_NCODES; code++)
 	{
 		if (c->rejected[code] == 0)
 			continue;
