@@ -22,11 +22,14 @@ PG_FUNCTION_INFO_V1(setstream_wake_sender);
 PG_FUNCTION_INFO_V1(setstream_set_source_secret);
 
 /*
- * _set_delivery_secret(stream, authorization_header): store it (NULL
- * removes it).  The value is never echoed: errors name the stream only.
+ * An Authorization header of an outbound request, stored by "store" for
+ * the stream of argument 0 from argument 1 (NULL removes it), after the
+ * caller's manage right is checked; the senders read their streams again
+ * at commit.  The value is never echoed: errors name the stream only.
  */
-Datum
-setstream_set_delivery_secret(PG_FUNCTION_ARGS)
+static void
+set_outbound_secret(FunctionCallInfo fcinfo,
+					void (*store) (const char *stream, const char *header))
 {
 	char	   *stream;
 	char	   *header = NULL;
@@ -46,11 +49,25 @@ setstream_set_delivery_secret(PG_FUNCTION_ARGS)
 					 errmsg("invalid authorization_header for stream \"%s\"", stream),
 					 errdetail("An Authorization header value is not empty and holds no line break.")));
 	}
-	store_set_delivery_secret(stream, header);
+	store(stream, header);
 	if (header != NULL)
 		explicit_bzero(header, strlen(header));
-	/* a new push stream: the senders reload their streams at commit */
 	wakeup_note_config();
+}
+
+/* _set_delivery_secret(stream, authorization_header): the push's header */
+Datum
+setstream_set_delivery_secret(PG_FUNCTION_ARGS)
+{
+	set_outbound_secret(fcinfo, store_set_delivery_secret);
+	PG_RETURN_VOID();
+}
+
+/* _set_source_secret(stream, authorization_header): the poll client's */
+Datum
+setstream_set_source_secret(PG_FUNCTION_ARGS)
+{
+	set_outbound_secret(fcinfo, store_set_source_secret);
 	PG_RETURN_VOID();
 }
 
@@ -65,35 +82,3 @@ setstream_wake_sender(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/*
- * _set_source_secret(stream, authorization_header): store the poll
- * client's Authorization header (NULL removes it), and make the senders
- * read their sources again at commit.  The value is never echoed.
- */
-Datum
-setstream_set_source_secret(PG_FUNCTION_ARGS)
-{
-	char	   *stream;
-	char	   *header = NULL;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream must not be null")));
-	stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	privileges_require(stream, "manage");
-	if (!PG_ARGISNULL(1))
-	{
-		header = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		if (header[0] == '\0' || strpbrk(header, "\r\n") != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid authorization_header for stream \"%s\"", stream),
-					 errdetail("An Authorization header value is not empty and holds no line break.")));
-	}
-	store_set_source_secret(stream, header);
-	if (header != NULL)
-		explicit_bzero(header, strlen(header));
-	wakeup_note_config();
-	PG_RETURN_VOID();
-}

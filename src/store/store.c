@@ -1276,21 +1276,33 @@ static StoreStmt stmt_delivery_state = {
 		TIMESTAMPTZOID}
 };
 
-/* Store (header not NULL) or remove the stream's Authorization header */
-void
-store_set_delivery_secret(const char *stream, const char *header)
+/*
+ * Replace a stream's secret (header not NULL) or remove it: the delete
+ * and insert statements of its table, run as the owner
+ */
+static void
+replace_secret(StoreStmt *delete, StoreStmt *insert, const char *stream,
+			   const char *header)
 {
 	Datum		values[2];
 
 	values[0] = text_datum(stream);
 	spi_connect();
-	run_as_owner(&stmt_delete_delivery_secret, values, NULL, false);
+	run_as_owner(delete, values, NULL, false);
 	if (header != NULL)
 	{
 		values[1] = text_datum(header);
-		run_as_owner(&stmt_insert_delivery_secret, values, NULL, false);
+		run_as_owner(insert, values, NULL, false);
 	}
 	SPI_finish();
+}
+
+/* Store (header not NULL) or remove the stream's Authorization header */
+void
+store_set_delivery_secret(const char *stream, const char *header)
+{
+	replace_secret(&stmt_delete_delivery_secret, &stmt_insert_delivery_secret,
+				   stream, header);
 }
 
 /* The push streams, in the caller's memory context */
@@ -1681,17 +1693,8 @@ static StoreStmt stmt_source_state = {
 void
 store_set_source_secret(const char *stream, const char *header)
 {
-	Datum		values[2];
-
-	values[0] = text_datum(stream);
-	spi_connect();
-	run_as_owner(&stmt_delete_source_secret, values, NULL, false);
-	if (header != NULL)
-	{
-		values[1] = text_datum(header);
-		run_as_owner(&stmt_insert_source_secret, values, NULL, false);
-	}
-	SPI_finish();
+	replace_secret(&stmt_delete_source_secret, &stmt_insert_source_secret,
+				   stream, header);
 }
 
 /* Every source of a stream accepting inbound SETs, as PushStream * */
