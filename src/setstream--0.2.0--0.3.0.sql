@@ -514,73 +514,87 @@ BEGIN
 END
 $$;
 
+-- Two helpers of this update only (dropped at its end).  Roles that hold
+-- a right already get what 0.3.0 adds to it as their own grants, as
+-- grant_stream gives them from 0.3.0 on.  A GRANT made by an extension
+-- script is recorded in pg_init_privs, and pg_dump would then leave it out
+-- (a restore, which runs CREATE EXTENSION, would lose it); so
+-- _update_grant puts pg_init_privs back as it was before its grants: the
+-- schema then is, to pg_dump too, what a fresh install and grant_stream
+-- make.
+
+-- The roles other than PUBLIC and the owner that hold "privilege" on a
+-- function (regprocedure) or a table (regclass), in name order
+CREATE FUNCTION setstream._update_holders(obj pg_catalog.oid, privilege pg_catalog.text)
+RETURNS SETOF pg_catalog.text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.role FROM (
+        SELECT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) obj
+           AND a.privilege_type OPERATOR(pg_catalog.=) privilege
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+        UNION
+        SELECT a.grantee::pg_catalog.regrole::pg_catalog.text
+          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) obj
+           AND a.privilege_type OPERATOR(pg_catalog.=) privilege
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner) h
+     ORDER BY h.role
+$$;
+
+-- Run each GRANT (format templates: %s is the role) for each role, then
+-- put pg_init_privs back as it was: rows the grants added go, rows they
+-- changed get their old value
+CREATE FUNCTION setstream._update_grant(roles pg_catalog.text[], grants pg_catalog.text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    before pg_catalog.pg_init_privs[];
+    r pg_catalog.text;
+    g pg_catalog.text;
+BEGIN
+    SELECT pg_catalog.array_agg(ip) INTO before FROM pg_catalog.pg_init_privs ip;
+    FOREACH r IN ARRAY roles LOOP
+        FOREACH g IN ARRAY grants LOOP
+            EXECUTE pg_catalog.format(g, r);
+        END LOOP;
+    END LOOP;
+    DELETE FROM pg_catalog.pg_init_privs ip
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(before) b
+                        WHERE b.objoid OPERATOR(pg_catalog.=) ip.objoid
+                          AND b.classoid OPERATOR(pg_catalog.=) ip.classoid
+                          AND b.objsubid OPERATOR(pg_catalog.=) ip.objsubid);
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = b.initprivs
+      FROM pg_catalog.unnest(before) b
+     WHERE b.objoid OPERATOR(pg_catalog.=) ip.objoid
+       AND b.classoid OPERATOR(pg_catalog.=) ip.classoid
+       AND b.objsubid OPERATOR(pg_catalog.=) ip.objsubid
+       AND b.initprivs IS DISTINCT FROM ip.initprivs;
+END
+$$;
+
 REVOKE EXECUTE ON FUNCTION
     setstream.alter_stream(text, text, text[], text, text, boolean, text, text) FROM PUBLIC;
 
--- The roles' grants are theirs, not the extension's: a GRANT made by an
--- extension script is recorded in pg_init_privs, and pg_dump would then
--- leave it out (a restore, which runs CREATE EXTENSION, would lose it).
--- So pg_init_privs is put back as it was before these grants: the schema
--- then is, to pg_dump too, what a fresh install and grant_stream make.
-DO $$
-DECLARE
-    r record;
-    fn constant pg_catalog.oid :=
-        'setstream.alter_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure;
-    tab constant pg_catalog.oid := 'setstream.peer_jwks'::pg_catalog.regclass;
-    col constant pg_catalog.int2 := (SELECT a.attnum FROM pg_catalog.pg_attribute a
-                                      WHERE a.attrelid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
-                                        AND a.attname OPERATOR(pg_catalog.=) 'peer_jwks_uri');
-    saved_fn pg_catalog.aclitem[];
-    saved_tab pg_catalog.aclitem[];
-BEGIN
-    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    SELECT ip.initprivs INTO saved_tab FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_proc p,
-                    LATERAL pg_catalog.aclexplode(p.proacl) a
-              WHERE p.oid OPERATOR(pg_catalog.=)
-                    'setstream.alter_stream(text, text, text[], text, text, boolean, text)'::pg_catalog.regprocedure
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-                AND a.grantee OPERATOR(pg_catalog.<>) 0
-                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
-        EXECUTE pg_catalog.format(
-            'GRANT EXECUTE ON FUNCTION setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s',
-            r.role);
-        EXECUTE pg_catalog.format(
-            'GRANT UPDATE (peer_jwks_uri) ON setstream.streams TO %s', r.role);
-    END LOOP;
-    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_class c,
-                    LATERAL pg_catalog.aclexplode(c.relacl) a
-              WHERE c.oid OPERATOR(pg_catalog.=) 'setstream.deliveries'::pg_catalog.regclass
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
-                AND a.grantee OPERATOR(pg_catalog.<>) 0
-                AND a.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
-        EXECUTE pg_catalog.format('GRANT SELECT ON setstream.peer_jwks TO %s', r.role);
-    END LOOP;
-    -- (both have a row: the REVOKE above, the CREATE TABLE's GRANT)
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_tab
-     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    -- the new column had no privileges of the extension's own
-    DELETE FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) col;
-END
-$$;
+-- Who could run the old alter_stream (the manage right) gets the new one
+-- and UPDATE of the new column; who could read deliveries (every right)
+-- may read peer_jwks.
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.alter_stream(text, text, text[], text, text, boolean, text)'::pg_catalog.regprocedure,
+        'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s',
+          'GRANT UPDATE (peer_jwks_uri) ON setstream.streams TO %s']);
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders('setstream.deliveries'::pg_catalog.regclass, 'SELECT')),
+    ARRAY['GRANT SELECT ON setstream.peer_jwks TO %s']);
 DROP FUNCTION setstream.alter_stream(text, text, text[], text, text, boolean, text);
 -- ---------------------------------------------------------------------
 -- end of issue 17: peer keys from a jwks_uri
@@ -663,45 +677,13 @@ COMMENT ON FUNCTION setstream.set_inbound(text, text) IS
 
 -- set_inbound and the column it writes are granted with the manage right
 -- (grant_stream, allow_stream_creation); the roles that hold it already
--- (whoever may run set_stream_status) get them here.  As above, the grants
--- are the roles', not the extension's: pg_init_privs is put back as it was
--- before them, so that pg_dump keeps them.
-DO $$
-DECLARE
-    r record;
-    fn constant pg_catalog.oid := 'setstream.set_inbound(text, text)'::pg_catalog.regprocedure;
-    col constant pg_catalog.int2 := (SELECT a.attnum FROM pg_catalog.pg_attribute a
-                                      WHERE a.attrelid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
-                                        AND a.attname OPERATOR(pg_catalog.=) 'inbound');
-    saved_fn pg_catalog.aclitem[];
-BEGIN
-    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_proc p,
-                    LATERAL pg_catalog.aclexplode(p.proacl) a
-              WHERE p.oid OPERATOR(pg_catalog.=)
-                    'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-                AND a.grantee OPERATOR(pg_catalog.<>) 0
-                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s', r.role);
-        EXECUTE pg_catalog.format('GRANT UPDATE (inbound) ON setstream.streams TO %s', r.role);
-    END LOOP;
-    -- (the function has a row: the REVOKE above)
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    -- the new column had no privileges of the extension's own
-    DELETE FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) 'setstream.streams'::pg_catalog.regclass
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) col;
-END
-$$;
+-- (whoever may run set_stream_status) get them here, as their own grants
+-- (_update_grant, above).
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.set_inbound(text, text) TO %s',
+          'GRANT UPDATE (inbound) ON setstream.streams TO %s']);
 
 -- ---------------------------------------------------------------------
 -- issue 17: the RFC 8936 poll client (set_source)
@@ -830,67 +812,17 @@ GRANT UPDATE (state, backoff_until, suspended_reason, failures, auth_failures,
 -- Roles given rights before this update get the privileges of sources as
 -- grant_stream gives them from 0.3.0 on: SELECT for whoever may read
 -- setstream.deliveries; set_source and INSERT, UPDATE, DELETE for whoever
--- may run set_stream_status (the manage right).  As for peer_jwks above,
--- they are the roles' own grants: pg_init_privs is put back as it was.
-DO $$
-DECLARE
-    r record;
-    tab constant pg_catalog.oid := 'setstream.sources'::pg_catalog.regclass;
-    fn1 constant pg_catalog.oid := 'setstream.set_source(text, text, text, text)'::pg_catalog.regprocedure;
-    fn2 constant pg_catalog.oid := 'setstream._set_source_secret(text, text)'::pg_catalog.regprocedure;
-    saved_tab pg_catalog.aclitem[];
-    saved_fn1 pg_catalog.aclitem[];
-    saved_fn2 pg_catalog.aclitem[];
-BEGIN
-    SELECT ip.initprivs INTO saved_tab FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    SELECT ip.initprivs INTO saved_fn1 FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn1
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    SELECT ip.initprivs INTO saved_fn2 FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn2
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_class c,
-                    LATERAL pg_catalog.aclexplode(c.relacl) a
-              WHERE c.oid OPERATOR(pg_catalog.=) 'setstream.deliveries'::pg_catalog.regclass
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
-                AND a.grantee OPERATOR(pg_catalog.<>) 0
-                AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-                AND a.grantee OPERATOR(pg_catalog.<>) 'setstream_worker'::pg_catalog.regrole LOOP
-        EXECUTE pg_catalog.format('GRANT SELECT ON setstream.sources TO %s', r.role);
-    END LOOP;
-    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_proc p,
-                    LATERAL pg_catalog.aclexplode(p.proacl) a
-              WHERE p.oid OPERATOR(pg_catalog.=)
-                    'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-                AND a.grantee OPERATOR(pg_catalog.<>) 0
-                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
-        EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE ON setstream.sources TO %s', r.role);
-        EXECUTE pg_catalog.format(
-            'GRANT EXECUTE ON FUNCTION setstream.set_source(text, text, text, text),'
-            ' setstream._set_source_secret(text, text) TO %s', r.role);
-    END LOOP;
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_tab
-     WHERE ip.objoid OPERATOR(pg_catalog.=) tab
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn1
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn1
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn2
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn2
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-END
-$$;
+-- may run set_stream_status (the manage right); as their own grants.
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders('setstream.deliveries'::pg_catalog.regclass, 'SELECT')
+          EXCEPT SELECT 'setstream_worker' ORDER BY 1),
+    ARRAY['GRANT SELECT ON setstream.sources TO %s']);
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT INSERT, UPDATE, DELETE ON setstream.sources TO %s',
+          'GRANT EXECUTE ON FUNCTION setstream.set_source(text, text, text, text),'
+          ' setstream._set_source_secret(text, text) TO %s']);
 -- (end of issue 17: the RFC 8936 poll client)
 
 -- ---------------------------------------------------------------------
@@ -938,38 +870,13 @@ $$;
 REVOKE EXECUTE ON FUNCTION
     setstream.create_stream(text, text, text[], text, text, boolean, text, text) FROM PUBLIC;
 
--- The roles' grants are theirs, not the extension's: pg_init_privs is put
--- back as it was before them (see the alter_stream block above).
-DO $$
-DECLARE
-    r record;
-    fn constant pg_catalog.oid :=
-        'setstream.create_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure;
-    saved_fn pg_catalog.aclitem[];
-BEGIN
-    SELECT ip.initprivs INTO saved_fn FROM pg_catalog.pg_init_privs ip
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS role
-               FROM pg_catalog.pg_proc p,
-                    LATERAL pg_catalog.aclexplode(p.proacl) a
-              WHERE p.oid OPERATOR(pg_catalog.=)
-                    'setstream.create_stream(text, text, text[], text, text, boolean, text)'::pg_catalog.regprocedure
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-                AND a.grantee OPERATOR(pg_catalog.<>) 0
-                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
-        EXECUTE pg_catalog.format(
-            'GRANT EXECUTE ON FUNCTION setstream.create_stream(text, text, text[], text, text, boolean, text, text) TO %s',
-            r.role);
-    END LOOP;
-    -- (the function has a row: the REVOKE above)
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = saved_fn
-     WHERE ip.objoid OPERATOR(pg_catalog.=) fn
-       AND ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-END
-$$;
+-- Who could run the old create_stream (allow_stream_creation) may run the
+-- new one, as its own grant (_update_grant, above).
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.create_stream(text, text, text[], text, text, boolean, text)'::pg_catalog.regprocedure,
+        'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.create_stream(text, text, text[], text, text, boolean, text, text) TO %s']);
 DROP FUNCTION setstream.create_stream(text, text, text[], text, text, boolean, text);
 -- ---------------------------------------------------------------------
 -- end of issue 17 (continued): create_stream takes peer_jwks_uri
@@ -985,3 +892,7 @@ CREATE OR REPLACE FUNCTION setstream.error_code(sqlstate text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'setstream_error_code'
 LANGUAGE C IMMUTABLE STRICT;
+
+-- the update's own helpers go
+DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);
+DROP FUNCTION setstream._update_holders(pg_catalog.oid, pg_catalog.text);
