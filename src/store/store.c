@@ -663,19 +663,26 @@ get_hashes(MemoryContext cxt)
 	return hashes;
 }
 
-/* SHA-256 hashes (32-byte palloc'd buffers) of the stream's active tokens */
-List *
-store_token_hashes(const char *stream)
+/* The 32-byte hashes a statement of one stream's rows returns */
+static List *
+stream_hashes(StoreStmt *stmt, const char *stream)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[1] = {text_datum(stream)};
 	List	   *hashes;
 
 	spi_connect();
-	run(&stmt_token_hashes, values, NULL, true);
+	run(stmt, values, NULL, true);
 	hashes = get_hashes(cxt);
 	SPI_finish();
 	return hashes;
+}
+
+/* SHA-256 hashes (32-byte palloc'd buffers) of the stream's active tokens */
+List *
+store_token_hashes(const char *stream)
+{
+	return stream_hashes(&stmt_token_hashes, stream);
 }
 
 /* ---------------------------------------------------------------------
@@ -709,15 +716,7 @@ store_insert_client_cert(const char *stream, const uint8 *sha256,
 List *
 store_cert_hashes(const char *stream)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Datum		values[1] = {text_datum(stream)};
-	List	   *hashes;
-
-	spi_connect();
-	run(&stmt_cert_hashes, values, NULL, true);
-	hashes = get_hashes(cxt);
-	SPI_finish();
-	return hashes;
+	return stream_hashes(&stmt_cert_hashes, stream);
 }
 
 /* ---------------------------------------------------------------------
