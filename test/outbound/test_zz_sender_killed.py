@@ -55,7 +55,7 @@ def sender_pid(d):
     return rows[0][0] if len(rows) == 1 else None
 
 
-def test_sigkill_of_the_sender_mid_flight_loses_nothing_and_stores_nothing_twice():
+def test_sigkill_of_the_sender_mid_flight_loses_nothing_and_stores_nothing_twice(listener):
     d = connect()
     created = []
     d.execute("ALTER SYSTEM SET setstream.outbound_allowed_networks = '127.0.0.0/8'")
@@ -90,7 +90,7 @@ def test_sigkill_of_the_sender_mid_flight_loses_nothing_and_stores_nothing_twice
         d.conn.close()
 
 
-def test_a_202_whose_ack_was_not_committed_is_pushed_again_byte_for_byte():
+def test_a_202_whose_ack_was_not_committed_is_pushed_again_byte_for_byte(listener):
     """The receiver holds 4 pushes; the sender is killed before it could
     record their 202s: after the restart the same 4 tokens come again."""
     from conftest import Receiver

@@ -15,7 +15,7 @@ from conftest import wait_for, wait_for_listener_up
 N = 1500
 
 
-def test_sigkill_of_the_polling_sender_loses_nothing_and_stores_nothing_twice():
+def test_sigkill_of_the_polling_sender_loses_nothing_and_stores_nothing_twice(listener):
     d = connect()
     created = []
     d.execute("ALTER SYSTEM SET setstream.outbound_allowed_networks = '127.0.0.0/8'")
