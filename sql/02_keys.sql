@@ -318,8 +318,12 @@ SELECT count(*) AS s02_verify_keys_in_jwks
  WHERE j->>'kid' IN (SELECT kid FROM setstream.keys WHERE stream = 's02');
 
 -- emit signs with the newest active key; revoking it falls back to the
--- one before, and takes it out of jwks()
+-- one before, and takes it out of jwks().  It signed SETs that are not
+-- settled: revoke_key refuses (55006, object_in_use) unless forced.
+\set VERBOSITY sqlstate
 SELECT setstream.revoke_key('s02-tx', (SELECT pub->>'kid' FROM gen WHERE n = 11));
+\set VERBOSITY default
+SELECT setstream.revoke_key('s02-tx', (SELECT pub->>'kid' FROM gen WHERE n = 11), force => true);
 SELECT count(*) AS revoked_in_jwks FROM jsonb_array_elements(setstream.jwks()->'keys') j
  WHERE j->>'kid' = (SELECT pub->>'kid' FROM gen WHERE n = 11);
 SELECT setstream.emit('s02-tx', 'https://example.com/event/after-revoke', '{}') AS jti \gset

@@ -893,6 +893,137 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'setstream_error_code'
 LANGUAGE C IMMUTABLE STRICT;
 
+-- ---------------------------------------------------------------------
+-- issue 13: key rotation
+-- ---------------------------------------------------------------------
+-- rotate_key(stream, alg) signs with a new key at once.  The keys it
+-- supersedes stay in /jwks.json while SETs they signed are unsettled
+-- (neither acknowledged nor failed) and for setstream.jwks_max_age after
+-- the rotation (the max-age of the JWKS answer, so a receiver's cached
+-- copy still holds them); then the sender retires them (revoked_at).
+-- revoke_key refuses a key that unsettled SETs still need, unless forced.
+ALTER TABLE setstream.keys ADD COLUMN superseded_at timestamptz;
+
+COMMENT ON COLUMN setstream.keys.superseded_at IS
+'When rotate_key replaced this signing key.  It no longer signs; it stays published until the SETs it signed are settled and setstream.jwks_max_age has passed, then its revoked_at is set.';
+
+-- The kid of a compact JWS's protected header; NULL when there is none.
+CREATE FUNCTION setstream._token_kid(token text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'setstream_token_kid'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Do unsettled outbox rows of the stream carry a signature by kid?  The
+-- scan walks outbox_due_idx (the unsettled rows) in emit order, so while
+-- rows signed by an old key remain it stops at the first one.
+CREATE FUNCTION setstream._key_in_use(stream text, kid text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM setstream.outbox o
+         WHERE o.stream = _key_in_use.stream
+           AND o.acked_at IS NULL AND o.failed_at IS NULL
+           AND setstream._token_kid(o.token) = _key_in_use.kid)
+$$;
+
+CREATE FUNCTION setstream.rotate_key(stream text, alg text DEFAULT 'ES256')
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+    jwk jsonb;
+    new_kid text;
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    jwk := setstream.generate_key(stream, alg);
+    new_kid := jwk ->> 'kid';
+    UPDATE setstream.keys k SET superseded_at = at
+     WHERE k.stream = rotate_key.stream AND k.purpose = 'sign'
+       AND k.revoked_at IS NULL AND k.superseded_at IS NULL
+       AND k.kid <> new_kid;
+    RETURN jwk;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.rotate_key(text, text) FROM PUBLIC;
+
+CREATE FUNCTION setstream.revoke_key(stream text, kid text, force boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    IF NOT force AND setstream._key_in_use(stream, kid) THEN
+        RAISE EXCEPTION 'key "%" of stream "%" signed SETs that are not settled yet', kid, stream
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Receivers could no longer verify them.  Wait until they are acknowledged or failed (a key replaced by rotate_key retires itself then), or pass force => true.';
+    END IF;
+    UPDATE setstream.keys k SET revoked_at = at
+     WHERE k.stream = revoke_key.stream AND k.kid = revoke_key.kid
+       AND k.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" has no active key "%"', stream, kid
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream.revoke_key(text, text, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION setstream.revoke_key(stream text, kid text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM setstream.revoke_key(stream, kid, false);
+END
+$$;
+
+-- The sender's sweep (worker/sender.c, every second on sender 0): retire
+-- the superseded keys whose time is up and whose SETs are all settled.
+CREATE FUNCTION setstream._retire_keys(max_age_s integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+    r record;
+    n integer := 0;
+BEGIN
+    FOR r IN SELECT k.stream, k.kid FROM setstream.keys k
+              WHERE k.superseded_at IS NOT NULL AND k.revoked_at IS NULL
+                AND k.superseded_at <= at - make_interval(secs => max_age_s)
+              ORDER BY k.stream, k.kid
+    LOOP
+        CONTINUE WHEN setstream._key_in_use(r.stream, r.kid);
+        UPDATE setstream.keys k SET revoked_at = at
+         WHERE k.stream = r.stream AND k.kid = r.kid AND k.revoked_at IS NULL;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._retire_keys(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION setstream._retire_keys(integer) TO setstream_worker;
+GRANT UPDATE (revoked_at) ON setstream.keys TO setstream_worker;
+
+-- Who may generate keys may rotate them and force a revocation.
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.generate_key(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.rotate_key(text, text),'
+          ' setstream.revoke_key(text, text, boolean) TO %s']);
+-- ---------------------------------------------------------------------
+-- end of issue 13: key rotation
+-- ---------------------------------------------------------------------
+
 -- the update's own helpers go
 DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);
 DROP FUNCTION setstream._update_holders(pg_catalog.oid, pg_catalog.text);

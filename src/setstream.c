@@ -51,6 +51,7 @@ int			setstream_redelivery_interval_ms = 60000;
 int			setstream_max_poll_events = 1000;
 int			setstream_auth_failure_limit = 30;
 int			setstream_max_buffered_bytes = 64 * 1024 * 1024;
+int			setstream_jwks_max_age_s = 60;
 
 int			setstream_senders = 1;
 char	   *setstream_outbound_ca_file = NULL;
@@ -116,6 +117,11 @@ define_sender_gucs(void)
 	DefineCustomIntVariable("setstream.jwks_min_cache_time",
 							"Least time a fetched peer JWK Set is kept before it is fetched again, whatever its max-age says.",
 							NULL, &setstream_jwks_min_cache_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	/* key rotation (issue 13) */
+	DefineCustomIntVariable("setstream.jwks_max_age",
+							"max-age of the /jwks.json answer; a signing key replaced by rotate_key stays published at least this long.",
+							NULL, &setstream_jwks_max_age_s, 60, 0, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 

@@ -31,6 +31,7 @@ extern int	setstream_redelivery_interval_ms;
 extern int	setstream_max_poll_events;
 extern int	setstream_auth_failure_limit;
 extern int	setstream_max_buffered_bytes;
+extern int	setstream_jwks_max_age_s;
 
 /*
  * RFC 8935 section 2.4 error codes ("Security Event Token Error Codes").

@@ -46,6 +46,7 @@
 
 #define SCAN_INTERVAL_MS 1000	/* look for due SETs at least this often */
 #define RETRY_TURN_MS 1000		/* after a failed database turn */
+#define RETIRE_INTERVAL_MS 1000	/* sender 0 retires replaced keys this often */
 
 /* One push in flight (or answered, its outcome not yet recorded) */
 typedef struct Push
@@ -420,6 +421,21 @@ discard_pushes(List *to_start)
  * aborted) when it failed; the answered pushes are then forgotten, and
  * their SETs pushed again later.
  */
+/*
+ * Sender 0 retires the signing keys rotate_key replaced, once their SETs
+ * are settled and setstream.jwks_max_age is up (store_retire_keys).
+ */
+static void
+retire_keys_when_due(TimestampTz now)
+{
+	static TimestampTz next_retire_at = 0;
+
+	if (sender_index != 0 || now < next_retire_at)
+		return;
+	(void) store_retire_keys(setstream_jwks_max_age_s);
+	next_retire_at = now + RETIRE_INTERVAL_MS * 1000;
+}
+
 static void
 sender_turn(void *arg)
 {
@@ -428,6 +444,7 @@ sender_turn(void *arg)
 	t->now = GetCurrentTimestamp();
 	next_scan_at = 0;
 	turn_work(t);
+	retire_keys_when_due(t->now);
 	for (int i = 0; i < nslots; i++)
 		slot_gens[i] = turn_gens[slots[i]];
 }

@@ -366,13 +366,16 @@ route_execute(Conn *conn, const uint64 *generations, TimestampTz now)
 {
 	Prepared   *p = prepared(conn);
 	char	   *jwks;
+	char		cache_control[48];
 
 	switch (p->ep)
 	{
 		case EP_JWKS:
 			jwks = exchange_jwks();
+			snprintf(cache_control, sizeof(cache_control),
+					 "Cache-Control: max-age=%d\r\n", setstream_jwks_max_age_s);
 			http_respond(conn, 200, "application/json", jwks, strlen(jwks),
-						 "Cache-Control: max-age=60\r\n");
+						 cache_control);
 			break;
 		case EP_METRICS:
 			metrics_respond(conn);

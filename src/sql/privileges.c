@@ -130,7 +130,7 @@ static const char *const *const grants_by_privilege[] = {
 /*
  * What changed with 0.3.0 (issue 17: peer keys from a jwks_uri, so
  * alter_stream and create_stream take peer_jwks_uri, and the poll client's
- * sources; issue 13: set_inbound): granted in the schema the extension
+ * sources; issue 13: set_inbound, rotate_key and a forced revoke_key): granted in the schema the extension
  * has, so that an extension not yet updated still grants what it has.
  */
 static const char *const grants_common_0_3[] = {
@@ -146,6 +146,9 @@ static const char *const grants_manage_0_3[] = {
 	" setstream._set_source_secret(text, text) TO %s",
 	"GRANT EXECUTE ON FUNCTION"
 	" setstream.alter_stream(text, text, text[], text, text, boolean, text, text) TO %s",
+	/* key rotation (issue 13) */
+	"GRANT EXECUTE ON FUNCTION setstream.rotate_key(text, text),"
+	" setstream.revoke_key(text, text, boolean) TO %s",
 	NULL
 };
 static const char *const grants_manage_0_2[] = {

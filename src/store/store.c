@@ -241,6 +241,11 @@ static StoreStmt stmt_jwks = {
 	0, {InvalidOid}
 };
 
+static StoreStmt stmt_retire_keys = {
+	"SELECT setstream._retire_keys($1)",
+	1, {INT4OID}
+};
+
 static StoreStmt stmt_ext_owner = {
 	"SELECT extowner FROM pg_catalog.pg_extension"
 	" WHERE extname OPERATOR(pg_catalog.=) 'setstream'",
@@ -1024,6 +1029,26 @@ store_jwks(void)
 	result = get_text(0, 1, cxt);
 	SPI_finish();
 	return result;
+}
+
+/*
+ * Retire the signing keys rotate_key replaced whose SETs are all settled
+ * and whose max_age_s (setstream.jwks_max_age) is up; returns how many.
+ */
+int
+store_retire_keys(int max_age_s)
+{
+	Datum		values[1] = {Int32GetDatum(max_age_s)};
+	bool		isnull;
+	int			n;
+
+	if (!store_schema_is_0_3())
+		return 0;
+	spi_connect();
+	run(&stmt_retire_keys, values, NULL, false);
+	n = DatumGetInt32(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return isnull ? 0 : n;
 }
 
 /* Whether any SET of the stream is pending or due for redelivery */

@@ -71,6 +71,7 @@ extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
 extern List *store_take_due(const char *stream, int limit, bool *more);
 extern char *store_jwks(void);
+extern int	store_retire_keys(int max_age_s);
 
 /* One right on a stream: its owner (privilege "owner") or a grant */
 typedef struct StreamRight

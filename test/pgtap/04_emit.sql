@@ -5,7 +5,7 @@
 -- A revoked key is not used; no key -> 55000.  A rolled back emit leaves no
 -- outbox row.  emit_trigger builds the subject from the row.
 BEGIN;
-SELECT plan(50);
+SELECT plan(51);
 
 CREATE FUNCTION pg_temp.b64url_json(s text) RETURNS jsonb
 LANGUAGE sql IMMUTABLE STRICT AS $$
@@ -105,12 +105,14 @@ SELECT is(pg_temp.part(pg_temp.tok(:'jti3'), 1)->>'kid', :'kid2', 'the newest si
 SELECT is(pg_temp.part(pg_temp.tok(:'jti3'), 1)->>'alg', 'ES384', 'with its alg');
 SELECT is(pg_temp.part(pg_temp.tok(:'jti1'), 1)->>'kid', :'kid1', 'a SET queued earlier keeps its signature');
 
-SELECT setstream.revoke_key('tap-em', :'kid2') IS NULL AS revoked \gset
+SELECT throws_ok(format('SELECT setstream.revoke_key(%L, %L)', 'tap-em', :'kid2'),
+                 '55006', NULL, 'revoke_key of a key that signed an unsettled SET -> 55006');
+SELECT setstream.revoke_key('tap-em', :'kid2', force => true) IS NULL AS revoked \gset
 SELECT setstream.emit('tap-em', 'urn:example:t', '{}') AS jti4 \gset
 SELECT is(pg_temp.part(pg_temp.tok(:'jti4'), 1)->>'kid', :'kid1', 'after revoking the newest key, the previous one signs');
 SELECT is(pg_temp.part(pg_temp.tok(:'jti4'), 1)->>'alg', 'ES256', 'with its own alg');
 
-SELECT setstream.revoke_key('tap-em', :'kid1') IS NULL AS revoked \gset
+SELECT setstream.revoke_key('tap-em', :'kid1', force => true) IS NULL AS revoked \gset
 SELECT throws_ok($$ SELECT setstream.emit('tap-em', 'urn:example:t', '{}') $$,
                  '55000', 'stream "tap-em" has no signing key', 'with every signing key revoked, emit -> 55000');
 SELECT throws_ok($$ SELECT setstream.revoke_key('tap-em', 'no-such-kid') $$,

@@ -157,11 +157,13 @@ def test_newest_signing_key_signs_and_old_sets_stay_byte_identical(db, streams):
     assert db.outbox_token(s.name, jti1) == token1
     verify(token1, first, "ES256")
 
-    db.execute("SELECT setstream.revoke_key(%s, %s)", (s.name, second["kid"]))
+    # jti2 is unsettled and signed by the second key: revoking it needs force
+    db.expect_error("55006", "SELECT setstream.revoke_key(%s, %s)", (s.name, second["kid"]))
+    db.execute("SELECT setstream.revoke_key(%s, %s, force => true)", (s.name, second["kid"]))
     header3, _ = verify(db.outbox_token(s.name, db.emit(s.name)), first, "ES256")
     assert header3["kid"] == first["kid"]
 
-    db.execute("SELECT setstream.revoke_key(%s, %s)", (s.name, first["kid"]))
+    db.execute("SELECT setstream.revoke_key(%s, %s, force => true)", (s.name, first["kid"]))
     db.expect_error("55000", "SELECT setstream.emit(%s, %s, '{}')", (s.name, SESSION_REVOKED))
 
 

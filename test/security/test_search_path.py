@@ -105,6 +105,10 @@ def test_execute_is_not_granted_to_public(listener):
                "setstream.metrics",
                # the default of outbox.seq and tokens.id, evaluated with the
                # inserting role's rights (issue 18); returns a clock value
-               "setstream._order_key"}
+               "setstream._order_key",
+               # key rotation (issue 13): the kid of a token given as argument
+               # (pure), and whether outbox rows the caller can read (RLS)
+               # carry it; revoke_key and the sender's sweep call them
+               "setstream._token_kid", "setstream._key_in_use"}
     assert names <= allowed, sorted(names - allowed)
     assert "setstream.emit" not in names
