@@ -53,6 +53,8 @@ def test_a_cannot_use_or_name_bs_stream(two):
         ("SELECT setstream.ingest(%s, '{}'::jsonb)", (sb.name,)),
         ("SELECT setstream.issue_token(%s)", (sb.name,)),
         ("SELECT setstream.generate_key(%s)", (sb.name,)),
+        ("SELECT setstream.rotate_key(%s)", (sb.name,)),
+        ("SELECT setstream.revoke_key(%s, %s, true)", (sb.name, sb.signing_jwk["kid"])),
         ("SELECT setstream.add_key(%s, '{\"kty\":\"oct\",\"k\":\"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\"}')",
          (sb.name,)),
         ("SELECT setstream.set_stream_status(%s, 'disabled')", (sb.name,)),
@@ -94,6 +96,14 @@ def test_a_uses_its_own_stream(two):
                      (sa.name, jti)) == "acked"
     assert A.val("SELECT count(*) FROM setstream.streams") == 1
     assert A.val("SELECT count(*) FROM setstream.stats") == 1
+    # key rotation with the manage right (granted by grant_stream)
+    old = sa.signing_jwk["kid"]
+    A.val("SELECT setstream.emit(%s, 'urn:example:e', '{}'::jsonb)", (sa.name,))
+    new = A.val("SELECT setstream.rotate_key(%s)", (sa.name,))["kid"]
+    assert sqlstate(A, "SELECT setstream.revoke_key(%s, %s)", (sa.name, old)) == "55006"
+    A.execute("SELECT setstream.revoke_key(%s, %s, force => true)", (sa.name, old))
+    assert admin.val("SELECT array_agg(kid ORDER BY kid) FROM setstream.keys WHERE stream = %s"
+                     " AND purpose = 'sign' AND revoked_at IS NULL", (sa.name,)) == [new]
 
 
 def test_another_right_is_42501(roles, listener, streams):
