@@ -94,24 +94,8 @@ ALTER TABLE setstream.outbox DROP CONSTRAINT outbox_stream_fkey,
 
 -- revoke_key: the time is a value, not clock_timestamp() inside the UPDATE
 -- (Citus refuses volatile functions in an UPDATE of a distributed table).
-CREATE OR REPLACE FUNCTION setstream.revoke_key(stream text, kid text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    at timestamptz := clock_timestamp();
-BEGIN
-    PERFORM setstream._stream_row(stream);
-    UPDATE setstream.keys k SET revoked_at = at
-     WHERE k.stream = revoke_key.stream AND k.kid = revoke_key.kid
-       AND k.revoked_at IS NULL;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'stream "%" has no active key "%"', stream, kid
-            USING ERRCODE = 'undefined_object';
-    END IF;
-END
-$$;
+-- Its new body is below, with key rotation (issue 13), which gives it a
+-- force argument.
 
 -- purge_outbox: one statement for one stream (routed to its shard), one
 -- for all; the cutoff is computed first, and each DELETE is planned for
@@ -950,6 +934,8 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION setstream.rotate_key(text, text) FROM PUBLIC;
 
+-- The time is a value, not clock_timestamp() inside the UPDATE (Citus
+-- refuses volatile functions in an UPDATE of a distributed table).
 CREATE FUNCTION setstream.revoke_key(stream text, kid text, force boolean)
 RETURNS void
 LANGUAGE plpgsql
