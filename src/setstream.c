@@ -55,6 +55,8 @@ int			setstream_jwks_max_age_s = 60;
 
 int			setstream_senders = 1;
 char	   *setstream_outbound_ca_file = NULL;
+char	   *setstream_outbound_client_cert_file = NULL;
+char	   *setstream_outbound_client_key_file = NULL;
 char	   *setstream_outbound_allowed_networks = NULL;
 int			setstream_max_delivery_age_s = 3 * 24 * 3600;
 int			setstream_outbound_connect_timeout_ms = 10000;
@@ -73,6 +75,14 @@ define_sender_gucs(void)
 							   "CA certificates (PEM) that verify the peers setstream pushes to; empty: the system bundle.",
 							   NULL, &setstream_outbound_ca_file, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.outbound_client_cert_file",
+							   "Client certificate (PEM, with its chain) that setstream presents to the peers it reaches over TLS (mutual TLS); empty: none.",
+							   NULL, &setstream_outbound_client_cert_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("setstream.outbound_client_key_file",
+							   "Private key (PEM) of setstream.outbound_client_cert_file.",
+							   NULL, &setstream_outbound_client_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("setstream.outbound_allowed_networks",
 							   "Networks (CIDR, comma-separated) that outbound requests may reach although loopback, private, link-local or unique-local; plain http is allowed only to them.",
 							   NULL, &setstream_outbound_allowed_networks, "",

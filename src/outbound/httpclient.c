@@ -21,7 +21,9 @@
  *	  name resolution, so DNS rebinding does not get around it) must not
  *	  be loopback, private, link-local, unique-local or otherwise special
  *	  unless setstream.outbound_allowed_networks lists it.  Plain http is
- *	  allowed only to addresses listed there.
+ *	  allowed only to addresses listed there.  With
+ *	  setstream.outbound_client_cert_file and _key_file set, every TLS
+ *	  request presents that client certificate (mutual TLS).
  *
  *	  The callbacks run inside libcurl: they never ereport, and allocate
  *	  with malloc only what libcurl frees or we free at completion.
@@ -394,6 +396,27 @@ httpclient_epoll_fd(void)
 }
 
 /*
+ * Mutual TLS: the client certificate and key of
+ * setstream.outbound_client_cert_file / _key_file, when both are set.
+ * libcurl reads the files when it connects; a file it cannot use fails
+ * the request (a transport error naming the certificate, never its
+ * contents).
+ */
+static void
+set_client_certificate(CURL *e)
+{
+	if (setstream_outbound_client_cert_file == NULL ||
+		setstream_outbound_client_cert_file[0] == '\0' ||
+		setstream_outbound_client_key_file == NULL ||
+		setstream_outbound_client_key_file[0] == '\0')
+		return;
+	curl_easy_setopt(e, CURLOPT_SSLCERT, setstream_outbound_client_cert_file);
+	curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+	curl_easy_setopt(e, CURLOPT_SSLKEY, setstream_outbound_client_key_file);
+	curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+}
+
+/*
  * A POST of body when content_type is not NULL, else a GET; the request
  * fails after timeout_ms, or when the response body exceeds max_response
  */
@@ -457,6 +480,7 @@ start_request(const char *url, const char *body, size_t len,
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (setstream_outbound_ca_file && setstream_outbound_ca_file[0] != '\0')
 		curl_easy_setopt(e, CURLOPT_CAINFO, setstream_outbound_ca_file);
+	set_client_certificate(e);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 
 	/*

@@ -14,6 +14,8 @@
 /* GUCs (src/setstream.c) */
 extern int	setstream_senders;
 extern char *setstream_outbound_ca_file;
+extern char *setstream_outbound_client_cert_file;
+extern char *setstream_outbound_client_key_file;
 extern char *setstream_outbound_allowed_networks;
 extern int	setstream_max_delivery_age_s;
 extern int	setstream_outbound_connect_timeout_ms;

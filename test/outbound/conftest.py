@@ -57,11 +57,22 @@ def answer(status, err=None, description=None, headers=None, body=None):
     return (status, h, body or b"")
 
 
+def client_cn(conn):
+    """The commonName of the client certificate a TLS connection presented."""
+    getpeercert = getattr(conn, "getpeercert", None)
+    cert = getpeercert() if getpeercert else None
+    for rdn in (cert or {}).get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
 class Receiver:
     """A scriptable RFC 8935 push receiver on 127.0.0.1."""
 
-    def __init__(self, tls=None):
-        self.requests = []       # dicts: t, path, headers, body, port
+    def __init__(self, tls=None, client_ca=None):
+        self.requests = []       # dicts: t, path, headers, body, port, client_cn
         self.script = []         # answers given in order, then default
         self.default = answer(202)
         self.delay = 0.0         # seconds before each answer
@@ -84,7 +95,8 @@ class Receiver:
                     receiver.requests.append({
                         "t": time.monotonic(), "path": self.path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body, "port": self.client_address[1]})
+                        "body": body, "port": self.client_address[1],
+                        "client_cn": client_cn(self.connection)})
                     action = receiver.script.pop(0) if receiver.script else receiver.default
                     receiver.active += 1
                     receiver.max_active = max(receiver.max_active, receiver.active)
@@ -120,6 +132,11 @@ class Receiver:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*tls)
+            if client_ca is not None:
+                # mutual TLS: a client without a certificate from client_ca
+                # does not get through the handshake
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(client_ca)
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
             self.url = "https://127.0.0.1:%d/events" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -193,6 +210,27 @@ def pushes(streams, db):
 def wait_for_listener_up(timeout=60.0):
     """The listener answers again (after a crash restart of the cluster)."""
     sys.modules["listener_support"].wait_for_listener(timeout)
+
+
+@pytest.fixture(scope="session")
+def client_certificate():
+    """A self-signed client certificate (CN setstream-test-client) and its
+    key, both readable by the server: (cert file, key file)."""
+    import shutil
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="setstream-outbound-client-")
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "client.pem"), os.path.join(d, "client.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=setstream-test-client",
+                    "-addext", "extendedKeyUsage=clientAuth",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o644)  # a throwaway key; the server runs as another user
+    yield cert, key
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -312,3 +312,25 @@ def test_a_receiver_certificate_that_does_not_verify_is_refused(loopback, certif
         assert receiver.requests[0]["headers"]["authorization"] == "Bearer not-for-impostors"
     finally:
         receiver.close()
+
+
+def test_mutual_tls_presents_the_configured_client_certificate(loopback, certificate,
+                                                               client_certificate, pushes, db):
+    from conftest import Receiver
+    receiver = Receiver(tls=certificate, client_ca=client_certificate[0])
+    try:
+        loopback.set(outbound_ca_file=certificate[0])
+        s = pushes.create(receiver.url)
+        jti = db.emit(s.name)
+        # no client certificate configured: the receiver ends the handshake
+        row = pushes.wait_row(s, jti, lambda r: r["last_error"] is not None, "an error")
+        assert row["last_status"] == 0 and row["acked_at"] is None, row
+        assert receiver.count() == 0, "a request got through without a client certificate"
+
+        loopback.set(outbound_client_cert_file=client_certificate[0],
+                     outbound_client_key_file=client_certificate[1])
+        db.execute("SELECT setstream.resume_delivery(%s)", (s.name,))
+        pushes.wait_row(s, jti, ACKED, "ack over mutual TLS")
+        assert receiver.requests[0]["client_cn"] == "setstream-test-client"
+    finally:
+        receiver.close()
