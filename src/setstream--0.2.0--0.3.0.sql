@@ -353,6 +353,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
                              'stream_grants', 'deliveries', 'delivery_secrets',
                              'peer_jwks', 'sources', 'source_secrets',
+                             'receivers', 'receiver_tokens',
                              'events', 'outbox'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
@@ -409,7 +410,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['outbox', 'events', 'source_secrets', 'sources',
                              'peer_jwks', 'delivery_secrets', 'deliveries',
                              'stream_grants', 'client_certs', 'tokens', 'key_secrets',
-                             'keys', 'streams'] LOOP
+                             'keys', 'streams', 'receiver_tokens', 'receivers'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
             INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
@@ -892,6 +893,105 @@ CREATE OR REPLACE FUNCTION setstream.error_code(sqlstate text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'setstream_error_code'
 LANGUAGE C IMMUTABLE STRICT;
+
+-- ---------------------------------------------------------------------
+-- issue 13, SSF transmitter: receivers and their tokens, streams owned by
+-- a receiver (see the README, "SSF transmitter")
+-- ---------------------------------------------------------------------
+--
+-- A receiver is a client of the SSF management API (/ssf/...): it is
+-- made by create_receiver, authenticates with a bearer token from
+-- issue_receiver_token, and reaches only the streams whose "receiver" is
+-- its name.  Both tables are the extension owner's alone: the functions
+-- below (C, src/sql/receiverapi.c) check the caller and write them as
+-- the owner; the listener reads them as the owner.  A receiver belongs to
+-- the role that created it (owner); only that role (or one with its
+-- rights, or one that bypasses row-level security) issues its tokens and
+-- attaches streams to it.
+CREATE TABLE setstream.receivers (
+    name        text PRIMARY KEY
+                CONSTRAINT receivers_name_valid
+                CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$'),
+    audience    text[],
+    max_streams integer CONSTRAINT receivers_max_streams_valid
+                CHECK (max_streams IS NULL OR max_streams >= 1),
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON setstream.receivers FROM PUBLIC;
+ALTER TABLE setstream.receivers ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE setstream.receivers IS
+'SSF receivers: clients of the management API (create_receiver). Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.receivers', '');
+
+-- Only the SHA-256 of each token is kept; scopes ssf.read, ssf.manage
+CREATE TABLE setstream.receiver_tokens (
+    receiver    text NOT NULL
+                REFERENCES setstream.receivers (name) ON DELETE CASCADE,
+    token_hash  bytea NOT NULL CHECK (pg_catalog.length(token_hash) = 32),
+    scopes      text[] NOT NULL
+                CONSTRAINT receiver_tokens_scopes_valid
+                CHECK (scopes <@ ARRAY['ssf.read', 'ssf.manage']::text[]
+                       AND pg_catalog.cardinality(scopes) > 0),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (receiver, token_hash)
+);
+REVOKE ALL ON setstream.receiver_tokens FROM PUBLIC;
+ALTER TABLE setstream.receiver_tokens ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE setstream.receiver_tokens IS
+'Bearer tokens of SSF receivers (issue_receiver_token): SHA-256 only, with their scopes. Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.receiver_tokens', '');
+
+-- The receiver whose management API reaches the stream; NULL: a stream
+-- made by SQL, not reachable through /ssf/...
+ALTER TABLE setstream.streams
+    ADD COLUMN receiver text REFERENCES setstream.receivers (name);
+COMMENT ON COLUMN setstream.streams.receiver IS
+'The SSF receiver (setstream.receivers) whose management API reaches this stream; NULL: none (set_stream_receiver).';
+
+CREATE FUNCTION setstream.create_receiver(name text, audience text[] DEFAULT NULL,
+                                          max_streams integer DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'setstream_create_receiver'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION setstream.create_receiver(text, text[], integer) IS
+'a client of the SSF management API, owned by the calling role; needs allow_stream_creation';
+
+CREATE FUNCTION setstream.issue_receiver_token(receiver text,
+                                               scopes text[] DEFAULT '{ssf.read,ssf.manage}')
+RETURNS text
+AS 'MODULE_PATHNAME', 'setstream_issue_receiver_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION setstream.issue_receiver_token(text, text[]) IS
+'a bearer token of the receiver for the SSF management API (shown once, only its hash kept); scopes ssf.read, ssf.manage';
+
+CREATE FUNCTION setstream.set_stream_receiver(stream text, receiver text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_set_stream_receiver'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION setstream.set_stream_receiver(text, text) IS
+'let the receiver''s management API reach the stream (NULL: no receiver); needs the manage right on the stream and the receiver''s ownership';
+
+REVOKE EXECUTE ON FUNCTION setstream.create_receiver(text, text[], integer),
+    setstream.issue_receiver_token(text, text[]),
+    setstream.set_stream_receiver(text, text) FROM PUBLIC;
+
+-- create_receiver and issue_receiver_token come with
+-- allow_stream_creation, set_stream_receiver with the manage right; the
+-- roles holding them already get them here, as their own grants.
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.create_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure,
+        'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.create_receiver(text, text[], integer),'
+          ' setstream.issue_receiver_token(text, text[]) TO %s']);
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.set_stream_receiver(text, text) TO %s']);
+-- ---------------------------------------------------------------------
+-- end of issue 13, SSF transmitter: receivers
+-- ---------------------------------------------------------------------
 
 -- the update's own helpers go
 DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);

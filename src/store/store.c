@@ -1762,3 +1762,189 @@ store_source_state(const PushStream *p, int last_status,
 	run(&stmt_source_state, values, nulls, false);
 	SPI_finish();
 }
+
+/* ---------------------------------------------------------------------
+ * SSF receivers (issue 13): clients of the management API.  Both tables
+ * are the extension owner's alone: every statement runs as the owner,
+ * after the caller (receiverapi.c, or the listener's management
+ * authentication) decided.
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_insert_receiver = {
+	"INSERT INTO setstream.receivers (name, audience, max_streams, owner)"
+	" VALUES ($1, $2, $3, $4::pg_catalog.regrole) ON CONFLICT DO NOTHING",
+	4, {TEXTOID, TEXTARRAYOID, INT4OID, OIDOID}
+};
+
+static StoreStmt stmt_receiver_owner = {
+	"SELECT owner::pg_catalog.oid FROM setstream.receivers"
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_receiver_token = {
+	"INSERT INTO setstream.receiver_tokens (receiver, token_hash, scopes)"
+	" VALUES ($1, $2, $3)",
+	3, {TEXTOID, BYTEAOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_receiver_tokens = {
+	"SELECT token_hash, receiver,"
+	" 'ssf.read' OPERATOR(pg_catalog.=) ANY (scopes),"
+	" 'ssf.manage' OPERATOR(pg_catalog.=) ANY (scopes)"
+	" FROM setstream.receiver_tokens",
+	0, {InvalidOid}
+};
+
+static StoreStmt stmt_set_stream_receiver = {
+	"UPDATE setstream.streams SET receiver = $2"
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_receiver_stream = {
+	"SELECT status FROM setstream.streams"
+	" WHERE name OPERATOR(pg_catalog.=) $1 AND receiver OPERATOR(pg_catalog.=) $2",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_set_status = {
+	"SELECT (setstream.set_stream_status($1, $2)).status",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* Make a receiver; false when one of that name exists */
+bool
+store_insert_receiver(const char *name, List *audience, int max_streams,
+					  Oid owner)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		made;
+
+	values[0] = text_datum(name);
+	values[1] = audience != NIL ? text_array_datum(audience) : (Datum) 0;
+	if (audience == NIL)
+		nulls[1] = 'n';
+	values[2] = Int32GetDatum(max_streams);
+	if (max_streams <= 0)
+		nulls[2] = 'n';
+	values[3] = ObjectIdGetDatum(owner);
+	spi_connect();
+	run_as_owner(&stmt_insert_receiver, values, nulls, false);
+	made = SPI_processed == 1;
+	SPI_finish();
+	return made;
+}
+
+/* The role owning a receiver; false when there is no such receiver */
+bool
+store_receiver_owner(const char *name, Oid *owner)
+{
+	Datum		values[1] = {text_datum(name)};
+	bool		found;
+	bool		isnull;
+
+	spi_connect();
+	run_as_owner(&stmt_receiver_owner, values, NULL, true);
+	found = SPI_processed == 1;
+	if (found)
+		*owner = DatumGetObjectId(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return found;
+}
+
+/* Keep the SHA-256 of a receiver's new token, with its scopes */
+void
+store_insert_receiver_token(const char *receiver, const uint8 *hash,
+							List *scopes)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+	Datum		values[3];
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), hash, 32);
+	values[0] = text_datum(receiver);
+	values[1] = PointerGetDatum(b);
+	values[2] = text_array_datum(scopes);
+	spi_connect();
+	run_as_owner(&stmt_insert_receiver_token, values, NULL, false);
+	SPI_finish();
+}
+
+/* Every receiver token (ReceiverToken), in the caller's memory */
+List *
+store_receiver_tokens(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *tokens = NIL;
+
+	spi_connect();
+	run_as_owner(&stmt_receiver_tokens, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bytea	   *b = DatumGetByteaPP(get_datum(i, 1, &isnull));
+		MemoryContext old;
+		ReceiverToken *t;
+
+		if (VARSIZE_ANY_EXHDR(b) != 32)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		t = palloc0(sizeof(ReceiverToken));
+		memcpy(t->hash, VARDATA_ANY(b), 32);
+		MemoryContextSwitchTo(old);
+		t->receiver = get_text(i, 2, cxt);
+		t->read = DatumGetBool(get_datum(i, 3, &isnull)) && !isnull;
+		t->manage = DatumGetBool(get_datum(i, 4, &isnull)) && !isnull;
+		tokens = lappend(tokens, t);
+	}
+	SPI_finish();
+	return tokens;
+}
+
+/* Let the receiver's API reach the stream (receiver NULL: none) */
+void
+store_set_stream_receiver(const char *stream, const char *receiver)
+{
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+
+	values[0] = text_datum(stream);
+	values[1] = receiver ? text_datum(receiver) : (Datum) 0;
+	if (receiver == NULL)
+		nulls[1] = 'n';
+	spi_connect();
+	run_as_owner(&stmt_set_stream_receiver, values, nulls, false);
+	SPI_finish();
+}
+
+/*
+ * The status of a stream of this receiver, in the caller's memory; NULL
+ * when the stream does not exist or is not the receiver's.
+ */
+char *
+store_receiver_stream_status(const char *stream, const char *receiver)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[2] = {text_datum(stream), text_datum(receiver)};
+	char	   *status = NULL;
+
+	spi_connect();
+	run_as_owner(&stmt_receiver_stream, values, NULL, true);
+	if (SPI_processed == 1)
+		status = get_text(0, 1, cxt);
+	SPI_finish();
+	return status;
+}
+
+/* setstream.set_stream_status, as the extension owner */
+void
+store_set_stream_status(const char *stream, const char *status)
+{
+	Datum		values[2] = {text_datum(stream), text_datum(status)};
+
+	spi_connect();
+	run_as_owner(&stmt_set_status, values, NULL, false);
+	SPI_finish();
+}

@@ -185,4 +185,24 @@ extern void store_source_state(const PushStream *p, int last_status,
 							   const char *last_error, int64 received,
 							   int64 rejected, TimestampTz now);
 
+/* SSF receivers (issue 13): clients of the management API */
+typedef struct ReceiverToken
+{
+	char	   *receiver;
+	uint8		hash[32];		/* SHA-256 of the token */
+	bool		read;			/* scope ssf.read */
+	bool		manage;			/* scope ssf.manage */
+} ReceiverToken;
+
+extern bool store_insert_receiver(const char *name, List *audience,
+								  int max_streams, Oid owner);
+extern bool store_receiver_owner(const char *name, Oid *owner);
+extern void store_insert_receiver_token(const char *receiver,
+										const uint8 *hash, List *scopes);
+extern List *store_receiver_tokens(void);
+extern void store_set_stream_receiver(const char *stream, const char *receiver);
+extern char *store_receiver_stream_status(const char *stream,
+										  const char *receiver);
+extern void store_set_stream_status(const char *stream, const char *status);
+
 #endif

@@ -39,6 +39,9 @@ extern bool auth_authorized(struct Conn *conn, StreamInfo *stream);
 extern int	auth_session_denied(struct Conn *conn, StreamInfo *stream,
 								const char **why);
 
+/* mgmt.c: the receiver of an SSF management request */
+extern const char *auth_receiver(struct Conn *conn, bool need_manage);
+
 /* limit.c: the failures per address, in shared memory */
 extern void authlimit_request_shmem(void);
 extern void auth_peer_key(const struct sockaddr *addr, AuthLimitKey *key);

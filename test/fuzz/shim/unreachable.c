@@ -155,3 +155,23 @@ jwksreq_unknown_kid(const char *stream)
 {
 	return false;
 }
+
+List *
+store_receiver_tokens(void)
+{
+	UNREACHABLE(store_receiver_tokens);
+	return NIL;
+}
+
+char *
+store_receiver_stream_status(const char *stream, const char *receiver)
+{
+	UNREACHABLE(store_receiver_stream_status);
+	return NULL;
+}
+
+void
+store_set_stream_status(const char *stream, const char *status)
+{
+	UNREACHABLE(store_set_stream_status);
+}
