@@ -976,6 +976,138 @@ REVOKE EXECUTE ON FUNCTION setstream.create_receiver(text, text[], integer),
     setstream.issue_receiver_token(text, text[]),
     setstream.set_stream_receiver(text, text) FROM PUBLIC;
 
+-- The stream configuration endpoint (POST, GET, DELETE /ssf/streams;
+-- src/server/ssf.c).  A stream made there is an ordinary stream, named by
+-- a random UUID (its SSF stream_id; never reused), owned by the extension
+-- owner, reached by the receiver that made it, with an ES256 signing key;
+-- its description and events_requested are the receiver's.  The
+-- functions below are the listener's alone (run as the extension owner,
+-- every value a parameter).
+ALTER TABLE setstream.streams
+    ADD COLUMN description text,
+    ADD COLUMN events_requested text[];
+COMMENT ON COLUMN setstream.streams.description IS
+'SSF: the receiver-supplied description of a stream made through /ssf/streams.';
+COMMENT ON COLUMN setstream.streams.events_requested IS
+'SSF: the event types the receiver requested; events_delivered is their intersection with the supported ones.';
+
+-- The event types setstream transmits (SSF events_supported)
+CREATE FUNCTION setstream._ssf_events_supported()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT ARRAY[
+    'https://schemas.openid.net/secevent/ssf/event-type/verification',
+    'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+    'https://schemas.openid.net/secevent/caep/event-type/session-revoked',
+    'https://schemas.openid.net/secevent/caep/event-type/token-claims-change',
+    'https://schemas.openid.net/secevent/caep/event-type/credential-change',
+    'https://schemas.openid.net/secevent/caep/event-type/assurance-level-change',
+    'https://schemas.openid.net/secevent/caep/event-type/device-compliance-change',
+    'https://schemas.openid.net/secevent/caep/event-type/session-established',
+    'https://schemas.openid.net/secevent/caep/event-type/session-presented',
+    'https://schemas.openid.net/secevent/caep/event-type/risk-level-change']::text[]
+$$;
+
+-- A stream's SSF configuration object (SSF 1.0, 8.1.1); NULL when the
+-- stream is not the receiver's
+CREATE FUNCTION setstream._ssf_stream_config(stream text, receiver text, public_url text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'stream_id', s.name,
+    'iss', s.issuer,
+    'aud', CASE WHEN pg_catalog.cardinality(s.audience) OPERATOR(pg_catalog.=) 1
+                THEN pg_catalog.to_jsonb(s.audience[1]) ELSE pg_catalog.to_jsonb(s.audience) END,
+    'events_supported', pg_catalog.to_jsonb(setstream._ssf_events_supported()),
+    'events_requested', pg_catalog.to_jsonb(s.events_requested),
+    'events_delivered', pg_catalog.to_jsonb(ARRAY(
+        SELECT e FROM pg_catalog.unnest(s.events_requested) WITH ORDINALITY AS r (e, i)
+         WHERE e OPERATOR(pg_catalog.=) ANY (setstream._ssf_events_supported())
+         ORDER BY i)),
+    'delivery', CASE WHEN d.method OPERATOR(pg_catalog.=) 'push'
+                     THEN pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8935',
+                                                        'endpoint_url', d.endpoint_url)
+                     ELSE pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8936',
+                          'endpoint_url', public_url OPERATOR(pg_catalog.||) '/streams/'
+                                          OPERATOR(pg_catalog.||) s.name
+                                          OPERATOR(pg_catalog.||) '/poll') END,
+    'description', s.description))
+  FROM setstream.streams s
+  LEFT JOIN setstream.deliveries d ON d.stream OPERATOR(pg_catalog.=) s.name
+ WHERE s.name OPERATOR(pg_catalog.=) stream AND s.receiver OPERATOR(pg_catalog.=) receiver
+$$;
+
+-- Make a stream for the receiver; NULL when it has max_streams already
+CREATE FUNCTION setstream._ssf_create_stream(receiver text, issuer text, public_url text,
+                                             description text, events_requested text[],
+                                             method text, endpoint_url text,
+                                             authorization_header text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r setstream.receivers;
+    n text := pg_catalog.gen_random_uuid()::text;
+BEGIN
+    -- (locked: two creates at once count each other)
+    SELECT * INTO STRICT r FROM setstream.receivers x
+     WHERE x.name OPERATOR(pg_catalog.=) receiver FOR UPDATE;
+    IF r.max_streams IS NOT NULL AND
+       (SELECT pg_catalog.count(*) FROM setstream.streams s
+         WHERE s.receiver OPERATOR(pg_catalog.=) r.name) OPERATOR(pg_catalog.>=) r.max_streams THEN
+        RETURN NULL;
+    END IF;
+    PERFORM setstream.create_stream(n, issuer, coalesce(r.audience, ARRAY[r.name]));
+    UPDATE setstream.streams s
+       SET receiver = r.name, description = _ssf_create_stream.description,
+           events_requested = _ssf_create_stream.events_requested
+     WHERE s.name OPERATOR(pg_catalog.=) n;
+    PERFORM setstream.generate_key(n, 'ES256');
+    IF method OPERATOR(pg_catalog.=) 'push' THEN
+        PERFORM setstream.set_delivery(n, 'push', endpoint_url, authorization_header);
+    END IF;
+    RETURN setstream._ssf_stream_config(n, r.name, public_url);
+END
+$$;
+
+-- Drop the receiver's stream; false when it is not the receiver's
+CREATE FUNCTION setstream._ssf_delete_stream(stream text, receiver text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM setstream.streams s
+                    WHERE s.name OPERATOR(pg_catalog.=) stream
+                      AND s.receiver OPERATOR(pg_catalog.=) receiver) THEN
+        RETURN false;
+    END IF;
+    PERFORM setstream.drop_stream(stream);
+    RETURN true;
+END
+$$;
+
+-- Every stream of the receiver, oldest first
+CREATE FUNCTION setstream._ssf_receiver_streams(receiver text, public_url text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT coalesce(pg_catalog.jsonb_agg(setstream._ssf_stream_config(s.name, receiver, public_url)
+                                     ORDER BY s.created_at, s.name), '[]'::jsonb)
+  FROM setstream.streams s WHERE s.receiver OPERATOR(pg_catalog.=) receiver
+$$;
+
+REVOKE EXECUTE ON FUNCTION setstream._ssf_stream_config(text, text, text),
+    setstream._ssf_create_stream(text, text, text, text, text[], text, text, text),
+    setstream._ssf_delete_stream(text, text),
+    setstream._ssf_receiver_streams(text, text) FROM PUBLIC;
+
 -- create_receiver and issue_receiver_token come with
 -- allow_stream_creation, set_stream_receiver with the manage right; the
 -- roles holding them already get them here, as their own grants.

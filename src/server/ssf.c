@@ -8,6 +8,9 @@
  *	                               transmitter metadata, no authentication
  *	    GET  /ssf/status?stream_id=<id>
  *	    POST /ssf/status {"stream_id", "status", "reason"?}
+ *	    POST /ssf/streams {"events_requested"?, "delivery"?, "description"?}
+ *	    GET  /ssf/streams[?stream_id=<id>]
+ *	    DELETE /ssf/streams?stream_id=<id>
  *
  *	  The discovery document is built from setstream.public_url and
  *	  setstream.issuer alone and answered in prepare, without the
@@ -47,6 +50,7 @@ typedef struct SsfRequest
 	char	   *stream_id;
 	char	   *status;
 	char	   *reason;
+	SsfNewStream create;		/* POST /ssf/streams */
 } SsfRequest;
 
 /* The base URL of every endpoint: setstream.public_url, no trailing '/' */
@@ -102,6 +106,8 @@ ssf_route(const char *path)
 	}
 	if (strcmp(path, "/ssf/status") == 0)
 		return SSF_STATUS;
+	if (strcmp(path, "/ssf/streams") == 0)
+		return SSF_STREAMS;
 	return SSF_NONE;
 }
 
@@ -120,6 +126,12 @@ ssf_method_allowed(Conn *conn, SsfRoute route)
 	{
 		http_respond_error(conn, 405, NULL, "use GET or POST",
 						   NO_STORE "Allow: GET, POST\r\n");
+		return false;
+	}
+	if (route == SSF_STREAMS && m != HTTP_GET && m != HTTP_POST && m != HTTP_DELETE)
+	{
+		http_respond_error(conn, 405, NULL, "use GET, POST or DELETE",
+						   NO_STORE "Allow: GET, POST, DELETE\r\n");
 		return false;
 	}
 	return true;
@@ -299,8 +311,9 @@ check_status_members(SsfRequest *r)
 		r->bad = "\"status\" must be enabled, paused or disabled";
 }
 
-static void
-parse_status_post(Conn *conn, SsfRequest *r)
+/* The JSON object of the body; NULL with r->bad set */
+static json_t *
+body_object(Conn *conn, SsfRequest *r)
 {
 	const char *err = NULL;
 	const char *ct = conn->http.req.content_type;
@@ -309,25 +322,150 @@ parse_status_post(Conn *conn, SsfRequest *r)
 	if (ct != NULL && pg_strncasecmp(ct, "application/json", 16) != 0)
 	{
 		r->bad = "Content-Type must be application/json";
-		return;
+		return NULL;
 	}
 	body = jsonread_load(conn->http.req.body.data, conn->http.req.body.len, &err);
 	if (body == NULL)
 	{
 		r->bad = psprintf("the body is not JSON: %s", err ? err : "invalid");
-		return;
+		return NULL;
 	}
 	if (!json_is_object(body))
+	{
+		json_decref(body);
 		r->bad = "the body must be a JSON object";
+		return NULL;
+	}
+	return body;
+}
+
+/* An http(s) URL with a host, no white space or control character */
+static bool
+valid_endpoint_url(const char *u)
+{
+	const char *host;
+
+	if (pg_strncasecmp(u, "https://", 8) == 0)
+		host = u + 8;
+	else if (pg_strncasecmp(u, "http://", 7) == 0)
+		host = u + 7;
 	else
+		return false;
+	if (*host == '\0' || strchr("/?#", *host) != NULL)
+		return false;
+	for (const char *p = u; *p; p++)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* "delivery" of a create: poll (the default) or push */
+static void
+parse_delivery(json_t *delivery, SsfRequest *r)
+{
+	SsfNewStream *n = &r->create;
+	const char *method;
+	json_t	   *url;
+	json_t	   *auth;
+
+	n->method = "poll";
+	if (delivery == NULL)
+		return;
+	if (!json_is_object(delivery))
+	{
+		r->bad = "\"delivery\" must be an object";
+		return;
+	}
+	method = json_string_value(json_object_get(delivery, "method"));
+	url = json_object_get(delivery, "endpoint_url");
+	auth = json_object_get(delivery, "authorization_header");
+	if (method == NULL)
+		r->bad = "\"delivery\" needs a \"method\" string";
+	else if (strcmp(method, "urn:ietf:rfc:8936") == 0)
+	{
+		if (url != NULL || auth != NULL)
+			r->bad = "poll delivery (urn:ietf:rfc:8936) takes no endpoint_url or authorization_header: the transmitter supplies the endpoint";
+	}
+	else if (strcmp(method, "urn:ietf:rfc:8935") == 0)
+	{
+		n->method = "push";
+		if (!json_is_string(url) || !valid_endpoint_url(json_string_value(url)))
+			r->bad = "push delivery (urn:ietf:rfc:8935) needs an http:// or https:// \"endpoint_url\"";
+		else if (auth != NULL && (!json_is_string(auth) ||
+								  strpbrk(json_string_value(auth), "\r\n") != NULL ||
+								  json_string_length(auth) == 0))
+			r->bad = "\"authorization_header\" must be a non-empty string without line breaks";
+		else
+		{
+			n->endpoint_url = pstrdup(json_string_value(url));
+			n->authorization_header = auth ? pstrdup(json_string_value(auth)) : NULL;
+		}
+	}
+	else
+		r->bad = psprintf("unsupported delivery method; use %s or %s",
+						  "urn:ietf:rfc:8935", "urn:ietf:rfc:8936");
+}
+
+static const char *const transmitter_supplied[] = {
+	"stream_id", "iss", "aud", "events_supported", "events_delivered",
+	"min_verification_interval", "inactivity_timeout", NULL
+};
+
+/* POST /ssf/streams: the receiver-supplied members of a new stream */
+static void
+parse_streams_post(Conn *conn, SsfRequest *r)
+{
+	json_t	   *body = body_object(conn, r);
+	json_t	   *events;
+
+	if (body == NULL)
+		return;
+	for (int i = 0; transmitter_supplied[i] != NULL && r->bad == NULL; i++)
+		if (json_object_get(body, transmitter_supplied[i]) != NULL)
+			r->bad = psprintf("\"%s\" is supplied by the transmitter, not in a create",
+							  transmitter_supplied[i]);
+	if (r->bad == NULL)
+		r->create.description = string_member(body, "description", r);
+	events = json_object_get(body, "events_requested");
+	if (r->bad == NULL && events != NULL)
+	{
+		size_t		i;
+		json_t	   *e;
+
+		if (!json_is_array(events))
+			r->bad = "\"events_requested\" must be an array of strings";
+		r->create.has_events_requested = true;
+		json_array_foreach(events, i, e)
+		{
+			if (r->bad != NULL)
+				break;
+			if (!json_is_string(e) || json_string_length(e) == 0 ||
+				memchr(json_string_value(e), '\0', json_string_length(e)) != NULL)
+				r->bad = "\"events_requested\" must be an array of non-empty strings";
+			else
+				r->create.events_requested = lappend(r->create.events_requested,
+													 pstrdup(json_string_value(e)));
+		}
+	}
+	if (r->bad == NULL)
+		parse_delivery(json_object_get(body, "delivery"), r);
+	json_decref(body);
+}
+
+static void
+parse_status_post(Conn *conn, SsfRequest *r)
+{
+	json_t	   *body = body_object(conn, r);
+
+	if (body != NULL)
 	{
 		r->stream_id = string_member(body, "stream_id", r);
 		r->status = string_member(body, "status", r);
 		r->reason = string_member(body, "reason", r);
 		if (r->bad == NULL)
 			check_status_members(r);
+		json_decref(body);
 	}
-	json_decref(body);
 }
 
 /*
@@ -347,6 +485,29 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 	}
 	r = palloc0(sizeof(SsfRequest));
 	r->bad_status = 400;
+	*state = r;
+	if (route == SSF_STREAMS)
+	{
+		bool		bad;
+
+		if (conn->http.req.method == HTTP_POST)
+		{
+			parse_streams_post(conn, r);
+			return PREP_EXECUTE;
+		}
+		/* GET: stream_id optional; DELETE: needed */
+		r->stream_id = query_param(conn, "stream_id", &bad);
+		if (bad)
+			r->bad = "the query parameter stream_id is repeated or not percent-encoded correctly";
+		else if (r->stream_id == NULL && conn->http.req.method == HTTP_DELETE)
+			r->bad = "the query parameter stream_id is missing";
+		if (r->bad == NULL && r->stream_id != NULL && !plausible_stream_id(r->stream_id))
+		{
+			r->bad = "no such stream";
+			r->bad_status = 404;
+		}
+		return PREP_EXECUTE;
+	}
 	if (conn->http.req.method == HTTP_GET)
 		parse_status_get(conn, r);
 	else
@@ -356,8 +517,64 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 		r->bad = "no such stream";
 		r->bad_status = 404;
 	}
-	*state = r;
 	return PREP_EXECUTE;
+}
+
+static void
+respond_json_text(Conn *conn, int status, const char *text)
+{
+	http_respond(conn, status, "application/json", text, strlen(text), NO_STORE);
+}
+
+/* POST, GET, DELETE /ssf/streams, for an authenticated receiver */
+static void
+execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
+{
+	char	   *base = public_base();
+	char	   *text;
+
+	if (base[0] == '\0')
+	{
+		http_respond_error(conn, 404, NULL,
+						   "this database is no SSF transmitter: setstream.public_url is not set",
+						   NO_STORE);
+		return;
+	}
+	switch (conn->http.req.method)
+	{
+		case HTTP_POST:
+			r->create.receiver = receiver;
+			r->create.issuer = issuer();
+			r->create.public_url = base;
+			text = store_ssf_create_stream(&r->create);
+			if (text == NULL)
+				http_respond_error(conn, 409, NULL,
+								   "this receiver has as many streams as it may (max_streams)",
+								   NO_STORE);
+			else
+				respond_json_text(conn, 201, text);
+			return;
+		case HTTP_GET:
+			if (r->stream_id == NULL)
+			{
+				respond_json_text(conn, 200, store_ssf_receiver_streams(receiver, base));
+				return;
+			}
+			text = store_ssf_stream_config(r->stream_id, receiver, base);
+			if (text == NULL)
+				http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+			else
+				respond_json_text(conn, 200, text);
+			return;
+		case HTTP_DELETE:
+			if (store_ssf_delete_stream(r->stream_id, receiver))
+				http_respond(conn, 204, NULL, NULL, 0, NO_STORE);
+			else
+				http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+			return;
+		default:
+			elog(ERROR, "unexpected method %d", conn->http.req.method);
+	}
 }
 
 /* Step two, in the turn's transaction: the receiver, its stream, the work */
@@ -377,6 +594,11 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 		http_respond_error(conn, r->bad_status,
 						   r->bad_status == 400 ? "invalid_request" : NULL,
 						   r->bad, NO_STORE);
+		return TURN_ANSWERED;
+	}
+	if (route == SSF_STREAMS)
+	{
+		execute_streams(conn, r, receiver);
 		return TURN_ANSWERED;
 	}
 	status = store_receiver_stream_status(r->stream_id, receiver);

@@ -9,12 +9,14 @@
 #define SETSTREAM_SSF_H
 
 #include "server/conn.h"
+#include "store/store.h"
 
 typedef enum SsfRoute
 {
 	SSF_NONE,
 	SSF_CONFIGURATION,			/* GET /.well-known/ssf-configuration */
-	SSF_STATUS					/* GET, POST /ssf/status */
+	SSF_STATUS,					/* GET, POST /ssf/status */
+	SSF_STREAMS					/* POST, GET, DELETE /ssf/streams */
 } SsfRoute;
 
 extern SsfRoute ssf_route(const char *path);

@@ -1948,3 +1948,103 @@ store_set_stream_status(const char *stream, const char *status)
 	run_as_owner(&stmt_set_status, values, NULL, false);
 	SPI_finish();
 }
+
+/* The stream configuration endpoint (/ssf/streams): as the owner */
+static StoreStmt stmt_ssf_create_stream = {
+	"SELECT setstream._ssf_create_stream($1, $2, $3, $4, $5, $6, $7, $8)::pg_catalog.text",
+	8, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_ssf_stream_config = {
+	"SELECT setstream._ssf_stream_config($1, $2, $3)::pg_catalog.text",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_ssf_receiver_streams = {
+	"SELECT setstream._ssf_receiver_streams($1, $2)::pg_catalog.text",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_ssf_delete_stream = {
+	"SELECT setstream._ssf_delete_stream($1, $2)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* Run a statement of one text result as the owner; the text, or NULL */
+static char *
+owner_text_result(StoreStmt *st, Datum *values, const char *nulls,
+				  bool read_only)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *out = NULL;
+
+	spi_connect();
+	run_as_owner(st, values, nulls, read_only);
+	if (SPI_processed == 1)
+		out = get_text(0, 1, cxt);
+	SPI_finish();
+	return out;
+}
+
+/*
+ * Make a stream for the receiver (setstream._ssf_create_stream): its
+ * configuration object as JSON text, or NULL when the receiver has
+ * max_streams streams already.  NULL arguments: SQL NULL.
+ */
+char *
+store_ssf_create_stream(const SsfNewStream *n)
+{
+	Datum		values[8];
+	char		nulls[8];
+	const char *texts[8] = {n->receiver, n->issuer, n->public_url,
+	n->description, NULL, n->method, n->endpoint_url, n->authorization_header};
+
+	for (int i = 0; i < 8; i++)
+	{
+		nulls[i] = ' ';
+		values[i] = (Datum) 0;
+		if (i == 4)
+		{
+			if (n->has_events_requested)
+				values[i] = text_array_datum(n->events_requested);
+			else
+				nulls[i] = 'n';
+		}
+		else if (texts[i] != NULL)
+			values[i] = text_datum(texts[i]);
+		else
+			nulls[i] = 'n';
+	}
+	return owner_text_result(&stmt_ssf_create_stream, values, nulls, false);
+}
+
+/* The receiver's stream's configuration as JSON text; NULL: not its */
+char *
+store_ssf_stream_config(const char *stream, const char *receiver,
+						const char *public_url)
+{
+	Datum		values[3] = {text_datum(stream), text_datum(receiver),
+	text_datum(public_url)};
+
+	return owner_text_result(&stmt_ssf_stream_config, values, NULL, true);
+}
+
+/* Every stream of the receiver, a JSON array as text */
+char *
+store_ssf_receiver_streams(const char *receiver, const char *public_url)
+{
+	Datum		values[2] = {text_datum(receiver), text_datum(public_url)};
+
+	return owner_text_result(&stmt_ssf_receiver_streams, values, NULL, true);
+}
+
+/* Drop the receiver's stream; false when it is not the receiver's */
+bool
+store_ssf_delete_stream(const char *stream, const char *receiver)
+{
+	Datum		values[2] = {text_datum(stream), text_datum(receiver)};
+	char	   *out = owner_text_result(&stmt_ssf_delete_stream, values, NULL,
+										false);
+
+	return out != NULL && strcmp(out, "t") == 0;
+}

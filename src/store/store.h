@@ -205,4 +205,25 @@ extern char *store_receiver_stream_status(const char *stream,
 										  const char *receiver);
 extern void store_set_stream_status(const char *stream, const char *status);
 
+/* A stream made through /ssf/streams (setstream._ssf_create_stream) */
+typedef struct SsfNewStream
+{
+	const char *receiver;
+	const char *issuer;
+	const char *public_url;
+	const char *description;	/* NULL: none */
+	bool		has_events_requested;
+	List	   *events_requested;	/* of char * */
+	const char *method;			/* poll, push */
+	const char *endpoint_url;	/* push */
+	const char *authorization_header;	/* push; NULL: none */
+} SsfNewStream;
+
+extern char *store_ssf_create_stream(const SsfNewStream *n);
+extern char *store_ssf_stream_config(const char *stream, const char *receiver,
+									 const char *public_url);
+extern char *store_ssf_receiver_streams(const char *receiver,
+										const char *public_url);
+extern bool store_ssf_delete_stream(const char *stream, const char *receiver);
+
 #endif
