@@ -1011,7 +1011,8 @@ SELECT ARRAY[
 $$;
 
 -- A stream's SSF configuration object (SSF 1.0, 8.1.1); NULL when the
--- stream is not the receiver's
+-- stream is not the receiver's.  (Parameters are named with the
+-- function's name: in SQL functions a column of the same name wins.)
 CREATE FUNCTION setstream._ssf_stream_config(stream text, receiver text, public_url text)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -1032,13 +1033,14 @@ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                      THEN pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8935',
                                                         'endpoint_url', d.endpoint_url)
                      ELSE pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8936',
-                          'endpoint_url', public_url OPERATOR(pg_catalog.||) '/streams/'
+                          'endpoint_url', _ssf_stream_config.public_url OPERATOR(pg_catalog.||) '/streams/'
                                           OPERATOR(pg_catalog.||) s.name
                                           OPERATOR(pg_catalog.||) '/poll') END,
     'description', s.description))
   FROM setstream.streams s
   LEFT JOIN setstream.deliveries d ON d.stream OPERATOR(pg_catalog.=) s.name
- WHERE s.name OPERATOR(pg_catalog.=) stream AND s.receiver OPERATOR(pg_catalog.=) receiver
+ WHERE s.name OPERATOR(pg_catalog.=) _ssf_stream_config.stream
+   AND s.receiver OPERATOR(pg_catalog.=) _ssf_stream_config.receiver
 $$;
 
 -- Make a stream for the receiver; NULL when it has max_streams already
@@ -1056,22 +1058,24 @@ DECLARE
 BEGIN
     -- (locked: two creates at once count each other)
     SELECT * INTO STRICT r FROM setstream.receivers x
-     WHERE x.name OPERATOR(pg_catalog.=) receiver FOR UPDATE;
+     WHERE x.name OPERATOR(pg_catalog.=) _ssf_create_stream.receiver FOR UPDATE;
     IF r.max_streams IS NOT NULL AND
        (SELECT pg_catalog.count(*) FROM setstream.streams s
          WHERE s.receiver OPERATOR(pg_catalog.=) r.name) OPERATOR(pg_catalog.>=) r.max_streams THEN
         RETURN NULL;
     END IF;
-    PERFORM setstream.create_stream(n, issuer, coalesce(r.audience, ARRAY[r.name]));
+    PERFORM setstream.create_stream(n, _ssf_create_stream.issuer,
+                                    coalesce(r.audience, ARRAY[r.name]));
     UPDATE setstream.streams s
        SET receiver = r.name, description = _ssf_create_stream.description,
            events_requested = _ssf_create_stream.events_requested
      WHERE s.name OPERATOR(pg_catalog.=) n;
     PERFORM setstream.generate_key(n, 'ES256');
-    IF method OPERATOR(pg_catalog.=) 'push' THEN
-        PERFORM setstream.set_delivery(n, 'push', endpoint_url, authorization_header);
+    IF _ssf_create_stream.method OPERATOR(pg_catalog.=) 'push' THEN
+        PERFORM setstream.set_delivery(n, 'push', _ssf_create_stream.endpoint_url,
+                                       _ssf_create_stream.authorization_header);
     END IF;
-    RETURN setstream._ssf_stream_config(n, r.name, public_url);
+    RETURN setstream._ssf_stream_config(n, r.name, _ssf_create_stream.public_url);
 END
 $$;
 
@@ -1083,11 +1087,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM setstream.streams s
-                    WHERE s.name OPERATOR(pg_catalog.=) stream
-                      AND s.receiver OPERATOR(pg_catalog.=) receiver) THEN
+                    WHERE s.name OPERATOR(pg_catalog.=) _ssf_delete_stream.stream
+                      AND s.receiver OPERATOR(pg_catalog.=) _ssf_delete_stream.receiver) THEN
         RETURN false;
     END IF;
-    PERFORM setstream.drop_stream(stream);
+    PERFORM setstream.drop_stream(_ssf_delete_stream.stream);
     RETURN true;
 END
 $$;
@@ -1098,9 +1102,11 @@ RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT coalesce(pg_catalog.jsonb_agg(setstream._ssf_stream_config(s.name, receiver, public_url)
-                                     ORDER BY s.created_at, s.name), '[]'::jsonb)
-  FROM setstream.streams s WHERE s.receiver OPERATOR(pg_catalog.=) receiver
+SELECT coalesce(pg_catalog.jsonb_agg(
+           setstream._ssf_stream_config(s.name, s.receiver, _ssf_receiver_streams.public_url)
+           ORDER BY s.created_at, s.name), '[]'::pg_catalog.jsonb)
+  FROM setstream.streams s
+ WHERE s.receiver OPERATOR(pg_catalog.=) _ssf_receiver_streams.receiver
 $$;
 
 REVOKE EXECUTE ON FUNCTION setstream._ssf_stream_config(text, text, text),
