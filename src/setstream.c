@@ -241,7 +241,7 @@ check_ssf_url(char **newval, void **extra, GucSource source)
 	{
 		/* the host without its port */
 		size_t		name = host[0] == '[' ? strcspn(host, "]") + 1 :
-			strcspn(host, ":/");
+		strcspn(host, ":/");
 
 		if (!((name == 9 && pg_strncasecmp(host, "localhost", 9) == 0) ||
 			  (name == 9 && strncmp(host, "127.0.0.1", 9) == 0) ||

@@ -531,7 +531,7 @@ static void
 execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 {
 	char	   *base = public_base();
-	char	   *text;
+	char	   *config;
 
 	if (base[0] == '\0')
 	{
@@ -546,13 +546,13 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 			r->create.receiver = receiver;
 			r->create.issuer = issuer();
 			r->create.public_url = base;
-			text = store_ssf_create_stream(&r->create);
-			if (text == NULL)
+			config = store_ssf_create_stream(&r->create);
+			if (config == NULL)
 				http_respond_error(conn, 409, NULL,
 								   "this receiver has as many streams as it may (max_streams)",
 								   NO_STORE);
 			else
-				respond_json_text(conn, 201, text);
+				respond_json_text(conn, 201, config);
 			return;
 		case HTTP_GET:
 			if (r->stream_id == NULL)
@@ -560,11 +560,11 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 				respond_json_text(conn, 200, store_ssf_receiver_streams(receiver, base));
 				return;
 			}
-			text = store_ssf_stream_config(r->stream_id, receiver, base);
-			if (text == NULL)
+			config = store_ssf_stream_config(r->stream_id, receiver, base);
+			if (config == NULL)
 				http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
 			else
-				respond_json_text(conn, 200, text);
+				respond_json_text(conn, 200, config);
 			return;
 		case HTTP_DELETE:
 			if (store_ssf_delete_stream(r->stream_id, receiver))
