@@ -942,6 +942,34 @@ COMMENT ON TABLE setstream.receiver_tokens IS
 'Bearer tokens of SSF receivers (issue_receiver_token): SHA-256 only, with their scopes. Readable by the extension owner only.';
 SELECT pg_catalog.pg_extension_config_dump('setstream.receiver_tokens', '');
 
+-- A receiver's ssf.read tokens also open the poll endpoints of its
+-- streams: the listeners' cached streams carry their hashes, so a change
+-- drops those caches, on this node at commit (_config_changed) and on
+-- every node through setstream.generations (the row '' moves).
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.receiver_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+ALTER TABLE setstream.receiver_tokens ENABLE ALWAYS TRIGGER config_changed;
+CREATE FUNCTION setstream._bump_receiver_generation()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO setstream.generations AS g (stream) VALUES ('')
+    ON CONFLICT (stream) DO UPDATE
+       SET generation = g.generation OPERATOR(pg_catalog.+) 1,
+           changed_at = pg_catalog.now();
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._bump_receiver_generation() FROM PUBLIC;
+CREATE TRIGGER bump_generation
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.receiver_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._bump_receiver_generation();
+ALTER TABLE setstream.receiver_tokens ENABLE ALWAYS TRIGGER bump_generation;
+
 -- The receiver whose management API reaches the stream; NULL: a stream
 -- made by SQL, not reachable through /ssf/...
 ALTER TABLE setstream.streams

@@ -306,7 +306,8 @@ route_check(Conn *conn, char **load_stream)
 		*load_stream = p->stream_name;
 		return PREP_LOAD;
 	}
-	if (!auth_authorized(conn, p->stream))
+	if (!(p->ep == EP_POLL ? auth_authorized_poll(conn, p->stream)
+		  : auth_authorized(conn, p->stream)))
 		return PREP_ANSWERED;
 	if (p->ep == EP_EVENTS && p->stream->refuse_inbound)
 	{

@@ -1903,6 +1903,34 @@ store_receiver_tokens(void)
 	return tokens;
 }
 
+static StoreStmt stmt_receiver_read_hashes = {
+	"SELECT t.token_hash FROM setstream.receiver_tokens t"
+	" JOIN setstream.streams s ON s.receiver OPERATOR(pg_catalog.=) t.receiver"
+	" WHERE s.name OPERATOR(pg_catalog.=) $1"
+	" AND 'ssf.read' OPERATOR(pg_catalog.=) ANY (t.scopes)",
+	1, {TEXTOID}
+};
+
+/*
+ * SHA-256 hashes of the ssf.read tokens of the stream's SSF receiver (none
+ * before 0.3.0's schema), read as the owner: they open its poll endpoint
+ */
+List *
+store_receiver_read_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes;
+
+	if (!store_schema_is_0_3())
+		return NIL;
+	spi_connect();
+	run_as_owner(&stmt_receiver_read_hashes, values, NULL, true);
+	hashes = get_hashes(cxt);
+	SPI_finish();
+	return hashes;
+}
+
 /* Let the receiver's API reach the stream (receiver NULL: none) */
 void
 store_set_stream_receiver(const char *stream, const char *receiver)

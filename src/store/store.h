@@ -200,6 +200,7 @@ extern bool store_receiver_owner(const char *name, Oid *owner);
 extern void store_insert_receiver_token(const char *receiver,
 										const uint8 *hash, List *scopes);
 extern List *store_receiver_tokens(void);
+extern List *store_receiver_read_hashes(const char *stream);
 extern void store_set_stream_receiver(const char *stream, const char *receiver);
 extern char *store_receiver_stream_status(const char *stream,
 										  const char *receiver);

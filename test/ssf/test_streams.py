@@ -195,3 +195,46 @@ def test_no_transmitter_without_public_url(client, receivers, gucs, db):
     name = receivers.create()
     assert_error(create(client, receivers.token(name), {}), 404)
     assert stream_count(db, name) == 0
+
+
+def poll(client, url, token, body=None):
+    assert url.startswith(URL)
+    return client.post(url[len(URL):],
+                       json.dumps(body or {"maxEvents": 10, "returnImmediately": True}),
+                       content_type=CT, token=token)
+
+
+def test_the_receiver_token_opens_the_poll_endpoint(client, db, rcv, receivers):
+    name, token = rcv
+    cfg = create(client, token, {"events_requested": [SESSION_REVOKED]}).json()
+    sid, url = cfg["stream_id"], cfg["delivery"]["endpoint_url"]
+    jti = db.emit(sid)
+    r = poll(client, url, token)
+    assert r.status_code == 200, r.text
+    sets = r.json()["sets"]
+    assert list(sets) == [jti]
+    # ack with the same token
+    r = poll(client, url, token, {"ack": [jti], "maxEvents": 0, "returnImmediately": True})
+    assert r.status_code == 200, r.text
+    assert db.outbox(sid, jti)["state"] == "acked"
+    # a token issued after the stream was cached opens it too (caches dropped)
+    read = receivers.token(name, ["ssf.read"])
+    assert poll(client, url, read).status_code == 200
+    # not: a manage-only token, another receiver's token, a revoked one
+    manage = receivers.token(name, ["ssf.manage"])
+    assert_error(poll(client, url, manage), 401)
+    other = receivers.create()
+    assert_error(poll(client, url, receivers.token(other)), 401)
+    db.execute("DELETE FROM setstream.receiver_tokens WHERE receiver = %s AND "
+               "token_hash = sha256(convert_to(%s, 'UTF8'))", (name, read))
+    assert_error(poll(client, url, read), 401)
+
+
+def test_the_receiver_token_opens_no_other_stream_route(client, db, rcv):
+    name, token = rcv
+    sid = create(client, token, {}).json()["stream_id"]
+    r = client.post("/streams/%s/events" % sid, "x.y.z", content_type="application/secevent+jwt",
+                    token=token)
+    assert_error(r, 401)
+    r = client.post("/streams/%s/pushpull" % sid, "{}", content_type=CT, token=token)
+    assert_error(r, 401)

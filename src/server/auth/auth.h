@@ -36,6 +36,7 @@ extern const char *const auth_bearer_challenge_invalid;
 extern bool auth_too_many_failures(struct Conn *conn);
 extern void auth_record_failure(struct Conn *conn);
 extern bool auth_authorized(struct Conn *conn, StreamInfo *stream);
+extern bool auth_authorized_poll(struct Conn *conn, StreamInfo *stream);
 extern int	auth_session_denied(struct Conn *conn, StreamInfo *stream,
 								const char **why);
 
