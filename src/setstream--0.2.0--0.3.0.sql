@@ -1137,7 +1137,8 @@ SELECT coalesce(pg_catalog.jsonb_agg(
  WHERE s.receiver OPERATOR(pg_catalog.=) _ssf_receiver_streams.receiver
 $$;
 
-REVOKE EXECUTE ON FUNCTION setstream._ssf_stream_config(text, text, text),
+REVOKE EXECUTE ON FUNCTION setstream._ssf_events_supported(),
+    setstream._ssf_stream_config(text, text, text),
     setstream._ssf_create_stream(text, text, text, text, text[], text, text, text),
     setstream._ssf_delete_stream(text, text),
     setstream._ssf_receiver_streams(text, text) FROM PUBLIC;
