@@ -11,6 +11,8 @@
 #   security    pytest on test/security: attacks by non-superuser roles
 #   outbound    pytest on test/outbound: RFC 8935 push by the sender worker
 #               to a scripted test receiver and to the listener itself
+#   ssf         pytest on test/ssf: the SSF transmitter (receivers, their
+#               tokens, discovery, the management API) over real sockets
 #   perl        prove on test/t/*.pl (PostgreSQL::Test::Cluster TAP tests)
 #   fuzz        the libFuzzer targets of test/fuzz over their corpora and
 #               regression inputs, then SETSTREAM_FUZZ_SECONDS (default 5)
@@ -91,7 +93,7 @@ on_exit() {
 }
 trap on_exit EXIT
 
-SUITES=(regress isolation pgtap python security outbound perl fuzz)
+SUITES=(regress isolation pgtap python security outbound ssf perl fuzz)
 
 # check_suites — every name in SETSTREAM_SUITES must be a suite: a typo
 # would otherwise run nothing and report "0 passed, 0 failed".
@@ -366,6 +368,11 @@ suite_security() {
 # against this cluster's own listener (issue 17).
 suite_outbound() {
     run_pytest outbound test/outbound
+}
+
+# The ssf suite: the SSF transmitter (issue 13) against the real listener
+suite_ssf() {
+    run_pytest ssf test/ssf
 }
 
 suite_perl() {

@@ -337,6 +337,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
                              'stream_grants', 'deliveries', 'delivery_secrets',
                              'peer_jwks', 'sources', 'source_secrets',
+                             'receivers', 'receiver_tokens',
                              'events', 'outbox'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
@@ -393,7 +394,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['outbox', 'events', 'source_secrets', 'sources',
                              'peer_jwks', 'delivery_secrets', 'deliveries',
                              'stream_grants', 'client_certs', 'tokens', 'key_secrets',
-                             'keys', 'streams'] LOOP
+                             'keys', 'streams', 'receiver_tokens', 'receivers'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
             INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
@@ -1008,6 +1009,272 @@ SELECT setstream._update_grant(
           ' setstream.revoke_key(text, text, boolean) TO %s']);
 -- ---------------------------------------------------------------------
 -- end of issue 13: key rotation
+-- ---------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------
+-- issue 13, SSF transmitter: receivers and their tokens, streams owned by
+-- a receiver (see the README, "SSF transmitter")
+-- ---------------------------------------------------------------------
+--
+-- A receiver is a client of the SSF management API (/ssf/...): it is
+-- made by create_receiver, authenticates with a bearer token from
+-- issue_receiver_token, and reaches only the streams whose "receiver" is
+-- its name.  Both tables are the extension owner's alone: the functions
+-- below (C, src/sql/receiverapi.c) check the caller and write them as
+-- the owner; the listener reads them as the owner.  A receiver belongs to
+-- the role that created it (owner); only that role (or one with its
+-- rights, or one that bypasses row-level security) issues its tokens and
+-- attaches streams to it.
+CREATE TABLE setstream.receivers (
+    name        text PRIMARY KEY
+                CONSTRAINT receivers_name_valid
+                CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$'),
+    audience    text[],
+    max_streams integer CONSTRAINT receivers_max_streams_valid
+                CHECK (max_streams IS NULL OR max_streams >= 1),
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON setstream.receivers FROM PUBLIC;
+ALTER TABLE setstream.receivers ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE setstream.receivers IS
+'SSF receivers: clients of the management API (create_receiver). Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.receivers', '');
+
+-- Only the SHA-256 of each token is kept; scopes ssf.read, ssf.manage
+CREATE TABLE setstream.receiver_tokens (
+    receiver    text NOT NULL
+                REFERENCES setstream.receivers (name) ON DELETE CASCADE,
+    token_hash  bytea NOT NULL CHECK (pg_catalog.length(token_hash) = 32),
+    scopes      text[] NOT NULL
+                CONSTRAINT receiver_tokens_scopes_valid
+                CHECK (scopes <@ ARRAY['ssf.read', 'ssf.manage']::text[]
+                       AND pg_catalog.cardinality(scopes) > 0),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (receiver, token_hash)
+);
+REVOKE ALL ON setstream.receiver_tokens FROM PUBLIC;
+ALTER TABLE setstream.receiver_tokens ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE setstream.receiver_tokens IS
+'Bearer tokens of SSF receivers (issue_receiver_token): SHA-256 only, with their scopes. Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.receiver_tokens', '');
+
+-- A receiver's ssf.read tokens also open the poll endpoints of its
+-- streams: the listeners' cached streams carry their hashes, so a change
+-- drops those caches, on this node at commit (_config_changed) and on
+-- every node through setstream.generations (the row '' moves).
+CREATE TRIGGER config_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.receiver_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._config_changed();
+ALTER TABLE setstream.receiver_tokens ENABLE ALWAYS TRIGGER config_changed;
+CREATE FUNCTION setstream._bump_receiver_generation()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO setstream.generations AS g (stream) VALUES ('')
+    ON CONFLICT (stream) DO UPDATE
+       SET generation = g.generation OPERATOR(pg_catalog.+) 1,
+           changed_at = pg_catalog.now();
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._bump_receiver_generation() FROM PUBLIC;
+CREATE TRIGGER bump_generation
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON setstream.receiver_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION setstream._bump_receiver_generation();
+ALTER TABLE setstream.receiver_tokens ENABLE ALWAYS TRIGGER bump_generation;
+
+-- The receiver whose management API reaches the stream; NULL: a stream
+-- made by SQL, not reachable through /ssf/...
+ALTER TABLE setstream.streams
+    ADD COLUMN receiver text REFERENCES setstream.receivers (name);
+COMMENT ON COLUMN setstream.streams.receiver IS
+'The SSF receiver (setstream.receivers) whose management API reaches this stream; NULL: none (set_stream_receiver).';
+
+CREATE FUNCTION setstream.create_receiver(name text, audience text[] DEFAULT NULL,
+                                          max_streams integer DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'setstream_create_receiver'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION setstream.create_receiver(text, text[], integer) IS
+'a client of the SSF management API, owned by the calling role; needs allow_stream_creation';
+
+CREATE FUNCTION setstream.issue_receiver_token(receiver text,
+                                               scopes text[] DEFAULT '{ssf.read,ssf.manage}')
+RETURNS text
+AS 'MODULE_PATHNAME', 'setstream_issue_receiver_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION setstream.issue_receiver_token(text, text[]) IS
+'a bearer token of the receiver for the SSF management API (shown once, only its hash kept); scopes ssf.read, ssf.manage';
+
+CREATE FUNCTION setstream.set_stream_receiver(stream text, receiver text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_set_stream_receiver'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION setstream.set_stream_receiver(text, text) IS
+'let the receiver''s management API reach the stream (NULL: no receiver); needs the manage right on the stream and the receiver''s ownership';
+
+REVOKE EXECUTE ON FUNCTION setstream.create_receiver(text, text[], integer),
+    setstream.issue_receiver_token(text, text[]),
+    setstream.set_stream_receiver(text, text) FROM PUBLIC;
+
+-- The stream configuration endpoint (POST, GET, DELETE /ssf/streams;
+-- src/server/ssf.c).  A stream made there is an ordinary stream, named by
+-- a random UUID (its SSF stream_id; never reused), owned by the extension
+-- owner, reached by the receiver that made it, with an ES256 signing key;
+-- its description and events_requested are the receiver's.  The
+-- functions below are the listener's alone (run as the extension owner,
+-- every value a parameter).
+ALTER TABLE setstream.streams
+    ADD COLUMN description text,
+    ADD COLUMN events_requested text[];
+COMMENT ON COLUMN setstream.streams.description IS
+'SSF: the receiver-supplied description of a stream made through /ssf/streams.';
+COMMENT ON COLUMN setstream.streams.events_requested IS
+'SSF: the event types the receiver requested; events_delivered is their intersection with the supported ones.';
+
+-- The event types setstream transmits (SSF events_supported)
+CREATE FUNCTION setstream._ssf_events_supported()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT ARRAY[
+    'https://schemas.openid.net/secevent/ssf/event-type/verification',
+    'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+    'https://schemas.openid.net/secevent/caep/event-type/session-revoked',
+    'https://schemas.openid.net/secevent/caep/event-type/token-claims-change',
+    'https://schemas.openid.net/secevent/caep/event-type/credential-change',
+    'https://schemas.openid.net/secevent/caep/event-type/assurance-level-change',
+    'https://schemas.openid.net/secevent/caep/event-type/device-compliance-change',
+    'https://schemas.openid.net/secevent/caep/event-type/session-established',
+    'https://schemas.openid.net/secevent/caep/event-type/session-presented',
+    'https://schemas.openid.net/secevent/caep/event-type/risk-level-change']::text[]
+$$;
+
+-- A stream's SSF configuration object (SSF 1.0, 8.1.1); NULL when the
+-- stream is not the receiver's.  (Parameters are named with the
+-- function's name: in SQL functions a column of the same name wins.)
+CREATE FUNCTION setstream._ssf_stream_config(stream text, receiver text, public_url text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'stream_id', s.name,
+    'iss', s.issuer,
+    'aud', CASE WHEN pg_catalog.cardinality(s.audience) OPERATOR(pg_catalog.=) 1
+                THEN pg_catalog.to_jsonb(s.audience[1]) ELSE pg_catalog.to_jsonb(s.audience) END,
+    'events_supported', pg_catalog.to_jsonb(setstream._ssf_events_supported()),
+    'events_requested', pg_catalog.to_jsonb(s.events_requested),
+    'events_delivered', pg_catalog.to_jsonb(ARRAY(
+        SELECT e FROM pg_catalog.unnest(s.events_requested) WITH ORDINALITY AS r (e, i)
+         WHERE e OPERATOR(pg_catalog.=) ANY (setstream._ssf_events_supported())
+         ORDER BY i)),
+    'delivery', CASE WHEN d.method OPERATOR(pg_catalog.=) 'push'
+                     THEN pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8935',
+                                                        'endpoint_url', d.endpoint_url)
+                     ELSE pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8936',
+                          'endpoint_url', _ssf_stream_config.public_url OPERATOR(pg_catalog.||) '/streams/'
+                                          OPERATOR(pg_catalog.||) s.name
+                                          OPERATOR(pg_catalog.||) '/poll') END,
+    'description', s.description))
+  FROM setstream.streams s
+  LEFT JOIN setstream.deliveries d ON d.stream OPERATOR(pg_catalog.=) s.name
+ WHERE s.name OPERATOR(pg_catalog.=) _ssf_stream_config.stream
+   AND s.receiver OPERATOR(pg_catalog.=) _ssf_stream_config.receiver
+$$;
+
+-- Make a stream for the receiver; NULL when it has max_streams already
+CREATE FUNCTION setstream._ssf_create_stream(receiver text, issuer text, public_url text,
+                                             description text, events_requested text[],
+                                             method text, endpoint_url text,
+                                             authorization_header text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r setstream.receivers;
+    n text := pg_catalog.gen_random_uuid()::text;
+BEGIN
+    -- (locked: two creates at once count each other)
+    SELECT * INTO STRICT r FROM setstream.receivers x
+     WHERE x.name OPERATOR(pg_catalog.=) _ssf_create_stream.receiver FOR UPDATE;
+    IF r.max_streams IS NOT NULL AND
+       (SELECT pg_catalog.count(*) FROM setstream.streams s
+         WHERE s.receiver OPERATOR(pg_catalog.=) r.name) OPERATOR(pg_catalog.>=) r.max_streams THEN
+        RETURN NULL;
+    END IF;
+    PERFORM setstream.create_stream(n, _ssf_create_stream.issuer,
+                                    coalesce(r.audience, ARRAY[r.name]));
+    UPDATE setstream.streams s
+       SET receiver = r.name, description = _ssf_create_stream.description,
+           events_requested = _ssf_create_stream.events_requested
+     WHERE s.name OPERATOR(pg_catalog.=) n;
+    PERFORM setstream.generate_key(n, 'ES256');
+    IF _ssf_create_stream.method OPERATOR(pg_catalog.=) 'push' THEN
+        PERFORM setstream.set_delivery(n, 'push', _ssf_create_stream.endpoint_url,
+                                       _ssf_create_stream.authorization_header);
+    END IF;
+    RETURN setstream._ssf_stream_config(n, r.name, _ssf_create_stream.public_url);
+END
+$$;
+
+-- Drop the receiver's stream; false when it is not the receiver's
+CREATE FUNCTION setstream._ssf_delete_stream(stream text, receiver text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM setstream.streams s
+                    WHERE s.name OPERATOR(pg_catalog.=) _ssf_delete_stream.stream
+                      AND s.receiver OPERATOR(pg_catalog.=) _ssf_delete_stream.receiver) THEN
+        RETURN false;
+    END IF;
+    PERFORM setstream.drop_stream(_ssf_delete_stream.stream);
+    RETURN true;
+END
+$$;
+
+-- Every stream of the receiver, oldest first
+CREATE FUNCTION setstream._ssf_receiver_streams(receiver text, public_url text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT coalesce(pg_catalog.jsonb_agg(
+           setstream._ssf_stream_config(s.name, s.receiver, _ssf_receiver_streams.public_url)
+           ORDER BY s.created_at, s.name), '[]'::pg_catalog.jsonb)
+  FROM setstream.streams s
+ WHERE s.receiver OPERATOR(pg_catalog.=) _ssf_receiver_streams.receiver
+$$;
+
+REVOKE EXECUTE ON FUNCTION setstream._ssf_events_supported(),
+    setstream._ssf_stream_config(text, text, text),
+    setstream._ssf_create_stream(text, text, text, text, text[], text, text, text),
+    setstream._ssf_delete_stream(text, text),
+    setstream._ssf_receiver_streams(text, text) FROM PUBLIC;
+
+-- create_receiver and issue_receiver_token come with
+-- allow_stream_creation, set_stream_receiver with the manage right; the
+-- roles holding them already get them here, as their own grants.
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.create_stream(text, text, text[], text, text, boolean, text, text)'::pg_catalog.regprocedure,
+        'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.create_receiver(text, text[], integer),'
+          ' setstream.issue_receiver_token(text, text[]) TO %s']);
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.set_stream_receiver(text, text) TO %s']);
+-- ---------------------------------------------------------------------
+-- end of issue 13, SSF transmitter: receivers
 -- ---------------------------------------------------------------------
 
 -- the update's own helpers go

@@ -64,6 +64,8 @@ int			setstream_outbound_timeout_ms = 30000;
 int			setstream_max_backoff_ms = 300000;
 int			setstream_invalid_key_retry_s = 600;
 int			setstream_auth_retries = 3;
+char	   *setstream_public_url = NULL;
+char	   *setstream_issuer = NULL;
 
 void		_PG_init(void);
 
@@ -216,12 +218,80 @@ define_listener_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 }
 
+/*
+ * setstream.public_url and setstream.issuer (SSF): empty, an https:// URL,
+ * or an http:// URL of a loopback host (127.0.0.1, localhost, [::1]: tests
+ * and a TLS-terminating proxy on the same machine); no query, fragment or
+ * white space.
+ */
+static bool
+check_ssf_url(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	const char *host;
+	size_t		hostlen;
+
+	if (v == NULL || *v == '\0')
+		return true;
+	if (strpbrk(v, "?# \t\r\n") != NULL)
+	{
+		GUC_check_errdetail("The URL must have no query, fragment or white space.");
+		return false;
+	}
+	if (pg_strncasecmp(v, "https://", 8) == 0)
+		host = v + 8;
+	else if (pg_strncasecmp(v, "http://", 7) == 0)
+		host = v + 7;
+	else
+	{
+		GUC_check_errdetail("The URL must start with https:// (http:// only for a loopback host).");
+		return false;
+	}
+	hostlen = strcspn(host, "/");
+	if (hostlen == 0)
+	{
+		GUC_check_errdetail("The URL has no host.");
+		return false;
+	}
+	if (host == v + 7)
+	{
+		/* the host without its port */
+		size_t		name = host[0] == '[' ? strcspn(host, "]") + 1 :
+		strcspn(host, ":/");
+
+		if (!((name == 9 && pg_strncasecmp(host, "localhost", 9) == 0) ||
+			  (name == 9 && strncmp(host, "127.0.0.1", 9) == 0) ||
+			  (name == 5 && strncmp(host, "[::1]", 5) == 0)) ||
+			(host[name] != '\0' && host[name] != ':' && host[name] != '/'))
+		{
+			GUC_check_errdetail("http:// is allowed only for 127.0.0.1, localhost or [::1]; use https://.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* SSF transmitter (issue 13): where receivers reach it, who it is */
+static void
+define_ssf_gucs(void)
+{
+	DefineCustomStringVariable("setstream.public_url",
+							   "Base URL at which receivers reach the listener (SSF endpoints and discovery are built from it).",
+							   NULL, &setstream_public_url, "",
+							   PGC_SIGHUP, 0, check_ssf_url, NULL, NULL);
+	DefineCustomStringVariable("setstream.issuer",
+							   "The SSF transmitter's issuer, exactly as the discovery document states it; empty: setstream.public_url without a trailing slash.",
+							   NULL, &setstream_issuer, "",
+							   PGC_SIGHUP, 0, check_ssf_url, NULL, NULL);
+}
+
 void
 _PG_init(void)
 {
 	jose_init_allocators();
 	define_listener_gucs();
 	define_sender_gucs();
+	define_ssf_gucs();
 	metrics_init();
 
 	DefineCustomIntVariable("setstream.max_request_bytes",

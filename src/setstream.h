@@ -22,6 +22,8 @@ extern int	setstream_workers;
 extern char *setstream_tls_cert_file;
 extern char *setstream_tls_key_file;
 extern char *setstream_tls_ca_file;
+extern char *setstream_public_url;
+extern char *setstream_issuer;
 extern int	setstream_max_request_bytes;
 extern int	setstream_max_connections;
 extern int	setstream_poll_timeout_ms;

@@ -9,6 +9,8 @@
  *	    POST /streams/{name}/pushpull     pushpull, HTTP binding
  *	    GET  /streams/{name}/pushpull     pushpull, WebSocket binding
  *	                                      (Upgrade; the session: wssession.c)
+ *	    /.well-known/ssf-configuration,   the SSF transmitter: discovery and
+ *	    /ssf/...                          management API (ssf.c)
  *
  *	  Every stream route authenticates the peer first (auth/auth.c).
  *	  Tables are reached through exchange.c only; a poll that finds nothing
@@ -38,6 +40,7 @@
 #include "server/auth/auth.h"
 #include "server/conn.h"
 #include "server/metrics.h"
+#include "server/ssf.h"
 #include "setstream.h"
 #include "shmem/jwksreq.h"
 #include "shmem/stats.h"
@@ -50,7 +53,8 @@ typedef enum Endpoint
 	EP_EVENTS,
 	EP_POLL,
 	EP_PUSHPULL,
-	EP_METRICS
+	EP_METRICS,
+	EP_SSF						/* ssf.c */
 } Endpoint;
 
 /* The path of the request URL (no query string, which is never read) */
@@ -81,12 +85,15 @@ valid_stream_name(const char *s, size_t len)
 
 /* Which endpoint the path names; *stream gets the stream name */
 static Endpoint
-parse_path(const char *path, char **stream)
+parse_path(const char *path, char **stream, SsfRoute *ssf)
 {
 	const char *rest;
 	const char *slash;
 
 	*stream = NULL;
+	*ssf = ssf_route(path);
+	if (*ssf != SSF_NONE)
+		return EP_SSF;
 	if (strcmp(path, "/jwks.json") == 0)
 		return EP_JWKS;
 	if (strcmp(path, "/metrics") == 0)
@@ -162,6 +169,8 @@ typedef struct Prepared
 	ParsedSet	ps;				/* EP_EVENTS: the verified SET */
 	CommObj		obj;			/* EP_POLL, EP_PUSHPULL */
 	IngestItem *items;			/* EP_PUSHPULL: its SETs, verified */
+	SsfRoute	ssf;			/* EP_SSF: which one */
+	void	   *ssf_state;		/* EP_SSF: what ssf_prepare parsed */
 } Prepared;
 
 static Prepared *
@@ -258,7 +267,7 @@ route_check(Conn *conn, char **load_stream)
 		char	   *path = request_path(conn);
 
 		p = palloc0(sizeof(Prepared));
-		p->ep = path ? parse_path(path, &p->stream_name) : EP_NONE;
+		p->ep = path ? parse_path(path, &p->stream_name, &p->ssf) : EP_NONE;
 		conn->route_state = p;
 	}
 
@@ -269,6 +278,14 @@ route_check(Conn *conn, char **load_stream)
 	}
 	if (p->ep == EP_METRICS)
 		return (PrepResult) metrics_check_request(conn);
+	if (p->ep == EP_SSF)
+	{
+		/* a management request is authenticated in the turn (auth/mgmt.c) */
+		if (!ssf_method_allowed(conn, p->ssf) ||
+			(p->ssf != SSF_CONFIGURATION && auth_too_many_failures(conn)))
+			return PREP_ANSWERED;
+		return PREP_EXECUTE;
+	}
 	if (p->ep == EP_JWKS)
 	{
 		if (is_get)
@@ -289,7 +306,8 @@ route_check(Conn *conn, char **load_stream)
 		*load_stream = p->stream_name;
 		return PREP_LOAD;
 	}
-	if (!auth_authorized(conn, p->stream))
+	if (!(p->ep == EP_POLL ? auth_authorized_poll(conn, p->stream)
+		  : auth_authorized(conn, p->stream)))
 		return PREP_ANSWERED;
 	if (p->ep == EP_EVENTS && p->stream->refuse_inbound)
 	{
@@ -329,6 +347,8 @@ route_prepare(Conn *conn, char **load_stream)
 
 	switch (p->ep)
 	{
+		case EP_SSF:
+			return ssf_prepare(conn, p->ssf, &p->ssf_state);
 		case EP_EVENTS:
 			return prepare_push(conn, p);
 		case EP_POLL:
@@ -386,6 +406,8 @@ route_execute(Conn *conn, const uint64 *generations, TimestampTz now)
 			break;
 		case EP_POLL:
 			return execute_poll(conn, p, generations);
+		case EP_SSF:
+			return ssf_execute(conn, p->ssf, p->ssf_state);
 		case EP_PUSHPULL:
 			http_respond_json(conn, 200,
 							  exchange_ingest(p->stream, &p->obj, p->items), NULL);
@@ -457,6 +479,16 @@ static TurnResult
 route_fail(Conn *conn, const SetAnswer *answer)
 {
 	sock_discard_output(&conn->sock);
+	if (prepared(conn) != NULL && prepared(conn)->ep == EP_SSF)
+	{
+		/* every SSF management answer: Cache-Control: no-store */
+		SetAnswer	a = *answer;
+
+		a.headers = psprintf("Cache-Control: no-store\r\n%s",
+							 answer->headers ? answer->headers : "");
+		http_respond_answer(conn, &a);
+		return TURN_ANSWERED;
+	}
 	http_respond_answer(conn, answer);
 	return TURN_ANSWERED;
 }

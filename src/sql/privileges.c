@@ -149,6 +149,8 @@ static const char *const grants_manage_0_3[] = {
 	/* key rotation (issue 13) */
 	"GRANT EXECUTE ON FUNCTION setstream.rotate_key(text, text),"
 	" setstream.revoke_key(text, text, boolean) TO %s",
+	/* SSF: the receiver whose management API reaches the stream */
+	"GRANT EXECUTE ON FUNCTION setstream.set_stream_receiver(text, text) TO %s",
 	NULL
 };
 static const char *const grants_manage_0_2[] = {
@@ -159,6 +161,9 @@ static const char *const grants_manage_0_2[] = {
 static const char *const grants_create_0_3[] = {
 	"GRANT EXECUTE ON FUNCTION"
 	" setstream.create_stream(text, text, text[], text, text, boolean, text, text) TO %s",
+	/* SSF receivers: clients of the management API */
+	"GRANT EXECUTE ON FUNCTION setstream.create_receiver(text, text[], integer),"
+	" setstream.issue_receiver_token(text, text[]) TO %s",
 	NULL
 };
 static const char *const grants_create_0_2[] = {
@@ -362,6 +367,13 @@ privileges_visible_streams(bool *all)
 {
 	*all = caller_bypasses();
 	return *all ? NIL : streams_held(NULL);
+}
+
+/* Does the current user bypass row-level security (every right)? */
+bool
+privileges_caller_bypasses(void)
+{
+	return caller_bypasses();
 }
 
 /* setstream.has_stream_privilege(stream, privilege) */

@@ -13,5 +13,6 @@
 extern void privileges_require(const char *stream, const char *privilege);
 extern bool privileges_held(const char *stream, const char *privilege);
 extern List *privileges_visible_streams(bool *all);
+extern bool privileges_caller_bypasses(void);
 
 #endif

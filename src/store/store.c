@@ -1787,3 +1787,317 @@ store_source_state(const PushStream *p, int last_status,
 	run(&stmt_source_state, values, nulls, false);
 	SPI_finish();
 }
+
+/* ---------------------------------------------------------------------
+ * SSF receivers (issue 13): clients of the management API.  Both tables
+ * are the extension owner's alone: every statement runs as the owner,
+ * after the caller (receiverapi.c, or the listener's management
+ * authentication) decided.
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_insert_receiver = {
+	"INSERT INTO setstream.receivers (name, audience, max_streams, owner)"
+	" VALUES ($1, $2, $3, $4::pg_catalog.regrole) ON CONFLICT DO NOTHING",
+	4, {TEXTOID, TEXTARRAYOID, INT4OID, OIDOID}
+};
+
+static StoreStmt stmt_receiver_owner = {
+	"SELECT owner::pg_catalog.oid FROM setstream.receivers"
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_receiver_token = {
+	"INSERT INTO setstream.receiver_tokens (receiver, token_hash, scopes)"
+	" VALUES ($1, $2, $3)",
+	3, {TEXTOID, BYTEAOID, TEXTARRAYOID}
+};
+
+static StoreStmt stmt_receiver_tokens = {
+	"SELECT token_hash, receiver,"
+	" 'ssf.read' OPERATOR(pg_catalog.=) ANY (scopes),"
+	" 'ssf.manage' OPERATOR(pg_catalog.=) ANY (scopes)"
+	" FROM setstream.receiver_tokens",
+	0, {InvalidOid}
+};
+
+static StoreStmt stmt_set_stream_receiver = {
+	"UPDATE setstream.streams SET receiver = $2"
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_receiver_stream = {
+	"SELECT status FROM setstream.streams"
+	" WHERE name OPERATOR(pg_catalog.=) $1 AND receiver OPERATOR(pg_catalog.=) $2",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_set_status = {
+	"SELECT (setstream.set_stream_status($1, $2)).status",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* Make a receiver; false when one of that name exists */
+bool
+store_insert_receiver(const char *name, List *audience, int max_streams,
+					  Oid owner)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		made;
+
+	values[0] = text_datum(name);
+	values[1] = audience != NIL ? text_array_datum(audience) : (Datum) 0;
+	if (audience == NIL)
+		nulls[1] = 'n';
+	values[2] = Int32GetDatum(max_streams);
+	if (max_streams <= 0)
+		nulls[2] = 'n';
+	values[3] = ObjectIdGetDatum(owner);
+	spi_connect();
+	run_as_owner(&stmt_insert_receiver, values, nulls, false);
+	made = SPI_processed == 1;
+	SPI_finish();
+	return made;
+}
+
+/* The role owning a receiver; false when there is no such receiver */
+bool
+store_receiver_owner(const char *name, Oid *owner)
+{
+	Datum		values[1] = {text_datum(name)};
+	bool		found;
+	bool		isnull;
+
+	spi_connect();
+	run_as_owner(&stmt_receiver_owner, values, NULL, true);
+	found = SPI_processed == 1;
+	if (found)
+		*owner = DatumGetObjectId(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return found;
+}
+
+/* Keep the SHA-256 of a receiver's new token, with its scopes */
+void
+store_insert_receiver_token(const char *receiver, const uint8 *hash,
+							List *scopes)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+	Datum		values[3];
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), hash, 32);
+	values[0] = text_datum(receiver);
+	values[1] = PointerGetDatum(b);
+	values[2] = text_array_datum(scopes);
+	spi_connect();
+	run_as_owner(&stmt_insert_receiver_token, values, NULL, false);
+	SPI_finish();
+}
+
+/* Every receiver token (ReceiverToken), in the caller's memory */
+List *
+store_receiver_tokens(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *tokens = NIL;
+
+	spi_connect();
+	run_as_owner(&stmt_receiver_tokens, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bytea	   *b = DatumGetByteaPP(get_datum(i, 1, &isnull));
+		MemoryContext old;
+		ReceiverToken *t;
+
+		if (VARSIZE_ANY_EXHDR(b) != 32)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		t = palloc0(sizeof(ReceiverToken));
+		memcpy(t->hash, VARDATA_ANY(b), 32);
+		MemoryContextSwitchTo(old);
+		t->receiver = get_text(i, 2, cxt);
+		t->read = DatumGetBool(get_datum(i, 3, &isnull)) && !isnull;
+		t->manage = DatumGetBool(get_datum(i, 4, &isnull)) && !isnull;
+		tokens = lappend(tokens, t);
+	}
+	SPI_finish();
+	return tokens;
+}
+
+static StoreStmt stmt_receiver_read_hashes = {
+	"SELECT t.token_hash FROM setstream.receiver_tokens t"
+	" JOIN setstream.streams s ON s.receiver OPERATOR(pg_catalog.=) t.receiver"
+	" WHERE s.name OPERATOR(pg_catalog.=) $1"
+	" AND 'ssf.read' OPERATOR(pg_catalog.=) ANY (t.scopes)",
+	1, {TEXTOID}
+};
+
+/*
+ * SHA-256 hashes of the ssf.read tokens of the stream's SSF receiver (none
+ * before 0.3.0's schema), read as the owner: they open its poll endpoint
+ */
+List *
+store_receiver_read_hashes(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	List	   *hashes;
+
+	if (!store_schema_is_0_3())
+		return NIL;
+	spi_connect();
+	run_as_owner(&stmt_receiver_read_hashes, values, NULL, true);
+	hashes = get_hashes(cxt);
+	SPI_finish();
+	return hashes;
+}
+
+/* Let the receiver's API reach the stream (receiver NULL: none) */
+void
+store_set_stream_receiver(const char *stream, const char *receiver)
+{
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+
+	values[0] = text_datum(stream);
+	values[1] = receiver ? text_datum(receiver) : (Datum) 0;
+	if (receiver == NULL)
+		nulls[1] = 'n';
+	spi_connect();
+	run_as_owner(&stmt_set_stream_receiver, values, nulls, false);
+	SPI_finish();
+}
+
+/*
+ * The status of a stream of this receiver, in the caller's memory; NULL
+ * when the stream does not exist or is not the receiver's.
+ */
+char *
+store_receiver_stream_status(const char *stream, const char *receiver)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[2] = {text_datum(stream), text_datum(receiver)};
+	char	   *status = NULL;
+
+	spi_connect();
+	run_as_owner(&stmt_receiver_stream, values, NULL, true);
+	if (SPI_processed == 1)
+		status = get_text(0, 1, cxt);
+	SPI_finish();
+	return status;
+}
+
+/* setstream.set_stream_status, as the extension owner */
+void
+store_set_stream_status(const char *stream, const char *status)
+{
+	Datum		values[2] = {text_datum(stream), text_datum(status)};
+
+	spi_connect();
+	run_as_owner(&stmt_set_status, values, NULL, false);
+	SPI_finish();
+}
+
+/* The stream configuration endpoint (/ssf/streams): as the owner */
+static StoreStmt stmt_ssf_create_stream = {
+	"SELECT setstream._ssf_create_stream($1, $2, $3, $4, $5, $6, $7, $8)::pg_catalog.text",
+	8, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_ssf_stream_config = {
+	"SELECT setstream._ssf_stream_config($1, $2, $3)::pg_catalog.text",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_ssf_receiver_streams = {
+	"SELECT setstream._ssf_receiver_streams($1, $2)::pg_catalog.text",
+	2, {TEXTOID, TEXTOID}
+};
+
+static StoreStmt stmt_ssf_delete_stream = {
+	"SELECT setstream._ssf_delete_stream($1, $2)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* Run a statement of one text result as the owner; the text, or NULL */
+static char *
+owner_text_result(StoreStmt *st, Datum *values, const char *nulls,
+				  bool read_only)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *out = NULL;
+
+	spi_connect();
+	run_as_owner(st, values, nulls, read_only);
+	if (SPI_processed == 1)
+		out = get_text(0, 1, cxt);
+	SPI_finish();
+	return out;
+}
+
+/*
+ * Make a stream for the receiver (setstream._ssf_create_stream): its
+ * configuration object as JSON text, or NULL when the receiver has
+ * max_streams streams already.  NULL arguments: SQL NULL.
+ */
+char *
+store_ssf_create_stream(const SsfNewStream *n)
+{
+	Datum		values[8];
+	char		nulls[8];
+	const char *texts[8] = {n->receiver, n->issuer, n->public_url,
+	n->description, NULL, n->method, n->endpoint_url, n->authorization_header};
+
+	for (int i = 0; i < 8; i++)
+	{
+		nulls[i] = ' ';
+		values[i] = (Datum) 0;
+		if (i == 4)
+		{
+			if (n->has_events_requested)
+				values[i] = text_array_datum(n->events_requested);
+			else
+				nulls[i] = 'n';
+		}
+		else if (texts[i] != NULL)
+			values[i] = text_datum(texts[i]);
+		else
+			nulls[i] = 'n';
+	}
+	return owner_text_result(&stmt_ssf_create_stream, values, nulls, false);
+}
+
+/* The receiver's stream's configuration as JSON text; NULL: not its */
+char *
+store_ssf_stream_config(const char *stream, const char *receiver,
+						const char *public_url)
+{
+	Datum		values[3] = {text_datum(stream), text_datum(receiver),
+	text_datum(public_url)};
+
+	return owner_text_result(&stmt_ssf_stream_config, values, NULL, true);
+}
+
+/* Every stream of the receiver, a JSON array as text */
+char *
+store_ssf_receiver_streams(const char *receiver, const char *public_url)
+{
+	Datum		values[2] = {text_datum(receiver), text_datum(public_url)};
+
+	return owner_text_result(&stmt_ssf_receiver_streams, values, NULL, true);
+}
+
+/* Drop the receiver's stream; false when it is not the receiver's */
+bool
+store_ssf_delete_stream(const char *stream, const char *receiver)
+{
+	Datum		values[2] = {text_datum(stream), text_datum(receiver)};
+	char	   *out = owner_text_result(&stmt_ssf_delete_stream, values, NULL,
+										false);
+
+	return out != NULL && strcmp(out, "t") == 0;
+}

@@ -186,4 +186,46 @@ extern void store_source_state(const PushStream *p, int last_status,
 							   const char *last_error, int64 received,
 							   int64 rejected, TimestampTz now);
 
+/* SSF receivers (issue 13): clients of the management API */
+typedef struct ReceiverToken
+{
+	char	   *receiver;
+	uint8		hash[32];		/* SHA-256 of the token */
+	bool		read;			/* scope ssf.read */
+	bool		manage;			/* scope ssf.manage */
+} ReceiverToken;
+
+extern bool store_insert_receiver(const char *name, List *audience,
+								  int max_streams, Oid owner);
+extern bool store_receiver_owner(const char *name, Oid *owner);
+extern void store_insert_receiver_token(const char *receiver,
+										const uint8 *hash, List *scopes);
+extern List *store_receiver_tokens(void);
+extern List *store_receiver_read_hashes(const char *stream);
+extern void store_set_stream_receiver(const char *stream, const char *receiver);
+extern char *store_receiver_stream_status(const char *stream,
+										  const char *receiver);
+extern void store_set_stream_status(const char *stream, const char *status);
+
+/* A stream made through /ssf/streams (setstream._ssf_create_stream) */
+typedef struct SsfNewStream
+{
+	const char *receiver;
+	const char *issuer;
+	const char *public_url;
+	const char *description;	/* NULL: none */
+	bool		has_events_requested;
+	List	   *events_requested;	/* of char * */
+	const char *method;			/* poll, push */
+	const char *endpoint_url;	/* push */
+	const char *authorization_header;	/* push; NULL: none */
+} SsfNewStream;
+
+extern char *store_ssf_create_stream(const SsfNewStream *n);
+extern char *store_ssf_stream_config(const char *stream, const char *receiver,
+									 const char *public_url);
+extern char *store_ssf_receiver_streams(const char *receiver,
+										const char *public_url);
+extern bool store_ssf_delete_stream(const char *stream, const char *receiver);
+
 #endif

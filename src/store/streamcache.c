@@ -249,6 +249,7 @@ streamcache_load(const char *name, bool with_tokens)
 		{
 			stream->token_hashes = store_token_hashes(name);
 			stream->cert_hashes = store_cert_hashes(name);
+			stream->receiver_hashes = store_receiver_read_hashes(name);
 		}
 		stream->keys_loaded = true;
 	}

@@ -34,6 +34,8 @@ typedef struct StreamInfo
 	List	   *keys;			/* active verification keys (SetKey *) */
 	List	   *token_hashes;	/* SHA-256 of active tokens (uint8[32]) */
 	List	   *cert_hashes;	/* SHA-256 of bound client certs (uint8[32]) */
+	List	   *receiver_hashes;	/* SHA-256 of its SSF receiver's ssf.read
+									 * tokens: they open its poll endpoint */
 	bool		sign_key_loaded;
 	struct SignKey *sign_key;	/* the active signing key, or NULL */
 } StreamInfo;

@@ -170,7 +170,8 @@ def db_token(stream):
     "/", "/nope", "/jwks", "/jwks.json/x", "/streams", "/streams/",
     "/streams/{name}", "/streams/{name}/", "/streams/{name}/unknown",
     "/streams/{name}/events/x", "/streams//events", "/streams/{name}/Events",
-    "/.well-known/ssf-configuration",
+    # (/.well-known/ssf-configuration exists since issue 13: test/ssf)
+    "/.well-known/ssf-configuration/x", "/ssf", "/ssf/", "/ssf/unknown",
 ])
 def test_unknown_route_404(client, two, path):
     _, b = two

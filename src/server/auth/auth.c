@@ -12,7 +12,10 @@
  *	  address, and an address that failed too often (limit.c) gets 429
  *	  for a while, before any stream lookup, token hashing or certificate
  *	  check.  Tokens and certificates are matched by their digests, in
- *	  constant time (base/digest.c).
+ *	  constant time (base/digest.c).  The poll endpoint of a stream that
+ *	  an SSF receiver reaches (streams.receiver) also opens to that
+ *	  receiver's ssf.read tokens (auth_authorized_poll), when the stream
+ *	  takes bearer tokens alone.
  *
  *-------------------------------------------------------------------------
  */
@@ -117,6 +120,28 @@ auth_authorized(Conn *conn, StreamInfo *stream)
 	return ok;
 }
 
+/* Is the bearer token one of the stream's receiver's ssf.read tokens? */
+static bool
+receiver_token(Conn *conn, StreamInfo *stream)
+{
+	size_t		len = 0;
+	const char *token;
+
+	if (stream == NULL || stream->receiver_hashes == NIL ||
+		!stream->auth_bearer || stream->auth_cert)
+		return false;
+	token = auth_bearer_token(conn, &len);
+	return token != NULL &&
+		digest_token_in_list(stream->receiver_hashes, token, len);
+}
+
+/* The poll endpoint: auth_authorized, or a token of the stream's receiver */
+bool
+auth_authorized_poll(Conn *conn, StreamInfo *stream)
+{
+	return receiver_token(conn, stream) || auth_authorized(conn, stream);
+}
+
 /* Charge a failed authentication to the peer's address (limit.c) */
 void
 auth_record_failure(Conn *conn)
@@ -159,6 +184,9 @@ auth_session_denied(Conn *conn, StreamInfo *stream, const char **why)
 	*why = "the credentials of this session are no longer valid for the stream";
 	if (stream == NULL)
 		return 401;
+	/* (only a poll can have opened with one: auth_authorized_poll) */
+	if (receiver_token(conn, stream))
+		return 0;
 	if (stream->auth_bearer)
 	{
 		token = auth_bearer_token(conn, &len);

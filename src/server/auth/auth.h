@@ -36,8 +36,12 @@ extern const char *const auth_bearer_challenge_invalid;
 extern bool auth_too_many_failures(struct Conn *conn);
 extern void auth_record_failure(struct Conn *conn);
 extern bool auth_authorized(struct Conn *conn, StreamInfo *stream);
+extern bool auth_authorized_poll(struct Conn *conn, StreamInfo *stream);
 extern int	auth_session_denied(struct Conn *conn, StreamInfo *stream,
 								const char **why);
+
+/* mgmt.c: the receiver of an SSF management request */
+extern const char *auth_receiver(struct Conn *conn, bool need_manage);
 
 /* limit.c: the failures per address, in shared memory */
 extern void authlimit_request_shmem(void);

@@ -155,3 +155,52 @@ jwksreq_unknown_kid(const char *stream)
 {
 	return false;
 }
+
+List *
+store_receiver_tokens(void)
+{
+	UNREACHABLE(store_receiver_tokens);
+	return NIL;
+}
+
+char *
+store_receiver_stream_status(const char *stream, const char *receiver)
+{
+	UNREACHABLE(store_receiver_stream_status);
+	return NULL;
+}
+
+void
+store_set_stream_status(const char *stream, const char *status)
+{
+	UNREACHABLE(store_set_stream_status);
+}
+
+char *
+store_ssf_create_stream(const SsfNewStream *n)
+{
+	UNREACHABLE(store_ssf_create_stream);
+	return NULL;
+}
+
+char *
+store_ssf_stream_config(const char *stream, const char *receiver,
+						const char *public_url)
+{
+	UNREACHABLE(store_ssf_stream_config);
+	return NULL;
+}
+
+char *
+store_ssf_receiver_streams(const char *receiver, const char *public_url)
+{
+	UNREACHABLE(store_ssf_receiver_streams);
+	return NULL;
+}
+
+bool
+store_ssf_delete_stream(const char *stream, const char *receiver)
+{
+	UNREACHABLE(store_ssf_delete_stream);
+	return false;
+}
