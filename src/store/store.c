@@ -1296,7 +1296,7 @@ static StoreStmt stmt_delivery_state = {
 	" nonconformant_acks = nonconformant_acks OPERATOR(pg_catalog.+) $7,"
 	" updated_at = $8"
 	" WHERE stream OPERATOR(pg_catalog.=) $1"
-	" AND method OPERATOR(pg_catalog.=) 'push'",
+	" AND method OPERATOR(pg_catalog.<>) 'poll'",
 	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, INT4OID, INT8OID,
 		TIMESTAMPTZOID}
 };
@@ -1485,7 +1485,7 @@ store_push_outcome(const char *stream, const PushOutcomeRow *o)
 	SPI_finish();
 }
 
-/* Record a push stream's delivery state */
+/* Record a push (or pushpull) stream's delivery state */
 void
 store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
 {
