@@ -25,6 +25,7 @@
 #include "server/listener.h"
 #include "outbound/outbound.h"
 #include "outbound/pollclient.h"
+#include "outbound/pushpullclient.h"
 #include "shmem/stats.h"
 #include "store/streamcache.h"
 #include "shmem/wakeup.h"
@@ -116,6 +117,15 @@ define_sender_gucs(void)
 	DefineCustomIntVariable("setstream.source_max_events",
 							"maxEvents of each poll of a source (set_source).",
 							NULL, &setstream_source_max_events, 100, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	/* pushpull as initiator (issue 17, outbound/pushpullclient.c) */
+	DefineCustomIntVariable("setstream.pushpull_poll_interval",
+							"Time between two requests of a pushpull stream we initiate when it has nothing to send and nothing to acknowledge (the peer's SETs come in responses only).",
+							NULL, &setstream_pushpull_poll_interval_ms, 1000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.pushpull_batch",
+							"Most SETs in one pushpull request we initiate, and its maxResponseEvents.",
+							NULL, &setstream_pushpull_batch, 100, 1, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.auth_retries",
 							"Consecutive 401 / authentication_failed answers after which a stream's push delivery is suspended.",

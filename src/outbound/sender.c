@@ -2,7 +2,9 @@
  *
  * sender.c
  *	  The sender's event loop: RFC 8935 push of the SETs emitted on streams
- *	  whose delivery method is push (set_delivery).
+ *	  whose delivery method is push (set_delivery).  The same loop drives
+ *	  the poll client (pollclient.c) and pushpull as initiator
+ *	  (pushpullclient.c).
  *
  *	  Each sender (setstream.senders of them) serves the push streams whose
  *	  name hashes to its index, so one stream is pushed by one process.
@@ -38,6 +40,7 @@
 #include "outbound/jwksfetch.h"
 #include "outbound/outbound.h"
 #include "outbound/pollclient.h"
+#include "outbound/pushpullclient.h"
 #include "outbound/sender.h"
 #include "store/xact.h"
 #include "setstream.h"
@@ -507,11 +510,14 @@ wait_timeout_ms(void)
 	long		scan_ms = (long) ((next_scan_at - GetCurrentTimestamp()) / 1000);
 
 	long		poll_ms = pollclient_timeout_ms();
+	long		pushpull_ms = pushpullclient_timeout_ms();
 
 	if (scan_ms < 0)
 		scan_ms = 0;
 	if (poll_ms >= 0 && poll_ms < scan_ms)
 		scan_ms = poll_ms;
+	if (pushpull_ms >= 0 && pushpull_ms < scan_ms)
+		scan_ms = pushpull_ms;
 	if (curl_ms >= 0 && curl_ms < scan_ms)
 		return curl_ms;
 	return scan_ms;
@@ -536,6 +542,7 @@ sender_run(int index)
 									 ALLOCSET_DEFAULT_SIZES);
 	httpclient_init();
 	pollclient_init(index);
+	pushpullclient_init(index);
 
 	wait_set = CreateWaitEventSetTop(3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -583,5 +590,6 @@ sender_run(int index)
 			GetCurrentTimestamp() >= next_scan_at)
 			(void) database_turn();
 		pollclient_step();		/* the sources' polls (set_source) */
+		pushpullclient_step();	/* pushpull we initiate (set_delivery) */
 	}
 }

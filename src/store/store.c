@@ -1256,6 +1256,32 @@ static StoreStmt stmt_push_streams = {
 	0, {InvalidOid}
 };
 
+/* The same for the streams delivered by pushpull (outbound/pushpullclient.c) */
+static StoreStmt stmt_pushpull_streams = {
+	"SELECT d.stream, d.endpoint_url, d.push_concurrency, d.state,"
+	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header"
+	" FROM setstream.deliveries d"
+	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) d.stream"
+	" LEFT JOIN setstream.delivery_secrets c"
+	" ON c.stream OPERATOR(pg_catalog.=) d.stream"
+	" WHERE d.method OPERATOR(pg_catalog.=) 'pushpull'"
+	" AND s.status OPERATOR(pg_catalog.=) 'enabled'",
+	0, {InvalidOid}
+};
+
+/*
+ * SETs taken for a pushpull request that got no valid answer: due again at
+ * once (pending), unless acknowledged or failed meanwhile
+ */
+static StoreStmt stmt_untake = {
+	"UPDATE setstream.outbox o SET state = 'pending'"
+	" WHERE o.stream OPERATOR(pg_catalog.=) $1"
+	" AND o.jti OPERATOR(pg_catalog.=) ANY ($2)"
+	" AND o.state OPERATOR(pg_catalog.=) 'delivered'"
+	" AND o.acked_at IS NULL AND o.failed_at IS NULL",
+	2, {TEXTOID, TEXTARRAYOID}
+};
+
 /*
  * The stream's SETs due for a push, oldest first, but those in flight:
  * not acknowledged or failed (the due index's predicate), and their next
@@ -1295,7 +1321,7 @@ static StoreStmt stmt_delivery_state = {
 	" nonconformant_acks = nonconformant_acks OPERATOR(pg_catalog.+) $7,"
 	" updated_at = $8"
 	" WHERE stream OPERATOR(pg_catalog.=) $1"
-	" AND method OPERATOR(pg_catalog.=) 'push'",
+	" AND method OPERATOR(pg_catalog.<>) 'poll'",
 	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, INT4OID, INT8OID,
 		TIMESTAMPTZOID}
 };
@@ -1329,16 +1355,16 @@ store_set_delivery_secret(const char *stream, const char *header)
 				   stream, header);
 }
 
-/* The push streams, in the caller's memory context */
-List *
-store_push_streams(void)
+/* The push (or pushpull) streams, in the caller's memory context */
+static List *
+read_push_streams(StoreStmt *stmt)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	List	   *out = NIL;
 	bool		isnull;
 
 	spi_connect();
-	run_as_owner(&stmt_push_streams, NULL, NULL, true);
+	run_as_owner(stmt, NULL, NULL, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
@@ -1361,6 +1387,35 @@ store_push_streams(void)
 	}
 	SPI_finish();
 	return out;
+}
+
+/* The push streams, in the caller's memory context */
+List *
+store_push_streams(void)
+{
+	return read_push_streams(&stmt_push_streams);
+}
+
+/* The pushpull streams (we initiate), in the caller's memory context */
+List *
+store_pushpull_streams(void)
+{
+	return read_push_streams(&stmt_pushpull_streams);
+}
+
+/* Make SETs taken for a pushpull request that failed due again */
+void
+store_untake(const char *stream, List *jtis)
+{
+	Datum		values[2];
+
+	if (jtis == NIL)
+		return;
+	values[0] = text_datum(stream);
+	values[1] = text_array_datum(jtis);
+	spi_connect();
+	run(&stmt_untake, values, NULL, false);
+	SPI_finish();
 }
 
 /*
@@ -1455,7 +1510,7 @@ store_push_outcome(const char *stream, const PushOutcomeRow *o)
 	SPI_finish();
 }
 
-/* Record a push stream's delivery state */
+/* Record a push (or pushpull) stream's delivery state */
 void
 store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
 {

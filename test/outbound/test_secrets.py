@@ -111,3 +111,26 @@ def test_the_header_is_never_logged(loopback, receiver, pushes, db):
     assert "suspended" in logged, "the suspension was not logged"
     assert secret not in logged
     assert secret[7:] not in logged
+
+
+@pytest.mark.skipif(not LOGFILE, reason="SETSTREAM_LOGFILE is not set (scripts/test.sh sets it)")
+def test_the_pushpull_header_is_never_logged(loopback, receiver, pushes, db):
+    """pushpull as initiator sends the same header: its failures and its
+    suspension are logged without it."""
+    secret = new_secret()
+    before = len(log_text())
+    s = pushes.streams.create(peer_algs=(), signing_alg="ES256", token=False)
+    receiver.default = answer(401, headers={"WWW-Authenticate": "Bearer"})
+    db.execute("SELECT setstream.set_delivery(%s, 'pushpull', %s, %s)",
+               (s.name, receiver.url, secret))
+    db.emit(s.name)
+    wait_for("suspension", lambda: db.val(
+        "SELECT state FROM setstream.deliveries WHERE stream = %s", (s.name,)) == "suspended",
+        timeout=20)
+    assert receiver.requests[0]["headers"]["authorization"] == secret
+    logged = log_text()[before:]
+    assert "pushpull delivery" in logged and "suspended" in logged
+    assert secret not in logged
+    assert secret[7:] not in logged
+    assert secret not in db.val("SELECT d::text FROM setstream.deliveries d WHERE stream = %s",
+                                (s.name,))

@@ -1,0 +1,845 @@
+/*-------------------------------------------------------------------------
+ *
+ * pushpullclient.c
+ *	  pushpull as initiator over HTTP (set_delivery(stream, 'pushpull',
+ *	  endpoint_url, authorization_header)): the sender serving the stream
+ *	  (its name hashes to the sender's index, as for pushes) POSTs
+ *	  Communication Objects to the peer's pushpull endpoint, and SETs travel
+ *	  both ways on that one exchange.
+ *
+ *	  One request per stream is in flight at a time, on the sender's
+ *	  libcurl multi handle (httpclient.c: TLS verified, allowed networks
+ *	  checked on the connected address, no redirect, timeouts; the response
+ *	  cut at setstream.max_request_bytes).  Each request carries
+ *	    sets               up to setstream.pushpull_batch of the stream's
+ *	                       due SETs, oldest first (taken as the listener's
+ *	                       poll takes them: marked delivered, and due again
+ *	                       after setstream.redelivery_interval when the
+ *	                       peer neither acknowledges nor rejects them);
+ *	    ack, setErrs       the peer's SETs we stored (or rejected) from
+ *	                       earlier responses, once that store committed;
+ *	    maxResponseEvents  setstream.pushpull_batch.
+ *	  Content-Type and Accept are application/json, and Authorization is
+ *	  the stored header byte for byte.
+ *
+ *	  Transactions (none is open during network I/O):
+ *	    - a turn reads the pushpull streams and takes the due SETs of each
+ *	      stream that is to send; the requests start after its commit;
+ *	    - an answer is handled alone: its SETs are verified outside any
+ *	      transaction, then one transaction applies its "ack" (outbox rows
+ *	      acked) and "setErrs" (failed with err and description: the
+ *	      responder side's semantics, exchange_settle), stores its SETs
+ *	      (exchange_collect: the listener's rules) and records the stream's
+ *	      delivery state when it changed.  Their acks (or setErrs) become
+ *	      pending only once that committed, and the next request, started at
+ *	      once, carries them.  Pending acks are kept in memory: after a crash
+ *	      the peer sends the unacknowledged SETs again, they are found stored
+ *	      and acknowledged.
+ *
+ *	  A request is sent at once while there is something to send (due SETs,
+ *	  pending acks or setErrs, more due than one batch, SETs just received);
+ *	  otherwise every setstream.pushpull_poll_interval, to collect the
+ *	  peer's SETs (the HTTP binding has no long poll), and at once when an
+ *	  emit on the stream commits.
+ *
+ *	  A failed request (no answer, a status other than 2xx, a 2xx that is
+ *	  not a Communication Object) is classified as a failed push
+ *	  (outbound.c) and changes the stream's delivery state alike: backoff
+ *	  (exponential, with jitter) on 5xx, transport errors and bad answers;
+ *	  wait exactly Retry-After on 429 / 503 with Retry-After; suspension on
+ *	  403, 404, 410, redirects and setstream.auth_retries 401s in a row
+ *	  (resume_delivery lifts it).  The SETs it carried are due again at
+ *	  once, its acks and setErrs are sent again with the next request.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "codec/commobj.h"
+#include "codec/json.h"
+#include "exchange/exchange.h"
+#include "outbound/httpclient.h"
+#include "outbound/outbound.h"
+#include "outbound/pushpullclient.h"
+#include "setstream.h"
+#include "shmem/wakeup.h"
+#include "store/store.h"
+#include "store/streamcache.h"
+#include "store/xact.h"
+
+#define REFRESH_INTERVAL_MS 5000	/* reread the streams at least this often */
+#define RETRY_MS 1000			/* after a failed transaction */
+
+int			setstream_pushpull_poll_interval_ms = 1000;
+int			setstream_pushpull_batch = 100;
+
+/* One pushpull stream of this sender */
+typedef struct Peer
+{
+	PushStream	conf;			/* as last read (strings in pp_cxt) */
+	bool		removed;		/* no longer a pushpull stream of ours */
+	int			slot;			/* its wake-up slot */
+	uint64		seen_gen;		/* the slot's generation before the last take */
+	uint64		gen_before;		/* ... before the turn under way */
+	TimestampTz next_at;		/* a request is due then; 0: at once */
+
+	/* the request in flight */
+	bool		in_flight;
+	char	   *posted_url;
+	char	   *request;
+	List	   *sent_jtis;		/* char *, the SETs it carries */
+	json_t	   *sent_ack;
+	json_t	   *sent_errs;
+	bool		more_due;		/* more SETs were due than it carries */
+
+	/* its answer, until handled */
+	bool		answered;
+	int			status;
+	char	   *body;
+	size_t		body_len;
+	long		retry_after_s;
+	char	   *error;
+
+	/* committed, to be sent with the next request */
+	json_t	   *pending_ack;
+	json_t	   *pending_errs;
+} Peer;
+
+static int	my_index;
+static MemoryContext pp_cxt;
+static MemoryContext step_cxt;
+static List *peers = NIL;		/* Peer *, in pp_cxt */
+static int	nanswered = 0;
+static uint64 seen_config = 0;
+static bool loaded = false;
+static TimestampTz next_refresh_at = 0;
+static TimestampTz retry_at = 0;	/* after a failed turn */
+
+static bool
+mine(const char *stream)
+{
+	uint32		h = hash_bytes((const unsigned char *) stream, strlen(stream));
+
+	return setstream_senders <= 1 || (int) (h % setstream_senders) == my_index;
+}
+
+static char *
+pp_strdup(const char *s)
+{
+	return s ? MemoryContextStrdup(pp_cxt, s) : NULL;
+}
+
+static void
+free_str(char **s, bool secret)
+{
+	if (*s == NULL)
+		return;
+	if (secret)
+		explicit_bzero(*s, strlen(*s));
+	pfree(*s);
+	*s = NULL;
+}
+
+static void
+free_conf(PushStream *c)
+{
+	free_str(&c->stream, false);
+	free_str(&c->endpoint_url, false);
+	free_str(&c->authorization, true);
+	free_str(&c->state, false);
+	free_str(&c->suspended_reason, false);
+}
+
+static void
+copy_conf(PushStream *dst, const PushStream *src)
+{
+	PushStream	old = *dst;
+
+	dst->stream = pp_strdup(src->stream);
+	dst->endpoint_url = pp_strdup(src->endpoint_url);
+	dst->authorization = pp_strdup(src->authorization);
+	dst->state = pp_strdup(src->state);
+	dst->suspended_reason = pp_strdup(src->suspended_reason);
+	dst->backoff_until = src->backoff_until;
+	dst->failures = src->failures;
+	dst->auth_failures = src->auth_failures;
+	dst->concurrency = 1;
+	free_conf(&old);
+}
+
+static void
+free_sent_jtis(Peer *p)
+{
+	list_free_deep(p->sent_jtis);
+	p->sent_jtis = NIL;
+}
+
+static void
+forget_answer(Peer *p)
+{
+	p->answered = false;
+	free_str(&p->body, false);
+	free_str(&p->error, false);
+}
+
+static void
+free_peer(Peer *p)
+{
+	free_conf(&p->conf);
+	free_str(&p->posted_url, false);
+	forget_answer(p);
+	free_str(&p->request, false);
+	free_sent_jtis(p);
+	json_decref(p->sent_ack);
+	json_decref(p->sent_errs);
+	json_decref(p->pending_ack);
+	json_decref(p->pending_errs);
+	pfree(p);
+}
+
+static bool
+has_pending(Peer *p)
+{
+	return json_array_size(p->pending_ack) > 0 ||
+		json_object_size(p->pending_errs) > 0;
+}
+
+/* Not in flight, not suspended, not backing off: may send now */
+static bool
+may_send(Peer *p, TimestampTz now)
+{
+	if (p->removed || p->in_flight || p->answered)
+		return false;
+	if (strcmp(p->conf.state, "suspended") == 0)
+		return false;
+	if (strcmp(p->conf.state, "backoff") == 0 && p->conf.backoff_until > now)
+		return false;
+	return true;
+}
+
+/* Is a request due (a poll, pending acks) or may SETs be (an emit)? */
+static bool
+wants_turn(Peer *p, TimestampTz now)
+{
+	return may_send(p, now) &&
+		(p->next_at <= now || has_pending(p) ||
+		 wakeup_generation(p->slot) != p->seen_gen);
+}
+
+static Peer *
+find_peer(const char *stream, const char *url, bool removed_too)
+{
+	ListCell   *lc;
+
+	foreach(lc, peers)
+	{
+		Peer	   *p = lfirst(lc);
+
+		if ((removed_too || !p->removed) &&
+			strcmp(p->conf.stream, stream) == 0 &&
+			strcmp(p->conf.endpoint_url, url) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * Turns: read the streams, take the due SETs of those that send
+ * ---------------------------------------------------------------------
+ */
+typedef struct Taken
+{
+	PushStream *row;
+	List	   *sets;			/* OutSet * */
+	bool		more;
+	bool		send;			/* a request is due even without SETs */
+} Taken;
+
+typedef struct TurnWork
+{
+	TimestampTz now;
+	bool		installed;
+	List	   *rows;			/* PushStream * */
+	List	   *taken;			/* Taken * */
+} TurnWork;
+
+static void
+turn_work(void *arg)
+{
+	TurnWork   *w = arg;
+	ListCell   *lc;
+
+	w->installed = xact_begin_turn() != XACT_NO_EXTENSION;
+	/* what outlives the transaction: in the step's context */
+	MemoryContextSwitchTo(step_cxt);
+	if (!w->installed)
+		return;
+	w->rows = store_pushpull_streams();
+	foreach(lc, w->rows)
+	{
+		PushStream *row = lfirst(lc);
+		Peer	   *p;
+		Taken	   *t;
+		bool		send;
+
+		if (!mine(row->stream))
+			continue;
+		if (strcmp(row->state, "suspended") == 0 ||
+			(strcmp(row->state, "backoff") == 0 && row->backoff_until > w->now))
+			continue;
+		p = find_peer(row->stream, row->endpoint_url, true);
+		if (p != NULL && (p->in_flight || p->answered))
+			continue;
+		send = p == NULL || p->next_at <= w->now || has_pending(p);
+		if (!send && wakeup_generation(p->slot) == p->seen_gen)
+			continue;
+		t = palloc0(sizeof(Taken));
+		t->row = row;
+		t->send = send;
+		t->sets = store_take_due(row->stream, setstream_pushpull_batch, &t->more);
+		w->taken = lappend(w->taken, t);
+	}
+}
+
+static void exchange_answered(void *arg, const HttpResult *res);
+
+static void
+start_request(Peer *p, Taken *t, TimestampTz now)
+{
+	json_t	   *req = json_object();
+	json_t	   *sets = json_object();
+	StringInfoData text;
+	MemoryContext old;
+	ListCell   *lc;
+
+	free_sent_jtis(p);
+	old = MemoryContextSwitchTo(pp_cxt);
+	foreach(lc, t->sets)
+	{
+		OutSet	   *o = lfirst(lc);
+
+		p->sent_jtis = lappend(p->sent_jtis, pstrdup(o->jti));
+	}
+	MemoryContextSwitchTo(old);
+	foreach(lc, t->sets)
+	{
+		OutSet	   *o = lfirst(lc);
+
+		json_object_set_new(sets, o->jti, json_string(o->token));
+	}
+	if (json_object_size(sets) > 0)
+		json_object_set(req, "sets", sets);
+	json_decref(sets);
+	json_object_set(req, "ack", p->pending_ack);
+	json_object_set(req, "setErrs", p->pending_errs);
+	json_object_set_new(req, "maxResponseEvents",
+						json_integer(setstream_pushpull_batch));
+
+	old = MemoryContextSwitchTo(pp_cxt);
+	initStringInfo(&text);
+	json_write(&text, req);
+	p->request = text.data;
+	p->sent_ack = p->pending_ack;
+	p->sent_errs = p->pending_errs;
+	p->pending_ack = json_array();
+	p->pending_errs = json_object();
+	MemoryContextSwitchTo(old);
+	json_decref(req);
+
+	free_str(&p->posted_url, false);
+	p->posted_url = pp_strdup(p->conf.endpoint_url);
+	p->in_flight = true;
+	p->more_due = t->more;
+	p->next_at = now + (TimestampTz) setstream_pushpull_poll_interval_ms * 1000;
+
+	if (p->request == NULL ||
+		!httpclient_post_limits(p->posted_url, p->request, strlen(p->request),
+								"application/json", "application/json",
+								p->conf.authorization,
+								setstream_outbound_timeout_ms,
+								(size_t) setstream_max_request_bytes,
+								exchange_answered, p))
+	{
+		HttpResult	res;
+
+		memset(&res, 0, sizeof(res));
+		res.retry_after_s = -1;
+		res.error = "the HTTP request could not be started";
+		exchange_answered(p, &res);
+	}
+}
+
+/*
+ * One turn: reread the streams (those gone are dropped once their request
+ * answered), take the due SETs, and start the requests after the commit
+ */
+static void
+turn(TimestampTz now)
+{
+	TurnWork	w;
+	ListCell   *lc;
+	List	   *keep = NIL;
+	MemoryContext old;
+
+	memset(&w, 0, sizeof(w));
+	w.now = now;
+	seen_config = wakeup_config_generation();
+	foreach(lc, peers)
+	{
+		Peer	   *p = lfirst(lc);
+
+		p->gen_before = wakeup_generation(p->slot);
+	}
+	if (!xact_run(turn_work, &w))
+	{
+		retry_at = now + RETRY_MS * 1000;
+		return;
+	}
+	retry_at = 0;
+	if (!w.installed)
+	{
+		next_refresh_at = now + (TimestampTz) REFRESH_INTERVAL_MS * 1000;
+		return;
+	}
+	loaded = true;
+	next_refresh_at = now + (TimestampTz) REFRESH_INTERVAL_MS * 1000;
+
+	foreach(lc, peers)
+		((Peer *) lfirst(lc))->removed = true;
+	foreach(lc, w.rows)
+	{
+		PushStream *row = lfirst(lc);
+		Peer	   *p;
+
+		if (!mine(row->stream))
+			continue;
+		p = find_peer(row->stream, row->endpoint_url, true);
+		if (p == NULL)
+		{
+			old = MemoryContextSwitchTo(pp_cxt);
+			p = palloc0(sizeof(Peer));
+			p->pending_ack = json_array();
+			p->pending_errs = json_object();
+			p->slot = wakeup_slot(row->stream);
+			p->gen_before = wakeup_generation(p->slot);
+			peers = lappend(peers, p);
+			MemoryContextSwitchTo(old);
+		}
+		p->removed = false;
+		/* a request in flight records the state its answer brings */
+		if (!p->in_flight && !p->answered)
+			copy_conf(&p->conf, row);
+		if (row->authorization)
+			explicit_bzero(row->authorization, strlen(row->authorization));
+	}
+
+	/* the SETs taken: send them */
+	foreach(lc, w.taken)
+	{
+		Taken	   *t = lfirst(lc);
+		Peer	   *p = find_peer(t->row->stream, t->row->endpoint_url, false);
+
+		if (p == NULL || p->in_flight || p->answered)
+			continue;			/* can't happen: read above, taken idle */
+		p->seen_gen = p->gen_before;
+		if (t->sets == NIL && !t->send)
+			continue;			/* woken, but nothing of ours is due */
+		start_request(p, t, now);
+	}
+
+	/* a stream gone (or with another endpoint) is freed when idle */
+	old = MemoryContextSwitchTo(pp_cxt);
+	foreach(lc, peers)
+	{
+		Peer	   *p = lfirst(lc);
+
+		if (p->removed && !p->in_flight && !p->answered)
+			free_peer(p);
+		else
+			keep = lappend(keep, p);
+	}
+	list_free(peers);
+	peers = keep;
+	MemoryContextSwitchTo(old);
+}
+
+/* ---------------------------------------------------------------------
+ * Answers
+ * ---------------------------------------------------------------------
+ */
+static void
+exchange_answered(void *arg, const HttpResult *res)
+{
+	Peer	   *p = arg;
+
+	p->in_flight = false;
+	p->answered = true;
+	p->status = res->status;
+	p->retry_after_s = res->retry_after_s;
+	if (res->body != NULL && res->status != 0)
+	{
+		p->body = MemoryContextAlloc(pp_cxt, res->body_len + 1);
+		memcpy(p->body, res->body, res->body_len);
+		p->body[res->body_len] = '\0';
+		p->body_len = res->body_len;
+	}
+	if (res->error)
+		p->error = MemoryContextStrdup(pp_cxt, res->error);
+	free_str(&p->request, false);
+	nanswered++;
+}
+
+/*
+ * Add the acks and setErrs of ack and errs to the pending ones.  jansson
+ * allocates in CurrentMemoryContext (jws.c): what outlives a step is made
+ * in pp_cxt, and copied.
+ */
+static void
+add_pending(Peer *p, json_t *ack, json_t *errs)
+{
+	MemoryContext old = MemoryContextSwitchTo(pp_cxt);
+	size_t		i;
+	json_t	   *v;
+	const char *k;
+
+	if (ack)
+		json_array_foreach(ack, i, v)
+			json_array_append_new(p->pending_ack, json_deep_copy(v));
+	if (errs)
+		json_object_foreach(errs, k, v)
+			json_object_set_new(p->pending_errs, k, json_deep_copy(v));
+	MemoryContextSwitchTo(old);
+}
+
+/* Put the acks and setErrs of a failed request back with the pending ones */
+static void
+unsend(Peer *p)
+{
+	add_pending(p, p->sent_ack, p->sent_errs);
+	json_decref(p->sent_ack);
+	json_decref(p->sent_errs);
+	p->sent_ack = p->sent_errs = NULL;
+}
+
+/*
+ * Read a response: a Communication Object ({"sets", "ack", "setErrs"}); an
+ * empty body is one with nothing in it.  False, with why in err, when it
+ * is not one.
+ */
+static bool
+parse_response(Peer *p, CommObj *obj, char *err, size_t errlen)
+{
+	char		why[256];
+
+	if (p->body == NULL || p->body_len == 0)
+		return true;
+	if (!commobj_parse(p->body, p->body_len, obj, why, sizeof(why)))
+	{
+		snprintf(err, errlen, "invalid pushpull response: %s", why);
+		return false;
+	}
+	return true;
+}
+
+typedef struct StoreWork
+{
+	Peer	   *p;
+	PushStream *conf;			/* the state to record */
+	bool		changed;		/* record it */
+	bool		ok;				/* a Communication Object came back */
+	StreamInfo *stream;			/* NULL: no SETs to store */
+	CommObj    *obj;
+	IngestItem *items;
+	json_t	   *ack;
+	json_t	   *errs;
+	TimestampTz now;
+	bool		skipped;
+} StoreWork;
+
+static void
+store_work(void *arg)
+{
+	StoreWork  *w = arg;
+	const char *name = w->p->conf.stream;
+
+	/* DROP EXTENSION, or DROP and CREATE: the stream copy is not valid */
+	if (xact_begin_turn() != XACT_SAME)
+	{
+		w->skipped = true;
+		return;
+	}
+	/* w->ack and w->errs grow in the step's context, not the transaction's */
+	MemoryContextSwitchTo(step_cxt);
+	if (w->ok)
+	{
+		/* the peer's ack and setErrs, as the responder side applies them */
+		store_apply_acks(name, w->obj->ack);
+		store_apply_errs(name, w->obj->errs);
+		if (w->stream != NULL)
+			exchange_collect(w->stream, w->obj, w->items, w->ack, w->errs);
+	}
+	else
+		store_untake(name, w->p->sent_jtis);
+	if (w->changed)
+		store_delivery_state(w->conf, 0, w->now);
+}
+
+typedef struct LoadWork
+{
+	const char *name;
+	bool		ok;
+} LoadWork;
+
+static void
+load_work(void *arg)
+{
+	LoadWork   *w = arg;
+	StreamInfo *unused;
+
+	if (xact_begin_turn() == XACT_NO_EXTENSION)
+		return;
+	if (!streamcache_lookup(w->name, &unused))
+		streamcache_load(w->name, false);
+	w->ok = true;
+}
+
+/* The stream's cached copy (loaded if need be), or NULL */
+static StreamInfo *
+cached_stream(const char *name)
+{
+	StreamInfo *stream = NULL;
+	LoadWork	w = {name, false};
+
+	if (streamcache_lookup(name, &stream))
+		return stream;
+	if (!xact_run(load_work, &w) || !w.ok)
+		return NULL;
+	if (!streamcache_lookup(name, &stream))
+		return NULL;
+	return stream;
+}
+
+static void
+handle_answer(Peer *p, TimestampTz now)
+{
+	PushAnswer	a;
+	PushClass	cls;
+	PushStream	conf = p->conf;
+	PushRow		row;
+	PushOutcomeRow unused;
+	int64		nonconf = 0;
+	CommObj		obj;
+	bool		ok = false;
+	char		err[300];
+	StoreWork	w;
+	bool		was_suspended = strcmp(conf.state, "suspended") == 0;
+	bool		received;
+
+	memset(&w, 0, sizeof(w));
+	memset(&obj, 0, sizeof(obj));
+	a.status = p->status;
+	a.body = p->body;
+	a.body_len = p->body_len;
+	a.retry_after_s = p->retry_after_s;
+	a.transport_error = p->error;
+	outbound_classify(&a, &cls);
+	if (p->status >= 200 && p->status < 300)
+	{
+		ok = parse_response(p, &obj, err, sizeof(err));
+		if (ok)
+			cls.verdict = PUSH_ACKED;	/* any 2xx with a Communication Object */
+		else
+		{
+			cls.verdict = PUSH_BACKOFF;
+			strlcpy(cls.description, err, sizeof(cls.description));
+		}
+	}
+	else if (cls.verdict == PUSH_FAILED || cls.verdict == PUSH_RETRY_KEY ||
+			 cls.verdict == PUSH_ACKED || cls.verdict == PUSH_ACKED_NONCONFORMANT)
+		cls.verdict = PUSH_BACKOFF; /* an exchange has no row to fail */
+
+	/* the new state of the stream, as a push's answer changes it */
+	memset(&row, 0, sizeof(row));
+	row.jti = "";
+	row.state = "delivered";
+	row.created_at = now;
+	w.changed = outbound_apply(&conf, &row, &cls, p->status, now, &unused,
+							   &nonconf);
+
+	if (ok)
+	{
+		/* the peer has the acks and setErrs it answered */
+		json_decref(p->sent_ack);
+		json_decref(p->sent_errs);
+		p->sent_ack = p->sent_errs = NULL;
+		w.ack = json_array();
+		w.errs = json_object();
+		if (list_length(obj.sets) > 0)
+		{
+			w.stream = cached_stream(p->conf.stream);
+			if (w.stream == NULL)
+			{
+				/* gone: nothing stored, nothing acknowledged */
+				json_decref(w.ack);
+				json_decref(w.errs);
+				p->next_at = now + RETRY_MS * 1000;
+				return;
+			}
+			/* verified outside any transaction */
+			w.items = exchange_verify(w.stream, &obj);
+		}
+	}
+	else
+		unsend(p);
+
+	w.p = p;
+	w.conf = &conf;
+	w.ok = ok;
+	w.obj = &obj;
+	w.now = now;
+	if (!xact_run(store_work, &w) || w.skipped)
+	{
+		/*
+		 * Not stored: the peer sends its SETs again, ours are delivered
+		 * again after setstream.redelivery_interval
+		 */
+		json_decref(w.ack);
+		json_decref(w.errs);
+		free_sent_jtis(p);
+		p->next_at = now + RETRY_MS * 1000;
+		return;
+	}
+
+	/* committed: acknowledge with the next request */
+	received = ok && list_length(obj.sets) > 0;
+	add_pending(p, w.ack, w.errs);
+	json_decref(w.ack);
+	json_decref(w.errs);
+	if (!was_suspended && strcmp(conf.state, "suspended") == 0)
+		ereport(LOG,
+				(errmsg("setstream sender: pushpull delivery of stream \"%s\" suspended",
+						p->conf.stream),
+				 errdetail("%s", conf.suspended_reason)));
+	copy_conf(&p->conf, &conf);
+
+	/*
+	 * Again at once while there is anything to send or the peer may have
+	 * more; a failed request waits for its backoff only
+	 */
+	if (!ok || received || p->more_due || has_pending(p) ||
+		(p->sent_jtis != NIL &&
+		 list_length(p->sent_jtis) >= setstream_pushpull_batch))
+		p->next_at = 0;
+	free_sent_jtis(p);
+}
+
+/* ---------------------------------------------------------------------
+ * API
+ * ---------------------------------------------------------------------
+ */
+void
+pushpullclient_init(int sender_index)
+{
+	my_index = sender_index;
+	pp_cxt = AllocSetContextCreate(TopMemoryContext, "setstream pushpull",
+								   ALLOCSET_DEFAULT_SIZES);
+	step_cxt = AllocSetContextCreate(TopMemoryContext, "setstream pushpull step",
+									 ALLOCSET_DEFAULT_SIZES);
+}
+
+static bool
+turn_wanted(TimestampTz now)
+{
+	ListCell   *lc;
+
+	if (now < retry_at)
+		return false;
+	if (!loaded || wakeup_config_generation() != seen_config ||
+		now >= next_refresh_at)
+		return true;
+	foreach(lc, peers)
+	{
+		if (wants_turn(lfirst(lc), now))
+			return true;
+	}
+	return false;
+}
+
+void
+pushpullclient_step(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(step_cxt);
+	ListCell   *lc;
+	TimestampTz now;
+
+	/* streams or keys changed: verify with fresh copies */
+	(void) streamcache_check_generation();
+
+	if (nanswered > 0)
+	{
+		nanswered = 0;
+		streamcache_begin_turn();
+		foreach(lc, peers)
+		{
+			Peer	   *p = lfirst(lc);
+
+			if (!p->answered)
+				continue;
+			if (p->removed ||
+				strcmp(p->posted_url, p->conf.endpoint_url) != 0)
+			{
+				/* no longer sent there: nothing stored or acknowledged */
+				json_decref(p->sent_ack);
+				json_decref(p->sent_errs);
+				p->sent_ack = p->sent_errs = NULL;
+				free_sent_jtis(p);
+			}
+			else
+				handle_answer(p, GetCurrentTimestamp());
+			forget_answer(p);
+			MemoryContextReset(step_cxt);
+		}
+		streamcache_end_turn();
+	}
+
+	now = GetCurrentTimestamp();
+	if (turn_wanted(now))
+		turn(now);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(step_cxt);
+}
+
+long
+pushpullclient_timeout_ms(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = loaded ? next_refresh_at : now;
+	ListCell   *lc;
+
+	if (nanswered > 0)
+		return 0;
+	foreach(lc, peers)
+	{
+		Peer	   *p = lfirst(lc);
+		TimestampTz at;
+
+		if (p->removed || p->in_flight || p->answered ||
+			strcmp(p->conf.state, "suspended") == 0)
+			continue;
+		at = has_pending(p) ? 0 : p->next_at;
+		if (strcmp(p->conf.state, "backoff") == 0 && p->conf.backoff_until > at)
+			at = p->conf.backoff_until;
+		if (at < next)
+			next = at;
+	}
+	if (retry_at > next)
+		next = retry_at;
+	if (next <= now)
+		return 0;
+	return (long) ((next - now) / 1000);
+}
