@@ -338,6 +338,42 @@ get_datum(int row, int col, bool *isnull)
 						 isnull);
 }
 
+/* Fills "row" (zeroed, in "cxt") from row "i" of the result, strings in "cxt" */
+typedef void (*RowReader) (void *row, int i, MemoryContext cxt);
+
+/*
+ * Every row of the last result as a list in "cxt" of "size"-byte structs
+ * that "read" fills
+ */
+static List *
+read_rows(Size size, RowReader read, MemoryContext cxt)
+{
+	List	   *out = NIL;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		void	   *row = MemoryContextAllocZero(cxt, size);
+		MemoryContext old;
+
+		read(row, (int) i, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, row);
+		MemoryContextSwitchTo(old);
+	}
+	return out;
+}
+
+/* A 32-byte hash as a bytea Datum */
+static Datum
+hash_datum(const uint8 *hash)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), hash, 32);
+	return PointerGetDatum(b);
+}
+
 /*
  * Pin search_path to pg_catalog, pg_temp (pg_temp last: no function,
  * operator or type of the session's temporary schema can be resolved),
@@ -544,6 +580,18 @@ store_find_stream(const char *name)
 	return s;
 }
 
+static void
+read_verify_key(void *row, int i, MemoryContext cxt)
+{
+	SetKey	   *k = row;
+
+	k->kid = get_text(i, 1, cxt);
+	k->kty = get_text(i, 2, cxt);
+	k->crv = get_text(i, 3, cxt);
+	k->alg = get_text(i, 4, cxt);
+	k->jwk = get_text(i, 5, cxt);
+}
+
 /* The stream's active verification keys, all or the one named by kid */
 List *
 store_verify_keys(const char *stream, const char *kid)
@@ -551,25 +599,11 @@ store_verify_keys(const char *stream, const char *kid)
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[2] = {text_datum(stream), kid ? text_datum(kid) : (Datum) 0};
 	char		nulls[2] = {' ', kid ? ' ' : 'n'};
-	List	   *keys = NIL;
+	List	   *keys;
 
 	spi_connect();
 	run_as_owner(&stmt_verify_keys, values, nulls, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		SetKey  *k = palloc0(sizeof(SetKey));
-
-		MemoryContextSwitchTo(old);
-		k->kid = get_text(i, 1, cxt);
-		k->kty = get_text(i, 2, cxt);
-		k->crv = get_text(i, 3, cxt);
-		k->alg = get_text(i, 4, cxt);
-		k->jwk = get_text(i, 5, cxt);
-		old = MemoryContextSwitchTo(cxt);
-		keys = lappend(keys, k);
-		MemoryContextSwitchTo(old);
-	}
+	keys = read_rows(sizeof(SetKey), read_verify_key, cxt);
 	SPI_finish();
 	return keys;
 }
@@ -627,13 +661,8 @@ store_sign_key(const char *stream)
 void
 store_insert_token(const char *stream, const uint8 *hash)
 {
-	bytea	   *b = palloc(VARHDRSZ + 32);
-	Datum		values[2];
+	Datum		values[2] = {text_datum(stream), hash_datum(hash)};
 
-	SET_VARSIZE(b, VARHDRSZ + 32);
-	memcpy(VARDATA(b), hash, 32);
-	values[0] = text_datum(stream);
-	values[1] = PointerGetDatum(b);
 	spi_connect();
 	run(&stmt_insert_token, values, NULL, false);
 	SPI_finish();
@@ -695,16 +724,10 @@ bool
 store_insert_client_cert(const char *stream, const uint8 *sha256,
 						 const char *subject, TimestampTz not_after)
 {
-	bytea	   *b = palloc(VARHDRSZ + 32);
-	Datum		values[4];
+	Datum		values[4] = {text_datum(stream), hash_datum(sha256),
+	text_datum(subject), TimestampTzGetDatum(not_after)};
 	bool		inserted;
 
-	SET_VARSIZE(b, VARHDRSZ + 32);
-	memcpy(VARDATA(b), sha256, 32);
-	values[0] = text_datum(stream);
-	values[1] = PointerGetDatum(b);
-	values[2] = text_datum(subject);
-	values[3] = TimestampTzGetDatum(not_after);
 	spi_connect();
 	run(&stmt_insert_client_cert, values, NULL, false);
 	inserted = SPI_processed == 1;
@@ -1221,7 +1244,8 @@ static StoreStmt stmt_insert_delivery_secret = {
  */
 static StoreStmt stmt_push_streams = {
 	"SELECT d.stream, d.endpoint_url, d.push_concurrency, d.state,"
-	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header"
+	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header,"
+	" NULL::pg_catalog.text"
 	" FROM setstream.deliveries d"
 	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) d.stream"
 	" LEFT JOIN setstream.delivery_secrets c"
@@ -1304,38 +1328,57 @@ store_set_delivery_secret(const char *stream, const char *header)
 				   stream, header);
 }
 
+/*
+ * A PushStream from a row of stmt_push_streams or stmt_sources (the same
+ * columns: stream, endpoint_url, concurrency, state, backoff_until,
+ * failures, auth_failures, authorization, suspended_reason)
+ */
+static void
+read_push_stream(void *row, int i, MemoryContext cxt)
+{
+	PushStream *p = row;
+	bool		isnull;
+	Datum		d;
+
+	p->stream = get_text(i, 1, cxt);
+	p->endpoint_url = get_text(i, 2, cxt);
+	p->concurrency = DatumGetInt32(get_datum(i, 3, &isnull));
+	p->state = get_text(i, 4, cxt);
+	d = get_datum(i, 5, &isnull);
+	p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
+	p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
+	p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
+	p->authorization = get_text(i, 8, cxt);
+	p->suspended_reason = get_text(i, 9, cxt);
+}
+
 /* The push streams, in the caller's memory context */
 List *
 store_push_streams(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 
 	spi_connect();
 	run_as_owner(&stmt_push_streams, NULL, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		PushStream *p = palloc0(sizeof(PushStream));
-		Datum		d;
-
-		MemoryContextSwitchTo(old);
-		p->stream = get_text(i, 1, cxt);
-		p->endpoint_url = get_text(i, 2, cxt);
-		p->concurrency = DatumGetInt32(get_datum(i, 3, &isnull));
-		p->state = get_text(i, 4, cxt);
-		d = get_datum(i, 5, &isnull);
-		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
-		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
-		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
-		p->authorization = get_text(i, 8, cxt);
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, p);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(PushStream), read_push_stream, cxt);
 	SPI_finish();
 	return out;
+}
+
+static void
+read_push_row(void *row, int i, MemoryContext cxt)
+{
+	PushRow    *r = row;
+	bool		isnull;
+
+	r->seq = DatumGetInt64(get_datum(i, 1, &isnull));
+	r->jti = get_text(i, 2, cxt);
+	r->token = get_text(i, 3, cxt);
+	r->state = get_text(i, 4, cxt);
+	r->attempts = DatumGetInt32(get_datum(i, 5, &isnull));
+	r->expired = DatumGetBool(get_datum(i, 6, &isnull));
+	r->created_at = DatumGetTimestampTz(get_datum(i, 7, &isnull));
 }
 
 /*
@@ -1351,8 +1394,7 @@ store_push_due(const char *stream, TimestampTz now, TimestampTz expire_before,
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum	   *ex = palloc(sizeof(Datum) * (nexclude > 0 ? nexclude : 1));
 	Datum		values[5];
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 
 	for (int i = 0; i < nexclude; i++)
 		ex[i] = Int64GetDatum(exclude[i]);
@@ -1364,23 +1406,7 @@ store_push_due(const char *stream, TimestampTz now, TimestampTz expire_before,
 	values[4] = Int32GetDatum(limit);
 	spi_connect();
 	run(&stmt_push_due, values, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		PushRow    *r = palloc0(sizeof(PushRow));
-
-		MemoryContextSwitchTo(old);
-		r->seq = DatumGetInt64(get_datum(i, 1, &isnull));
-		r->jti = get_text(i, 2, cxt);
-		r->token = get_text(i, 3, cxt);
-		r->state = get_text(i, 4, cxt);
-		r->attempts = DatumGetInt32(get_datum(i, 5, &isnull));
-		r->expired = DatumGetBool(get_datum(i, 6, &isnull));
-		r->created_at = DatumGetTimestampTz(get_datum(i, 7, &isnull));
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, r);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(PushRow), read_push_row, cxt);
 	SPI_finish();
 	return out;
 }
@@ -1531,35 +1557,33 @@ static StoreStmt stmt_jwks_outcome = {
 	INT4OID, INT4OID, TEXTOID, TEXTOID}
 };
 
+static void
+read_jwks_source(void *row, int i, MemoryContext cxt)
+{
+	JwksSource *j = row;
+	bool		isnull;
+	Datum		d;
+
+	j->stream = get_text(i, 1, cxt);
+	j->uri = get_text(i, 2, cxt);
+	d = get_datum(i, 3, &isnull);
+	j->next_fetch_at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = get_datum(i, 4, &isnull);
+	j->failures = isnull ? 0 : DatumGetInt32(d);
+}
+
 /* The streams with a peer_jwks_uri (not disabled), with their fetch state */
 List *
 store_jwks_sources(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 
 	if (!store_schema_is_0_3())
 		return NIL;
 	spi_connect();
 	run_as_owner(&stmt_jwks_sources, NULL, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		JwksSource *j = palloc0(sizeof(JwksSource));
-		Datum		d;
-
-		MemoryContextSwitchTo(old);
-		j->stream = get_text(i, 1, cxt);
-		j->uri = get_text(i, 2, cxt);
-		d = get_datum(i, 3, &isnull);
-		j->next_fetch_at = isnull ? 0 : DatumGetTimestampTz(d);
-		d = get_datum(i, 4, &isnull);
-		j->failures = isnull ? 0 : DatumGetInt32(d);
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, j);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(JwksSource), read_jwks_source, cxt);
 	SPI_finish();
 	return out;
 }
@@ -1658,9 +1682,9 @@ static StoreStmt stmt_insert_source_secret = {
  * stream still does), with their secrets (read as the owner)
  */
 static StoreStmt stmt_sources = {
-	"SELECT so.stream, so.endpoint_url, so.state, so.backoff_until,"
-	" so.suspended_reason, so.failures, so.auth_failures,"
-	" c.authorization_header"
+	"SELECT so.stream, so.endpoint_url, 1, so.state, so.backoff_until,"
+	" so.failures, so.auth_failures, c.authorization_header,"
+	" so.suspended_reason"
 	" FROM setstream.sources so"
 	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) so.stream"
 	" LEFT JOIN setstream.source_secrets c"
@@ -1701,8 +1725,7 @@ List *
 store_sources(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 	Oid			nsp = get_namespace_oid("setstream", true);
 
 	/* older than 0.3.0: no sources */
@@ -1710,27 +1733,7 @@ store_sources(void)
 		return NIL;
 	spi_connect();
 	run_as_owner(&stmt_sources, NULL, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		PushStream *p = palloc0(sizeof(PushStream));
-		Datum		d;
-
-		MemoryContextSwitchTo(old);
-		p->stream = get_text(i, 1, cxt);
-		p->endpoint_url = get_text(i, 2, cxt);
-		p->concurrency = 1;
-		p->state = get_text(i, 3, cxt);
-		d = get_datum(i, 4, &isnull);
-		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
-		p->suspended_reason = get_text(i, 5, cxt);
-		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
-		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
-		p->authorization = get_text(i, 8, cxt);
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, p);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(PushStream), read_push_stream, cxt);
 	SPI_finish();
 	return out;
 }
