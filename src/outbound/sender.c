@@ -34,6 +34,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "base/streamlist.h"
 #include "outbound/httpclient.h"
 #include "outbound/jwksfetch.h"
 #include "outbound/outbound.h"
@@ -63,6 +64,7 @@ typedef struct Push
 	int			status;
 	PushClass	cls;
 } Push;
+STREAM_NAMED(PushStream);
 
 static int	sender_index;
 static MemoryContext turn_cxt;
@@ -101,21 +103,6 @@ push_answered(void *arg, const HttpResult *res)
 	p->status = res->status;
 	p->answered = true;
 	nanswered++;
-}
-
-static PushStream *
-find_stream(List *streams, const char *name)
-{
-	ListCell   *lc;
-
-	foreach(lc, streams)
-	{
-		PushStream *s = lfirst(lc);
-
-		if (strcmp(s->stream, name) == 0)
-			return s;
-	}
-	return NULL;
 }
 
 typedef struct TurnState
@@ -162,7 +149,7 @@ record_answers(TurnState *t)
 
 		if (!p->answered)
 			continue;
-		s = find_stream(t->streams, p->stream);
+		s = stream_list_find(t->streams, p->stream);
 		if (s == NULL)
 		{
 			/* no longer a push stream of ours: record the row only */
