@@ -21,9 +21,21 @@ typedef struct ShmemArea
 								 * under AddinShmemInitLock */
 } ShmemArea;
 
+/*
+ * Counts kept until the transaction commits: entries (in
+ * TopTransactionContext) of a struct holding the SubTransactionId that
+ * counted them at subxid_offset.  At commit (or prepare) "commit" adds them
+ * to shared memory; an abort drops them; a subtransaction's end follows
+ * pending_at_subxact_end in shmem.c.
+ */
+typedef struct PendingCounts
+{
+	List	   *items;
+	size_t		subxid_offset;
+	void		(*commit) (List *items);
+} PendingCounts;
+
 extern void shmem_add_area(const ShmemArea *area);
-extern List *pending_at_subxact_end(List *items, size_t subxid_offset,
-									SubXactEvent event, SubTransactionId mySubid,
-									SubTransactionId parentSubid);
+extern void pending_counts_register(PendingCounts *pc);
 
 #endif

@@ -53,7 +53,10 @@ typedef struct PendingReceived
 	uint64		n;
 } PendingReceived;
 
-static List *pending = NIL;		/* in TopTransactionContext */
+static void commit_received(List *items);
+
+static PendingCounts pending = {NIL, offsetof(PendingReceived, subxid),
+commit_received};
 
 
 static Size
@@ -141,7 +144,7 @@ stats_count_received(const char *stream)
 		return;
 	}
 	subxid = GetCurrentSubTransactionId();
-	foreach(lc, pending)
+	foreach(lc, pending.items)
 	{
 		p = lfirst(lc);
 		if (p->subxid == subxid && strncmp(p->stream, stream, STATS_KEY_LEN - 1) == 0)
@@ -155,51 +158,28 @@ stats_count_received(const char *stream)
 	strlcpy(p->stream, stream, sizeof(p->stream));
 	p->subxid = subxid;
 	p->n = 1;
-	pending = lappend(pending, p);
+	pending.items = lappend(pending.items, p);
 	MemoryContextSwitchTo(old);
 }
 
 static void
-stats_xact_callback(XactEvent event, void *arg)
+commit_received(List *items)
 {
 	ListCell   *lc;
 
-	switch (event)
+	foreach(lc, items)
 	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
-			foreach(lc, pending)
-			{
-				PendingReceived *p = lfirst(lc);
+		PendingReceived *p = lfirst(lc);
 
-				add_received(p->stream, p->n);
-			}
-			pending = NIL;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			pending = NIL;
-			break;
-		default:
-			break;
+		add_received(p->stream, p->n);
 	}
-}
-
-static void
-stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
-{
-	pending = pending_at_subxact_end(pending, offsetof(PendingReceived, subxid),
-									 event, mySubid, parentSubid);
 }
 
 /* Once per backend, from _PG_init */
 void
 stats_register_callbacks(void)
 {
-	RegisterXactCallback(stats_xact_callback, NULL);
-	RegisterSubXactCallback(stats_subxact_callback, NULL);
+	pending_counts_register(&pending);
 }
 
 void
