@@ -65,6 +65,7 @@ typedef struct Fetch
 	long		max_age_s;
 	char	   *error;
 } Fetch;
+
 STREAM_NAMED(Fetch);
 STREAM_NAMED(JwksSource);
 

@@ -64,6 +64,7 @@ typedef struct Push
 	int			status;
 	PushClass	cls;
 } Push;
+
 STREAM_NAMED(PushStream);
 
 static int	sender_index;

@@ -51,7 +51,8 @@ typedef struct SeenDue
 {
 	char	   *stream;
 	uint64		fingerprint;
-}			SeenDue;
+} SeenDue;
+
 STREAM_NAMED(SeenDue);
 static List *seen_due = NIL;	/* of SeenDue, in TopMemoryContext */
 
