@@ -4,7 +4,9 @@ A scriptable RFC 8935 receiver (Receiver: a threaded http.server on
 127.0.0.1) records every request it gets (time, headers, body, client
 port) and answers from a script: a status with headers and body, "hang"
 (answer nothing until the test ends), or "reset" (close the connection with
-an RST).  The listener-facing helpers (Db, streams, Gucs) are those of
+an RST).  The test servers of the other files (the poll transmitter, the
+JWKS server) start with serve_http and answer with send_answer as it does.
+The listener-facing helpers (Db, streams, Gucs) are those of
 test/protocol, loaded from its conftest.py as the module `listener_support`.
 """
 
@@ -45,6 +47,37 @@ def wait_for(what, predicate, timeout=15.0, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def serve_http(handler, path, tls=None):
+    """Serve handler (a BaseHTTPRequestHandler class) on 127.0.0.1 from a
+    daemon thread, over TLS with tls = (certfile, keyfile); returns the
+    server, its port, the URL of path on it, and the thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    port = server.server_address[1]
+    url = "http://127.0.0.1:%d%s" % (port, path)
+    if tls is not None:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        url = "https://127.0.0.1:%d%s" % (port, path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, port, url, thread
+
+
+def send_answer(handler, action):
+    """Write one answer (status, headers, body bytes) as handler's response."""
+    status, headers, payload = action
+    handler.send_response(status)
+    for k, v in headers.items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    if payload:
+        handler.wfile.write(payload)
 
 
 def answer(status, err=None, description=None, headers=None, body=None):
@@ -100,30 +133,12 @@ class Receiver:
                                                    struct.pack("ii", 1, 0))
                         self.close_connection = True
                         return
-                    status, headers, payload = action
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if payload:
-                        self.wfile.write(payload)
+                    send_answer(self, action)
                 finally:
                     with receiver.lock:
                         receiver.active -= 1
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d/events" % self.port
-        if tls is not None:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-            self.url = "https://127.0.0.1:%d/events" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.port, self.url, self.thread = serve_http(Handler, "/events", tls)
 
     def bodies(self):
         with self.lock:

@@ -20,7 +20,7 @@ import http.server
 import psycopg2
 import pytest
 
-from conftest import answer, wait_for
+from conftest import answer, send_answer, serve_http, wait_for
 from test_secrets import role  # noqa: F401  (fixture)
 
 
@@ -72,26 +72,9 @@ class Transmitter:
                     return
                 if action is None:
                     action = t.serve(body)
-                status, headers, payload = action
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_answer(self, action)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d/poll" % self.port
-        if tls is not None:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-            self.url = "https://127.0.0.1:%d/poll" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.port, self.url, self.thread = serve_http(Handler, "/poll", tls)
 
     def serve(self, body):
         limit = body.get("maxEvents", 10) if isinstance(body, dict) else 10
