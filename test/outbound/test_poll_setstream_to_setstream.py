@@ -6,7 +6,7 @@ byte, and A's outbox rows reach acked (B's acks, sent after its commits)."""
 import os
 
 from conftest import wait_for
-from test_setstream_to_setstream import emit_many, pair_streams
+from test_setstream_to_setstream import check_stored_once, emit_many, pair_streams
 
 URL = os.environ.get("SETSTREAM_URL", "http://127.0.0.1:8417")
 
@@ -21,13 +21,7 @@ def make_poll_pair(db, created):
 
 
 def check_polled_once(db, a, b, n):
-    sent = dict(db.rows("SELECT jti, token FROM setstream.outbox WHERE stream = %s", (a,)))
-    assert len(sent) == n
-    got = db.rows("SELECT jti, token FROM setstream.events WHERE stream = %s", (b,))
-    assert len(got) == n, "stored %d of %d" % (len(got), n)
-    assert dict(got) == sent       # every SET once, byte for byte
-    assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s "
-                  "AND state = 'acked'", (a,)) == n
+    check_stored_once(db, a, b, n, acked_where="")
 
 
 def acked(db, a):
