@@ -49,6 +49,20 @@ def wait_for(what, predicate, timeout=15.0, interval=0.05):
         time.sleep(interval)
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """The test servers' request handler base: HTTP/1.1, no log lines."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def read_body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+    def header_dict(self):
+        return {k.lower(): v for k, v in self.headers.items()}
+
+
 def serve_http(handler, path, tls=None):
     """Serve handler (a BaseHTTPRequestHandler class) on 127.0.0.1 from a
     daemon thread, over TLS with tls = (certfile, keyfile); returns the
@@ -104,19 +118,13 @@ class Receiver:
         self.max_active = 0
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
+                body = self.read_body()
                 with receiver.lock:
                     receiver.requests.append({
                         "t": time.monotonic(), "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "headers": self.header_dict(),
                         "body": body, "port": self.client_address[1]})
                     action = receiver.script.pop(0) if receiver.script else receiver.default
                     receiver.active += 1

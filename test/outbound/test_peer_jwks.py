@@ -8,7 +8,6 @@ something that is not a JWK Set.  The streams get their keys only from it
 pushed to the real listener.
 """
 
-import http.server
 import json
 import threading
 import time
@@ -17,7 +16,7 @@ import uuid
 import pytest
 from jwcrypto import jwk
 
-from conftest import send_answer, serve_http, wait_for
+from conftest import QuietHandler, send_answer, serve_http, wait_for
 from listener_support import assert_error, jdump, sign
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
@@ -42,12 +41,7 @@ class JwksServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 with server.lock:
                     server.requests.append(time.monotonic())

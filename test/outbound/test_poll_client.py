@@ -16,11 +16,10 @@ import threading
 import time
 import uuid
 
-import http.server
 import psycopg2
 import pytest
 
-from conftest import answer, send_answer, serve_http, wait_for
+from conftest import QuietHandler, answer, send_answer, serve_http, wait_for
 from test_secrets import role  # noqa: F401  (fixture)
 
 
@@ -37,22 +36,16 @@ class Transmitter:
         self.stop = threading.Event()
         t = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(n)
+                raw = self.read_body()
                 try:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw
                 with t.lock:
                     t.requests.append({"t": time.monotonic(), "body": body,
-                                       "headers": {k.lower(): v for k, v in self.headers.items()}})
+                                       "headers": self.header_dict()})
                     action = t.script.pop(0) if t.script else None
                     if action is None and isinstance(body, dict):
                         for j in body.get("ack", []):
