@@ -161,10 +161,12 @@ add_outbox(const char *stream, const uint64 *n)
 
 typedef struct PendingOutbox
 {
-	char		stream[STREAM_KEY_LEN];
-	SubTransactionId subxid;
+	PendingKey	key;			/* stream, subxid */
 	uint64		n[METRIC_NOUTBOX];
 } PendingOutbox;
+
+StaticAssertDecl(STREAM_KEY_LEN == PENDING_KEY_LEN,
+				 "a pending count's stream key is the shared one's");
 
 typedef struct PendingLatency
 {
@@ -175,7 +177,7 @@ typedef struct PendingLatency
 static void commit_outbox(List *items);
 static void commit_latency(List *items);
 
-static PendingCounts pending_outbox = {NIL, offsetof(PendingOutbox, subxid),
+static PendingCounts pending_outbox = {NIL, offsetof(PendingOutbox, key.subxid),
 commit_outbox};
 static PendingCounts pending_latency = {NIL, offsetof(PendingLatency, subxid),
 commit_latency};
@@ -183,10 +185,7 @@ commit_latency};
 void
 metrics_count_outbox(const char *stream, MetricOutbox what, uint64 n)
 {
-	SubTransactionId subxid;
 	PendingOutbox *p;
-	MemoryContext old;
-	ListCell   *lc;
 
 	if (shared == NULL || n == 0)
 		return;
@@ -198,23 +197,8 @@ metrics_count_outbox(const char *stream, MetricOutbox what, uint64 n)
 		add_outbox(stream, counts);
 		return;
 	}
-	subxid = GetCurrentSubTransactionId();
-	foreach(lc, pending_outbox.items)
-	{
-		p = lfirst(lc);
-		if (p->subxid == subxid && strncmp(p->stream, stream, STREAM_KEY_LEN - 1) == 0)
-		{
-			p->n[what] += n;
-			return;
-		}
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc0(sizeof(PendingOutbox));
-	strlcpy(p->stream, stream, sizeof(p->stream));
-	p->subxid = subxid;
-	p->n[what] = n;
-	pending_outbox.items = lappend(pending_outbox.items, p);
-	MemoryContextSwitchTo(old);
+	p = pending_stream_entry(&pending_outbox, stream, sizeof(PendingOutbox));
+	p->n[what] += n;
 }
 
 /* A SET was delivered for the first time: its latency counts at commit */
@@ -263,7 +247,7 @@ commit_outbox(List *items)
 	{
 		PendingOutbox *p = lfirst(lc);
 
-		add_outbox(p->stream, p->n);
+		add_outbox(p->key.stream, p->n);
 	}
 }
 

@@ -28,6 +28,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 
 #include "shmem/shmem.h"
 
@@ -143,4 +144,34 @@ pending_counts_register(PendingCounts *pc)
 {
 	RegisterXactCallback(pending_xact_callback, pc);
 	RegisterSubXactCallback(pending_subxact_callback, pc);
+}
+
+/*
+ * The entry of "pc" that counts for "stream" in the current
+ * subtransaction: found, or added zeroed ("size" bytes, a struct that
+ * begins with PendingKey) in TopTransactionContext
+ */
+void *
+pending_stream_entry(PendingCounts *pc, const char *stream, Size size)
+{
+	SubTransactionId subxid = GetCurrentSubTransactionId();
+	PendingKey *k;
+	MemoryContext old;
+	ListCell   *lc;
+
+	Assert(pc->subxid_offset == offsetof(PendingKey, subxid));
+	foreach(lc, pc->items)
+	{
+		k = lfirst(lc);
+		if (k->subxid == subxid &&
+			strncmp(k->stream, stream, PENDING_KEY_LEN - 1) == 0)
+			return k;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	k = palloc0(size);
+	strlcpy(k->stream, stream, sizeof(k->stream));
+	k->subxid = subxid;
+	pc->items = lappend(pc->items, k);
+	MemoryContextSwitchTo(old);
+	return k;
 }

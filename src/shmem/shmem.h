@@ -35,7 +35,22 @@ typedef struct PendingCounts
 	void		(*commit) (List *items);
 } PendingCounts;
 
+/*
+ * What the entries of counts kept per stream begin with
+ * (pending_stream_entry); the stream's name as long as the shared
+ * memory keys keep it
+ */
+#define PENDING_KEY_LEN 132
+
+typedef struct PendingKey
+{
+	char		stream[PENDING_KEY_LEN];
+	SubTransactionId subxid;
+} PendingKey;
+
 extern void shmem_add_area(const ShmemArea *area);
 extern void pending_counts_register(PendingCounts *pc);
+extern void *pending_stream_entry(PendingCounts *pc, const char *stream,
+								  Size size);
 
 #endif

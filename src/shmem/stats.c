@@ -26,7 +26,6 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
-#include "utils/memutils.h"
 
 #include "shmem/shmem.h"
 #include "shmem/stats.h"
@@ -48,14 +47,16 @@ static LWLock *stats_lock = NULL;
 /* Received SETs of the current transaction, by stream and subtransaction */
 typedef struct PendingReceived
 {
-	char		stream[STATS_KEY_LEN];
-	SubTransactionId subxid;
+	PendingKey	key;			/* stream, subxid */
 	uint64		n;
 } PendingReceived;
 
+StaticAssertDecl(STATS_KEY_LEN == PENDING_KEY_LEN,
+				 "a pending count's stream key is the shared one's");
+
 static void commit_received(List *items);
 
-static PendingCounts pending = {NIL, offsetof(PendingReceived, subxid),
+static PendingCounts pending = {NIL, offsetof(PendingReceived, key.subxid),
 commit_received};
 
 
@@ -131,10 +132,7 @@ add_received(const char *stream, uint64 n)
 void
 stats_count_received(const char *stream)
 {
-	SubTransactionId subxid;
 	PendingReceived *p;
-	MemoryContext old;
-	ListCell   *lc;
 
 	if (stats_hash == NULL)
 		return;
@@ -143,23 +141,8 @@ stats_count_received(const char *stream)
 		add_received(stream, 1);
 		return;
 	}
-	subxid = GetCurrentSubTransactionId();
-	foreach(lc, pending.items)
-	{
-		p = lfirst(lc);
-		if (p->subxid == subxid && strncmp(p->stream, stream, STATS_KEY_LEN - 1) == 0)
-		{
-			p->n++;
-			return;
-		}
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc0(sizeof(PendingReceived));
-	strlcpy(p->stream, stream, sizeof(p->stream));
-	p->subxid = subxid;
-	p->n = 1;
-	pending.items = lappend(pending.items, p);
-	MemoryContextSwitchTo(old);
+	p = pending_stream_entry(&pending, stream, sizeof(PendingReceived));
+	p->n++;
 }
 
 static void
@@ -171,7 +154,7 @@ commit_received(List *items)
 	{
 		PendingReceived *p = lfirst(lc);
 
-		add_received(p->stream, p->n);
+		add_received(p->key.stream, p->n);
 	}
 }
 
