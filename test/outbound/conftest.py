@@ -62,6 +62,19 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
     def header_dict(self):
         return {k.lower(): v for k, v in self.headers.items()}
 
+    def hang_or_reset(self, action, stop):
+        """Carry out a scripted "hang" (answer nothing until stop is set, at
+        most 120 s) or "reset" (close with an RST); False for any other."""
+        if action == "hang":
+            stop.wait(120)
+        elif action == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        else:
+            return False
+        self.close_connection = True
+        return True
+
 
 def serve_http(handler, path, tls=None):
     """Serve handler (a BaseHTTPRequestHandler class) on 127.0.0.1 from a
@@ -132,16 +145,8 @@ class Receiver:
                 try:
                     if receiver.delay:
                         time.sleep(receiver.delay)
-                    if action == "hang":
-                        receiver.stop.wait(120)
-                        self.close_connection = True
-                        return
-                    if action == "reset":
-                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                   struct.pack("ii", 1, 0))
-                        self.close_connection = True
-                        return
-                    send_answer(self, action)
+                    if not self.hang_or_reset(action, receiver.stop):
+                        send_answer(self, action)
                 finally:
                     with receiver.lock:
                         receiver.active -= 1

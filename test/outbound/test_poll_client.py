@@ -10,8 +10,6 @@ a body, "hang" or "reset".
 """
 
 import json
-import socket
-import struct
 import threading
 import time
 import uuid
@@ -54,14 +52,7 @@ class Transmitter:
                         for j, e in body.get("setErrs", {}).items():
                             t.set_errs[j] = e
                             t.queue.pop(j, None)
-                if action == "hang":
-                    t.stop.wait(120)
-                    self.close_connection = True
-                    return
-                if action == "reset":
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                               struct.pack("ii", 1, 0))
-                    self.close_connection = True
+                if self.hang_or_reset(action, t.stop):
                     return
                 if action is None:
                     action = t.serve(body)
