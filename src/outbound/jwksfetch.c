@@ -37,6 +37,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "base/streamlist.h"
 #include "jose/jose.h"
 #include "outbound/httpclient.h"
 #include "outbound/jwksfetch.h"
@@ -64,6 +65,9 @@ typedef struct Fetch
 	long		max_age_s;
 	char	   *error;
 } Fetch;
+
+STREAM_NAMED(Fetch);
+STREAM_NAMED(JwksSource);
 
 static MemoryContext fetch_cxt = NULL;
 static List *fetches = NIL;		/* Fetch *, in fetch_cxt */
@@ -221,34 +225,6 @@ backoff_until(TimestampTz now, int failures)
 	return now + (TimestampTz) (s * USECS_PER_SEC);
 }
 
-static JwksSource *
-find_source(List *sources, const char *stream)
-{
-	ListCell   *lc;
-
-	foreach(lc, sources)
-	{
-		JwksSource *s = lfirst(lc);
-
-		if (strcmp(s->stream, stream) == 0)
-			return s;
-	}
-	return NULL;
-}
-
-static bool
-in_flight(const char *stream)
-{
-	ListCell   *lc;
-
-	foreach(lc, fetches)
-	{
-		if (strcmp(((Fetch *) lfirst(lc))->stream, stream) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* Write what an answered fetch came to (inside the turn's transaction) */
 static void
 record(Fetch *f, JwksSource *src, TimestampTz now)
@@ -324,7 +300,7 @@ jwksfetch_turn(TimestampTz now, bool (*mine) (const char *stream))
 		if (!f->answered)
 			continue;
 		f->recorded = true;
-		src = find_source(sources, f->stream);
+		src = stream_list_find(sources, f->stream);
 		/* the stream is gone, or has another URI now: forget the answer */
 		if (src == NULL || strcmp(src->uri, f->uri) != 0 || !mine(f->stream))
 			continue;
@@ -340,7 +316,7 @@ jwksfetch_turn(TimestampTz now, bool (*mine) (const char *stream))
 		Fetch	   *f;
 
 		if (!mine(src->stream) || src->next_fetch_at == -1 ||
-			in_flight(src->stream))
+			stream_list_find(fetches, src->stream) != NULL)
 			continue;
 		asked = jwksreq_asked_at(src->stream);
 		if (asked == 0 && src->next_fetch_at != 0 && src->next_fetch_at > now)

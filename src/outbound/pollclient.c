@@ -176,6 +176,29 @@ free_source(Source *s)
  * The sources
  * ---------------------------------------------------------------------
  */
+
+/* Free the sources marked removed that have no poll in flight or answered */
+static void
+free_idle_removed(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(src_cxt);
+	List	   *keep = NIL;
+	ListCell   *lc;
+
+	foreach(lc, sources)
+	{
+		Source	   *s = lfirst(lc);
+
+		if (s->removed && !s->in_flight && !s->answered)
+			free_source(s);
+		else
+			keep = lappend(keep, s);
+	}
+	list_free(sources);
+	sources = keep;
+	MemoryContextSwitchTo(old);
+}
+
 typedef struct ReadWork
 {
 	List	   *rows;			/* PushStream *, or NIL */
@@ -200,7 +223,6 @@ refresh(TimestampTz now)
 {
 	ReadWork	w = {NIL, false};
 	ListCell   *lc;
-	List	   *keep = NIL;
 	MemoryContext old;
 
 	seen_config = wakeup_config_generation();
@@ -247,19 +269,7 @@ refresh(TimestampTz now)
 	}
 
 	/* a source gone (or with another endpoint) is freed when idle */
-	old = MemoryContextSwitchTo(src_cxt);
-	foreach(lc, sources)
-	{
-		Source	   *s = lfirst(lc);
-
-		if (s->removed && !s->in_flight && !s->answered)
-			free_source(s);
-		else
-			keep = lappend(keep, s);
-	}
-	list_free(sources);
-	sources = keep;
-	MemoryContextSwitchTo(old);
+	free_idle_removed();
 }
 
 /* ---------------------------------------------------------------------
@@ -618,7 +628,6 @@ pollclient_step(void)
 	MemoryContext old = MemoryContextSwitchTo(step_cxt);
 	TimestampTz now = GetCurrentTimestamp();
 	ListCell   *lc;
-	List	   *keep = NIL;
 
 	/* streams or keys changed: verify with fresh copies */
 	(void) streamcache_check_generation();
@@ -651,19 +660,7 @@ pollclient_step(void)
 		}
 		streamcache_end_turn();
 
-		MemoryContextSwitchTo(src_cxt);
-		foreach(lc, sources)
-		{
-			Source	   *s = lfirst(lc);
-
-			if (s->removed && !s->in_flight && !s->answered)
-				free_source(s);
-			else
-				keep = lappend(keep, s);
-		}
-		list_free(sources);
-		sources = keep;
-		MemoryContextSwitchTo(step_cxt);
+		free_idle_removed();
 	}
 
 	now = GetCurrentTimestamp();

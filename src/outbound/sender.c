@@ -36,6 +36,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "base/streamlist.h"
 #include "outbound/httpclient.h"
 #include "outbound/jwksfetch.h"
 #include "outbound/outbound.h"
@@ -67,6 +68,8 @@ typedef struct Push
 	int			status;
 	PushClass	cls;
 } Push;
+
+STREAM_NAMED(PushStream);
 
 static int	sender_index;
 static MemoryContext turn_cxt;
@@ -105,21 +108,6 @@ push_answered(void *arg, const HttpResult *res)
 	p->status = res->status;
 	p->answered = true;
 	nanswered++;
-}
-
-static PushStream *
-find_stream(List *streams, const char *name)
-{
-	ListCell   *lc;
-
-	foreach(lc, streams)
-	{
-		PushStream *s = lfirst(lc);
-
-		if (strcmp(s->stream, name) == 0)
-			return s;
-	}
-	return NULL;
 }
 
 typedef struct TurnState
@@ -166,7 +154,7 @@ record_answers(TurnState *t)
 
 		if (!p->answered)
 			continue;
-		s = find_stream(t->streams, p->stream);
+		s = stream_list_find(t->streams, p->stream);
 		if (s == NULL)
 		{
 			/* no longer a push stream of ours: record the row only */

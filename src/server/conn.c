@@ -150,8 +150,9 @@ refuse_without_descriptors(int lfd)
 static TimestampTz
 stalled_since(Conn *conn)
 {
-	return conn->http.request_started != 0 ? conn->http.request_started :
-		conn->last_activity;
+	TimestampTz started = http_request_started(conn);
+
+	return started != 0 ? started : conn->last_activity;
 }
 
 /*
@@ -249,7 +250,7 @@ conns_accept(int lfd)
 static void
 after_parse(Conn *conn)
 {
-	if (!conn->http.message_complete)
+	if (!http_request_complete(conn))
 	{
 		set_interest(conn, EPOLLIN | EPOLLRDHUP);
 		return;
@@ -304,7 +305,7 @@ conn_tls_pending_read(Conn *conn)
 	if (!sock_tls_pending(&conn->sock))
 		return false;
 	if (conn->phase == PHASE_READ)
-		return !conn->http.message_complete && !conn->http.auth_pending;
+		return !http_request_complete(conn) && !http_auth_pending(conn);
 	if (conn->phase == PHASE_WEBSOCKET)
 		return ws_wants_read(conn);
 	return false;
@@ -337,7 +338,7 @@ after_response(Conn *conn)
 			conn_close(conn);
 		return;
 	}
-	if (conn->http.close_after_write)
+	if (http_close_after_write(conn))
 	{
 		if (http_body_unread(conn) && conn->sock.ssl == NULL)
 			start_drain(conn);	/* its body was not read */
@@ -345,7 +346,7 @@ after_response(Conn *conn)
 			conn_close(conn);
 		return;
 	}
-	if (conn->http.auth_pending)
+	if (http_auth_pending(conn))
 	{
 		/* refused on its headers: read past its body, then the next one */
 		http_refused_on_headers(conn);
@@ -359,7 +360,7 @@ after_response(Conn *conn)
 	conn_new_request(conn);
 	http_next_request(conn);
 	http_conn_parse(conn);		/* pipelined bytes */
-	if (conn->http.auth_pending && !conn->http.message_complete)
+	if (http_auth_pending(conn) && !http_request_complete(conn))
 		authorize_headers(conn);
 	else
 		after_parse(conn);
@@ -475,18 +476,18 @@ on_client_event(Conn *conn, uint32 events)
 		if (!conn_tls_pending_read(conn))
 			break;
 	}
-	if (conn->http.auth_pending && !conn->http.message_complete && conn->phase == PHASE_READ)
+	if (http_auth_pending(conn) && !http_request_complete(conn) &&
+		conn->phase == PHASE_READ)
 	{
 		authorize_headers(conn);
 		return;
 	}
-	if (conn->http.discarding && conn->http.message_complete &&
-		conn->http.req.reject_status == 0)
+	if (http_refused_request_over(conn))
 	{
 		after_response(conn);	/* the refused request is over */
 		return;
 	}
-	if (sock_has_output(&conn->sock) && !conn->http.message_complete)
+	if (sock_has_output(&conn->sock) && !http_request_complete(conn))
 		sock_flush(&conn->sock);	/* 100 Continue still queued */
 	if (conn->sock.failed)
 	{
@@ -560,8 +561,8 @@ conns_expire_idle(TimestampTz now)
 			TimestampDifferenceExceeds(conn->last_activity, now,
 									   setstream_idle_timeout_ms))
 			conn_close(conn);
-		else if (conn->phase == PHASE_READ && conn->http.request_started != 0 &&
-				 TimestampDifferenceExceeds(conn->http.request_started, now,
+		else if (conn->phase == PHASE_READ && http_request_started(conn) != 0 &&
+				 TimestampDifferenceExceeds(http_request_started(conn), now,
 											setstream_idle_timeout_ms))
 			conn_close(conn);	/* a slow sender: a request must arrive whole
 								 * in time */

@@ -352,6 +352,47 @@ http_body_unread(Conn *conn)
 	return conn->http.req.reject_status != 0 || conn->http.auth_pending;
 }
 
+/*
+ * Where the request being read stands, for the connection's loop
+ * (server/conn.c): the HTTP side's state stays http.c's to change.
+ */
+
+/* A whole request was read (or parsing ended with an answer to write) */
+bool
+http_request_complete(Conn *conn)
+{
+	return conn->http.message_complete;
+}
+
+/* Its headers are read and wait for authorization before its body */
+bool
+http_auth_pending(Conn *conn)
+{
+	return conn->http.auth_pending;
+}
+
+/* The answer being written is the connection's last */
+bool
+http_close_after_write(Conn *conn)
+{
+	return conn->http.close_after_write;
+}
+
+/* A request refused on its headers was read past to its end */
+bool
+http_refused_request_over(Conn *conn)
+{
+	return conn->http.discarding && conn->http.message_complete &&
+		conn->http.req.reject_status == 0;
+}
+
+/* When the first byte of the request being read came, or 0 */
+TimestampTz
+http_request_started(Conn *conn)
+{
+	return conn->http.request_started;
+}
+
 /* The response is written: on to the next request on the connection */
 void
 http_next_request(Conn *conn)

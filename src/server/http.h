@@ -76,6 +76,11 @@ extern void http_await_authorization(struct Conn *conn);
 extern void http_authorized(struct Conn *conn);
 extern void http_refused_on_headers(struct Conn *conn);
 extern bool http_body_unread(struct Conn *conn);
+extern bool http_request_complete(struct Conn *conn);
+extern bool http_auth_pending(struct Conn *conn);
+extern bool http_close_after_write(struct Conn *conn);
+extern bool http_refused_request_over(struct Conn *conn);
+extern TimestampTz http_request_started(struct Conn *conn);
 extern void http_next_request(struct Conn *conn);
 extern void http_respond(struct Conn *conn, int status, const char *content_type,
 						 const char *body, size_t len, const char *extra_headers);

@@ -31,6 +31,7 @@
 #include "pgstat.h"
 #include "utils/memutils.h"
 
+#include "base/streamlist.h"
 #include "exchange/exchange.h"
 #include "server/conn.h"
 #include "setstream.h"
@@ -50,7 +51,9 @@ typedef struct SeenDue
 {
 	char	   *stream;
 	uint64		fingerprint;
-}			SeenDue;
+} SeenDue;
+
+STREAM_NAMED(SeenDue);
 static List *seen_due = NIL;	/* of SeenDue, in TopMemoryContext */
 
 #define MAX_SEEN_DUE 4096
@@ -403,21 +406,6 @@ prepare_all(List *fresh, List **resumed)
  * its sessions look again).
  * ---------------------------------------------------------------------
  */
-static SeenDue *
-find_seen_due(const char *stream)
-{
-	ListCell   *lc;
-
-	foreach(lc, seen_due)
-	{
-		SeenDue    *d = lfirst(lc);
-
-		if (strcmp(d->stream, stream) == 0)
-			return d;
-	}
-	return NULL;
-}
-
 static void
 check_generations_work(void *arg)
 {
@@ -446,7 +434,7 @@ check_generations_work(void *arg)
 		const char *name = lfirst(lc);
 		int64		count;
 		uint64		fp = exchange_recent_due(name, since, &count);
-		SeenDue    *d = find_seen_due(name);
+		SeenDue    *d = stream_list_find(seen_due, name);
 
 		if (d == NULL)
 		{

@@ -184,8 +184,8 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 
 	/*
 	 * The inbox keeps C strings: a NUL byte would cut the message short and
-	 * hide what follows it (JSON text has none).  An empty message comes
-	 * with msg NULL, which pnstrdup must not get.
+	 * hide what follows it (JSON text has none).  An empty message comes with
+	 * msg NULL, which pnstrdup must not get.
 	 */
 	if (conn->ws->denied)
 		return;					/* closing: nothing more is applied */
@@ -196,7 +196,7 @@ ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 	else if (arg->opcode == WSLAY_TEXT_FRAME)
 	{
 		conn->ws->inbox = lappend(conn->ws->inbox, arg->msg_length == 0 ? pstrdup("") :
-								 pnstrdup((const char *) arg->msg, arg->msg_length));
+								  pnstrdup((const char *) arg->msg, arg->msg_length));
 		conn->ws->inbox_bytes += arg->msg_length;
 		listener_buffered_bytes += arg->msg_length;
 	}
@@ -372,11 +372,11 @@ ws_send_outbox(Conn *conn)
 
 	foreach(lc, conn->ws->outbox)
 	{
-		char	   *text = lfirst(lc);
-		struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *) text, strlen(text)};
+		char	   *body = lfirst(lc);
+		struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *) body, strlen(body)};
 
 		wslay_event_queue_msg(ctx, &msg);
-		pfree(text);
+		pfree(body);
 	}
 	list_free(conn->ws->outbox);
 	conn->ws->outbox = NIL;

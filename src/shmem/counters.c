@@ -161,10 +161,12 @@ add_outbox(const char *stream, const uint64 *n)
 
 typedef struct PendingOutbox
 {
-	char		stream[STREAM_KEY_LEN];
-	SubTransactionId subxid;
+	PendingKey	key;			/* stream, subxid */
 	uint64		n[METRIC_NOUTBOX];
 } PendingOutbox;
+
+StaticAssertDecl(STREAM_KEY_LEN == PENDING_KEY_LEN,
+				 "a pending count's stream key is the shared one's");
 
 typedef struct PendingLatency
 {
@@ -172,16 +174,18 @@ typedef struct PendingLatency
 	TimestampTz created_at;
 } PendingLatency;
 
-static List *pending_outbox = NIL;	/* in TopTransactionContext */
-static List *pending_latency = NIL;
+static void commit_outbox(List *items);
+static void commit_latency(List *items);
+
+static PendingCounts pending_outbox = {NIL, offsetof(PendingOutbox, key.subxid),
+commit_outbox};
+static PendingCounts pending_latency = {NIL, offsetof(PendingLatency, subxid),
+commit_latency};
 
 void
 metrics_count_outbox(const char *stream, MetricOutbox what, uint64 n)
 {
-	SubTransactionId subxid;
 	PendingOutbox *p;
-	MemoryContext old;
-	ListCell   *lc;
 
 	if (shared == NULL || n == 0)
 		return;
@@ -193,23 +197,8 @@ metrics_count_outbox(const char *stream, MetricOutbox what, uint64 n)
 		add_outbox(stream, counts);
 		return;
 	}
-	subxid = GetCurrentSubTransactionId();
-	foreach(lc, pending_outbox)
-	{
-		p = lfirst(lc);
-		if (p->subxid == subxid && strncmp(p->stream, stream, STREAM_KEY_LEN - 1) == 0)
-		{
-			p->n[what] += n;
-			return;
-		}
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc0(sizeof(PendingOutbox));
-	strlcpy(p->stream, stream, sizeof(p->stream));
-	p->subxid = subxid;
-	p->n[what] = n;
-	pending_outbox = lappend(pending_outbox, p);
-	MemoryContextSwitchTo(old);
+	p = pending_stream_entry(&pending_outbox, stream, sizeof(PendingOutbox));
+	p->n[what] += n;
 }
 
 /* A SET was delivered for the first time: its latency counts at commit */
@@ -231,7 +220,7 @@ metrics_observe_delivery(TimestampTz created_at)
 	p = palloc(sizeof(PendingLatency));
 	p->subxid = GetCurrentSubTransactionId();
 	p->created_at = created_at;
-	pending_latency = lappend(pending_latency, p);
+	pending_latency.items = lappend(pending_latency.items, p);
 	MemoryContextSwitchTo(old);
 }
 
@@ -250,61 +239,39 @@ metrics_note_push(const char *stream, const char *state, TimestampTz created_at)
 }
 
 static void
-metrics_xact_callback(XactEvent event, void *arg)
+commit_outbox(List *items)
 {
 	ListCell   *lc;
-	TimestampTz now;
 
-	switch (event)
+	foreach(lc, items)
 	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
-			foreach(lc, pending_outbox)
-			{
-				PendingOutbox *p = lfirst(lc);
+		PendingOutbox *p = lfirst(lc);
 
-				add_outbox(p->stream, p->n);
-			}
-			now = pending_latency != NIL ? GetCurrentTimestamp() : 0;
-			foreach(lc, pending_latency)
-			{
-				PendingLatency *p = lfirst(lc);
-
-				hist_observe(&shared->latency, latency_bounds,
-							 lengthof(latency_bounds), now - p->created_at);
-			}
-			pending_outbox = NIL;
-			pending_latency = NIL;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			pending_outbox = NIL;
-			pending_latency = NIL;
-			break;
-		default:
-			break;
+		add_outbox(p->key.stream, p->n);
 	}
 }
 
 static void
-metrics_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						 SubTransactionId parentSubid, void *arg)
+commit_latency(List *items)
 {
-	pending_outbox = pending_at_subxact_end(pending_outbox,
-											offsetof(PendingOutbox, subxid),
-											event, mySubid, parentSubid);
-	pending_latency = pending_at_subxact_end(pending_latency,
-											 offsetof(PendingLatency, subxid),
-											 event, mySubid, parentSubid);
+	TimestampTz now = items != NIL ? GetCurrentTimestamp() : 0;
+	ListCell   *lc;
+
+	foreach(lc, items)
+	{
+		PendingLatency *p = lfirst(lc);
+
+		hist_observe(&shared->latency, latency_bounds,
+					 lengthof(latency_bounds), now - p->created_at);
+	}
 }
 
 /* From _PG_init: the callbacks, and shared memory under the preload */
 void
 counters_init(void)
 {
-	RegisterXactCallback(metrics_xact_callback, NULL);
-	RegisterSubXactCallback(metrics_subxact_callback, NULL);
+	pending_counts_register(&pending_outbox);
+	pending_counts_register(&pending_latency);
 	if (process_shared_preload_libraries_in_progress)
 		shmem_add_area(&counters_area);
 }

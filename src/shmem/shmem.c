@@ -11,9 +11,10 @@
  *	  attaches, in the order they were added, under AddinShmemInitLock.
  *	  The modules never call one another to size or attach their memory.
  *
- *	  Counters in shared memory count at commit: pending_at_subxact_end is
- *	  the one rule for what a subtransaction's end does to the counts
- *	  kept until then (stats.c, counters.c).
+ *	  Counters in shared memory count at commit: PendingCounts and its
+ *	  transaction callbacks are the one rule for what a commit, an abort
+ *	  and a subtransaction's end do to the counts kept until then
+ *	  (stats.c, counters.c).
  *
  *	  Without shared_preload_libraries no area is added: the modules then
  *	  find no shared memory and do without (see each of them).
@@ -27,6 +28,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 
 #include "shmem/shmem.h"
 
@@ -85,7 +87,7 @@ shmem_add_area(const ShmemArea *area)
  * its SubTransactionId at SUBXID_OFFSET.  (The counts of stats.c and of
  * counters.c both follow this rule.)
  */
-List *
+static List *
 pending_at_subxact_end(List *items, size_t subxid_offset, SubXactEvent event,
 					   SubTransactionId mySubid, SubTransactionId parentSubid)
 {
@@ -102,4 +104,74 @@ pending_at_subxact_end(List *items, size_t subxid_offset, SubXactEvent event,
 			*subxid = parentSubid;
 	}
 	return items;
+}
+
+static void
+pending_xact_callback(XactEvent event, void *arg)
+{
+	PendingCounts *pc = arg;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			pc->commit(pc->items);
+			pc->items = NIL;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			pc->items = NIL;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+pending_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	PendingCounts *pc = arg;
+
+	pc->items = pending_at_subxact_end(pc->items, pc->subxid_offset, event,
+									   mySubid, parentSubid);
+}
+
+/* Once per backend, from _PG_init: "pc" counts at commit from now on */
+void
+pending_counts_register(PendingCounts *pc)
+{
+	RegisterXactCallback(pending_xact_callback, pc);
+	RegisterSubXactCallback(pending_subxact_callback, pc);
+}
+
+/*
+ * The entry of "pc" that counts for "stream" in the current
+ * subtransaction: found, or added zeroed ("size" bytes, a struct that
+ * begins with PendingKey) in TopTransactionContext
+ */
+void *
+pending_stream_entry(PendingCounts *pc, const char *stream, Size size)
+{
+	SubTransactionId subxid = GetCurrentSubTransactionId();
+	PendingKey *k;
+	MemoryContext old;
+	ListCell   *lc;
+
+	Assert(pc->subxid_offset == offsetof(PendingKey, subxid));
+	foreach(lc, pc->items)
+	{
+		k = lfirst(lc);
+		if (k->subxid == subxid &&
+			strncmp(k->stream, stream, PENDING_KEY_LEN - 1) == 0)
+			return k;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	k = palloc0(size);
+	strlcpy(k->stream, stream, sizeof(k->stream));
+	k->subxid = subxid;
+	pc->items = lappend(pc->items, k);
+	MemoryContextSwitchTo(old);
+	return k;
 }

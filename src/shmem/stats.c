@@ -26,7 +26,6 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
-#include "utils/memutils.h"
 
 #include "shmem/shmem.h"
 #include "shmem/stats.h"
@@ -48,12 +47,17 @@ static LWLock *stats_lock = NULL;
 /* Received SETs of the current transaction, by stream and subtransaction */
 typedef struct PendingReceived
 {
-	char		stream[STATS_KEY_LEN];
-	SubTransactionId subxid;
+	PendingKey	key;			/* stream, subxid */
 	uint64		n;
 } PendingReceived;
 
-static List *pending = NIL;		/* in TopTransactionContext */
+StaticAssertDecl(STATS_KEY_LEN == PENDING_KEY_LEN,
+				 "a pending count's stream key is the shared one's");
+
+static void commit_received(List *items);
+
+static PendingCounts pending = {NIL, offsetof(PendingReceived, key.subxid),
+commit_received};
 
 
 static Size
@@ -128,10 +132,7 @@ add_received(const char *stream, uint64 n)
 void
 stats_count_received(const char *stream)
 {
-	SubTransactionId subxid;
 	PendingReceived *p;
-	MemoryContext old;
-	ListCell   *lc;
 
 	if (stats_hash == NULL)
 		return;
@@ -140,66 +141,28 @@ stats_count_received(const char *stream)
 		add_received(stream, 1);
 		return;
 	}
-	subxid = GetCurrentSubTransactionId();
-	foreach(lc, pending)
-	{
-		p = lfirst(lc);
-		if (p->subxid == subxid && strncmp(p->stream, stream, STATS_KEY_LEN - 1) == 0)
-		{
-			p->n++;
-			return;
-		}
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc0(sizeof(PendingReceived));
-	strlcpy(p->stream, stream, sizeof(p->stream));
-	p->subxid = subxid;
-	p->n = 1;
-	pending = lappend(pending, p);
-	MemoryContextSwitchTo(old);
+	p = pending_stream_entry(&pending, stream, sizeof(PendingReceived));
+	p->n++;
 }
 
 static void
-stats_xact_callback(XactEvent event, void *arg)
+commit_received(List *items)
 {
 	ListCell   *lc;
 
-	switch (event)
+	foreach(lc, items)
 	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
-			foreach(lc, pending)
-			{
-				PendingReceived *p = lfirst(lc);
+		PendingReceived *p = lfirst(lc);
 
-				add_received(p->stream, p->n);
-			}
-			pending = NIL;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			pending = NIL;
-			break;
-		default:
-			break;
+		add_received(p->key.stream, p->n);
 	}
-}
-
-static void
-stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
-{
-	pending = pending_at_subxact_end(pending, offsetof(PendingReceived, subxid),
-									 event, mySubid, parentSubid);
 }
 
 /* Once per backend, from _PG_init */
 void
 stats_register_callbacks(void)
 {
-	RegisterXactCallback(stats_xact_callback, NULL);
-	RegisterSubXactCallback(stats_subxact_callback, NULL);
+	pending_counts_register(&pending);
 }
 
 void

@@ -343,6 +343,42 @@ get_datum(int row, int col, bool *isnull)
 						 isnull);
 }
 
+/* Fills "row" (zeroed, in "cxt") from row "i" of the result, strings in "cxt" */
+typedef void (*RowReader) (void *row, int i, MemoryContext cxt);
+
+/*
+ * Every row of the last result as a list in "cxt" of "size"-byte structs
+ * that "read" fills
+ */
+static List *
+read_rows(Size size, RowReader read, MemoryContext cxt)
+{
+	List	   *out = NIL;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		void	   *row = MemoryContextAllocZero(cxt, size);
+		MemoryContext old;
+
+		read(row, (int) i, cxt);
+		old = MemoryContextSwitchTo(cxt);
+		out = lappend(out, row);
+		MemoryContextSwitchTo(old);
+	}
+	return out;
+}
+
+/* A 32-byte hash as a bytea Datum */
+static Datum
+hash_datum(const uint8 *hash)
+{
+	bytea	   *b = palloc(VARHDRSZ + 32);
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	memcpy(VARDATA(b), hash, 32);
+	return PointerGetDatum(b);
+}
+
 /*
  * Pin search_path to pg_catalog, pg_temp (pg_temp last: no function,
  * operator or type of the session's temporary schema can be resolved),
@@ -549,6 +585,18 @@ store_find_stream(const char *name)
 	return s;
 }
 
+static void
+read_verify_key(void *row, int i, MemoryContext cxt)
+{
+	SetKey	   *k = row;
+
+	k->kid = get_text(i, 1, cxt);
+	k->kty = get_text(i, 2, cxt);
+	k->crv = get_text(i, 3, cxt);
+	k->alg = get_text(i, 4, cxt);
+	k->jwk = get_text(i, 5, cxt);
+}
+
 /* The stream's active verification keys, all or the one named by kid */
 List *
 store_verify_keys(const char *stream, const char *kid)
@@ -556,25 +604,11 @@ store_verify_keys(const char *stream, const char *kid)
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[2] = {text_datum(stream), kid ? text_datum(kid) : (Datum) 0};
 	char		nulls[2] = {' ', kid ? ' ' : 'n'};
-	List	   *keys = NIL;
+	List	   *keys;
 
 	spi_connect();
 	run_as_owner(&stmt_verify_keys, values, nulls, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		SetKey  *k = palloc0(sizeof(SetKey));
-
-		MemoryContextSwitchTo(old);
-		k->kid = get_text(i, 1, cxt);
-		k->kty = get_text(i, 2, cxt);
-		k->crv = get_text(i, 3, cxt);
-		k->alg = get_text(i, 4, cxt);
-		k->jwk = get_text(i, 5, cxt);
-		old = MemoryContextSwitchTo(cxt);
-		keys = lappend(keys, k);
-		MemoryContextSwitchTo(old);
-	}
+	keys = read_rows(sizeof(SetKey), read_verify_key, cxt);
 	SPI_finish();
 	return keys;
 }
@@ -632,13 +666,8 @@ store_sign_key(const char *stream)
 void
 store_insert_token(const char *stream, const uint8 *hash)
 {
-	bytea	   *b = palloc(VARHDRSZ + 32);
-	Datum		values[2];
+	Datum		values[2] = {text_datum(stream), hash_datum(hash)};
 
-	SET_VARSIZE(b, VARHDRSZ + 32);
-	memcpy(VARDATA(b), hash, 32);
-	values[0] = text_datum(stream);
-	values[1] = PointerGetDatum(b);
 	spi_connect();
 	run(&stmt_insert_token, values, NULL, false);
 	SPI_finish();
@@ -700,16 +729,10 @@ bool
 store_insert_client_cert(const char *stream, const uint8 *sha256,
 						 const char *subject, TimestampTz not_after)
 {
-	bytea	   *b = palloc(VARHDRSZ + 32);
-	Datum		values[4];
+	Datum		values[4] = {text_datum(stream), hash_datum(sha256),
+	text_datum(subject), TimestampTzGetDatum(not_after)};
 	bool		inserted;
 
-	SET_VARSIZE(b, VARHDRSZ + 32);
-	memcpy(VARDATA(b), sha256, 32);
-	values[0] = text_datum(stream);
-	values[1] = PointerGetDatum(b);
-	values[2] = text_datum(subject);
-	values[3] = TimestampTzGetDatum(not_after);
 	spi_connect();
 	run(&stmt_insert_client_cert, values, NULL, false);
 	inserted = SPI_processed == 1;
@@ -1241,32 +1264,21 @@ static StoreStmt stmt_insert_delivery_secret = {
 };
 
 /*
- * Every enabled stream delivered by push, with its credentials: read as
+ * Every enabled stream delivered by push ($1: push, or pushpull when we
+ * initiate), with its credentials: read as
  * the extension owner (delivery_secrets is the owner's alone).
  */
 static StoreStmt stmt_push_streams = {
 	"SELECT d.stream, d.endpoint_url, d.push_concurrency, d.state,"
-	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header"
+	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header,"
+	" NULL::pg_catalog.text"
 	" FROM setstream.deliveries d"
 	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) d.stream"
 	" LEFT JOIN setstream.delivery_secrets c"
 	" ON c.stream OPERATOR(pg_catalog.=) d.stream"
-	" WHERE d.method OPERATOR(pg_catalog.=) 'push'"
+	" WHERE d.method OPERATOR(pg_catalog.=) $1"
 	" AND s.status OPERATOR(pg_catalog.=) 'enabled'",
-	0, {InvalidOid}
-};
-
-/* The same for the streams delivered by pushpull (outbound/pushpullclient.c) */
-static StoreStmt stmt_pushpull_streams = {
-	"SELECT d.stream, d.endpoint_url, d.push_concurrency, d.state,"
-	" d.backoff_until, d.failures, d.auth_failures, c.authorization_header"
-	" FROM setstream.deliveries d"
-	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) d.stream"
-	" LEFT JOIN setstream.delivery_secrets c"
-	" ON c.stream OPERATOR(pg_catalog.=) d.stream"
-	" WHERE d.method OPERATOR(pg_catalog.=) 'pushpull'"
-	" AND s.status OPERATOR(pg_catalog.=) 'enabled'",
-	0, {InvalidOid}
+	1, {TEXTOID}
 };
 
 /*
@@ -1355,36 +1367,41 @@ store_set_delivery_secret(const char *stream, const char *header)
 				   stream, header);
 }
 
-/* The push (or pushpull) streams, in the caller's memory context */
+/*
+ * A PushStream from a row of stmt_push_streams or stmt_sources (the same
+ * columns: stream, endpoint_url, concurrency, state, backoff_until,
+ * failures, auth_failures, authorization, suspended_reason)
+ */
+static void
+read_push_stream(void *row, int i, MemoryContext cxt)
+{
+	PushStream *p = row;
+	bool		isnull;
+	Datum		d;
+
+	p->stream = get_text(i, 1, cxt);
+	p->endpoint_url = get_text(i, 2, cxt);
+	p->concurrency = DatumGetInt32(get_datum(i, 3, &isnull));
+	p->state = get_text(i, 4, cxt);
+	d = get_datum(i, 5, &isnull);
+	p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
+	p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
+	p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
+	p->authorization = get_text(i, 8, cxt);
+	p->suspended_reason = get_text(i, 9, cxt);
+}
+
+/* The streams delivered by method (push; pushpull: we initiate) */
 static List *
-read_push_streams(StoreStmt *stmt)
+read_push_streams(const char *method)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *out = NIL;
-	bool		isnull;
+	Datum		values[1] = {text_datum(method)};
+	List	   *out;
 
 	spi_connect();
-	run_as_owner(stmt, NULL, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		PushStream *p = palloc0(sizeof(PushStream));
-		Datum		d;
-
-		MemoryContextSwitchTo(old);
-		p->stream = get_text(i, 1, cxt);
-		p->endpoint_url = get_text(i, 2, cxt);
-		p->concurrency = DatumGetInt32(get_datum(i, 3, &isnull));
-		p->state = get_text(i, 4, cxt);
-		d = get_datum(i, 5, &isnull);
-		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
-		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
-		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
-		p->authorization = get_text(i, 8, cxt);
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, p);
-		MemoryContextSwitchTo(old);
-	}
+	run_as_owner(&stmt_push_streams, values, NULL, true);
+	out = read_rows(sizeof(PushStream), read_push_stream, cxt);
 	SPI_finish();
 	return out;
 }
@@ -1393,14 +1410,14 @@ read_push_streams(StoreStmt *stmt)
 List *
 store_push_streams(void)
 {
-	return read_push_streams(&stmt_push_streams);
+	return read_push_streams("push");
 }
 
 /* The pushpull streams (we initiate), in the caller's memory context */
 List *
 store_pushpull_streams(void)
 {
-	return read_push_streams(&stmt_pushpull_streams);
+	return read_push_streams("pushpull");
 }
 
 /* Make SETs taken for a pushpull request that failed due again */
@@ -1418,6 +1435,21 @@ store_untake(const char *stream, List *jtis)
 	SPI_finish();
 }
 
+static void
+read_push_row(void *row, int i, MemoryContext cxt)
+{
+	PushRow    *r = row;
+	bool		isnull;
+
+	r->seq = DatumGetInt64(get_datum(i, 1, &isnull));
+	r->jti = get_text(i, 2, cxt);
+	r->token = get_text(i, 3, cxt);
+	r->state = get_text(i, 4, cxt);
+	r->attempts = DatumGetInt32(get_datum(i, 5, &isnull));
+	r->expired = DatumGetBool(get_datum(i, 6, &isnull));
+	r->created_at = DatumGetTimestampTz(get_datum(i, 7, &isnull));
+}
+
 /*
  * Up to "limit" SETs of the stream due at "now", oldest first, leaving out
  * the "nexclude" seqs in flight.  Nothing is changed: only this sender
@@ -1431,8 +1463,7 @@ store_push_due(const char *stream, TimestampTz now, TimestampTz expire_before,
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum	   *ex = palloc(sizeof(Datum) * (nexclude > 0 ? nexclude : 1));
 	Datum		values[5];
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 
 	for (int i = 0; i < nexclude; i++)
 		ex[i] = Int64GetDatum(exclude[i]);
@@ -1444,23 +1475,7 @@ store_push_due(const char *stream, TimestampTz now, TimestampTz expire_before,
 	values[4] = Int32GetDatum(limit);
 	spi_connect();
 	run(&stmt_push_due, values, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		PushRow    *r = palloc0(sizeof(PushRow));
-
-		MemoryContextSwitchTo(old);
-		r->seq = DatumGetInt64(get_datum(i, 1, &isnull));
-		r->jti = get_text(i, 2, cxt);
-		r->token = get_text(i, 3, cxt);
-		r->state = get_text(i, 4, cxt);
-		r->attempts = DatumGetInt32(get_datum(i, 5, &isnull));
-		r->expired = DatumGetBool(get_datum(i, 6, &isnull));
-		r->created_at = DatumGetTimestampTz(get_datum(i, 7, &isnull));
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, r);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(PushRow), read_push_row, cxt);
 	SPI_finish();
 	return out;
 }
@@ -1611,35 +1626,33 @@ static StoreStmt stmt_jwks_outcome = {
 	INT4OID, INT4OID, TEXTOID, TEXTOID}
 };
 
+static void
+read_jwks_source(void *row, int i, MemoryContext cxt)
+{
+	JwksSource *j = row;
+	bool		isnull;
+	Datum		d;
+
+	j->stream = get_text(i, 1, cxt);
+	j->uri = get_text(i, 2, cxt);
+	d = get_datum(i, 3, &isnull);
+	j->next_fetch_at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = get_datum(i, 4, &isnull);
+	j->failures = isnull ? 0 : DatumGetInt32(d);
+}
+
 /* The streams with a peer_jwks_uri (not disabled), with their fetch state */
 List *
 store_jwks_sources(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 
 	if (!store_schema_is_0_3())
 		return NIL;
 	spi_connect();
 	run_as_owner(&stmt_jwks_sources, NULL, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		JwksSource *j = palloc0(sizeof(JwksSource));
-		Datum		d;
-
-		MemoryContextSwitchTo(old);
-		j->stream = get_text(i, 1, cxt);
-		j->uri = get_text(i, 2, cxt);
-		d = get_datum(i, 3, &isnull);
-		j->next_fetch_at = isnull ? 0 : DatumGetTimestampTz(d);
-		d = get_datum(i, 4, &isnull);
-		j->failures = isnull ? 0 : DatumGetInt32(d);
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, j);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(JwksSource), read_jwks_source, cxt);
 	SPI_finish();
 	return out;
 }
@@ -1738,9 +1751,9 @@ static StoreStmt stmt_insert_source_secret = {
  * stream still does), with their secrets (read as the owner)
  */
 static StoreStmt stmt_sources = {
-	"SELECT so.stream, so.endpoint_url, so.state, so.backoff_until,"
-	" so.suspended_reason, so.failures, so.auth_failures,"
-	" c.authorization_header"
+	"SELECT so.stream, so.endpoint_url, 1, so.state, so.backoff_until,"
+	" so.failures, so.auth_failures, c.authorization_header,"
+	" so.suspended_reason"
 	" FROM setstream.sources so"
 	" JOIN setstream.streams s ON s.name OPERATOR(pg_catalog.=) so.stream"
 	" LEFT JOIN setstream.source_secrets c"
@@ -1781,8 +1794,7 @@ List *
 store_sources(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	List	   *out = NIL;
-	bool		isnull;
+	List	   *out;
 	Oid			nsp = get_namespace_oid("setstream", true);
 
 	/* older than 0.3.0: no sources */
@@ -1790,27 +1802,7 @@ store_sources(void)
 		return NIL;
 	spi_connect();
 	run_as_owner(&stmt_sources, NULL, NULL, true);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		PushStream *p = palloc0(sizeof(PushStream));
-		Datum		d;
-
-		MemoryContextSwitchTo(old);
-		p->stream = get_text(i, 1, cxt);
-		p->endpoint_url = get_text(i, 2, cxt);
-		p->concurrency = 1;
-		p->state = get_text(i, 3, cxt);
-		d = get_datum(i, 4, &isnull);
-		p->backoff_until = isnull ? 0 : DatumGetTimestampTz(d);
-		p->suspended_reason = get_text(i, 5, cxt);
-		p->failures = DatumGetInt32(get_datum(i, 6, &isnull));
-		p->auth_failures = DatumGetInt32(get_datum(i, 7, &isnull));
-		p->authorization = get_text(i, 8, cxt);
-		old = MemoryContextSwitchTo(cxt);
-		out = lappend(out, p);
-		MemoryContextSwitchTo(old);
-	}
+	out = read_rows(sizeof(PushStream), read_push_stream, cxt);
 	SPI_finish();
 	return out;
 }

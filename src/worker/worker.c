@@ -424,35 +424,34 @@ pin_session(void)
 					PGC_S_SESSION);
 }
 
-void
-setstream_worker_main(Datum arg)
+/*
+ * What a listener and a sender do first: signals, a connection to
+ * setstream.database as setstream.role, a pinned session, and the
+ * extension present.  Returns the worker's index.
+ */
+static int
+worker_start(Datum arg, const char *name)
 {
-	int			index = DatumGetInt32(arg);
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(setstream_database, setstream_role, 0);
-	pgstat_report_appname("setstream listener");
+	pgstat_report_appname(name);
 	pin_session();
 
-	wait_for_extension("setstream listener");
-	listener_run(index);
+	wait_for_extension(name);
+	return DatumGetInt32(arg);
+}
+
+void
+setstream_worker_main(Datum arg)
+{
+	listener_run(worker_start(arg, "setstream listener"));
 }
 
 /* A sender: RFC 8935 push of the streams whose delivery is push (sender.c) */
 void
 setstream_sender_main(Datum arg)
 {
-	int			index = DatumGetInt32(arg);
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(setstream_database, setstream_role, 0);
-	pgstat_report_appname("setstream sender");
-	pin_session();
-
-	wait_for_extension("setstream sender");
-	sender_run(index);
+	sender_run(worker_start(arg, "setstream sender"));
 }

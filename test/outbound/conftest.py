@@ -4,7 +4,9 @@ A scriptable RFC 8935 receiver (Receiver: a threaded http.server on
 127.0.0.1) records every request it gets (time, headers, body, client
 port) and answers from a script: a status with headers and body, "hang"
 (answer nothing until the test ends), or "reset" (close the connection with
-an RST).  The listener-facing helpers (Db, streams, Gucs) are those of
+an RST).  The test servers of the other files (the poll transmitter, the
+JWKS server) start with serve_http and answer with send_answer as it does.
+The listener-facing helpers (Db, streams, Gucs) are those of
 test/protocol, loaded from its conftest.py as the module `listener_support`.
 """
 
@@ -47,6 +49,70 @@ def wait_for(what, predicate, timeout=15.0, interval=0.05):
         time.sleep(interval)
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """The test servers' request handler base: HTTP/1.1, no log lines."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def read_body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+    def header_dict(self):
+        return {k.lower(): v for k, v in self.headers.items()}
+
+    def hang_or_reset(self, action, stop):
+        """Carry out a scripted "hang" (answer nothing until stop is set, at
+        most 120 s) or "reset" (close with an RST); False for any other."""
+        if action == "hang":
+            stop.wait(120)
+        elif action == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        else:
+            return False
+        self.close_connection = True
+        return True
+
+
+def serve_http(handler, path, tls=None, client_ca=None):
+    """Serve handler (a BaseHTTPRequestHandler class) on 127.0.0.1 from a
+    daemon thread, over TLS with tls = (certfile, keyfile), requiring a
+    client certificate from client_ca when given; returns the server, its
+    port, the URL of path on it, and the thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    port = server.server_address[1]
+    url = "http://127.0.0.1:%d%s" % (port, path)
+    if tls is not None:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        if client_ca is not None:
+            # mutual TLS: a client without a certificate from client_ca
+            # does not get through the handshake
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(client_ca)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        url = "https://127.0.0.1:%d%s" % (port, path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, port, url, thread
+
+
+def send_answer(handler, action):
+    """Write one answer (status, headers, body bytes) as handler's response."""
+    status, headers, payload = action
+    handler.send_response(status)
+    for k, v in headers.items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    if payload:
+        handler.wfile.write(payload)
+
+
 def answer(status, err=None, description=None, headers=None, body=None):
     """One scripted answer: (status, headers, body bytes)."""
     h = dict(headers or {})
@@ -82,19 +148,13 @@ class Receiver:
         self.max_active = 0
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
+                body = self.read_body()
                 with receiver.lock:
                     receiver.requests.append({
                         "t": time.monotonic(), "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "headers": self.header_dict(),
                         "body": body, "port": self.client_address[1],
                         "client_cn": client_cn(self.connection)})
                     action = receiver.script.pop(0) if receiver.script else receiver.default
@@ -103,44 +163,14 @@ class Receiver:
                 try:
                     if receiver.delay:
                         time.sleep(receiver.delay)
-                    if action == "hang":
-                        receiver.stop.wait(120)
-                        self.close_connection = True
-                        return
-                    if action == "reset":
-                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                   struct.pack("ii", 1, 0))
-                        self.close_connection = True
-                        return
-                    status, headers, payload = action
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if payload:
-                        self.wfile.write(payload)
+                    if not self.hang_or_reset(action, receiver.stop):
+                        send_answer(self, action)
                 finally:
                     with receiver.lock:
                         receiver.active -= 1
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d/events" % self.port
-        if tls is not None:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            if client_ca is not None:
-                # mutual TLS: a client without a certificate from client_ca
-                # does not get through the handshake
-                ctx.verify_mode = ssl.CERT_REQUIRED
-                ctx.load_verify_locations(client_ca)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-            self.url = "https://127.0.0.1:%d/events" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.port, self.url, self.thread = serve_http(Handler, "/events", tls,
+                                                                   client_ca)
 
     def bodies(self):
         with self.lock:

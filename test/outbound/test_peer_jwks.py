@@ -8,7 +8,6 @@ something that is not a JWK Set.  The streams get their keys only from it
 pushed to the real listener.
 """
 
-import http.server
 import json
 import threading
 import time
@@ -17,7 +16,7 @@ import uuid
 import pytest
 from jwcrypto import jwk
 
-from conftest import wait_for
+from conftest import QuietHandler, send_answer, serve_http, wait_for
 from listener_support import assert_error, jdump, sign
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
@@ -42,12 +41,7 @@ class JwksServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 with server.lock:
                     server.requests.append(time.monotonic())
@@ -69,25 +63,9 @@ class JwksServer:
                                   [json.loads(new_key("leak").export_private())]}).encode()
                 elif mode == "notjson":
                     body = b"<html>not a JWK Set</html>"
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_answer(self, (status, headers, body))
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        scheme = "http"
-        if tls is not None:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-            scheme = "https"
-        self.url = "%s://127.0.0.1:%d/jwks.json" % (scheme, self.port)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.port, self.url, _ = serve_http(Handler, "/jwks.json", tls)
 
     def count(self):
         with self.lock:

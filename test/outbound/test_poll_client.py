@@ -10,17 +10,14 @@ a body, "hang" or "reset".
 """
 
 import json
-import socket
-import struct
 import threading
 import time
 import uuid
 
-import http.server
 import psycopg2
 import pytest
 
-from conftest import answer, wait_for
+from conftest import QuietHandler, answer, send_answer, serve_http, wait_for
 from test_secrets import role  # noqa: F401  (fixture)
 
 
@@ -37,22 +34,16 @@ class Transmitter:
         self.stop = threading.Event()
         t = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(n)
+                raw = self.read_body()
                 try:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw
                 with t.lock:
                     t.requests.append({"t": time.monotonic(), "body": body,
-                                       "headers": {k.lower(): v for k, v in self.headers.items()}})
+                                       "headers": self.header_dict()})
                     action = t.script.pop(0) if t.script else None
                     if action is None and isinstance(body, dict):
                         for j in body.get("ack", []):
@@ -61,37 +52,13 @@ class Transmitter:
                         for j, e in body.get("setErrs", {}).items():
                             t.set_errs[j] = e
                             t.queue.pop(j, None)
-                if action == "hang":
-                    t.stop.wait(120)
-                    self.close_connection = True
-                    return
-                if action == "reset":
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                               struct.pack("ii", 1, 0))
-                    self.close_connection = True
+                if self.hang_or_reset(action, t.stop):
                     return
                 if action is None:
                     action = t.serve(body)
-                status, headers, payload = action
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_answer(self, action)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d/poll" % self.port
-        if tls is not None:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-            self.url = "https://127.0.0.1:%d/poll" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.port, self.url, self.thread = serve_http(Handler, "/poll", tls)
 
     def serve(self, body):
         limit = body.get("maxEvents", 10) if isinstance(body, dict) else 10

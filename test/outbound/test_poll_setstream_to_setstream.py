@@ -4,26 +4,16 @@ set_source) stream A of the same cluster through the listener, a real RFC
 byte, and A's outbox rows reach acked (B's acks, sent after its commits)."""
 
 import os
-import uuid
 
-from conftest import jdump, wait_for
-from test_setstream_to_setstream import emit_many
+from conftest import wait_for
+from test_setstream_to_setstream import check_stored_once, emit_many, pair_streams
 
 URL = os.environ.get("SETSTREAM_URL", "http://127.0.0.1:8417")
 
 
 def make_poll_pair(db, created):
     """Stream A (delivered by poll) whose SETs are addressed to B; B polls A."""
-    a = "p2p-a-" + uuid.uuid4().hex[:10]
-    b = "p2p-b-" + uuid.uuid4().hex[:10]
-    a_iss, b_iss = "https://a.example.com/" + a, "https://b.example.com/" + b
-    db.execute("SELECT setstream.create_stream(%s, %s, %s::text[])", (a, a_iss, [b_iss]))
-    created.append(a)
-    db.execute("SELECT setstream.create_stream(%s, %s, %s::text[], %s)",
-               (b, b_iss, ["https://unused.example.com/"], a_iss))
-    created.append(b)
-    jwk = db.val("SELECT setstream.generate_key(%s, 'ES256')", (a,))
-    db.execute("SELECT setstream.add_key(%s, %s::jsonb)", (b, jdump(jwk)))
+    a, b = pair_streams(db, created, "p2p")
     token = db.val("SELECT setstream.issue_token(%s)", (a,))
     db.execute("SELECT setstream.set_source(%s, 'poll', %s, %s)",
                (b, "%s/streams/%s/poll" % (URL, a), "Bearer " + token))
@@ -31,13 +21,7 @@ def make_poll_pair(db, created):
 
 
 def check_polled_once(db, a, b, n):
-    sent = dict(db.rows("SELECT jti, token FROM setstream.outbox WHERE stream = %s", (a,)))
-    assert len(sent) == n
-    got = db.rows("SELECT jti, token FROM setstream.events WHERE stream = %s", (b,))
-    assert len(got) == n, "stored %d of %d" % (len(got), n)
-    assert dict(got) == sent       # every SET once, byte for byte
-    assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s "
-                  "AND state = 'acked'", (a,)) == n
+    check_stored_once(db, a, b, n, acked_where="")
 
 
 def acked(db, a):

@@ -8,22 +8,7 @@ SELECT plan(34);
 
 SET LOCAL client_min_messages = warning;
 
--- Run q as role r; returns its single result as text, or "ERROR <state>: <message>".
-CREATE FUNCTION pg_temp.as_role(r text, q text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    res text;
-BEGIN
-    EXECUTE format('SET LOCAL ROLE %I', r);
-    BEGIN
-        EXECUTE q INTO res;
-    EXCEPTION WHEN OTHERS THEN
-        res := 'ERROR ' || SQLSTATE || ': ' || SQLERRM;
-    END;
-    RESET ROLE;
-    RETURN res;
-END
-$$;
+\ir lib/helpers.sql
 
 CREATE TEMP TABLE private_members (m text);
 INSERT INTO private_members VALUES ('d'), ('p'), ('q'), ('dp'), ('dq'), ('qi'), ('oth'), ('k');

@@ -7,15 +7,9 @@
 BEGIN;
 SELECT plan(51);
 
-CREATE FUNCTION pg_temp.b64url_json(s text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT AS $$
-    SELECT convert_from(decode(rpad(translate(s, '-_', '+/'),
-                                    (ceil(length(s) / 4.0) * 4)::int, '='), 'base64'), 'UTF8')::jsonb
-$$;
+\ir lib/helpers.sql
 CREATE FUNCTION pg_temp.part(token text, n int) RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT pg_temp.b64url_json(split_part(token, '.', n)) $$;
-CREATE FUNCTION pg_temp.tok(j text) RETURNS text
-LANGUAGE sql STABLE AS $$ SELECT token FROM setstream.outbox WHERE jti = j $$;
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT pg_temp.b64u_json(split_part(token, '.', n)) $$;
 
 SELECT setstream.create_stream('tap-em', 'https://tx.example/issuer', ARRAY['https://rx.example/aud']) IS NOT NULL AS ok \gset
 SELECT setstream.create_stream('tap-em2', 'https://tx.example/issuer', ARRAY['https://rx1.example', 'https://rx2.example', 'https://rx3.example']) IS NOT NULL AS ok \gset

@@ -13,10 +13,7 @@ CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 CREATE FUNCTION pg_temp.b64u(b bytea) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT rtrim(translate(encode(b, 'base64'), E'+/\n', '-_'), '=') $$;
-CREATE FUNCTION pg_temp.b64u_json(s text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE STRICT AS $$
-    SELECT convert_from(decode(rpad(translate(s, '-_', '+/'), (ceil(length(s) / 4.0) * 4)::int, '='), 'base64'), 'UTF8')::jsonb
-$$;
+\ir lib/helpers.sql
 -- an HS256 JWS over exactly these header and claims texts
 CREATE FUNCTION pg_temp.hs256(header text, claims text, key bytea) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT AS $$
@@ -36,8 +33,6 @@ EXCEPTION WHEN OTHERS THEN
     RETURN 'ERROR ' || SQLSTATE || ': ' || SQLERRM;
 END
 $$;
-CREATE FUNCTION pg_temp.tok(j text) RETURNS text
-LANGUAGE sql STABLE AS $$ SELECT token FROM setstream.outbox WHERE jti = j $$;
 -- the shared secret of the HS256 tests (32 bytes) and a wrong one
 CREATE FUNCTION pg_temp.secret() RETURNS bytea LANGUAGE sql IMMUTABLE AS $$ SELECT convert_to('tap-secret-tap-secret-tap-secret', 'UTF8') $$;
 CREATE FUNCTION pg_temp.wrong_secret() RETURNS bytea LANGUAGE sql IMMUTABLE AS $$ SELECT convert_to('tap-wrong!-tap-wrong!-tap-wrong!', 'UTF8') $$;

@@ -8,8 +8,7 @@ BEGIN;
 SELECT plan(34);
 SET LOCAL client_min_messages = error;   -- the WARNING for the trigger-rejected SET is expected
 
-CREATE FUNCTION pg_temp.tok(j text) RETURNS text
-LANGUAGE sql STABLE AS $$ SELECT token FROM setstream.outbox WHERE jti = j $$;
+\ir lib/helpers.sql
 CREATE FUNCTION pg_temp.sorted(a jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$ SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM jsonb_array_elements_text(a) x $$;
 CREATE FUNCTION pg_temp.sorted(VARIADIC a text[]) RETURNS text[]

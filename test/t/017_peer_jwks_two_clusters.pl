@@ -16,6 +16,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 
 use FaultUtil;
+use TwoClusters;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -28,6 +29,8 @@ my ($node_b, $b_port) = start_node(
 	'jwks_b', q{
 setstream.outbound_allowed_networks = '127.0.0.0/8'
 });
+
+two_clusters($node_a, $node_b, 'a2b');
 
 my $a_iss = 'https://a.example.com/a2b';
 my $b_iss = 'https://b.example.com/b-in';
@@ -45,9 +48,6 @@ SELECT setstream.alter_stream('b-in',
     peer_jwks_uri => 'http://127.0.0.1:$a_port/jwks.json')});
 my $token = $node_b->safe_psql('postgres', "SELECT setstream.issue_token('b-in')");
 
-sub a_val { my ($rc, $out) = try_psql($node_a, $_[0]); return $rc == 0 ? $out : undef; }
-sub b_val { my ($rc, $out) = try_psql($node_b, $_[0]); return $rc == 0 ? $out : undef; }
-
 ok( wait_until(
 		20,
 		sub {
@@ -63,29 +63,10 @@ $node_a->safe_psql('postgres', qq{
 SELECT setstream.set_delivery('a2b', 'push',
     'http://127.0.0.1:$b_port/streams/b-in/events', 'Bearer $token')});
 
-my $emitted = 0;
-
-sub emit
-{
-	my ($n) = @_;
-	my $from = $emitted + 1;
-	$emitted += $n;
-	$node_a->safe_psql('postgres', qq{
-SELECT setstream.emit('a2b', '@{[EVENT_TYPE]}', '{}'::jsonb,
-    jsonb_build_object('format', 'email', 'email', 'u' || i || '\@example.com'))
-  FROM generate_series($from, $emitted) AS i});
-}
-
 sub check_all_stored
 {
 	my ($what) = @_;
-	ok( wait_until(
-			60,
-			sub {
-				(a_val(
-						"SELECT count(*) FROM setstream.outbox WHERE stream = 'a2b' AND state = 'acked'"
-					) // -1) == $emitted;
-			}),
+	ok(wait_until(60, sub { (acked() // -1) == $emitted }),
 		"$what: all $emitted SETs acked on A");
 	is(b_val("SELECT count(DISTINCT jti) FROM setstream.events WHERE stream = 'b-in'"),
 		$emitted, "$what: B stored each SET once");

@@ -18,6 +18,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 
 use FaultUtil;
+use TwoClusters;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -31,67 +32,13 @@ setstream.outbound_allowed_networks = '127.0.0.0/8'
 setstream.max_backoff = '2s'
 });
 
-my $a_iss = 'https://a.example.com/a-out';
-my $b_iss = 'https://b.example.com/b-in';
-
-# A's stream: issuer $a_iss, SETs addressed to $b_iss, signed ES256,
-# delivered by poll (the default) to whoever holds its token
-$node_a->safe_psql('postgres',
-	"SELECT setstream.create_stream('a-out', '$a_iss', ARRAY['$b_iss'])");
-my $jwk = $node_a->safe_psql('postgres', "SELECT setstream.generate_key('a-out', 'ES256')");
+# A's stream is delivered by poll (the default) to whoever holds its token
+two_clusters($node_a, $node_b, 'a-out');
+pair_streams('https://a.example.com/a-out', 'https://b.example.com/b-in');
 my $token = $node_a->safe_psql('postgres', "SELECT setstream.issue_token('a-out')");
-
-# B's stream: its issuer is the audience A addresses; its peer is A
-$node_b->safe_psql('postgres', qq{
-SELECT setstream.create_stream('b-in', '$b_iss',
-    ARRAY['https://unused.example.com/'], peer_issuer => '$a_iss')});
-$node_b->safe_psql('postgres', "SELECT setstream.add_key('b-in', '$jwk'::jsonb)");
 $node_b->safe_psql('postgres', qq{
 SELECT setstream.set_source('b-in', 'poll',
     'http://127.0.0.1:$a_port/streams/a-out/poll', 'Bearer $token')});
-
-my $emitted = 0;
-
-sub emit
-{
-	my ($n) = @_;
-	my $from = $emitted + 1;
-	$emitted += $n;
-	$node_a->safe_psql('postgres', qq{
-SELECT setstream.emit('a-out', '@{[EVENT_TYPE]}', '{}'::jsonb,
-    jsonb_build_object('format', 'email', 'email', 'u' || i || '\@example.com'))
-  FROM generate_series($from, $emitted) AS i});
-}
-
-sub a_val { my ($rc, $out) = try_psql($node_a, $_[0]); return $rc == 0 ? $out : undef; }
-sub b_val { my ($rc, $out) = try_psql($node_b, $_[0]); return $rc == 0 ? $out : undef; }
-
-sub acked
-{
-	return a_val(
-		"SELECT count(*) FROM setstream.outbox WHERE stream = 'a-out' AND state = 'acked'");
-}
-
-sub stored
-{
-	return b_val("SELECT count(*) FROM setstream.events WHERE stream = 'b-in'");
-}
-
-sub check_exactly_once
-{
-	my ($what) = @_;
-	my $all_acked = wait_until(90, sub { (acked() // -1) == $emitted });
-	ok($all_acked, "$what: all $emitted SETs acked on A")
-	  or diag('acked: ' . (acked() // 'n/a') . ', stored: ' . (stored() // 'n/a'));
-	is(stored(), $emitted, "$what: B stored $emitted SETs");
-	is(b_val("SELECT count(DISTINCT jti) FROM setstream.events WHERE stream = 'b-in'"),
-		$emitted, "$what: each jti once on B");
-	my $sent = a_val(
-		"SELECT md5(string_agg(jti || ':' || token, ',' ORDER BY jti)) FROM setstream.outbox WHERE stream = 'a-out'");
-	my $got = b_val(
-		"SELECT md5(string_agg(jti || ':' || token, ',' ORDER BY jti)) FROM setstream.events WHERE stream = 'b-in'");
-	is($got, $sent, "$what: B holds byte for byte the tokens A sent");
-}
 
 # 1. Plain polling
 emit(300);
