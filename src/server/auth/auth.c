@@ -35,8 +35,11 @@ static const char *const bearer_challenge =
 const char *const auth_bearer_challenge_invalid =
 "WWW-Authenticate: Bearer realm=\"setstream\", error=\"invalid_token\"\r\n";
 
-/* The bearer token of the request, or NULL */
-static const char *
+/*
+ * The bearer token of the request (the Authorization header's, trimmed, at
+ * most MAX_TOKEN_BYTES), or NULL; stream tokens and receiver tokens alike
+ */
+const char *
 auth_bearer_token(Conn *conn, size_t *len)
 {
 	const char *h = conn->http.req.authorization;

@@ -32,6 +32,7 @@ typedef struct AuthLimitKey
 
 /* auth.c: the peer of a stream route */
 extern const char *const auth_bearer_challenge_invalid;
+extern const char *auth_bearer_token(struct Conn *conn, size_t *len);
 
 extern bool auth_too_many_failures(struct Conn *conn);
 extern void auth_record_failure(struct Conn *conn);

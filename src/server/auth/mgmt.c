@@ -31,29 +31,7 @@
 #include "setstream.h"
 #include "store/store.h"
 
-#define MAX_TOKEN_BYTES 512
-
 #define NO_STORE "Cache-Control: no-store\r\n"
-
-/* The bearer token of the request, or NULL (*given: a header was sent) */
-static const char *
-mgmt_bearer_token(Conn *conn, size_t *len, bool *given)
-{
-	const char *h = conn->http.req.authorization;
-
-	*given = h != NULL;
-	if (h == NULL || pg_strncasecmp(h, "Bearer ", 7) != 0)
-		return NULL;
-	h += 7;
-	while (*h == ' ')
-		h++;
-	*len = strlen(h);
-	while (*len > 0 && (h[*len - 1] == ' ' || h[*len - 1] == '\t'))
-		(*len)--;
-	if (*len == 0 || *len > MAX_TOKEN_BYTES)
-		return NULL;
-	return h;
-}
 
 /*
  * The receiver whose token the request carries, with the scope the method
@@ -63,8 +41,8 @@ const char *
 auth_receiver(Conn *conn, bool need_manage)
 {
 	size_t		len = 0;
-	bool		given;
-	const char *token = mgmt_bearer_token(conn, &len, &given);
+	bool		given = conn->http.req.authorization != NULL;
+	const char *token = auth_bearer_token(conn, &len);
 	uint8		digest[32];
 	ReceiverToken *found = NULL;
 	ListCell   *lc;
