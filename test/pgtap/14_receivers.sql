@@ -6,21 +6,7 @@ SELECT plan(20);
 
 SET LOCAL client_min_messages = warning;
 
-CREATE FUNCTION pg_temp.as_role(r text, q text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    res text;
-BEGIN
-    EXECUTE format('SET LOCAL ROLE %I', r);
-    BEGIN
-        EXECUTE q INTO res;
-    EXCEPTION WHEN OTHERS THEN
-        res := 'ERROR ' || SQLSTATE || ': ' || SQLERRM;
-    END;
-    RESET ROLE;
-    RETURN res;
-END
-$$;
+\ir lib/helpers.sql
 
 SELECT is(setstream.create_receiver('tap-r', '{https://rp.example/}', 2)
               OPERATOR(pg_catalog.-) 'owner',
