@@ -30,11 +30,11 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
 #include <string.h>
 
 #include "utils/memutils.h"
 
+#include "base/streamname.h"
 #include "exchange/exchange.h"
 #include "store/streamcache.h"
 #include "server/auth/auth.h"
@@ -71,18 +71,6 @@ request_path(Conn *conn)
 	return pnstrdup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
 }
 
-static bool
-valid_stream_name(const char *s, size_t len)
-{
-	if (len == 0 || len > 128 || !isalnum((unsigned char) s[0]))
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char) s[i]) && s[i] != '.' && s[i] != '_' &&
-			s[i] != '~' && s[i] != '-')
-			return false;
-	return true;
-}
-
 /* Which endpoint the path names; *stream gets the stream name */
 static Endpoint
 parse_path(const char *path, char **stream, SsfRoute *ssf)
@@ -102,7 +90,7 @@ parse_path(const char *path, char **stream, SsfRoute *ssf)
 		return EP_NONE;
 	rest = path + 9;
 	slash = strchr(rest, '/');
-	if (slash == NULL || !valid_stream_name(rest, slash - rest))
+	if (slash == NULL || !stream_name_valid(rest, slash - rest))
 		return EP_NONE;
 	*stream = pnstrdup(rest, slash - rest);
 	if (strcmp(slash, "/events") == 0)

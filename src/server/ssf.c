@@ -26,9 +26,9 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
 #include <string.h>
 
+#include "base/streamname.h"
 #include "codec/jsonread.h"
 #include "server/auth/auth.h"
 #include "server/conn.h"
@@ -180,21 +180,6 @@ respond_configuration(Conn *conn)
 	json_object_set_new(doc, "default_subjects", json_string("ALL"));
 	http_respond_json(conn, 200, doc, "Cache-Control: max-age=300\r\n");
 	json_decref(doc);
-}
-
-/* Could a stream of this name exist?  (the names routes.c accepts) */
-static bool
-plausible_stream_id(const char *s)
-{
-	size_t		len = strlen(s);
-
-	if (len == 0 || len > 128 || !isalnum((unsigned char) s[0]))
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char) s[i]) && s[i] != '.' && s[i] != '_' &&
-			s[i] != '~' && s[i] != '-')
-			return false;
-	return true;
 }
 
 static int
@@ -501,7 +486,7 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 			r->bad = "the query parameter stream_id is repeated or not percent-encoded correctly";
 		else if (r->stream_id == NULL && conn->http.req.method == HTTP_DELETE)
 			r->bad = "the query parameter stream_id is missing";
-		if (r->bad == NULL && r->stream_id != NULL && !plausible_stream_id(r->stream_id))
+		if (r->bad == NULL && r->stream_id != NULL && !stream_name_valid(r->stream_id, strlen(r->stream_id)))
 		{
 			r->bad = "no such stream";
 			r->bad_status = 404;
@@ -512,7 +497,7 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 		parse_status_get(conn, r);
 	else
 		parse_status_post(conn, r);
-	if (r->bad == NULL && !plausible_stream_id(r->stream_id))
+	if (r->bad == NULL && !stream_name_valid(r->stream_id, strlen(r->stream_id)))
 	{
 		r->bad = "no such stream";
 		r->bad_status = 404;

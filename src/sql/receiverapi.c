@@ -20,7 +20,6 @@
 
 #include "base/pg_builtins.h"
 
-#include <ctype.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -34,6 +33,7 @@
 #include "nodes/value.h"
 
 #include "base/digest.h"
+#include "base/streamname.h"
 #include "codec/json.h"
 #include "jose/jose.h"
 #include "sql/privileges.h"
@@ -51,9 +51,7 @@ check_receiver_name(const char *name)
 {
 	size_t		len = strlen(name);
 
-	if (len == 0 || len > 128 || !isalnum((unsigned char) name[0]) ||
-		strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-			   "0123456789._~-") != len)
+	if (!stream_name_valid(name, len))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid receiver name \"%s\"", name),
