@@ -12,15 +12,21 @@
 #ifndef SETSTREAM_STREAMNAME_H
 #define SETSTREAM_STREAMNAME_H
 
-#include <ctype.h>
+/* ASCII only, whatever the database's LC_CTYPE says isalnum() is */
+static inline bool
+stream_name_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9');
+}
 
 static inline bool
 stream_name_valid(const char *s, size_t len)
 {
-	if (len == 0 || len > 128 || !isalnum((unsigned char) s[0]))
+	if (len == 0 || len > 128 || !stream_name_alnum(s[0]))
 		return false;
 	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char) s[i]) && s[i] != '.' && s[i] != '_' &&
+		if (!stream_name_alnum(s[i]) && s[i] != '.' && s[i] != '_' &&
 			s[i] != '~' && s[i] != '-')
 			return false;
 	return true;
