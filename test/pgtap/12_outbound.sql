@@ -2,7 +2,7 @@
 -- credential store, and the operator actions resume_delivery / redeliver.
 -- (What the sender does with them is tested by test/outbound.)
 BEGIN;
-SELECT plan(20);
+SELECT plan(24);
 
 SET LOCAL client_min_messages = warning;
 
@@ -23,8 +23,16 @@ SELECT lives_ok($$SELECT setstream.set_delivery('ob', 'push', 'https://r.example
                 'push without credentials');
 SELECT is((SELECT count(*)::int FROM setstream.delivery_secrets WHERE stream = 'ob'),
           0, 'the old header is removed');
-SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'pushpull', 'https://r.example/')$$,
-                 '0A000', NULL, 'pushpull is not built yet');
+SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'pushpull-ws', 'https://r.example/')$$,
+                 '0A000', NULL, 'pushpull-ws is not built yet');
+SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'pushpull')$$,
+                 '22023', NULL, 'pushpull needs an endpoint_url');
+SELECT lives_ok($$SELECT setstream.set_delivery('ob', 'pushpull', 'https://r.example/pp', 'Bearer x')$$,
+                'pushpull (we initiate) with an endpoint and credentials');
+SELECT is((SELECT method || ' ' || endpoint_url FROM setstream.deliveries WHERE stream = 'ob'),
+          'pushpull https://r.example/pp', 'is pushpull, to that endpoint');
+SELECT lives_ok($$SELECT setstream.set_delivery('ob', 'push', 'https://r.example/events')$$,
+                'back to push');
 SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'smoke-signals')$$,
                  '22023', NULL, 'an unknown method');
 SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'push')$$,
