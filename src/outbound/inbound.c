@@ -23,6 +23,7 @@
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "outbound/inbound.h"
 #include "store/xact.h"
@@ -35,8 +36,8 @@ inbound_mine(const char *stream, int sender_index)
 	return setstream_senders <= 1 || (int) (h % setstream_senders) == sender_index;
 }
 
-void
-inbound_free_str(char **s, bool secret)
+static void
+free_str(char **s, bool secret)
 {
 	if (*s == NULL)
 		return;
@@ -55,11 +56,11 @@ peer_strdup(InboundPeer *p, const char *s)
 static void
 free_conf(PushStream *c)
 {
-	inbound_free_str(&c->stream, false);
-	inbound_free_str(&c->endpoint_url, false);
-	inbound_free_str(&c->authorization, true);
-	inbound_free_str(&c->state, false);
-	inbound_free_str(&c->suspended_reason, false);
+	free_str(&c->stream, false);
+	free_str(&c->endpoint_url, false);
+	free_str(&c->authorization, true);
+	free_str(&c->state, false);
+	free_str(&c->suspended_reason, false);
 }
 
 void
@@ -81,26 +82,27 @@ inbound_copy_conf(InboundPeer *p, const PushStream *src)
 }
 
 void
-inbound_init(InboundPeer *p, MemoryContext cxt)
+inbound_init(InboundPeer *p, MemoryContext cxt, int *nanswered)
 {
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 
 	p->cxt = cxt;
+	p->nanswered = nanswered;
 	p->pending_ack = json_array();
 	p->pending_errs = json_object();
 	MemoryContextSwitchTo(old);
 }
 
-void
-inbound_forget_answer(InboundPeer *p)
+static void
+forget_answer(InboundPeer *p)
 {
 	p->answered = false;
-	inbound_free_str(&p->body, false);
-	inbound_free_str(&p->error, false);
+	free_str(&p->body, false);
+	free_str(&p->error, false);
 }
 
-void
-inbound_drop_sent(InboundPeer *p)
+static void
+drop_sent(InboundPeer *p)
 {
 	json_decref(p->sent_ack);
 	json_decref(p->sent_errs);
@@ -111,10 +113,10 @@ void
 inbound_free(InboundPeer *p)
 {
 	free_conf(&p->conf);
-	inbound_free_str(&p->url, false);
-	inbound_forget_answer(p);
-	inbound_free_str(&p->request, false);
-	inbound_drop_sent(p);
+	free_str(&p->url, false);
+	forget_answer(p);
+	free_str(&p->request, false);
+	drop_sent(p);
 	json_decref(p->pending_ack);
 	json_decref(p->pending_errs);
 }
@@ -128,6 +130,18 @@ inbound_may_send(InboundPeer *p, TimestampTz now)
 		return false;
 	if (strcmp(p->conf.state, "backoff") == 0 && p->conf.backoff_until > now)
 		return false;
+	return true;
+}
+
+bool
+inbound_due_at(InboundPeer *p, TimestampTz at, TimestampTz *due)
+{
+	if (p->removed || p->in_flight || p->answered ||
+		strcmp(p->conf.state, "suspended") == 0)
+		return false;
+	if (strcmp(p->conf.state, "backoff") == 0 && p->conf.backoff_until > at)
+		at = p->conf.backoff_until;
+	*due = at;
 	return true;
 }
 
@@ -156,45 +170,12 @@ inbound_free_idle(List *peers, MemoryContext cxt, void (*free_peer) (void *))
  * Requests and their answers
  * ---------------------------------------------------------------------
  */
-void
-inbound_post(InboundPeer *p, json_t *req, int timeout_ms,
-			 HttpDoneCallback answered, void *arg)
+/* The HTTP callback: capture the answer */
+static void
+answered(void *arg, const HttpResult *res)
 {
-	StringInfoData text;
-	MemoryContext old = MemoryContextSwitchTo(p->cxt);
+	InboundPeer *p = arg;
 
-	initStringInfo(&text);
-	json_write(&text, req);
-	p->request = text.data;
-	p->sent_ack = p->pending_ack;
-	p->sent_errs = p->pending_errs;
-	p->pending_ack = json_array();
-	p->pending_errs = json_object();
-	MemoryContextSwitchTo(old);
-
-	inbound_free_str(&p->url, false);
-	p->url = peer_strdup(p, p->conf.endpoint_url);
-	p->in_flight = true;
-
-	if (p->request == NULL ||
-		!httpclient_post_limits(p->url, p->request, strlen(p->request),
-								"application/json", "application/json",
-								p->conf.authorization, timeout_ms,
-								(size_t) setstream_max_request_bytes,
-								answered, arg))
-	{
-		HttpResult	res;
-
-		memset(&res, 0, sizeof(res));
-		res.retry_after_s = -1;
-		res.error = "the HTTP request could not be started";
-		answered(arg, &res);
-	}
-}
-
-void
-inbound_answered(InboundPeer *p, const HttpResult *res)
-{
 	p->in_flight = false;
 	p->answered = true;
 	p->status = res->status;
@@ -208,13 +189,72 @@ inbound_answered(InboundPeer *p, const HttpResult *res)
 	}
 	if (res->error)
 		p->error = MemoryContextStrdup(p->cxt, res->error);
-	inbound_free_str(&p->request, false);
+	free_str(&p->request, false);
+	(*p->nanswered)++;
 }
 
-bool
-inbound_stale(InboundPeer *p)
+void
+inbound_post(InboundPeer *p, json_t *req, int timeout_ms)
 {
-	return p->removed || strcmp(p->url, p->conf.endpoint_url) != 0;
+	StringInfoData text;
+	MemoryContext old = MemoryContextSwitchTo(p->cxt);
+
+	initStringInfo(&text);
+	json_write(&text, req);
+	p->request = text.data;
+	p->sent_ack = p->pending_ack;
+	p->sent_errs = p->pending_errs;
+	p->pending_ack = json_array();
+	p->pending_errs = json_object();
+	MemoryContextSwitchTo(old);
+
+	free_str(&p->url, false);
+	p->url = peer_strdup(p, p->conf.endpoint_url);
+	p->in_flight = true;
+
+	if (p->request == NULL ||
+		!httpclient_post_limits(p->url, p->request, strlen(p->request),
+								"application/json", "application/json",
+								p->conf.authorization, timeout_ms,
+								(size_t) setstream_max_request_bytes,
+								answered, p))
+	{
+		HttpResult	res;
+
+		memset(&res, 0, sizeof(res));
+		res.retry_after_s = -1;
+		res.error = "the HTTP request could not be started";
+		answered(p, &res);
+	}
+}
+
+void
+inbound_handle_answers(List *peers, MemoryContext step_cxt,
+					   void (*handle) (void *peer, TimestampTz now),
+					   void (*stale) (void *peer))
+{
+	ListCell   *lc;
+
+	streamcache_begin_turn();
+	foreach(lc, peers)
+	{
+		InboundPeer *p = lfirst(lc);
+
+		if (!p->answered)
+			continue;
+		if (p->removed || strcmp(p->url, p->conf.endpoint_url) != 0)
+		{
+			/* no longer sent there: nothing stored or acknowledged */
+			drop_sent(p);
+			if (stale)
+				stale(p);
+		}
+		else
+			handle(p, GetCurrentTimestamp());
+		forget_answer(p);
+		MemoryContextReset(step_cxt);
+	}
+	streamcache_end_turn();
 }
 
 /*
@@ -244,7 +284,7 @@ static void
 unsend(InboundPeer *p)
 {
 	add_pending(p, p->sent_ack, p->sent_errs);
-	inbound_drop_sent(p);
+	drop_sent(p);
 }
 
 bool
@@ -331,7 +371,7 @@ inbound_receive(InboundPeer *p, bool ok, CommObj *obj, InboundBatch *b)
 		return true;
 	}
 	/* the peer has the acks and setErrs it answered */
-	inbound_drop_sent(p);
+	drop_sent(p);
 	b->ack = json_array();
 	b->errs = json_object();
 	if (list_length(obj->sets) > 0)

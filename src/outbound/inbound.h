@@ -26,6 +26,7 @@
 typedef struct InboundPeer
 {
 	MemoryContext cxt;			/* what outlives a step */
+	int		   *nanswered;		/* counts the answers not yet handled */
 	PushStream	conf;			/* as last read (strings in cxt) */
 	bool		removed;		/* no longer one of ours */
 
@@ -61,10 +62,8 @@ typedef struct InboundBatch
 /* Is the stream served by the sender of this index (its name's hash)? */
 extern bool inbound_mine(const char *stream, int sender_index);
 
-extern void inbound_free_str(char **s, bool secret);
-
-/* A new peer, its strings and acks in cxt */
-extern void inbound_init(InboundPeer *p, MemoryContext cxt);
+/* A new peer, its strings and acks in cxt; an answer adds 1 to *nanswered */
+extern void inbound_init(InboundPeer *p, MemoryContext cxt, int *nanswered);
 
 /* Free what the peer holds (not the peer itself) */
 extern void inbound_free(InboundPeer *p);
@@ -85,23 +84,27 @@ extern List *inbound_free_idle(List *peers, MemoryContext cxt,
 
 /*
  * Send req (to which the pending acks and setErrs were added) to the
- * peer's endpoint_url: they are in flight; answered is called with arg
- * when it is answered (at once when it could not be started)
+ * peer's endpoint_url: they are in flight until its answer is captured
+ * (at once when it could not be started)
  */
-extern void inbound_post(InboundPeer *p, json_t *req, int timeout_ms,
-						 HttpDoneCallback answered, void *arg);
+extern void inbound_post(InboundPeer *p, json_t *req, int timeout_ms);
 
-/* Capture an answer (the HTTP callback) */
-extern void inbound_answered(InboundPeer *p, const HttpResult *res);
+/*
+ * Handle the answers captured (InboundPeer the first member of each
+ * peer): handle(peer, now) each, unless the peer was removed or its
+ * endpoint changed meanwhile: then nothing is stored or acknowledged, and
+ * stale(peer) (when not NULL) forgets the rest of its request.  step_cxt
+ * is reset after each.
+ */
+extern void inbound_handle_answers(List *peers, MemoryContext step_cxt,
+								   void (*handle) (void *peer, TimestampTz now),
+								   void (*stale) (void *peer));
 
-/* Answered where it no longer sends, or removed: nothing to handle */
-extern bool inbound_stale(InboundPeer *p);
-
-/* Forget the acks and setErrs in flight */
-extern void inbound_drop_sent(InboundPeer *p);
-
-/* Forget the answer once handled */
-extern void inbound_forget_answer(InboundPeer *p);
+/*
+ * When may the peer send, due at "at" otherwise (later when backing off)?
+ * False when it may not (in flight, answered, suspended, removed).
+ */
+extern bool inbound_due_at(InboundPeer *p, TimestampTz at, TimestampTz *due);
 
 /*
  * Classify the answer as a push's (ok: a 2xx read by the client; a 2xx

@@ -145,7 +145,7 @@ refresh(TimestampTz now)
 		{
 			old = MemoryContextSwitchTo(src_cxt);
 			s = palloc0(sizeof(Source));
-			inbound_init(&s->in, src_cxt);
+			inbound_init(&s->in, src_cxt, &nanswered);
 			sources = lappend(sources, s);
 			MemoryContextSwitchTo(old);
 		}
@@ -164,15 +164,6 @@ refresh(TimestampTz now)
  * ---------------------------------------------------------------------
  */
 static void
-poll_answered(void *arg, const HttpResult *res)
-{
-	Source	   *s = arg;
-
-	inbound_answered(&s->in, res);
-	nanswered++;
-}
-
-static void
 start_poll(Source *s, TimestampTz now)
 {
 	json_t	   *req = json_object();
@@ -188,8 +179,7 @@ start_poll(Source *s, TimestampTz now)
 	/* the client's timeout must outlast the peer's long-poll wait */
 	inbound_post(&s->in, req,
 				 immediately ? setstream_outbound_timeout_ms :
-				 setstream_source_poll_timeout_ms,
-				 poll_answered, s);
+				 setstream_source_poll_timeout_ms);
 	json_decref(req);
 }
 
@@ -272,8 +262,9 @@ store_work(void *arg)
 }
 
 static void
-handle_answer(Source *s, TimestampTz now)
+handle_answer(void *arg, TimestampTz now)
 {
+	Source	   *s = arg;
 	PushClass	cls;
 	PushStream	conf = s->in.conf;
 	CommObj		obj;
@@ -354,25 +345,7 @@ pollclient_step(void)
 	if (nanswered > 0)
 	{
 		nanswered = 0;
-		streamcache_begin_turn();
-		foreach(lc, sources)
-		{
-			Source	   *s = lfirst(lc);
-
-			if (!s->in.answered)
-				continue;
-			if (inbound_stale(&s->in))
-			{
-				/* no longer polled there: nothing stored or acknowledged */
-				inbound_drop_sent(&s->in);
-			}
-			else
-				handle_answer(s, GetCurrentTimestamp());
-			inbound_forget_answer(&s->in);
-			MemoryContextReset(step_cxt);
-		}
-		streamcache_end_turn();
-
+		inbound_handle_answers(sources, step_cxt, handle_answer, NULL);
 		sources = inbound_free_idle(sources, src_cxt, free_source);
 	}
 
@@ -404,12 +377,8 @@ pollclient_timeout_ms(void)
 		Source	   *s = lfirst(lc);
 		TimestampTz at;
 
-		if (s->in.removed || s->in.in_flight || s->in.answered ||
-			strcmp(s->in.conf.state, "suspended") == 0)
+		if (!inbound_due_at(&s->in, s->next_poll_at, &at))
 			continue;
-		at = s->next_poll_at;
-		if (strcmp(s->in.conf.state, "backoff") == 0 && s->in.conf.backoff_until > at)
-			at = s->in.conf.backoff_until;
 		if (at < next)
 			next = at;
 	}

@@ -97,8 +97,10 @@ static TimestampTz next_refresh_at = 0;
 static TimestampTz retry_at = 0;	/* after a failed turn */
 
 static void
-free_sent_jtis(Peer *p)
+free_sent_jtis(void *arg)
 {
+	Peer	   *p = arg;
+
 	list_free_deep(p->sent_jtis);
 	p->sent_jtis = NIL;
 }
@@ -204,8 +206,6 @@ turn_work(void *arg)
 	}
 }
 
-static void exchange_answered(void *arg, const HttpResult *res);
-
 static void
 start_request(Peer *p, Taken *t, TimestampTz now)
 {
@@ -239,8 +239,7 @@ start_request(Peer *p, Taken *t, TimestampTz now)
 
 	p->more_due = t->more;
 	p->next_at = now + (TimestampTz) setstream_pushpull_poll_interval_ms * 1000;
-	inbound_post(&p->in, req, setstream_outbound_timeout_ms,
-				 exchange_answered, p);
+	inbound_post(&p->in, req, setstream_outbound_timeout_ms);
 	json_decref(req);
 }
 
@@ -292,7 +291,7 @@ turn(TimestampTz now)
 		{
 			old = MemoryContextSwitchTo(pp_cxt);
 			p = palloc0(sizeof(Peer));
-			inbound_init(&p->in, pp_cxt);
+			inbound_init(&p->in, pp_cxt, &nanswered);
 			p->slot = wakeup_slot(row->stream);
 			p->gen_before = wakeup_generation(p->slot);
 			peers = lappend(peers, p);
@@ -328,15 +327,6 @@ turn(TimestampTz now)
  * Answers
  * ---------------------------------------------------------------------
  */
-static void
-exchange_answered(void *arg, const HttpResult *res)
-{
-	Peer	   *p = arg;
-
-	inbound_answered(&p->in, res);
-	nanswered++;
-}
-
 /*
  * Read a response: a Communication Object ({"sets", "ack", "setErrs"}); an
  * empty body is one with nothing in it.  False, with why in err, when it
@@ -397,8 +387,9 @@ store_work(void *arg)
 }
 
 static void
-handle_answer(Peer *p, TimestampTz now)
+handle_answer(void *arg, TimestampTz now)
 {
+	Peer	   *p = arg;
 	PushClass	cls;
 	PushStream	conf = p->in.conf;
 	CommObj		obj;
@@ -494,7 +485,6 @@ void
 pushpullclient_step(void)
 {
 	MemoryContext old = MemoryContextSwitchTo(step_cxt);
-	ListCell   *lc;
 	TimestampTz now;
 
 	/* streams or keys changed: verify with fresh copies */
@@ -503,25 +493,8 @@ pushpullclient_step(void)
 	if (nanswered > 0)
 	{
 		nanswered = 0;
-		streamcache_begin_turn();
-		foreach(lc, peers)
-		{
-			Peer	   *p = lfirst(lc);
-
-			if (!p->in.answered)
-				continue;
-			if (inbound_stale(&p->in))
-			{
-				/* no longer sent there: nothing stored or acknowledged */
-				inbound_drop_sent(&p->in);
-				free_sent_jtis(p);
-			}
-			else
-				handle_answer(p, GetCurrentTimestamp());
-			inbound_forget_answer(&p->in);
-			MemoryContextReset(step_cxt);
-		}
-		streamcache_end_turn();
+		inbound_handle_answers(peers, step_cxt, handle_answer,
+							   free_sent_jtis);
 	}
 
 	now = GetCurrentTimestamp();
@@ -545,13 +518,8 @@ pushpullclient_timeout_ms(void)
 		Peer	   *p = lfirst(lc);
 		TimestampTz at;
 
-		if (p->in.removed || p->in.in_flight || p->in.answered ||
-			strcmp(p->in.conf.state, "suspended") == 0)
+		if (!inbound_due_at(&p->in, has_pending(p) ? 0 : p->next_at, &at))
 			continue;
-		at = has_pending(p) ? 0 : p->next_at;
-		if (strcmp(p->in.conf.state, "backoff") == 0 &&
-			p->in.conf.backoff_until > at)
-			at = p->in.conf.backoff_until;
 		if (at < next)
 			next = at;
 	}
