@@ -25,8 +25,8 @@
  *	  Transactions (none is open during network I/O):
  *	    - a turn reads the pushpull streams and takes the due SETs of each
  *	      stream that is to send; the requests start after its commit;
- *	    - an answer is handled alone: its SETs are verified outside any
- *	      transaction, then one transaction applies its "ack" (outbox rows
+ *	    - an answer is handled alone (inbound.c, shared with the poll
+ *	      client): its SETs are verified outside any transaction, then one transaction applies its "ack" (outbox rows
  *	      acked) and "setErrs" (failed with err and description: the
  *	      responder side's semantics, exchange_settle), stores its SETs
  *	      (exchange_collect: the listener's rules) and records the stream's
@@ -55,16 +55,10 @@
  */
 #include "postgres.h"
 
-#include "common/hashfn.h"
-#include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "codec/commobj.h"
-#include "codec/json.h"
-#include "exchange/exchange.h"
-#include "outbound/httpclient.h"
-#include "outbound/outbound.h"
+#include "outbound/inbound.h"
 #include "outbound/pushpullclient.h"
 #include "setstream.h"
 #include "shmem/wakeup.h"
@@ -81,33 +75,15 @@ int			setstream_pushpull_batch = 100;
 /* One pushpull stream of this sender */
 typedef struct Peer
 {
-	PushStream	conf;			/* as last read (strings in pp_cxt) */
-	bool		removed;		/* no longer a pushpull stream of ours */
+	InboundPeer in;				/* first: the peer, its acks, its answer */
 	int			slot;			/* its wake-up slot */
 	uint64		seen_gen;		/* the slot's generation before the last take */
 	uint64		gen_before;		/* ... before the turn under way */
 	TimestampTz next_at;		/* a request is due then; 0: at once */
 
 	/* the request in flight */
-	bool		in_flight;
-	char	   *posted_url;
-	char	   *request;
 	List	   *sent_jtis;		/* char *, the SETs it carries */
-	json_t	   *sent_ack;
-	json_t	   *sent_errs;
 	bool		more_due;		/* more SETs were due than it carries */
-
-	/* its answer, until handled */
-	bool		answered;
-	int			status;
-	char	   *body;
-	size_t		body_len;
-	long		retry_after_s;
-	char	   *error;
-
-	/* committed, to be sent with the next request */
-	json_t	   *pending_ack;
-	json_t	   *pending_errs;
 } Peer;
 
 static int	my_index;
@@ -120,113 +96,37 @@ static bool loaded = false;
 static TimestampTz next_refresh_at = 0;
 static TimestampTz retry_at = 0;	/* after a failed turn */
 
-static bool
-mine(const char *stream)
-{
-	uint32		h = hash_bytes((const unsigned char *) stream, strlen(stream));
-
-	return setstream_senders <= 1 || (int) (h % setstream_senders) == my_index;
-}
-
-static char *
-pp_strdup(const char *s)
-{
-	return s ? MemoryContextStrdup(pp_cxt, s) : NULL;
-}
-
 static void
-free_str(char **s, bool secret)
+free_sent_jtis(void *arg)
 {
-	if (*s == NULL)
-		return;
-	if (secret)
-		explicit_bzero(*s, strlen(*s));
-	pfree(*s);
-	*s = NULL;
-}
+	Peer	   *p = arg;
 
-static void
-free_conf(PushStream *c)
-{
-	free_str(&c->stream, false);
-	free_str(&c->endpoint_url, false);
-	free_str(&c->authorization, true);
-	free_str(&c->state, false);
-	free_str(&c->suspended_reason, false);
-}
-
-static void
-copy_conf(PushStream *dst, const PushStream *src)
-{
-	PushStream	old = *dst;
-
-	dst->stream = pp_strdup(src->stream);
-	dst->endpoint_url = pp_strdup(src->endpoint_url);
-	dst->authorization = pp_strdup(src->authorization);
-	dst->state = pp_strdup(src->state);
-	dst->suspended_reason = pp_strdup(src->suspended_reason);
-	dst->backoff_until = src->backoff_until;
-	dst->failures = src->failures;
-	dst->auth_failures = src->auth_failures;
-	dst->concurrency = 1;
-	free_conf(&old);
-}
-
-static void
-free_sent_jtis(Peer *p)
-{
 	list_free_deep(p->sent_jtis);
 	p->sent_jtis = NIL;
 }
 
 static void
-forget_answer(Peer *p)
+free_peer(void *arg)
 {
-	p->answered = false;
-	free_str(&p->body, false);
-	free_str(&p->error, false);
-}
+	Peer	   *p = arg;
 
-static void
-free_peer(Peer *p)
-{
-	free_conf(&p->conf);
-	free_str(&p->posted_url, false);
-	forget_answer(p);
-	free_str(&p->request, false);
+	inbound_free(&p->in);
 	free_sent_jtis(p);
-	json_decref(p->sent_ack);
-	json_decref(p->sent_errs);
-	json_decref(p->pending_ack);
-	json_decref(p->pending_errs);
 	pfree(p);
 }
 
 static bool
 has_pending(Peer *p)
 {
-	return json_array_size(p->pending_ack) > 0 ||
-		json_object_size(p->pending_errs) > 0;
-}
-
-/* Not in flight, not suspended, not backing off: may send now */
-static bool
-may_send(Peer *p, TimestampTz now)
-{
-	if (p->removed || p->in_flight || p->answered)
-		return false;
-	if (strcmp(p->conf.state, "suspended") == 0)
-		return false;
-	if (strcmp(p->conf.state, "backoff") == 0 && p->conf.backoff_until > now)
-		return false;
-	return true;
+	return json_array_size(p->in.pending_ack) > 0 ||
+		json_object_size(p->in.pending_errs) > 0;
 }
 
 /* Is a request due (a poll, pending acks) or may SETs be (an emit)? */
 static bool
 wants_turn(Peer *p, TimestampTz now)
 {
-	return may_send(p, now) &&
+	return inbound_may_send(&p->in, now) &&
 		(p->next_at <= now || has_pending(p) ||
 		 wakeup_generation(p->slot) != p->seen_gen);
 }
@@ -240,9 +140,9 @@ find_peer(const char *stream, const char *url, bool removed_too)
 	{
 		Peer	   *p = lfirst(lc);
 
-		if ((removed_too || !p->removed) &&
-			strcmp(p->conf.stream, stream) == 0 &&
-			strcmp(p->conf.endpoint_url, url) == 0)
+		if ((removed_too || !p->in.removed) &&
+			strcmp(p->in.conf.stream, stream) == 0 &&
+			strcmp(p->in.conf.endpoint_url, url) == 0)
 			return p;
 	}
 	return NULL;
@@ -287,13 +187,13 @@ turn_work(void *arg)
 		Taken	   *t;
 		bool		send;
 
-		if (!mine(row->stream))
+		if (!inbound_mine(row->stream, my_index))
 			continue;
 		if (strcmp(row->state, "suspended") == 0 ||
 			(strcmp(row->state, "backoff") == 0 && row->backoff_until > w->now))
 			continue;
 		p = find_peer(row->stream, row->endpoint_url, true);
-		if (p != NULL && (p->in_flight || p->answered))
+		if (p != NULL && (p->in.in_flight || p->in.answered))
 			continue;
 		send = p == NULL || p->next_at <= w->now || has_pending(p);
 		if (!send && wakeup_generation(p->slot) == p->seen_gen)
@@ -306,14 +206,11 @@ turn_work(void *arg)
 	}
 }
 
-static void exchange_answered(void *arg, const HttpResult *res);
-
 static void
 start_request(Peer *p, Taken *t, TimestampTz now)
 {
 	json_t	   *req = json_object();
 	json_t	   *sets = json_object();
-	StringInfoData text;
 	MemoryContext old;
 	ListCell   *lc;
 
@@ -335,43 +232,15 @@ start_request(Peer *p, Taken *t, TimestampTz now)
 	if (json_object_size(sets) > 0)
 		json_object_set(req, "sets", sets);
 	json_decref(sets);
-	json_object_set(req, "ack", p->pending_ack);
-	json_object_set(req, "setErrs", p->pending_errs);
+	json_object_set(req, "ack", p->in.pending_ack);
+	json_object_set(req, "setErrs", p->in.pending_errs);
 	json_object_set_new(req, "maxResponseEvents",
 						json_integer(setstream_pushpull_batch));
 
-	old = MemoryContextSwitchTo(pp_cxt);
-	initStringInfo(&text);
-	json_write(&text, req);
-	p->request = text.data;
-	p->sent_ack = p->pending_ack;
-	p->sent_errs = p->pending_errs;
-	p->pending_ack = json_array();
-	p->pending_errs = json_object();
-	MemoryContextSwitchTo(old);
-	json_decref(req);
-
-	free_str(&p->posted_url, false);
-	p->posted_url = pp_strdup(p->conf.endpoint_url);
-	p->in_flight = true;
 	p->more_due = t->more;
 	p->next_at = now + (TimestampTz) setstream_pushpull_poll_interval_ms * 1000;
-
-	if (p->request == NULL ||
-		!httpclient_post_limits(p->posted_url, p->request, strlen(p->request),
-								"application/json", "application/json",
-								p->conf.authorization,
-								setstream_outbound_timeout_ms,
-								(size_t) setstream_max_request_bytes,
-								exchange_answered, p))
-	{
-		HttpResult	res;
-
-		memset(&res, 0, sizeof(res));
-		res.retry_after_s = -1;
-		res.error = "the HTTP request could not be started";
-		exchange_answered(p, &res);
-	}
+	inbound_post(&p->in, req, setstream_outbound_timeout_ms);
+	json_decref(req);
 }
 
 /*
@@ -383,7 +252,6 @@ turn(TimestampTz now)
 {
 	TurnWork	w;
 	ListCell   *lc;
-	List	   *keep = NIL;
 	MemoryContext old;
 
 	memset(&w, 0, sizeof(w));
@@ -410,30 +278,29 @@ turn(TimestampTz now)
 	next_refresh_at = now + (TimestampTz) REFRESH_INTERVAL_MS * 1000;
 
 	foreach(lc, peers)
-		((Peer *) lfirst(lc))->removed = true;
+		((Peer *) lfirst(lc))->in.removed = true;
 	foreach(lc, w.rows)
 	{
 		PushStream *row = lfirst(lc);
 		Peer	   *p;
 
-		if (!mine(row->stream))
+		if (!inbound_mine(row->stream, my_index))
 			continue;
 		p = find_peer(row->stream, row->endpoint_url, true);
 		if (p == NULL)
 		{
 			old = MemoryContextSwitchTo(pp_cxt);
 			p = palloc0(sizeof(Peer));
-			p->pending_ack = json_array();
-			p->pending_errs = json_object();
+			inbound_init(&p->in, pp_cxt, &nanswered);
 			p->slot = wakeup_slot(row->stream);
 			p->gen_before = wakeup_generation(p->slot);
 			peers = lappend(peers, p);
 			MemoryContextSwitchTo(old);
 		}
-		p->removed = false;
+		p->in.removed = false;
 		/* a request in flight records the state its answer brings */
-		if (!p->in_flight && !p->answered)
-			copy_conf(&p->conf, row);
+		if (!p->in.in_flight && !p->in.answered)
+			inbound_copy_conf(&p->in, row);
 		if (row->authorization)
 			explicit_bzero(row->authorization, strlen(row->authorization));
 	}
@@ -444,7 +311,7 @@ turn(TimestampTz now)
 		Taken	   *t = lfirst(lc);
 		Peer	   *p = find_peer(t->row->stream, t->row->endpoint_url, false);
 
-		if (p == NULL || p->in_flight || p->answered)
+		if (p == NULL || p->in.in_flight || p->in.answered)
 			continue;			/* can't happen: read above, taken idle */
 		p->seen_gen = p->gen_before;
 		if (t->sets == NIL && !t->send)
@@ -453,79 +320,13 @@ turn(TimestampTz now)
 	}
 
 	/* a stream gone (or with another endpoint) is freed when idle */
-	old = MemoryContextSwitchTo(pp_cxt);
-	foreach(lc, peers)
-	{
-		Peer	   *p = lfirst(lc);
-
-		if (p->removed && !p->in_flight && !p->answered)
-			free_peer(p);
-		else
-			keep = lappend(keep, p);
-	}
-	list_free(peers);
-	peers = keep;
-	MemoryContextSwitchTo(old);
+	peers = inbound_free_idle(peers, pp_cxt, free_peer);
 }
 
 /* ---------------------------------------------------------------------
  * Answers
  * ---------------------------------------------------------------------
  */
-static void
-exchange_answered(void *arg, const HttpResult *res)
-{
-	Peer	   *p = arg;
-
-	p->in_flight = false;
-	p->answered = true;
-	p->status = res->status;
-	p->retry_after_s = res->retry_after_s;
-	if (res->body != NULL && res->status != 0)
-	{
-		p->body = MemoryContextAlloc(pp_cxt, res->body_len + 1);
-		memcpy(p->body, res->body, res->body_len);
-		p->body[res->body_len] = '\0';
-		p->body_len = res->body_len;
-	}
-	if (res->error)
-		p->error = MemoryContextStrdup(pp_cxt, res->error);
-	free_str(&p->request, false);
-	nanswered++;
-}
-
-/*
- * Add the acks and setErrs of ack and errs to the pending ones.  jansson
- * allocates in CurrentMemoryContext (jws.c): what outlives a step is made
- * in pp_cxt, and copied.
- */
-static void
-add_pending(Peer *p, json_t *ack, json_t *errs)
-{
-	MemoryContext old = MemoryContextSwitchTo(pp_cxt);
-	size_t		i;
-	json_t	   *v;
-	const char *k;
-
-	if (ack)
-		json_array_foreach(ack, i, v)
-			json_array_append_new(p->pending_ack, json_deep_copy(v));
-	if (errs)
-		json_object_foreach(errs, k, v)
-			json_object_set_new(p->pending_errs, k, json_deep_copy(v));
-	MemoryContextSwitchTo(old);
-}
-
-/* Put the acks and setErrs of a failed request back with the pending ones */
-static void
-unsend(Peer *p)
-{
-	add_pending(p, p->sent_ack, p->sent_errs);
-	json_decref(p->sent_ack);
-	json_decref(p->sent_errs);
-	p->sent_ack = p->sent_errs = NULL;
-}
-
 /*
  * Read a response: a Communication Object ({"sets", "ack", "setErrs"}); an
  * empty body is one with nothing in it.  False, with why in err, when it
@@ -536,9 +337,9 @@ parse_response(Peer *p, CommObj *obj, char *err, size_t errlen)
 {
 	char		why[256];
 
-	if (p->body == NULL || p->body_len == 0)
+	if (p->in.body == NULL || p->in.body_len == 0)
 		return true;
-	if (!commobj_parse(p->body, p->body_len, obj, why, sizeof(why)))
+	if (!commobj_parse(p->in.body, p->in.body_len, obj, why, sizeof(why)))
 	{
 		snprintf(err, errlen, "invalid pushpull response: %s", why);
 		return false;
@@ -552,11 +353,8 @@ typedef struct StoreWork
 	PushStream *conf;			/* the state to record */
 	bool		changed;		/* record it */
 	bool		ok;				/* a Communication Object came back */
-	StreamInfo *stream;			/* NULL: no SETs to store */
+	InboundBatch *batch;		/* its stream NULL: no SETs to store */
 	CommObj    *obj;
-	IngestItem *items;
-	json_t	   *ack;
-	json_t	   *errs;
 	TimestampTz now;
 	bool		skipped;
 } StoreWork;
@@ -565,7 +363,7 @@ static void
 store_work(void *arg)
 {
 	StoreWork  *w = arg;
-	const char *name = w->p->conf.stream;
+	const char *name = w->p->in.conf.stream;
 
 	/* DROP EXTENSION, or DROP and CREATE: the stream copy is not valid */
 	if (xact_begin_turn() != XACT_SAME)
@@ -573,15 +371,14 @@ store_work(void *arg)
 		w->skipped = true;
 		return;
 	}
-	/* w->ack and w->errs grow in the step's context, not the transaction's */
+	/* the acks and errs grow in the step's context, not the transaction's */
 	MemoryContextSwitchTo(step_cxt);
 	if (w->ok)
 	{
 		/* the peer's ack and setErrs, as the responder side applies them */
 		store_apply_acks(name, w->obj->ack);
 		store_apply_errs(name, w->obj->errs);
-		if (w->stream != NULL)
-			exchange_collect(w->stream, w->obj, w->items, w->ack, w->errs);
+		inbound_store(w->batch, w->obj);
 	}
 	else
 		store_untake(name, w->p->sent_jtis);
@@ -589,117 +386,40 @@ store_work(void *arg)
 		store_delivery_state(w->conf, 0, w->now);
 }
 
-typedef struct LoadWork
-{
-	const char *name;
-	bool		ok;
-} LoadWork;
-
 static void
-load_work(void *arg)
+handle_answer(void *arg, TimestampTz now)
 {
-	LoadWork   *w = arg;
-	StreamInfo *unused;
-
-	if (xact_begin_turn() == XACT_NO_EXTENSION)
-		return;
-	if (!streamcache_lookup(w->name, &unused))
-		streamcache_load(w->name, false);
-	w->ok = true;
-}
-
-/* The stream's cached copy (loaded if need be), or NULL */
-static StreamInfo *
-cached_stream(const char *name)
-{
-	StreamInfo *stream = NULL;
-	LoadWork	w = {name, false};
-
-	if (streamcache_lookup(name, &stream))
-		return stream;
-	if (!xact_run(load_work, &w) || !w.ok)
-		return NULL;
-	if (!streamcache_lookup(name, &stream))
-		return NULL;
-	return stream;
-}
-
-static void
-handle_answer(Peer *p, TimestampTz now)
-{
-	PushAnswer	a;
+	Peer	   *p = arg;
 	PushClass	cls;
-	PushStream	conf = p->conf;
-	PushRow		row;
-	PushOutcomeRow unused;
-	int64		nonconf = 0;
+	PushStream	conf = p->in.conf;
 	CommObj		obj;
 	bool		ok = false;
 	char		err[300];
+	InboundBatch b;
 	StoreWork	w;
 	bool		was_suspended = strcmp(conf.state, "suspended") == 0;
 	bool		received;
 
 	memset(&w, 0, sizeof(w));
 	memset(&obj, 0, sizeof(obj));
-	a.status = p->status;
-	a.body = p->body;
-	a.body_len = p->body_len;
-	a.retry_after_s = p->retry_after_s;
-	a.transport_error = p->error;
-	outbound_classify(&a, &cls);
-	if (p->status >= 200 && p->status < 300)
-	{
+	err[0] = '\0';
+	/* any 2xx with a Communication Object is acknowledged */
+	if (p->in.status >= 200 && p->in.status < 300)
 		ok = parse_response(p, &obj, err, sizeof(err));
-		if (ok)
-			cls.verdict = PUSH_ACKED;	/* any 2xx with a Communication Object */
-		else
-		{
-			cls.verdict = PUSH_BACKOFF;
-			strlcpy(cls.description, err, sizeof(cls.description));
-		}
-	}
-	else if (cls.verdict == PUSH_FAILED || cls.verdict == PUSH_RETRY_KEY ||
-			 cls.verdict == PUSH_ACKED || cls.verdict == PUSH_ACKED_NONCONFORMANT)
-		cls.verdict = PUSH_BACKOFF; /* an exchange has no row to fail */
-
 	/* the new state of the stream, as a push's answer changes it */
-	memset(&row, 0, sizeof(row));
-	row.jti = "";
-	row.state = "delivered";
-	row.created_at = now;
-	w.changed = outbound_apply(&conf, &row, &cls, p->status, now, &unused,
-							   &nonconf);
+	w.changed = inbound_classify(&p->in, ok, err, "delivered", &conf, now,
+								 &cls);
 
-	if (ok)
+	if (!inbound_receive(&p->in, ok, &obj, &b))
 	{
-		/* the peer has the acks and setErrs it answered */
-		json_decref(p->sent_ack);
-		json_decref(p->sent_errs);
-		p->sent_ack = p->sent_errs = NULL;
-		w.ack = json_array();
-		w.errs = json_object();
-		if (list_length(obj.sets) > 0)
-		{
-			w.stream = cached_stream(p->conf.stream);
-			if (w.stream == NULL)
-			{
-				/* gone: nothing stored, nothing acknowledged */
-				json_decref(w.ack);
-				json_decref(w.errs);
-				p->next_at = now + RETRY_MS * 1000;
-				return;
-			}
-			/* verified outside any transaction */
-			w.items = exchange_verify(w.stream, &obj);
-		}
+		p->next_at = now + RETRY_MS * 1000;
+		return;
 	}
-	else
-		unsend(p);
 
 	w.p = p;
 	w.conf = &conf;
 	w.ok = ok;
+	w.batch = &b;
 	w.obj = &obj;
 	w.now = now;
 	if (!xact_run(store_work, &w) || w.skipped)
@@ -708,8 +428,7 @@ handle_answer(Peer *p, TimestampTz now)
 		 * Not stored: the peer sends its SETs again, ours are delivered
 		 * again after setstream.redelivery_interval
 		 */
-		json_decref(w.ack);
-		json_decref(w.errs);
+		inbound_discard(&b);
 		free_sent_jtis(p);
 		p->next_at = now + RETRY_MS * 1000;
 		return;
@@ -717,15 +436,7 @@ handle_answer(Peer *p, TimestampTz now)
 
 	/* committed: acknowledge with the next request */
 	received = ok && list_length(obj.sets) > 0;
-	add_pending(p, w.ack, w.errs);
-	json_decref(w.ack);
-	json_decref(w.errs);
-	if (!was_suspended && strcmp(conf.state, "suspended") == 0)
-		ereport(LOG,
-				(errmsg("setstream sender: pushpull delivery of stream \"%s\" suspended",
-						p->conf.stream),
-				 errdetail("%s", conf.suspended_reason)));
-	copy_conf(&p->conf, &conf);
+	inbound_committed(&p->in, &b, &conf, was_suspended, "pushpull delivery");
 
 	/*
 	 * Again at once while there is anything to send or the peer may have
@@ -774,7 +485,6 @@ void
 pushpullclient_step(void)
 {
 	MemoryContext old = MemoryContextSwitchTo(step_cxt);
-	ListCell   *lc;
 	TimestampTz now;
 
 	/* streams or keys changed: verify with fresh copies */
@@ -783,28 +493,8 @@ pushpullclient_step(void)
 	if (nanswered > 0)
 	{
 		nanswered = 0;
-		streamcache_begin_turn();
-		foreach(lc, peers)
-		{
-			Peer	   *p = lfirst(lc);
-
-			if (!p->answered)
-				continue;
-			if (p->removed ||
-				strcmp(p->posted_url, p->conf.endpoint_url) != 0)
-			{
-				/* no longer sent there: nothing stored or acknowledged */
-				json_decref(p->sent_ack);
-				json_decref(p->sent_errs);
-				p->sent_ack = p->sent_errs = NULL;
-				free_sent_jtis(p);
-			}
-			else
-				handle_answer(p, GetCurrentTimestamp());
-			forget_answer(p);
-			MemoryContextReset(step_cxt);
-		}
-		streamcache_end_turn();
+		inbound_handle_answers(peers, step_cxt, handle_answer,
+							   free_sent_jtis);
 	}
 
 	now = GetCurrentTimestamp();
@@ -828,12 +518,8 @@ pushpullclient_timeout_ms(void)
 		Peer	   *p = lfirst(lc);
 		TimestampTz at;
 
-		if (p->removed || p->in_flight || p->answered ||
-			strcmp(p->conf.state, "suspended") == 0)
+		if (!inbound_due_at(&p->in, has_pending(p) ? 0 : p->next_at, &at))
 			continue;
-		at = has_pending(p) ? 0 : p->next_at;
-		if (strcmp(p->conf.state, "backoff") == 0 && p->conf.backoff_until > at)
-			at = p->conf.backoff_until;
 		if (at < next)
 			next = at;
 	}
