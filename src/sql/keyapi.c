@@ -27,12 +27,12 @@ PG_FUNCTION_INFO_V1(setstream_token_kid);
 Datum
 setstream_token_kid(PG_FUNCTION_ARGS)
 {
-	text	   *token = PG_GETARG_TEXT_PP(0);
+	char	   *token = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	JwsParts	parts;
 	SetFailure	f;
 	const char *kid;
 
-	if (!jose_split(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &parts, &f))
+	if (!jose_split(token, strlen(token), &parts, &f))
 		PG_RETURN_NULL();
 	kid = json_string_value(json_object_get(parts.header, "kid"));
 	if (kid == NULL)
