@@ -408,11 +408,6 @@ discard_pushes(List *to_start)
 }
 
 /*
- * One database turn.  Returns false (the error logged, the transaction
- * aborted) when it failed; the answered pushes are then forgotten, and
- * their SETs pushed again later.
- */
-/*
  * Sender 0 retires the signing keys rotate_key replaced, once their SETs
  * are settled and setstream.jwks_max_age is up (store_retire_keys).
  */
@@ -427,6 +422,7 @@ retire_keys_when_due(TimestampTz now)
 	next_retire_at = now + RETIRE_INTERVAL_MS * 1000;
 }
 
+/* The work of a database turn, inside xact_run's transaction */
 static void
 sender_turn(void *arg)
 {
@@ -440,6 +436,11 @@ sender_turn(void *arg)
 		slot_gens[i] = turn_gens[slots[i]];
 }
 
+/*
+ * One database turn.  Returns false (the error logged, the transaction
+ * aborted) when it failed; the answered pushes are then forgotten, and
+ * their SETs pushed again later.
+ */
 static bool
 database_turn(void)
 {
