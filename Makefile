@@ -13,7 +13,7 @@
 EXTENSION  = setstream
 MODULE_big = setstream
 DATA       = src/setstream--0.1.0.sql src/setstream--0.1.0--0.2.0.sql \
-             src/setstream--0.2.0--0.3.0.sql
+             src/setstream--0.2.0--0.3.0.sql src/setstream--0.3.0--0.4.0.sql
 
 # src/ is grouped by layer, one folder each (README, "Source layout"); a
 # file includes another by its path under src/ ("store/store.h")

@@ -1,4 +1,4 @@
-"""ALTER EXTENSION setstream UPDATE from 0.1.0 and from 0.2.0 (every released
+"""ALTER EXTENSION setstream UPDATE from 0.1.0, 0.2.0 and 0.3.0 (every released
 version): every table keeps its rows,
 and the upgraded extension is object for object the one a fresh CREATE
 EXTENSION makes (tables, columns, defaults, constraints, indexes, triggers,
@@ -29,7 +29,9 @@ from conftest import jdump, key_for, public_jwk, sign
 
 TABLES_0_1_0 = ["streams", "keys", "key_secrets", "tokens", "client_certs", "events", "outbox"]
 TABLES_0_2_0 = TABLES_0_1_0 + ["stream_grants", "deliveries", "delivery_secrets"]
-TABLES = {"0.1.0": TABLES_0_1_0, "0.2.0": TABLES_0_2_0}
+TABLES_0_3_0 = TABLES_0_2_0 + ["peer_jwks", "sources", "source_secrets", "receivers",
+                               "receiver_tokens"]
+TABLES = {"0.1.0": TABLES_0_1_0, "0.2.0": TABLES_0_2_0, "0.3.0": TABLES_0_3_0}
 
 # Every object of the extension, described by its definition
 CATALOG_QUERIES = {
@@ -167,8 +169,23 @@ def same_grants_0_2_0(conn):
     q(conn, "SELECT setstream.allow_stream_creation('pg_signal_backend')")
 
 
-FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0}
-SAME_GRANTS = {"0.1.0": lambda conn: None, "0.2.0": same_grants_0_2_0}
+def fill_0_3_0(conn):
+    """The 0.2.0 rows, and rows in the tables 0.3.0 added."""
+    fill_0_2_0(conn)
+    q(conn, "SELECT setstream.alter_stream('up-b', peer_jwks_uri => 'https://a.example/jwks.json')")
+    q(conn, "INSERT INTO setstream.peer_jwks (stream, uri, fetched_at)"
+            " VALUES ('up-b', 'https://a.example/jwks.json', now())")
+    q(conn, "SELECT setstream.set_source('up-c', 'poll', 'https://c.example/poll',"
+            " 'Bearer up-source')")
+    q(conn, "SELECT setstream.create_receiver('up-r', '{https://r.example}', 3)")
+    q(conn, "SELECT setstream.issue_receiver_token('up-r', '{ssf.read,ssf.manage}')")
+    q(conn, "SELECT setstream.set_stream_receiver('up-a', 'up-r')")
+    q(conn, "SELECT setstream.rotate_key('up-a', 'ES256')")
+
+
+FILL = {"0.1.0": fill, "0.2.0": fill_0_2_0, "0.3.0": fill_0_3_0}
+SAME_GRANTS = {"0.1.0": lambda conn: None, "0.2.0": same_grants_0_2_0,
+               "0.3.0": same_grants_0_2_0}
 
 
 def table_rows(conn, tables):
@@ -216,7 +233,7 @@ def assert_same_dump(old_db, new_db, binary_upgrade):
     return b
 
 
-@pytest.mark.parametrize("from_version", ["0.1.0", "0.2.0"])
+@pytest.mark.parametrize("from_version", ["0.1.0", "0.2.0", "0.3.0"])
 def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_version):
     old_db, new_db = databases
     old = connect(old_db)
@@ -249,9 +266,11 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
         got = q(old, "SELECT setstream.poll('up-a', '{\"maxEvents\": 10}'::jsonb)")[0][0]
         assert len(got["sets"]) == 2   # the two never acked or failed
         # a stream disabled before 0.3.0 refuses inbound SETs still (0.3.0
-        # made that a setting of its own: set_inbound)
+        # made that a setting of its own: set_inbound); one disabled since
+        # 0.3.0 takes them
         assert q(old, "SELECT name, inbound FROM setstream.streams ORDER BY name") == \
-            [("up-a", "accept"), ("up-b", "accept"), ("up-c", "refuse")]
+            [("up-a", "accept"), ("up-b", "accept"),
+             ("up-c", "accept" if from_version == "0.3.0" else "refuse")]
 
         # the schema: object for object as a fresh install
         a, b = catalog(old), catalog(new)
