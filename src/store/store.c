@@ -20,13 +20,19 @@
 #include "base/pg_builtins.h"
 #include "store/store.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
@@ -517,6 +523,54 @@ store_schema_is_0_3(void)
 
 	return OidIsValid(rel) && get_attnum(rel, "inbound") != InvalidAttrNumber &&
 		OidIsValid(get_relname_relid("peer_jwks", nsp));
+}
+
+/*
+ * The installed version of the extension as "major.minor" numbers (0.4.0
+ * is 4, 1.2.x would be 10002), or -1 when it is not installed.  Read from
+ * pg_extension, so it follows ALTER EXTENSION UPDATE at the next
+ * transaction.
+ */
+static int
+extension_version_number(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			number = -1;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("setstream"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+		int			major = 0;
+		int			minor = 0;
+
+		if (!isnull &&
+			sscanf(text_to_cstring(DatumGetTextPP(d)), "%d.%d", &major, &minor) == 2)
+			number = major * 10000 + minor;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return number;
+}
+
+/*
+ * Is the schema 0.4.0's or later?  The binaries serve a database whose
+ * extension is not updated yet with 0.3.0's statements: every use of what
+ * setstream--0.3.0--0.4.0.sql adds is behind this test.
+ */
+bool
+store_schema_is_0_4(void)
+{
+	return extension_version_number() >= 4;
 }
 
 /* The stream's settings; raises undefined_object when there is none */

@@ -35,6 +35,7 @@ struct SignKey
 typedef struct SignKey SignKey;
 
 extern bool store_schema_is_0_3(void);
+extern bool store_schema_is_0_4(void);
 extern StreamInfo *store_get_stream(const char *name);
 extern StreamInfo *store_find_stream(const char *name);
 extern List *store_verify_keys(const char *stream, const char *kid);
