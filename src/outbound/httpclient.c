@@ -423,6 +423,7 @@ set_client_certificate(CURL *e)
 static bool
 start_request(const char *url, const char *body, size_t len,
 			  const char *content_type, const char *accept,
+			  const char *content_language,
 			  const char *authorization, long timeout_ms,
 			  size_t max_response, HttpDoneCallback done, void *arg)
 {
@@ -452,6 +453,11 @@ start_request(const char *url, const char *body, size_t len,
 	}
 	line = psprintf("Accept: %s", accept);
 	req->headers = curl_slist_append(req->headers, line);
+	if (content_language != NULL)
+	{
+		line = psprintf("Content-Language: %s", content_language);
+		req->headers = curl_slist_append(req->headers, line);
+	}
 	req->headers = curl_slist_append(req->headers, "Expect:");
 	if (authorization != NULL)
 	{
@@ -519,23 +525,27 @@ httpclient_post(const char *url, const char *body, size_t len,
 				const char *content_type, const char *accept,
 				const char *authorization, HttpDoneCallback done, void *arg)
 {
-	return start_request(url, body, len, content_type, accept, authorization,
-						 setstream_outbound_timeout_ms, HTTP_MAX_RESPONSE,
-						 done, arg);
+	return start_request(url, body, len, content_type, accept, NULL,
+						 authorization, setstream_outbound_timeout_ms,
+						 HTTP_MAX_RESPONSE, done, arg);
 }
 
 /*
  * httpclient_post with its own total timeout and response body limit
- * (the poll client's long polls wait longer, and bring SETs back)
+ * (the poll client's long polls wait longer, and bring SETs back), and a
+ * Content-Language when not NULL (a Communication Object that carries
+ * setErrs: their descriptions are in that language)
  */
 bool
 httpclient_post_limits(const char *url, const char *body, size_t len,
 					   const char *content_type, const char *accept,
+					   const char *content_language,
 					   const char *authorization, long timeout_ms,
 					   size_t max_response, HttpDoneCallback done, void *arg)
 {
-	return start_request(url, body, len, content_type, accept, authorization,
-						 timeout_ms, max_response, done, arg);
+	return start_request(url, body, len, content_type, accept,
+						 content_language, authorization, timeout_ms,
+						 max_response, done, arg);
 }
 
 /* GET url with the given Accept (the JWK Sets of jwksfetch.c) */
@@ -543,7 +553,7 @@ bool
 httpclient_get(const char *url, const char *accept, HttpDoneCallback done,
 			   void *arg)
 {
-	return start_request(url, NULL, 0, NULL, accept, NULL,
+	return start_request(url, NULL, 0, NULL, accept, NULL, NULL,
 						 setstream_outbound_timeout_ms, HTTP_MAX_RESPONSE,
 						 done, arg);
 }

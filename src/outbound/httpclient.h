@@ -49,6 +49,7 @@ extern bool httpclient_get(const char *url, const char *accept,
 extern bool httpclient_post_limits(const char *url, const char *body,
 								   size_t len, const char *content_type,
 								   const char *accept,
+								   const char *content_language,
 								   const char *authorization, long timeout_ms,
 								   size_t max_response, HttpDoneCallback done,
 								   void *arg);

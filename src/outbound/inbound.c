@@ -198,6 +198,7 @@ inbound_post(InboundPeer *p, json_t *req, int timeout_ms)
 {
 	StringInfoData text;
 	MemoryContext old = MemoryContextSwitchTo(p->cxt);
+	bool		has_errs = json_object_size(p->pending_errs) > 0;
 
 	initStringInfo(&text);
 	json_write(&text, req);
@@ -215,6 +216,7 @@ inbound_post(InboundPeer *p, json_t *req, int timeout_ms)
 	if (p->request == NULL ||
 		!httpclient_post_limits(p->url, p->request, strlen(p->request),
 								"application/json", "application/json",
+								has_errs ? "en" : NULL,
 								p->conf.authorization, timeout_ms,
 								(size_t) setstream_max_request_bytes,
 								answered, p))

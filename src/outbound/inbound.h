@@ -85,7 +85,8 @@ extern List *inbound_free_idle(List *peers, MemoryContext cxt,
 /*
  * Send req (to which the pending acks and setErrs were added) to the
  * peer's endpoint_url: they are in flight until its answer is captured
- * (at once when it could not be started)
+ * (at once when it could not be started).  A request that carries setErrs
+ * has "Content-Language: en" (RFC 8936 2.4.2, the pushpull draft 2.6).
  */
 extern void inbound_post(InboundPeer *p, json_t *req, int timeout_ms);
 

@@ -154,6 +154,14 @@ def test_a_set_that_fails_verification_is_a_seterr_in_the_next_poll(
     transmitter.add(bad_jti, bad)
     wait_for("the setErr", lambda: bad_jti in transmitter.set_errs)
     assert transmitter.set_errs[bad_jti]["err"] == "invalid_audience"
+    # a request that carries setErrs says the language of their
+    # descriptions (RFC 8936 2.4.2); one without setErrs does not need to
+    with transmitter.lock:
+        reqs = list(transmitter.requests)
+    carrying = [r for r in reqs if isinstance(r["body"], dict) and r["body"].get("setErrs")]
+    assert carrying and all(r["headers"].get("content-language") == "en" for r in carrying)
+    assert all("content-language" not in r["headers"] for r in reqs
+               if isinstance(r["body"], dict) and not r["body"].get("setErrs"))
     wait_for("the ack", lambda: good_jti in transmitter.acked)
     assert bad_jti not in transmitter.acked
     assert set(sources.stored(s)) == {good_jti}

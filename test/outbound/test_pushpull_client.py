@@ -263,6 +263,11 @@ def test_the_answers_sets_are_stored_and_acked_in_the_next_request_after_commit(
     assert pushpulls.stored(s) == good                       # once, byte for byte
     assert responder.set_errs[bad_jti]["err"] == "invalid_audience"
     assert bad_jti not in responder.acked
+    # the request that carries the setErr says its description's language
+    with responder.lock:
+        reqs = list(responder.requests)
+    carrying = [r for r in reqs if isinstance(r["body"], dict) and r["body"].get("setErrs")]
+    assert carrying and all(r["headers"].get("content-language") == "en" for r in carrying)
     for j in good:
         # acknowledged by the request after the one whose answer brought it
         assert responder.ack_request[j] == responder.served_in[j] + 1
