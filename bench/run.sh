@@ -30,7 +30,7 @@ export BENCH_RUNS BENCH_DURATION BENCH_DIR BENCH_CACHE
 say() { printf '[%s] run.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 say "dependencies"
-"$REPO/scripts/deps.sh"
+"$REPO/scripts/deps.sh" --bench
 command -v wrk >/dev/null || { echo "run.sh: wrk is missing" >&2; exit 1; }
 
 say "building and installing setstream"

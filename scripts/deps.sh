@@ -57,6 +57,17 @@ if [ "$codename" = bookworm ]; then
     PACKAGES+=(debootstrap)
 fi
 
+# --bench: also what bench/run.sh needs beyond the tests (scenario
+# push_send: a fast local receiver, nginx, and h2load for its HTTP/2
+# limit).  Installing nginx-light on a machine that runs systemd enables
+# its default site on port 80; the benchmark does not use it (it runs its
+# own nginx on loopback ports), and `systemctl disable --now nginx` turns
+# it off.
+if [ "${1:-}" = --bench ]; then
+    PACKAGES+=(nginx-light nghttp2-client)
+    shift
+fi
+
 if [ "${1:-}" = --list ]; then
     printf '%s\n' "${PACKAGES[@]}"
     exit 0

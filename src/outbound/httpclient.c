@@ -569,6 +569,36 @@ httpclient_timeout_ms(void)
 	return ms < 0 ? 0 : ms;
 }
 
+/*
+ * An HTTP/2 server may answer before it has read the whole request and then
+ * end the stream with RST_STREAM NO_ERROR; RFC 9113 8.1: "Clients MUST NOT
+ * discard responses as a result of receiving such a RST_STREAM".  libcurl
+ * 7.88 (Debian 12) reports CURLE_HTTP2_STREAM then (nginx's "return 202"
+ * does it to every push that is not read to its end).  The response is
+ * taken when it is whole: a final status and exactly the Content-Length
+ * it announced (a stream reset in the middle of an answer has less).
+ */
+static bool
+complete_before_reset(CURL *e, CURLcode code, HttpRequest *req)
+{
+	long		status = 0;
+	long		version = 0;
+	curl_off_t	length = -1;
+
+	if (code != CURLE_HTTP2_STREAM || req->too_large || req->refused)
+		return false;
+	if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
+		version != CURL_HTTP_VERSION_2_0)
+		return false;
+	if (curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
+		status < 200)
+		return false;
+	if (curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK ||
+		length < 0)
+		return false;
+	return (size_t) length == (size_t) req->response.len;
+}
+
 static void
 finish(CURL *e, CURLcode code)
 {
@@ -582,7 +612,7 @@ finish(CURL *e, CURLcode code)
 	memset(&result, 0, sizeof(result));
 	result.retry_after_s = -1;
 	result.max_age_s = req->max_age_s;
-	if (code == CURLE_OK)
+	if (code == CURLE_OK || complete_before_reset(e, code, req))
 	{
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 		/* libcurl reports 0 both for none and for "Retry-After: 0" */

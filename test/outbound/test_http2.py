@@ -17,13 +17,20 @@ from conftest import wait_for
 h2 = pytest.importorskip("h2.connection")
 import h2.config  # noqa: E402
 import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
 
 class H2Receiver:
-    def __init__(self, certificate, delay=0.4):
+    def __init__(self, certificate, delay=0.4, early=None):
         self.delay = delay
+        # "reset": answer 202 (whole, END_STREAM) on the request's headers,
+        # before reading its body, then RST_STREAM NO_ERROR (RFC 9113 8.1,
+        # what nginx's "return 202" does); "cut": announce a body of 10
+        # bytes, send none, then RST_STREAM INTERNAL_ERROR (an answer cut
+        # short, which must not count)
+        self.early = early
         self.requests = []       # (connection number, stream id, headers, body, t)
         self.connections = 0
         self.active = 0
@@ -61,6 +68,11 @@ class H2Receiver:
             tls.close()
             return
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        if self.early:
+            # a window of 16 bytes: the client sends its headers, and only
+            # the start of its body before the answer comes
+            conn.local_settings = h2.settings.Settings(
+                client=False, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16})
         conn.initiate_connection()
         send_lock = threading.Lock()
         tls.sendall(conn.data_to_send())
@@ -93,6 +105,10 @@ class H2Receiver:
                                                     v.decode() if isinstance(v, bytes) else v)
                                                    for k, v in ev.headers)
                         bodies[ev.stream_id] = b""
+                        if self.early:
+                            self.answer_early(conn, ev.stream_id, heads[ev.stream_id], number)
+                    elif self.early:
+                        continue        # the rest of a request answered already
                     elif isinstance(ev, h2.events.DataReceived):
                         bodies[ev.stream_id] += ev.data
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
@@ -105,6 +121,17 @@ class H2Receiver:
                         threading.Thread(target=respond, args=(ev.stream_id,), daemon=True).start()
                 tls.sendall(conn.data_to_send())
         tls.close()
+
+    def answer_early(self, conn, stream_id, head, number):
+        with self.lock:
+            self.requests.append((number, stream_id, head, b"", time.monotonic()))
+        if self.early == "reset":
+            conn.send_headers(stream_id, [(":status", "202"), ("content-length", "0")],
+                              end_stream=True)
+            conn.reset_stream(stream_id, error_code=0)
+        else:
+            conn.send_headers(stream_id, [(":status", "202"), ("content-length", "10")])
+            conn.reset_stream(stream_id, error_code=2)
 
     def close(self):
         self.stop.set()
@@ -146,5 +173,52 @@ def test_pushes_are_multiplexed_on_one_http2_connection(loopback, certificate, p
         tokens = {t.encode() for (t,) in db.rows(
             "SELECT token FROM setstream.outbox WHERE stream = %s", (s.name,))}
         assert {r[3] for r in receiver.requests} == tokens
+    finally:
+        receiver.close()
+
+
+def test_a_whole_answer_before_a_reset_stream_counts(loopback, certificate, pushes, db):
+    """RFC 9113 8.1: a server may answer before it has read the request and
+    end the stream with RST_STREAM NO_ERROR; "clients MUST NOT discard
+    responses as a result".  libcurl 7.88 reports that as a stream error:
+    the sender takes the answer when it is whole (the Content-Length it
+    announced came), so the push is acked.  Here the push that opens the
+    connection still fails so (libcurl drops that answer's headers: there is
+    no status to take), and is pushed again after the backoff, on a new
+    connection, where it is again the first; the pushes that follow it on
+    the connection are acked.  Without the fix every push fails, and none
+    is ever acked."""
+    loopback.set(outbound_ca_file=certificate[0])
+    receiver = H2Receiver(certificate, early="reset")
+    try:
+        s = pushes.create(receiver.url, concurrency=4)
+        db.execute("SELECT setstream.emit(%s, %s, '{}'::jsonb) FROM generate_series(1, 5)",
+                   (s.name, SESSION_REVOKED))
+        try:
+            wait_for("4 acks", lambda: db.val(
+                "SELECT count(*) FROM setstream.outbox WHERE stream = %s AND state = 'acked' "
+                "AND last_status = 202", (s.name,)) >= 4, timeout=30)
+        except AssertionError:
+            raise AssertionError(db.rows("SELECT state, last_status, last_error"
+                                         " FROM setstream.outbox WHERE stream = %s", (s.name,)))
+    finally:
+        receiver.close()
+
+
+def test_an_answer_cut_by_a_reset_stream_does_not_count(loopback, certificate, pushes, db):
+    """The same reset after an answer that announced a body it did not
+    send: that answer is not whole, the push failed (retried later)."""
+    loopback.set(outbound_ca_file=certificate[0])
+    receiver = H2Receiver(certificate, early="cut")
+    try:
+        s = pushes.create(receiver.url, concurrency=1)
+        db.execute("SELECT setstream.emit(%s, %s, '{}'::jsonb)", (s.name, SESSION_REVOKED))
+        wait_for("a failed attempt", lambda: db.val(
+            "SELECT failures FROM setstream.deliveries WHERE stream = %s", (s.name,)) >= 1,
+            timeout=30)
+        row = db.rows("SELECT state, last_status, last_error FROM setstream.outbox"
+                      " WHERE stream = %s", (s.name,))[0]
+        assert row[0] != "acked" and row[1] == 0, row
+        assert "HTTP/2" in row[2], row
     finally:
         receiver.close()
