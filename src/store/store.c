@@ -1343,8 +1343,7 @@ static StoreStmt stmt_untake = {
 	"UPDATE setstream.outbox o SET state = 'pending'"
 	" WHERE o.stream OPERATOR(pg_catalog.=) $1"
 	" AND o.jti OPERATOR(pg_catalog.=) ANY ($2)"
-	" AND o.state OPERATOR(pg_catalog.=) 'delivered'"
-	" AND o.acked_at IS NULL AND o.failed_at IS NULL",
+	" AND o.state OPERATOR(pg_catalog.=) 'delivered'",
 	2, {TEXTOID, TEXTARRAYOID}
 };
 
@@ -1366,7 +1365,15 @@ static StoreStmt stmt_push_due = {
 	5, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID, INT4OID}, NULL, true
 };
 
-/* One push's outcome; every time is computed by the sender */
+/*
+ * One push's outcome; every time is computed by the sender.  "Not settled"
+ * is said with state (the CHECK on outbox ties it to acked_at and
+ * failed_at), not with outbox_due_idx's predicate: a plan may then only
+ * use the key (jti, stream).  With "acked_at IS NULL AND failed_at IS
+ * NULL", a generic plan made while the statistics did not know the stream
+ * (just after a bulk emit) scanned the due index for the stream and
+ * filtered on jti: every answer read every unsettled row of the stream.
+ */
 static StoreStmt stmt_push_outcome = {
 	"UPDATE setstream.outbox o SET state = $3,"
 	" attempts = o.attempts OPERATOR(pg_catalog.+) $4,"
@@ -1375,7 +1382,7 @@ static StoreStmt stmt_push_outcome = {
 	" next_attempt_at = $10, last_status = COALESCE($11, o.last_status),"
 	" last_error = $12"
 	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
-	" AND o.acked_at IS NULL AND o.failed_at IS NULL"
+	" AND o.state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')"
 	" RETURNING o.created_at",
 	12, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID}
