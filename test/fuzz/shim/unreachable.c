@@ -204,3 +204,17 @@ store_ssf_delete_stream(const char *stream, const char *receiver)
 	UNREACHABLE(store_ssf_delete_stream);
 	return false;
 }
+
+char *
+store_ssf_update_stream(const SsfStreamUpdate *u)
+{
+	UNREACHABLE(store_ssf_update_stream);
+	return NULL;
+}
+
+void
+store_set_subject(const char *stream, const char *subject, bool included,
+				  bool verified, bool keep_removed)
+{
+	UNREACHABLE(store_set_subject);
+}
