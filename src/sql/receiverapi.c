@@ -245,7 +245,7 @@ static void
 change_subject(FunctionCallInfo fcinfo, bool add)
 {
 	char	   *stream;
-	char	   *text;
+	char	   *jtext;
 	json_t	   *subject;
 	json_error_t jerr;
 	SetFailure	f;
@@ -261,8 +261,8 @@ change_subject(FunctionCallInfo fcinfo, bool add)
 	stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	privileges_require(stream, "manage");
 	store_get_stream(stream);	/* 42704 when missing */
-	text = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1)));
-	subject = json_loads(text, 0, &jerr);
+	jtext = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1)));
+	subject = json_loads(jtext, 0, &jerr);
 	if (!json_is_object(subject))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
