@@ -120,7 +120,7 @@ BEGIN
         INSERT INTO setstream.stream_subjects AS x (stream, subject, included, verified)
         VALUES (_set_subject.stream, _set_subject.subject, _set_subject.included,
                 coalesce(_set_subject.verified, true))
-        ON CONFLICT (stream, subject) DO UPDATE
+        ON CONFLICT ON CONSTRAINT stream_subjects_pkey DO UPDATE
            SET included = excluded.included, verified = excluded.verified,
                changed_at = pg_catalog.now();
     ELSE
@@ -155,8 +155,8 @@ $$;
 
 -- PATCH and PUT /ssf/streams: change the receiver-supplied members of the
 -- receiver's stream (set_*: the member is given; PUT gives them all, a
--- missing one NULL); a change of delivery goes through set_delivery, so
--- the queued SETs follow the new route.  NULL when the stream is not the
+-- missing one NULL); a change of delivery goes through set_delivery, and
+-- the queued SETs follow the new route at once.  NULL when the stream is not the
 -- receiver's; else its configuration object.
 CREATE FUNCTION setstream._ssf_update_stream(stream text, receiver text, public_url text,
                                              set_description boolean, description text,
@@ -167,6 +167,9 @@ RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    old_method text;
+    old_url text;
 BEGIN
     PERFORM 1 FROM setstream.streams s
       WHERE s.name OPERATOR(pg_catalog.=) _ssf_update_stream.stream
@@ -183,12 +186,25 @@ BEGIN
          WHERE s.name OPERATOR(pg_catalog.=) _ssf_update_stream.stream;
     END IF;
     IF set_delivery THEN
+        SELECT d.method, d.endpoint_url INTO old_method, old_url
+          FROM setstream.deliveries d
+         WHERE d.stream OPERATOR(pg_catalog.=) _ssf_update_stream.stream;
         IF _ssf_update_stream.method OPERATOR(pg_catalog.=) 'push' THEN
             PERFORM setstream.set_delivery(_ssf_update_stream.stream, 'push',
                                            _ssf_update_stream.endpoint_url,
                                            _ssf_update_stream.authorization_header);
         ELSE
             PERFORM setstream.set_delivery(_ssf_update_stream.stream, 'poll');
+        END IF;
+        -- a new route: the SETs the old one had taken and not had
+        -- acknowledged are due on the new one now, not after the old
+        -- route's retry or redelivery wait
+        IF coalesce(old_method, 'poll') OPERATOR(pg_catalog.<>) _ssf_update_stream.method
+           OR old_url IS DISTINCT FROM _ssf_update_stream.endpoint_url THEN
+            UPDATE setstream.outbox o SET state = 'pending', next_attempt_at = NULL
+             WHERE o.stream OPERATOR(pg_catalog.=) _ssf_update_stream.stream
+               AND o.acked_at IS NULL AND o.failed_at IS NULL
+               AND (o.state OPERATOR(pg_catalog.<>) 'pending' OR o.next_attempt_at IS NOT NULL);
         END IF;
     END IF;
     RETURN setstream._ssf_stream_config(_ssf_update_stream.stream, _ssf_update_stream.receiver,

@@ -212,7 +212,7 @@ def test_a_delivery_change_reroutes_queued_sets(client, db, stream):
                   (sid,)) == 0
     r = poll(client, poll_url, token)
     assert r.status_code == 200, r.text
-    assert jti in r.json()["sets"]
+    assert jti in r.json()["sets"], db.outbox(sid, jti)
 
 
 # --- subjects ------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_emit_trigger_is_filtered_too(client, db, stream):
 
 
 def test_a_plain_sql_stream_is_not_filtered(db, streams, transmitter):
-    s = streams.create(token=False)
+    s = streams.create(token=False, signing_alg="ES256")
     assert db.emit(s.name, RISC_PURGED, subject=BOB) is not None
     transmitter.set(default_subjects="NONE")
     assert db.emit(s.name, RISC_PURGED, subject=BOB) is not None
