@@ -3,7 +3,7 @@
 -- delivers to a stream with events_requested or subjects.  (The
 -- listener's endpoints: test/ssf/test_update_subjects.py.)
 BEGIN;
-SELECT plan(19);
+SELECT plan(20);
 
 SET LOCAL client_min_messages = warning;
 
@@ -77,6 +77,10 @@ SELECT is(pg_temp.as_role('tap_sub_e', $$SELECT setstream.add_subject('tap-sub',
             '{"format": "opaque", "id": "x"}')$$),
           'ERROR 42501: permission denied for function add_subject',
           'emit right alone: no add_subject');
+CREATE ROLE tap_sub_m NOLOGIN;
+SELECT setstream.grant_stream('tap-sub', 'tap_sub_m', '{manage}');
+SELECT is(pg_temp.as_role('tap_sub_m', $$SELECT 'ok' FROM setstream.add_subject('tap-sub',
+            '{"format": "opaque", "id": "x"}')$$), 'ok', 'the manage right: add_subject');
 
 SELECT * FROM finish();
 ROLLBACK;
