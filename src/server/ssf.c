@@ -510,8 +510,8 @@ parse_update_events(json_t *events, SsfRequest *r)
  * PATCH (replace false) or PUT /ssf/streams: "stream_id", the
  * receiver-supplied members to change (PUT: all of them, a missing one
  * removed, a missing delivery poll), and the transmitter-supplied ones,
- * kept to be compared with the stream's (SSF 1.0, 8.1.1.3: they must
- * match)
+ * kept to be compared with the stream's (SSF 1.0, stream update and
+ * replace: they may be sent but must match)
  */
 static void
 parse_streams_update(Conn *conn, SsfRequest *r, bool replace)
