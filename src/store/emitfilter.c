@@ -85,8 +85,10 @@ text_member(List *list, const char *s)
 	ListCell   *lc;
 
 	foreach(lc, list)
+	{
 		if (strcmp(lfirst(lc), s) == 0)
-		return true;
+			return true;
+	}
 	return false;
 }
 
