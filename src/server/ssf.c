@@ -833,6 +833,33 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 	}
 }
 
+/*
+ * PATCH, PUT and the subject endpoints use what 0.4.0 adds: on a database
+ * whose extension is not updated yet they answer as 0.3.0 did (405 and
+ * 404), without touching it
+ */
+static bool
+ssf_0_4_ready(Conn *conn, SsfRoute route)
+{
+	int			m = conn->http.req.method;
+
+	if (route == SSF_STREAMS && m != HTTP_PATCH && m != HTTP_PUT)
+		return true;
+	if (route != SSF_STREAMS && route != SSF_SUBJECT_ADD && route != SSF_SUBJECT_REMOVE)
+		return true;
+	if (store_schema_is_0_4())
+		return true;
+	if (route == SSF_STREAMS)
+		http_respond_error(conn, 405, NULL,
+						   "PATCH and PUT need setstream 0.4.0: ALTER EXTENSION setstream UPDATE",
+						   NO_STORE "Allow: GET, POST, DELETE\r\n");
+	else
+		http_respond_error(conn, 404, NULL,
+						   "subjects need setstream 0.4.0: ALTER EXTENSION setstream UPDATE",
+						   NO_STORE);
+	return false;
+}
+
 /* Step two, in the turn's transaction: the receiver, its stream, the work */
 TurnResult
 ssf_execute(Conn *conn, SsfRoute route, void *state)
@@ -852,6 +879,8 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 						   r->bad, NO_STORE);
 		return TURN_ANSWERED;
 	}
+	if (!ssf_0_4_ready(conn, route))
+		return TURN_ANSWERED;
 	if (route == SSF_STREAMS)
 	{
 		execute_streams(conn, r, receiver);

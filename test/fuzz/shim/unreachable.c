@@ -218,3 +218,10 @@ store_set_subject(const char *stream, const char *subject, bool included,
 {
 	UNREACHABLE(store_set_subject);
 }
+
+bool
+store_schema_is_0_4(void)
+{
+	UNREACHABLE(store_schema_is_0_4);
+	return false;
+}
