@@ -67,6 +67,15 @@ int			setstream_invalid_key_retry_s = 600;
 int			setstream_auth_retries = 3;
 char	   *setstream_public_url = NULL;
 char	   *setstream_issuer = NULL;
+int			setstream_default_subjects = SSF_DEFAULT_SUBJECTS_ALL;
+
+static const struct config_enum_entry default_subjects_options[] = {
+	{"ALL", SSF_DEFAULT_SUBJECTS_ALL, false},
+	{"NONE", SSF_DEFAULT_SUBJECTS_NONE, false},
+	{"all", SSF_DEFAULT_SUBJECTS_ALL, true},
+	{"none", SSF_DEFAULT_SUBJECTS_NONE, true},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 
@@ -293,6 +302,11 @@ define_ssf_gucs(void)
 							   "The SSF transmitter's issuer, exactly as the discovery document states it; empty: setstream.public_url without a trailing slash.",
 							   NULL, &setstream_issuer, "",
 							   PGC_SIGHUP, 0, check_ssf_url, NULL, NULL);
+	DefineCustomEnumVariable("setstream.default_subjects",
+							 "SSF default_subjects: ALL (a receiver's stream delivers every subject not removed) or NONE (only the subjects added).",
+							 NULL, &setstream_default_subjects,
+							 SSF_DEFAULT_SUBJECTS_ALL, default_subjects_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
 void

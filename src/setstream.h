@@ -24,6 +24,11 @@ extern char *setstream_tls_key_file;
 extern char *setstream_tls_ca_file;
 extern char *setstream_public_url;
 extern char *setstream_issuer;
+extern int	setstream_default_subjects;
+
+/* setstream.default_subjects (SSF default_subjects) */
+#define SSF_DEFAULT_SUBJECTS_ALL	0
+#define SSF_DEFAULT_SUBJECTS_NONE	1
 extern int	setstream_max_request_bytes;
 extern int	setstream_max_connections;
 extern int	setstream_poll_timeout_ms;

@@ -11,6 +11,9 @@
  *	    POST /ssf/streams {"events_requested"?, "delivery"?, "description"?}
  *	    GET  /ssf/streams[?stream_id=<id>]
  *	    DELETE /ssf/streams?stream_id=<id>
+ *	    PATCH, PUT /ssf/streams {"stream_id", receiver-supplied members}
+ *	    POST /ssf/subjects:add {"stream_id", "subject", "verified"?}
+ *	    POST /ssf/subjects:remove {"stream_id", "subject"}
  *
  *	  The discovery document is built from setstream.public_url and
  *	  setstream.issuer alone and answered in prepare, without the
@@ -33,6 +36,7 @@
 #include "server/auth/auth.h"
 #include "server/conn.h"
 #include "server/ssf.h"
+#include "set/subject.h"
 #include "setstream.h"
 #include "store/store.h"
 
@@ -51,6 +55,11 @@ typedef struct SsfRequest
 	char	   *status;
 	char	   *reason;
 	SsfNewStream create;		/* POST /ssf/streams */
+	SsfStreamUpdate update;		/* PATCH, PUT /ssf/streams */
+	json_t	   *given;			/* PATCH, PUT: the transmitter-supplied
+								 * members of the body, to compare */
+	char	   *subject;		/* /ssf/subjects:*: JSON text */
+	bool		verified;		/* /ssf/subjects:add */
 } SsfRequest;
 
 /* The base URL of every endpoint: setstream.public_url, no trailing '/' */
@@ -108,6 +117,10 @@ ssf_route(const char *path)
 		return SSF_STATUS;
 	if (strcmp(path, "/ssf/streams") == 0)
 		return SSF_STREAMS;
+	if (strcmp(path, "/ssf/subjects:add") == 0)
+		return SSF_SUBJECT_ADD;
+	if (strcmp(path, "/ssf/subjects:remove") == 0)
+		return SSF_SUBJECT_REMOVE;
 	return SSF_NONE;
 }
 
@@ -128,10 +141,16 @@ ssf_method_allowed(Conn *conn, SsfRoute route)
 						   NO_STORE "Allow: GET, POST\r\n");
 		return false;
 	}
-	if (route == SSF_STREAMS && m != HTTP_GET && m != HTTP_POST && m != HTTP_DELETE)
+	if (route == SSF_STREAMS && m != HTTP_GET && m != HTTP_POST &&
+		m != HTTP_DELETE && m != HTTP_PATCH && m != HTTP_PUT)
 	{
-		http_respond_error(conn, 405, NULL, "use GET, POST or DELETE",
-						   NO_STORE "Allow: GET, POST, DELETE\r\n");
+		http_respond_error(conn, 405, NULL, "use GET, POST, PATCH, PUT or DELETE",
+						   NO_STORE "Allow: GET, POST, PATCH, PUT, DELETE\r\n");
+		return false;
+	}
+	if ((route == SSF_SUBJECT_ADD || route == SSF_SUBJECT_REMOVE) && m != HTTP_POST)
+	{
+		http_respond_error(conn, 405, NULL, "use POST", NO_STORE "Allow: POST\r\n");
 		return false;
 	}
 	return true;
@@ -177,7 +196,9 @@ respond_configuration(Conn *conn)
 	json_array_append_new(schemes,
 						  json_pack("{s:s}", "spec_urn", "urn:ietf:rfc:6749"));
 	json_object_set_new(doc, "authorization_schemes", schemes);
-	json_object_set_new(doc, "default_subjects", json_string("ALL"));
+	json_object_set_new(doc, "default_subjects",
+						json_string(setstream_default_subjects == SSF_DEFAULT_SUBJECTS_NONE ?
+									"NONE" : "ALL"));
 	http_respond_json(conn, 200, doc, "Cache-Control: max-age=300\r\n");
 	json_decref(doc);
 }
@@ -454,6 +475,154 @@ parse_status_post(Conn *conn, SsfRequest *r)
 }
 
 /*
+ * "events_requested" of a PATCH or PUT: an array of non-empty strings
+ * (null: none)
+ */
+static void
+parse_update_events(json_t *events, SsfRequest *r)
+{
+	size_t		i;
+	json_t	   *e;
+
+	r->update.set_events = true;
+	if (json_is_null(events))
+		return;
+	if (!json_is_array(events))
+	{
+		r->bad = "\"events_requested\" must be an array of strings";
+		return;
+	}
+	r->update.has_events_requested = true;
+	json_array_foreach(events, i, e)
+	{
+		if (!json_is_string(e) || json_string_length(e) == 0 ||
+			memchr(json_string_value(e), '\0', json_string_length(e)) != NULL)
+		{
+			r->bad = "\"events_requested\" must be an array of non-empty strings";
+			return;
+		}
+		r->update.events_requested = lappend(r->update.events_requested,
+											 pstrdup(json_string_value(e)));
+	}
+}
+
+/*
+ * PATCH (replace false) or PUT /ssf/streams: "stream_id", the
+ * receiver-supplied members to change (PUT: all of them, a missing one
+ * removed, a missing delivery poll), and the transmitter-supplied ones,
+ * kept to be compared with the stream's (SSF 1.0, stream update and
+ * replace: they may be sent but must match)
+ */
+static void
+parse_streams_update(Conn *conn, SsfRequest *r, bool replace)
+{
+	json_t	   *body = body_object(conn, r);
+	json_t	   *v;
+
+	if (body == NULL)
+		return;
+	r->stream_id = string_member(body, "stream_id", r);
+	if (r->bad == NULL && r->stream_id == NULL)
+		r->bad = "\"stream_id\" is missing";
+	r->given = json_object();
+	for (int i = 1; transmitter_supplied[i] != NULL; i++)
+		if ((v = json_object_get(body, transmitter_supplied[i])) != NULL)
+			json_object_set(r->given, transmitter_supplied[i], v);
+	v = json_object_get(body, "description");
+	if (r->bad == NULL && (v != NULL || replace))
+	{
+		r->update.set_description = true;
+		if (v != NULL && !json_is_null(v))
+			r->update.description = string_member(body, "description", r);
+	}
+	v = json_object_get(body, "events_requested");
+	if (r->bad == NULL && (v != NULL || replace))
+	{
+		if (v == NULL)
+			r->update.set_events = true;
+		else
+			parse_update_events(v, r);
+	}
+	v = json_object_get(body, "delivery");
+	if (r->bad == NULL && (v != NULL || replace))
+	{
+		json_t	   *url = json_is_object(v) ? json_object_get(v, "endpoint_url") : NULL;
+		const char *method = json_is_object(v) ?
+			json_string_value(json_object_get(v, "method")) : NULL;
+
+		/*
+		 * Poll's endpoint_url is the transmitter's: a body that sends the
+		 * configuration back may carry it, and it must be ours
+		 */
+		if (url != NULL && method != NULL && strcmp(method, "urn:ietf:rfc:8936") == 0)
+		{
+			json_object_set(r->given, "delivery.endpoint_url", url);
+			v = json_deep_copy(v);
+			json_object_del(v, "endpoint_url");
+			parse_delivery(v, r);
+			json_decref(v);
+		}
+		else
+			parse_delivery(v, r);
+		r->update.set_delivery = true;
+		r->update.method = r->create.method;
+		r->update.endpoint_url = r->create.endpoint_url;
+		r->update.authorization_header = r->create.authorization_header;
+	}
+	json_decref(body);
+	if (r->bad == NULL && !stream_name_valid(r->stream_id, strlen(r->stream_id)))
+	{
+		r->bad = "no such stream";
+		r->bad_status = 404;
+	}
+}
+
+/*
+ * POST /ssf/subjects:add or :remove: "stream_id", "subject" (a subject
+ * identifier, RFC 9493, checked as a SET's sub_id is) and, for add,
+ * "verified" (default true)
+ */
+static void
+parse_subject_post(Conn *conn, SsfRequest *r, bool add)
+{
+	json_t	   *body = body_object(conn, r);
+	json_t	   *subject;
+	json_t	   *verified;
+	SetFailure	f;
+
+	if (body == NULL)
+		return;
+	r->stream_id = string_member(body, "stream_id", r);
+	subject = json_object_get(body, "subject");
+	verified = json_object_get(body, "verified");
+	r->verified = true;
+	if (r->bad != NULL)
+		;
+	else if (r->stream_id == NULL)
+		r->bad = "\"stream_id\" is missing";
+	else if (subject == NULL)
+		r->bad = "\"subject\" is missing";
+	else if (!json_is_object(subject))
+		r->bad = "\"subject\" must be a subject identifier (a JSON object)";
+	else if (!subject_validate(subject, "subject", &f))
+		r->bad = psprintf("invalid subject identifier: %s", f.description);
+	else if (add && verified != NULL && !json_is_boolean(verified))
+		r->bad = "\"verified\" must be true or false";
+	else
+	{
+		r->subject = json_dumps(subject, JSON_COMPACT | JSON_SORT_KEYS);
+		if (add && verified != NULL)
+			r->verified = json_is_true(verified);
+	}
+	json_decref(body);
+	if (r->bad == NULL && !stream_name_valid(r->stream_id, strlen(r->stream_id)))
+	{
+		r->bad = "no such stream";
+		r->bad_status = 404;
+	}
+}
+
+/*
  * Step one of an SSF request, outside any transaction: the discovery
  * document is answered; a management request is parsed (*state) and
  * goes on to ssf_execute.
@@ -471,6 +640,11 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 	r = palloc0(sizeof(SsfRequest));
 	r->bad_status = 400;
 	*state = r;
+	if (route == SSF_SUBJECT_ADD || route == SSF_SUBJECT_REMOVE)
+	{
+		parse_subject_post(conn, r, route == SSF_SUBJECT_ADD);
+		return PREP_EXECUTE;
+	}
 	if (route == SSF_STREAMS)
 	{
 		bool		bad;
@@ -478,6 +652,11 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 		if (conn->http.req.method == HTTP_POST)
 		{
 			parse_streams_post(conn, r);
+			return PREP_EXECUTE;
+		}
+		if (conn->http.req.method == HTTP_PATCH || conn->http.req.method == HTTP_PUT)
+		{
+			parse_streams_update(conn, r, conn->http.req.method == HTTP_PUT);
 			return PREP_EXECUTE;
 		}
 		/* GET: stream_id optional; DELETE: needed */
@@ -509,6 +688,94 @@ static void
 respond_json_text(Conn *conn, int status, const char *text)
 {
 	http_respond(conn, status, "application/json", text, strlen(text), NO_STORE);
+}
+
+/*
+ * PATCH or PUT /ssf/streams, for an authenticated receiver: 404 unless
+ * the stream is its; 400 when a transmitter-supplied member differs from
+ * the stream's (nothing changed); else 200 with the new configuration
+ */
+static void
+execute_streams_update(Conn *conn, SsfRequest *r, const char *receiver,
+					   const char *base)
+{
+	char	   *current = store_ssf_stream_config(r->stream_id, receiver, base);
+	json_t	   *cur;
+	const char *err = NULL;
+	const char *member;
+	json_t	   *v;
+	char	   *config;
+
+	if (current == NULL)
+	{
+		http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+		return;
+	}
+	cur = jsonread_load(current, strlen(current), &err);
+	if (cur == NULL)
+		elog(ERROR, "the configuration of stream \"%s\" is not JSON", r->stream_id);
+	json_object_foreach(r->given, member, v)
+	{
+		json_t	   *ours = json_object_get(cur, member);
+		const char *name = member;
+
+		if (strcmp(member, "delivery.endpoint_url") == 0)
+		{
+			json_t	   *d = json_object_get(cur, "delivery");
+
+			ours = NULL;
+			if (strcmp(json_string_value(json_object_get(d, "method")),
+					   "urn:ietf:rfc:8936") == 0)
+				ours = json_object_get(d, "endpoint_url");
+			/* a change to poll: our URL is the stream's */
+			else if (json_is_string(v) &&
+					 strcmp(json_string_value(v),
+							psprintf("%s/streams/%s/poll", base, r->stream_id)) == 0)
+				continue;
+			name = "delivery";
+		}
+
+		if (ours == NULL || !json_equal(ours, v))
+		{
+			json_decref(cur);
+			http_respond_error(conn, 400, "invalid_request",
+							   psprintf("\"%s\" is supplied by the transmitter and differs from the stream's",
+										name),
+							   NO_STORE);
+			return;
+		}
+	}
+	json_decref(cur);
+	r->update.stream = r->stream_id;
+	r->update.receiver = receiver;
+	r->update.public_url = base;
+	config = store_ssf_update_stream(&r->update);
+	if (config == NULL)
+		http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+	else
+		respond_json_text(conn, 200, config);
+}
+
+/*
+ * POST /ssf/subjects:add (200, empty) or :remove (204), for an
+ * authenticated receiver; 404 unless the stream is its.  Under
+ * default_subjects ALL a removal is kept as a row (the stream delivers
+ * every subject not removed); under NONE it deletes the added one.
+ */
+static void
+execute_subject(Conn *conn, SsfRequest *r, const char *receiver, bool add)
+{
+	if (store_receiver_stream_status(r->stream_id, receiver) == NULL)
+	{
+		http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+		return;
+	}
+	store_set_subject(r->stream_id, r->subject, add, r->verified,
+					  setstream_default_subjects == SSF_DEFAULT_SUBJECTS_ALL);
+	if (add)
+		http_respond(conn, 200, NULL, NULL, 0, NO_STORE);
+	else
+		http_respond(conn, 204, NULL, NULL, 0, NO_STORE);
 }
 
 /* POST, GET, DELETE /ssf/streams, for an authenticated receiver */
@@ -551,6 +818,10 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 			else
 				respond_json_text(conn, 200, config);
 			return;
+		case HTTP_PATCH:
+		case HTTP_PUT:
+			execute_streams_update(conn, r, receiver, base);
+			return;
 		case HTTP_DELETE:
 			if (store_ssf_delete_stream(r->stream_id, receiver))
 				http_respond(conn, 204, NULL, NULL, 0, NO_STORE);
@@ -560,6 +831,33 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 		default:
 			elog(ERROR, "unexpected method %d", conn->http.req.method);
 	}
+}
+
+/*
+ * PATCH, PUT and the subject endpoints use what 0.4.0 adds: on a database
+ * whose extension is not updated yet they answer as 0.3.0 did (405 and
+ * 404), without touching it
+ */
+static bool
+ssf_0_4_ready(Conn *conn, SsfRoute route)
+{
+	int			m = conn->http.req.method;
+
+	if (route == SSF_STREAMS && m != HTTP_PATCH && m != HTTP_PUT)
+		return true;
+	if (route != SSF_STREAMS && route != SSF_SUBJECT_ADD && route != SSF_SUBJECT_REMOVE)
+		return true;
+	if (store_schema_is_0_4())
+		return true;
+	if (route == SSF_STREAMS)
+		http_respond_error(conn, 405, NULL,
+						   "PATCH and PUT need setstream 0.4.0: ALTER EXTENSION setstream UPDATE",
+						   NO_STORE "Allow: GET, POST, DELETE\r\n");
+	else
+		http_respond_error(conn, 404, NULL,
+						   "subjects need setstream 0.4.0: ALTER EXTENSION setstream UPDATE",
+						   NO_STORE);
+	return false;
 }
 
 /* Step two, in the turn's transaction: the receiver, its stream, the work */
@@ -581,9 +879,16 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 						   r->bad, NO_STORE);
 		return TURN_ANSWERED;
 	}
+	if (!ssf_0_4_ready(conn, route))
+		return TURN_ANSWERED;
 	if (route == SSF_STREAMS)
 	{
 		execute_streams(conn, r, receiver);
+		return TURN_ANSWERED;
+	}
+	if (route == SSF_SUBJECT_ADD || route == SSF_SUBJECT_REMOVE)
+	{
+		execute_subject(conn, r, receiver, route == SSF_SUBJECT_ADD);
 		return TURN_ANSWERED;
 	}
 	status = store_receiver_stream_status(r->stream_id, receiver);

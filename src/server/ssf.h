@@ -16,7 +16,9 @@ typedef enum SsfRoute
 	SSF_NONE,
 	SSF_CONFIGURATION,			/* GET /.well-known/ssf-configuration */
 	SSF_STATUS,					/* GET, POST /ssf/status */
-	SSF_STREAMS					/* POST, GET, DELETE /ssf/streams */
+	SSF_STREAMS,				/* POST, GET, PATCH, PUT, DELETE /ssf/streams */
+	SSF_SUBJECT_ADD,			/* POST /ssf/subjects:add */
+	SSF_SUBJECT_REMOVE			/* POST /ssf/subjects:remove */
 } SsfRoute;
 
 extern SsfRoute ssf_route(const char *path);

@@ -153,6 +153,12 @@ static const char *const grants_manage_0_3[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.set_stream_receiver(text, text) TO %s",
 	NULL
 };
+/* What 0.4.0 adds to the manage right (issue 13: SSF subjects) */
+static const char *const grants_manage_0_4[] = {
+	"GRANT EXECUTE ON FUNCTION setstream.add_subject(text, jsonb, boolean),"
+	" setstream.remove_subject(text, jsonb) TO %s",
+	NULL
+};
 static const char *const grants_manage_0_2[] = {
 	"GRANT EXECUTE ON FUNCTION"
 	" setstream.alter_stream(text, text, text[], text, text, boolean, text) TO %s",
@@ -464,7 +470,11 @@ run_right_grants(int index, Oid role)
 {
 	run_grants(grants_by_privilege[index], role);
 	if (index == MANAGE_INDEX)
+	{
 		run_grants(store_schema_is_0_3() ? grants_manage_0_3 : grants_manage_0_2, role);
+		if (store_schema_is_0_4())
+			run_grants(grants_manage_0_4, role);
+	}
 }
 
 /*

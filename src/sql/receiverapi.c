@@ -7,6 +7,8 @@
  *	    create_receiver(name, audience, max_streams)    a receiver
  *	    issue_receiver_token(receiver, scopes)           its bearer token
  *	    set_stream_receiver(stream, receiver)            what it reaches
+ *	    add_subject(stream, subject, verified)           SSF subjects
+ *	    remove_subject(stream, subject)                  (0.4.0)
  *
  *	  A receiver belongs to the role that made it: only that role, a role
  *	  with its rights, or one that bypasses row-level security issues its
@@ -36,12 +38,15 @@
 #include "base/streamname.h"
 #include "codec/json.h"
 #include "jose/jose.h"
+#include "set/subject.h"
 #include "sql/privileges.h"
 #include "store/store.h"
 
 PG_FUNCTION_INFO_V1(setstream_create_receiver);
 PG_FUNCTION_INFO_V1(setstream_issue_receiver_token);
 PG_FUNCTION_INFO_V1(setstream_set_stream_receiver);
+PG_FUNCTION_INFO_V1(setstream_add_subject);
+PG_FUNCTION_INFO_V1(setstream_remove_subject);
 
 #define RECEIVER_TOKEN_PREFIX "ssr_"
 
@@ -227,5 +232,60 @@ setstream_set_stream_receiver(PG_FUNCTION_ARGS)
 		require_receiver_owner(receiver);
 	}
 	store_set_stream_receiver(stream, receiver);
+	PG_RETURN_VOID();
+}
+
+/*
+ * add_subject(stream, subject, verified) and remove_subject(stream,
+ * subject): the manage right; the subject checked as a SET's sub_id is.
+ * Under setstream.default_subjects ALL a removal is kept (the stream
+ * delivers every subject not removed), under NONE it deletes the added one.
+ */
+static void
+change_subject(FunctionCallInfo fcinfo, bool add)
+{
+	char	   *stream;
+	char	   *jtext;
+	json_t	   *subject;
+	json_error_t jerr;
+	SetFailure	f;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream name must not be NULL")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("subject must not be NULL")));
+	stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	privileges_require(stream, "manage");
+	store_get_stream(stream);	/* 42704 when missing */
+	jtext = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1)));
+	subject = json_loads(jtext, 0, &jerr);
+	if (!json_is_object(subject))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid subject identifier: the subject must be a JSON object")));
+	if (!subject_validate(subject, "subject", &f))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid subject identifier: %s", f.description)));
+	store_set_subject(stream, json_dumps(subject, JSON_COMPACT | JSON_SORT_KEYS),
+					  add, add && !PG_ARGISNULL(2) ? PG_GETARG_BOOL(2) : true,
+					  setstream_default_subjects == SSF_DEFAULT_SUBJECTS_ALL);
+}
+
+Datum
+setstream_add_subject(PG_FUNCTION_ARGS)
+{
+	change_subject(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+Datum
+setstream_remove_subject(PG_FUNCTION_ARGS)
+{
+	change_subject(fcinfo, false);
 	PG_RETURN_VOID();
 }

@@ -32,6 +32,7 @@
 #include "base/pg_compat.h"
 #include "codec/commobj.h"
 #include "store/emitbuf.h"
+#include "store/emitfilter.h"
 #include "exchange/exchange.h"
 #include "jose/jose.h"
 #include "sql/privileges.h"
@@ -333,10 +334,30 @@ audience_json(const StreamInfo *stream)
 }
 
 /*
+ * The emit filter (store/emitfilter.c): false, with a DEBUG1 message that
+ * says why, when the stream does not take this SET (the README, "SSF
+ * transmitter": a DEBUG1, not a NOTICE, so that an INSERT ... SELECT
+ * through emit_trigger does not flood the client)
+ */
+static bool
+emit_filter_passes(StreamInfo *stream, const char *event_type, json_t *subject)
+{
+	const char *why = NULL;
+
+	if (emitfilter_allows(stream, event_type, subject, &why))
+		return true;
+	ereport(DEBUG1,
+			(errmsg_internal("setstream: SET of type \"%s\" not emitted to stream \"%s\": %s",
+							 event_type, stream->name, why)));
+	return false;
+}
+
+/*
  * Sign and queue one SET; subject NULL means the stream itself (opaque id
  * = stream name, as SSF does for stream-level events).  SETs from
  * emit_trigger are stored in batches per statement (emitbuf.c).  Returns the jti, or
- * NULL when the stream is disabled (SSF: a disabled stream holds nothing).
+ * NULL when the stream is disabled (SSF: a disabled stream holds nothing)
+ * or its emit filter leaves the SET out.
  */
 static char *
 emit_set(const char *name, const char *event_type, json_t *event,
@@ -351,6 +372,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	char	   *jti;
 	StringInfoData payload;
 	char	   *token;
+	bool		subject_given;
 
 	privileges_require(name, "emit");
 	stream = sql_stream(name);
@@ -364,6 +386,7 @@ emit_set(const char *name, const char *event_type, json_t *event,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the event payload must be a JSON object")));
+	subject_given = subject != NULL;
 	if (subject == NULL)
 	{
 		subject = json_object();
@@ -378,6 +401,8 @@ emit_set(const char *name, const char *event_type, json_t *event,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("txn must be NULL or a non-empty string")));
+	if (!emit_filter_passes(stream, event_type, subject_given ? subject : NULL))
+		return NULL;
 
 	key = streamcache_sign_key(stream);
 	if (key == NULL)

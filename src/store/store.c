@@ -2209,3 +2209,130 @@ store_ssf_delete_stream(const char *stream, const char *receiver)
 
 	return out != NULL && strcmp(out, "t") == 0;
 }
+
+/* ---------------------------------------------------------------------
+ * SSF subjects, the emit filter, PATCH/PUT (issue 13; 0.4.0)
+ * ---------------------------------------------------------------------
+ */
+
+static StoreStmt stmt_set_subject = {
+	"SELECT setstream._set_subject($1, $2::pg_catalog.jsonb, $3, $4, $5)",
+	5, {TEXTOID, TEXTOID, BOOLOID, BOOLOID, BOOLOID}
+};
+
+static StoreStmt stmt_stream_filter = {
+	"SELECT f.events_delivered, f.has_receiver, f.subjects::pg_catalog.text"
+	" FROM setstream._stream_filter($1) f",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_ssf_update_stream = {
+	"SELECT setstream._ssf_update_stream($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+	" $11)::pg_catalog.text",
+	11, {TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, BOOLOID, TEXTARRAYOID,
+	BOOLOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+/*
+ * Add (included) or remove a subject of the stream, as the owner; the
+ * caller checked the right or the receiver.  subject: JSON object text.
+ */
+void
+store_set_subject(const char *stream, const char *subject, bool included,
+				  bool verified, bool keep_removed)
+{
+	Datum		values[5] = {text_datum(stream), text_datum(subject),
+		BoolGetDatum(included), BoolGetDatum(verified),
+	BoolGetDatum(keep_removed)};
+
+	spi_connect();
+	run_as_owner(&stmt_set_subject, values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * What emit needs to filter the stream's SETs (setstream._stream_filter);
+ * false when the schema has no filters (before 0.4.0) or no such stream.
+ * *events_delivered: NIL with *has_events false when the stream has no
+ * events_requested; *subjects: the JSON text of [[subject, included], ...]
+ * or NULL.
+ */
+bool
+store_stream_filter(const char *stream, bool *has_events,
+					List **events_delivered, bool *has_receiver,
+					char **subjects)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {text_datum(stream)};
+	bool		isnull;
+	Datum		d;
+
+	*has_events = false;
+	*events_delivered = NIL;
+	*has_receiver = false;
+	*subjects = NULL;
+	if (!store_schema_is_0_4())
+		return false;
+	spi_connect();
+	run_as_owner(&stmt_stream_filter, values, NULL, true);
+	if (SPI_processed != 1)
+	{
+		SPI_finish();
+		return false;
+	}
+	d = get_datum(0, 1, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+		int			n;
+		MemoryContext old;
+
+		*has_events = true;
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
+						  TYPALIGN_INT, &elems, NULL, &n);
+		old = MemoryContextSwitchTo(cxt);
+		for (int i = 0; i < n; i++)
+			*events_delivered = lappend(*events_delivered,
+										TextDatumGetCString(elems[i]));
+		MemoryContextSwitchTo(old);
+	}
+	*has_receiver = DatumGetBool(get_datum(0, 2, &isnull));
+	get_datum(0, 3, &isnull);
+	if (!isnull)
+		*subjects = get_text(0, 3, cxt);
+	SPI_finish();
+	return true;
+}
+
+/*
+ * PATCH or PUT of the receiver's stream (setstream._ssf_update_stream):
+ * its configuration object as JSON text, or NULL when it is not the
+ * receiver's.
+ */
+char *
+store_ssf_update_stream(const SsfStreamUpdate *u)
+{
+	Datum		values[11];
+	char		nulls[11];
+	const char *texts[11] = {u->stream, u->receiver, u->public_url, NULL,
+		u->description, NULL, NULL, NULL, u->method, u->endpoint_url,
+	u->authorization_header};
+
+	for (int i = 0; i < 11; i++)
+	{
+		nulls[i] = ' ';
+		values[i] = (Datum) 0;
+		if (texts[i] != NULL)
+			values[i] = text_datum(texts[i]);
+		else if (i != 3 && i != 5 && i != 7 && i != 6)
+			nulls[i] = 'n';
+	}
+	values[3] = BoolGetDatum(u->set_description);
+	values[5] = BoolGetDatum(u->set_events);
+	if (u->has_events_requested)
+		values[6] = text_array_datum(u->events_requested);
+	else
+		nulls[6] = 'n';
+	values[7] = BoolGetDatum(u->set_delivery);
+	return owner_text_result(&stmt_ssf_update_stream, values, nulls, false);
+}

@@ -231,4 +231,28 @@ extern char *store_ssf_receiver_streams(const char *receiver,
 										const char *public_url);
 extern bool store_ssf_delete_stream(const char *stream, const char *receiver);
 
+/* PATCH or PUT /ssf/streams (setstream._ssf_update_stream; 0.4.0) */
+typedef struct SsfStreamUpdate
+{
+	const char *stream;
+	const char *receiver;
+	const char *public_url;
+	bool		set_description;
+	const char *description;	/* NULL: none */
+	bool		set_events;
+	bool		has_events_requested;	/* false: NULL */
+	List	   *events_requested;	/* of char * */
+	bool		set_delivery;
+	const char *method;			/* poll, push */
+	const char *endpoint_url;	/* push */
+	const char *authorization_header;	/* push; NULL: none */
+} SsfStreamUpdate;
+
+extern char *store_ssf_update_stream(const SsfStreamUpdate *u);
+extern void store_set_subject(const char *stream, const char *subject,
+							  bool included, bool verified, bool keep_removed);
+extern bool store_stream_filter(const char *stream, bool *has_events,
+								List **events_delivered, bool *has_receiver,
+								char **subjects);
+
 #endif

@@ -38,6 +38,9 @@ typedef struct StreamInfo
 									 * tokens: they open its poll endpoint */
 	bool		sign_key_loaded;
 	struct SignKey *sign_key;	/* the active signing key, or NULL */
+	bool		filter_loaded;
+	struct EmitFilter *filter;	/* what emit delivers (emitfilter.c); NULL:
+								 * everything */
 } StreamInfo;
 
 /* The answer to each inbound SET of a stream whose inbound is 'refuse' */

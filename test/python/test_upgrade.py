@@ -265,6 +265,15 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
         assert q(old, "SELECT setstream.emit('up-b', 'urn:example:e', '{}'::jsonb)")[0][0]
         got = q(old, "SELECT setstream.poll('up-a', '{\"maxEvents\": 10}'::jsonb)")[0][0]
         assert len(got["sets"]) == 2   # the two never acked or failed
+        # 0.4.0's subjects (stream_subjects) on an old stream; the emit
+        # filter leaves a stream without SSF settings alone
+        q(old, "SELECT setstream.add_subject('up-a',"
+               " '{\"format\": \"email\", \"email\": \"u@a.example\"}')")
+        assert q(old, "SELECT stream, subject::text, included, verified"
+                      " FROM setstream.stream_subjects") == \
+            [("up-a", '{"email": "u@a.example", "format": "email"}', True, True)]
+        assert q(old, "SELECT setstream.emit('up-a', 'urn:example:e', '{}'::jsonb,"
+                      " '{\"format\": \"email\", \"email\": \"x@a.example\"}'::jsonb)")[0][0]
         # a stream disabled before 0.3.0 refuses inbound SETs still (0.3.0
         # made that a setting of its own: set_inbound); one disabled since
         # 0.3.0 takes them

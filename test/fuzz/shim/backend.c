@@ -30,6 +30,7 @@ int			setstream_jwks_max_age_s = 60;
 /* (not the default "": the SSF discovery document is built, and fuzzed) */
 char	   *setstream_public_url = "https://fuzz.example/tenant/";
 char	   *setstream_issuer = "https://fuzz.example/tenant";
+int			setstream_default_subjects = 0;
 
 /* ---------------------------------------------------------------------
  * Lists

@@ -204,3 +204,24 @@ store_ssf_delete_stream(const char *stream, const char *receiver)
 	UNREACHABLE(store_ssf_delete_stream);
 	return false;
 }
+
+char *
+store_ssf_update_stream(const SsfStreamUpdate *u)
+{
+	UNREACHABLE(store_ssf_update_stream);
+	return NULL;
+}
+
+void
+store_set_subject(const char *stream, const char *subject, bool included,
+				  bool verified, bool keep_removed)
+{
+	UNREACHABLE(store_set_subject);
+}
+
+bool
+store_schema_is_0_4(void)
+{
+	UNREACHABLE(store_schema_is_0_4);
+	return false;
+}
