@@ -148,6 +148,9 @@ def send_measure(url, label):
     errors = SETS - done
     states = not_acked_states() if errors else {}
     failures = lib.sql1("SELECT failures FROM setstream.deliveries WHERE stream = %s", (STREAM,))
+    # attempts beyond the first: pushes that failed and were made again
+    retried = lib.sql1("SELECT coalesce(sum(attempts - 1), 0) FROM setstream.outbox"
+                       " WHERE stream = %s AND attempts > 1", (STREAM,))
     if errors:
         lib.log("delivery: %s" % lib.sql("SELECT state, failures, suspended_reason"
                                          " FROM setstream.deliveries WHERE stream = %s",
@@ -159,9 +162,10 @@ def send_measure(url, label):
     out = dict(scenario=label, sets_per_s=round(done / elapsed, 1), errors=errors,
                cpu_pct=m["cpu_pct"], rss_mb=m["rss_mb"], others_cpu_pct=m["others_cpu_pct"],
                note="%d SETs, push_concurrency %d, %.2f s from set_delivery to the last ack;"
-                    " sender CPU %.0f%%, whole cluster %.0f%%, other processes %.0f%%%s"
+                    " sender CPU %.0f%%, whole cluster %.0f%%, other processes %.0f%%;"
+                    " failed attempts %s%s"
                     % (SETS, CONC, elapsed, m["cpu_pct"], m["pg_cpu_pct"],
-                       m["others_cpu_pct"],
+                       m["others_cpu_pct"], retried,
                        "; not acked: %s, delivery failures %s" % (states, failures)
                        if errors else ""))
     return out, token
