@@ -2202,3 +2202,55 @@ store_ssf_delete_stream(const char *stream, const char *receiver)
 
 	return out != NULL && strcmp(out, "t") == 0;
 }
+
+/* ---------------------------------------------------------------------
+ * The SSF receiver's subscriptions (issue 13, subscribe)
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_delete_subscription_secret = {
+	"DELETE FROM setstream.subscription_secrets"
+	" WHERE stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_subscription_secret = {
+	"INSERT INTO setstream.subscription_secrets (stream, credentials)"
+	" VALUES ($1, $2::pg_catalog.jsonb)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* The static bearer token of the credentials, when they hold one */
+static StoreStmt stmt_subscription_bearer = {
+	"SELECT c.credentials OPERATOR(pg_catalog.->>) 'bearer'"
+	" FROM setstream.subscription_secrets c"
+	" WHERE c.stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+/* Store (credentials not NULL: JSON text) or remove a subscription's */
+void
+store_set_subscription_secret(const char *stream, const char *credentials)
+{
+	replace_secret(&stmt_delete_subscription_secret,
+				   &stmt_insert_subscription_secret, stream, credentials);
+}
+
+/*
+ * The bearer token a subscription presents to its transmitter (read as
+ * the owner), or NULL; palloc'd in the caller's context
+ */
+char *
+store_subscription_bearer(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1];
+	char	   *out = NULL;
+
+	values[0] = text_datum(stream);
+	spi_connect();
+	run_as_owner(&stmt_subscription_bearer, values, NULL, true);
+	if (SPI_processed == 1)
+		out = get_text(0, 1, cxt);
+	SPI_finish();
+	return out;
+}

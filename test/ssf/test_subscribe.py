@@ -1,0 +1,284 @@
+"""setstream as an SSF receiver (issue 13, Receiver part): subscribe,
+unsubscribe and request_verification.
+
+setstream subscribes to setstream: a stream of this database subscribes,
+over real HTTP through the listener, to this same database's SSF
+transmitter (its discovery document, /ssf/streams), in poll and in push
+mode, and the SETs emitted on the stream the transmitter made arrive on
+the subscribed stream, verified with the keys of the transmitter's
+jwks_uri.  The error cases run against a fake transmitter (a Python HTTP
+server in the test) that answers with a wrong issuer or a wrong iss.
+"""
+
+import http.server
+import json
+import threading
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from listener_support import URL
+
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+
+
+def wait_for(what, pred, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+@pytest.fixture
+def sub_env(receivers, transmitter, db):
+    """a receiver of this database's transmitter, outbound to loopback"""
+    transmitter.set(outbound_allowed_networks="127.0.0.0/8")
+    aud = "https://rp.example/aud-" + uuid.uuid4().hex[:8]
+    name = receivers.create(audience=[aud])
+    token = receivers.token(name)
+    made = []
+    yield name, token, aud, made
+    for s in made:
+        db.execute("DELETE FROM setstream.streams WHERE name = %s", (s,))
+
+
+def new_name(made):
+    s = "sub-" + uuid.uuid4().hex[:12]
+    made.append(s)
+    return s
+
+
+def remote_streams(db, receiver):
+    return [r[0] for r in db.rows("SELECT name FROM setstream.streams WHERE receiver = %s",
+                                  (receiver,))]
+
+
+@pytest.mark.parametrize("delivery", ["poll", "push"])
+def test_subscribe_to_ourselves(db, sub_env, delivery):
+    receiver, token, aud, made = sub_env
+    b = new_name(made)
+    db.execute("SELECT setstream.subscribe(%s, %s, %s, %s::text[], %s::jsonb)",
+               (b, URL, delivery, [SESSION_REVOKED], json.dumps({"bearer": token})))
+    sub = db.dicts("SELECT * FROM setstream.subscriptions WHERE stream = %s", (b,))[0]
+    remote = remote_streams(db, receiver)
+    made.extend(remote)
+    assert remote == [sub["remote_stream_id"]]
+    assert sub["transmitter_issuer"] == URL and sub["delivery"] == delivery
+    assert sub["aud"] == [aud] and sub["jwks_uri"] == URL + "/jwks.json"
+    assert sub["configuration_endpoint"] == URL + "/ssf/streams"
+    assert sub["events_delivered"] == [SESSION_REVOKED]
+    row = db.dicts("SELECT issuer, peer_issuer, peer_jwks_uri FROM setstream.streams "
+                   "WHERE name = %s", (b,))[0]
+    assert row == {"issuer": aud, "peer_issuer": URL, "peer_jwks_uri": URL + "/jwks.json"}
+    sid = sub["remote_stream_id"]
+    d = db.dicts("SELECT method, endpoint_url FROM setstream.deliveries WHERE stream = %s",
+                 (sid,))
+    if delivery == "push":
+        assert d == [{"method": "push", "endpoint_url": URL + "/streams/%s/events" % b}]
+        assert db.val("SELECT count(*) FROM setstream.sources WHERE stream = %s", (b,)) == 0
+    else:
+        assert db.val("SELECT endpoint_url FROM setstream.sources WHERE stream = %s",
+                      (b,)) == URL + "/streams/%s/poll" % sid
+    # the credentials are the owner's only: not in any column a reader sees
+    assert token not in json.dumps(sub, default=str)
+
+    jti = db.emit(sid)
+    wait_for("the SET on %s" % b, lambda: len(db.events(b, jti)) == 1)
+    ev = db.events(b, jti)[0]
+    assert ev["iss"] == URL
+
+    # unsubscribe deletes the stream at the transmitter
+    db.execute("SELECT setstream.unsubscribe(%s)", (b,))
+    assert remote_streams(db, receiver) == []
+    assert db.val("SELECT count(*) FROM setstream.subscriptions WHERE stream = %s", (b,)) == 0
+    assert db.val("SELECT count(*) FROM setstream.subscription_secrets WHERE stream = %s",
+                  (b,)) == 0
+    assert db.val("SELECT count(*) FROM setstream.sources WHERE stream = %s", (b,)) == 0
+    assert db.val("SELECT count(*) FROM setstream.tokens WHERE stream = %s "
+                  "AND revoked_at IS NULL", (b,)) == 0
+
+
+def test_subscribe_twice_refused(db, sub_env):
+    receiver, token, aud, made = sub_env
+    b = new_name(made)
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (b, URL, json.dumps({"bearer": token})))
+    made.extend(remote_streams(db, receiver))
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                   (b, URL, json.dumps({"bearer": token})))
+    assert e.value.pgcode == "42710"
+    assert len(remote_streams(db, receiver)) == 1
+
+
+def test_wrong_bearer_refused_nothing_kept(db, sub_env):
+    receiver, token, aud, made = sub_env
+    b = new_name(made)
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                   (b, URL, json.dumps({"bearer": "ssr_wrong"})))
+    assert e.value.pgcode == "08P01" and "HTTP 401" in str(e.value)
+    assert "ssr_wrong" not in str(e.value)
+    assert db.val("SELECT count(*) FROM setstream.streams WHERE name = %s", (b,)) == 0
+    assert remote_streams(db, receiver) == []
+
+
+def test_bad_arguments(db, sub_env):
+    receiver, token, aud, made = sub_env
+    b = new_name(made)
+    for args, code in [((b, URL, "carrier-pigeon", None), "22023"),
+                       ((b, "ftp://x", "poll", None), "22023"),
+                       ((b, URL, "poll", '{"bearer": 1}'), "22023"),
+                       ((b, URL, "poll", '{"client_id": "a", "client_secret": "b"}'), "0A000")]:
+        with pytest.raises(psycopg2.Error) as e:
+            db.execute("SELECT setstream.subscribe(%s, %s, %s, NULL, %s::jsonb)", args)
+        assert e.value.pgcode == code, (args, e.value)
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.unsubscribe(%s)", (b,))
+    assert e.value.pgcode == "42704"
+
+
+# ---------------------------------------------------------------------
+# A fake transmitter for the error cases
+# ---------------------------------------------------------------------
+
+class FakeTransmitter:
+    def __init__(self):
+        self.requests = []
+        self.issuer_override = None
+        self.iss_override = None
+        self.verification_status = 204
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, status, obj=None):
+                body = b"" if obj is None else json.dumps(obj).encode()
+                self.send_response(status)
+                if obj is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _record(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                fake.requests.append((self.command, self.path,
+                                      self.headers.get("Authorization"), body))
+                return body
+
+            def do_GET(self):
+                self._record()
+                if self.path.startswith("/.well-known/ssf-configuration"):
+                    self._send(200, {
+                        "issuer": fake.issuer_override or fake.url,
+                        "jwks_uri": fake.url + "/jwks.json",
+                        "configuration_endpoint": fake.url + "/streams",
+                        "verification_endpoint": fake.url + "/verify",
+                        "delivery_methods_supported": ["urn:ietf:rfc:8936"]})
+                else:
+                    self._send(404, {"error": "no"})
+
+            def do_POST(self):
+                body = self._record()
+                if self.path == "/streams":
+                    self._send(201, {
+                        "stream_id": "fake-1", "iss": fake.iss_override or fake.url,
+                        "aud": "https://rp.example/fake",
+                        "delivery": {"method": "urn:ietf:rfc:8936",
+                                     "endpoint_url": fake.url + "/poll/fake-1"}})
+                elif self.path == "/verify":
+                    fake.verify_body = json.loads(body)
+                    self._send(fake.verification_status)
+                else:
+                    self._send(404, {"error": "no"})
+
+            def do_DELETE(self):
+                self._record()
+                self._send(204)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake(gucs):
+    gucs.set(outbound_allowed_networks="127.0.0.0/8")
+    f = FakeTransmitter()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def name(db):
+    s = "sub-" + uuid.uuid4().hex[:12]
+    yield s
+    db.execute("DELETE FROM setstream.streams WHERE name = %s", (s,))
+
+
+def test_discovery_with_wrong_issuer_refused(db, fake, name):
+    fake.issuer_override = "https://evil.example"
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                   (name, fake.url, json.dumps({"bearer": "t0k"})))
+    assert e.value.pgcode == "08P01" and "https://evil.example" in str(e.value)
+    # nothing was created at the transmitter, nothing kept here
+    assert [r[0] for r in fake.requests] == ["GET"]
+    assert fake.requests[0][2] is None  # discovery goes without credentials
+    assert db.val("SELECT count(*) FROM setstream.streams WHERE name = %s", (name,)) == 0
+
+
+def test_discovery_path_inserted(db, fake, name):
+    fake_issuer = fake.url + "/tenant/a"
+    with pytest.raises(psycopg2.Error):
+        db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                   (name, fake_issuer, json.dumps({"bearer": "t0k"})))
+    assert fake.requests[0][1] == "/.well-known/ssf-configuration/tenant/a"
+
+
+def test_stream_with_wrong_iss_refused_and_deleted(db, fake, name):
+    fake.iss_override = "https://evil.example"
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                   (name, fake.url, json.dumps({"bearer": "t0k"})))
+    assert e.value.pgcode == "08P01" and "deleted" in str(e.value.pgerror) + str(e.value)
+    methods = [(r[0], r[1], r[2]) for r in fake.requests]
+    assert methods == [("GET", "/.well-known/ssf-configuration", None),
+                       ("POST", "/streams", "Bearer t0k"),
+                       ("DELETE", "/streams?stream_id=fake-1", "Bearer t0k")]
+    assert db.val("SELECT count(*) FROM setstream.streams WHERE name = %s", (name,)) == 0
+
+
+def test_fake_poll_subscription_and_verification_request(db, fake, name):
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps({"bearer": "t0k"})))
+    post = json.loads(fake.requests[1][3])
+    assert post == {"delivery": {"method": "urn:ietf:rfc:8936"}}
+    assert db.val("SELECT endpoint_url FROM setstream.sources WHERE stream = %s",
+                  (name,)) == fake.url + "/poll/fake-1"
+    assert db.val("SELECT issuer FROM setstream.streams WHERE name = %s",
+                  (name,)) == "https://rp.example/fake"
+    state = db.val("SELECT setstream.request_verification(%s)", (name,))
+    assert len(state) == 64
+    assert fake.verify_body == {"stream_id": "fake-1", "state": state}
+    assert db.val("SELECT verification_state FROM setstream.subscriptions WHERE stream = %s",
+                  (name,)) == state
+    fake.verification_status = 429
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.request_verification(%s)", (name,))
+    assert "HTTP 429" in str(e.value)
+    db.execute("SELECT setstream.unsubscribe(%s)", (name,))
+    assert fake.requests[-1][:3] == ("DELETE", "/streams?stream_id=fake-1", "Bearer t0k")
