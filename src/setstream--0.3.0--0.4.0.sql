@@ -451,6 +451,79 @@ SELECT setstream._update_grant(
           ' setstream._set_subscription_secret(text, text),'
           ' setstream._ssf_call(text, text, text, text, boolean),'
           ' setstream._ssf_answer(integer, text, text, text, integer[]) TO %s']);
+-- Inbound SSF events of a subscribed stream, checked and recorded as
+-- they are stored (a trigger on setstream.events, so that push, poll and
+-- pushpull all go through it; raising SE001/SE007 makes the SET a setErr
+-- or a 400 with that err):
+--   verification: a sub_id whose id is not the remote stream id is
+--     invalid_request (no sub_id: accepted, as older transmitters send
+--     none); a state that is not the one request_verification sent (or
+--     past its expiry) is invalid_state; without a state it is accepted
+--     (transmitter-initiated).  The expected state sets verified_at.
+--   stream-updated: the status and reason the transmitter announced are
+--     recorded in subscriptions.transmitter_status(_reason, _at).
+-- Runs as the extension owner (it writes subscriptions, whoever stores
+-- the SET); every name and operator is schema-qualified.
+CREATE FUNCTION setstream._subscription_event()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub setstream.subscriptions;
+    ev jsonb;
+    sub_id jsonb;
+BEGIN
+    SELECT * INTO sub FROM setstream.subscriptions s
+     WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+    IF NOT FOUND THEN
+        RETURN NEW;
+    END IF;
+    ev := coalesce(NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/ssf/event-type/verification',
+                   NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/sse/event-type/verification');
+    IF ev IS NOT NULL THEN
+        sub_id := NEW.claims OPERATOR(pg_catalog.->) 'sub_id';
+        IF sub_id IS NOT NULL AND
+           (pg_catalog.jsonb_typeof(sub_id) OPERATOR(pg_catalog.<>) 'object' OR
+            (sub_id OPERATOR(pg_catalog.->>) 'id') IS DISTINCT FROM sub.remote_stream_id) THEN
+            RAISE EXCEPTION 'invalid_request: the verification event''s sub_id is not this stream''s stream_id'
+                USING ERRCODE = 'SE001';
+        END IF;
+        IF pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND ev ? 'state' THEN
+            IF sub.verification_state IS NULL OR
+               (ev OPERATOR(pg_catalog.->>) 'state') IS DISTINCT FROM sub.verification_state OR
+               sub.verification_expires_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN
+                RAISE EXCEPTION 'invalid_state: the verification event''s state is not one this receiver sent'
+                    USING ERRCODE = 'SE007';
+            END IF;
+            UPDATE setstream.subscriptions s SET verified_at = pg_catalog.now()
+             WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+        END IF;
+    END IF;
+    ev := coalesce(NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+                   NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/sse/event-type/stream-updated');
+    IF ev IS NOT NULL AND pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND
+       pg_catalog.jsonb_typeof(ev OPERATOR(pg_catalog.->) 'status') OPERATOR(pg_catalog.=) 'string' THEN
+        UPDATE setstream.subscriptions s
+           SET transmitter_status = ev OPERATOR(pg_catalog.->>) 'status',
+               transmitter_status_reason = ev OPERATOR(pg_catalog.->>) 'reason',
+               transmitter_status_at = pg_catalog.now()
+         WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._subscription_event() FROM PUBLIC;
+
+-- (WHEN: no call at all for the SETs of other event types)
+CREATE TRIGGER ssf_receiver BEFORE INSERT ON setstream.events
+    FOR EACH ROW
+    WHEN (NEW.event_types OPERATOR(pg_catalog.&&) ARRAY[
+        'https://schemas.openid.net/secevent/ssf/event-type/verification',
+        'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+        'https://schemas.openid.net/secevent/sse/event-type/verification',
+        'https://schemas.openid.net/secevent/sse/event-type/stream-updated']::pg_catalog.text[])
+    EXECUTE FUNCTION setstream._subscription_event();
 -- end of issue 13: setstream as an SSF receiver
 
 -- the update's own helpers go

@@ -19,7 +19,7 @@ import uuid
 import psycopg2
 import pytest
 
-from listener_support import URL
+from listener_support import URL, peer_key, public_jwk, sign
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
@@ -176,7 +176,11 @@ class FakeTransmitter:
 
             def do_GET(self):
                 self._record()
-                if self.path.startswith("/.well-known/ssf-configuration"):
+                if self.path == "/jwks.json":
+                    k = dict(public_jwk(peer_key("ES256", 3)), kid="fake-k1", alg="ES256",
+                             use="sig")
+                    self._send(200, {"keys": [k]})
+                elif self.path.startswith("/.well-known/ssf-configuration"):
                     self._send(200, {
                         "issuer": fake.issuer_override or fake.url,
                         "jwks_uri": fake.url + "/jwks.json",
@@ -189,11 +193,14 @@ class FakeTransmitter:
             def do_POST(self):
                 body = self._record()
                 if self.path == "/streams":
+                    fake.create_body = json.loads(body)
                     self._send(201, {
                         "stream_id": "fake-1", "iss": fake.iss_override or fake.url,
                         "aud": "https://rp.example/fake",
-                        "delivery": {"method": "urn:ietf:rfc:8936",
-                                     "endpoint_url": fake.url + "/poll/fake-1"}})
+                        "delivery": fake.create_body["delivery"]
+                        if fake.create_body["delivery"]["method"].endswith("8935") else
+                        {"method": "urn:ietf:rfc:8936",
+                         "endpoint_url": fake.url + "/poll/fake-1"}})
                 elif self.path == "/verify":
                     fake.verify_body = json.loads(body)
                     self._send(fake.verification_status)
@@ -282,3 +289,74 @@ def test_fake_poll_subscription_and_verification_request(db, fake, name):
     assert "HTTP 429" in str(e.value)
     db.execute("SELECT setstream.unsubscribe(%s)", (name,))
     assert fake.requests[-1][:3] == ("DELETE", "/streams?stream_id=fake-1", "Bearer t0k")
+
+
+def fake_set(fake, events, sub_id=None):
+    claims = {"jti": uuid.uuid4().hex, "iss": fake.url, "aud": "https://rp.example/fake",
+              "iat": int(time.time()), "events": events}
+    if sub_id is not None:
+        claims["sub_id"] = sub_id
+    return sign(peer_key("ES256", 3), "ES256", claims, "fake-k1")
+
+
+def push_to_us(fake, token_text):
+    d = fake.create_body["delivery"]
+    import urllib.request
+    req = urllib.request.Request(d["endpoint_url"], data=token_text.encode(), method="POST",
+                                 headers={"Content-Type": "application/secevent+jwt",
+                                          "Authorization": d["authorization_header"]})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+STREAM_UPDATED = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
+
+
+def test_push_verification_round_trip(db, fake, name, transmitter):
+    """push from the fake transmitter to our listener: verification with the
+    state we sent, with another state, with another sub_id, without state;
+    and a stream-updated recorded"""
+    db.execute("SELECT setstream.subscribe(%s, %s, 'push', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps({"bearer": "t0k"})))
+    d = fake.create_body["delivery"]
+    assert d["method"] == "urn:ietf:rfc:8935"
+    assert d["endpoint_url"] == URL + "/streams/%s/events" % name
+    assert d["authorization_header"].startswith("Bearer ")
+    wait_for("the fake's keys", lambda: db.val(
+        "SELECT coalesce(max(keys), 0) FROM setstream.peer_jwks WHERE stream = %s",
+        (name,)) == 1)
+    me = {"format": "opaque", "id": "fake-1"}
+    state = db.val("SELECT setstream.request_verification(%s)", (name,))
+    # a state we did not send: invalid_state
+    st, body = push_to_us(fake, fake_set(fake, {VERIFICATION: {"state": "x" * 64}}, me))
+    assert st == 400 and json.loads(body)["err"] == "invalid_state", body
+    # another stream's sub_id: invalid_request
+    st, body = push_to_us(fake, fake_set(fake, {VERIFICATION: {"state": state}},
+                                         {"format": "opaque", "id": "other"}))
+    assert st == 400 and json.loads(body)["err"] == "invalid_request", body
+    assert db.val("SELECT verified_at FROM setstream.subscriptions WHERE stream = %s",
+                  (name,)) is None
+    # the state we sent: stored, verified
+    st, body = push_to_us(fake, fake_set(fake, {VERIFICATION: {"state": state}}, me))
+    assert st == 202, body
+    assert db.val("SELECT verified_at IS NOT NULL FROM setstream.subscriptions "
+                  "WHERE stream = %s", (name,))
+    # transmitter-initiated (no state): accepted
+    st, body = push_to_us(fake, fake_set(fake, {VERIFICATION: {}}, me))
+    assert st == 202, body
+    # stream-updated: the transmitter's status recorded
+    st, body = push_to_us(fake, fake_set(fake, {STREAM_UPDATED: {
+        "status": "paused", "reason": "maintenance"}}, me))
+    assert st == 202, body
+    row = db.dicts("SELECT transmitter_status, transmitter_status_reason FROM "
+                   "setstream.subscriptions WHERE stream = %s", (name,))[0]
+    assert row == {"transmitter_status": "paused", "transmitter_status_reason": "maintenance"}
+    assert db.val("SELECT count(*) FROM setstream.events WHERE stream = %s", (name,)) == 3
+    # unsubscribe: the push token is revoked
+    db.execute("SELECT setstream.unsubscribe(%s)", (name,))
+    st, body = push_to_us(fake, fake_set(fake, {VERIFICATION: {}}, me))
+    assert st == 401, body
