@@ -524,6 +524,108 @@ CREATE TRIGGER ssf_receiver BEFORE INSERT ON setstream.events
         'https://schemas.openid.net/secevent/sse/event-type/verification',
         'https://schemas.openid.net/secevent/sse/event-type/stream-updated']::pg_catalog.text[])
     EXECUTE FUNCTION setstream._subscription_event();
+-- Citus: subscriptions and subscription_secrets are configuration
+-- (reference tables, as sources and source_secrets); distribute() and
+-- prepare_drop() as in 0.3.0 with the two tables added to their lists.
+-- (Note: the ssf_receiver trigger on setstream.events updates
+-- subscriptions, a reference table, from the shard a SET lands in.)
+CREATE OR REPLACE FUNCTION setstream.distribute(shard_count integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    done boolean;
+    fks text[];
+    q text;
+    r record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'setstream.distribute() needs Citus, which is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'On a Citus coordinator: CREATE EXTENSION citus first; see the setstream README, "Citus".';
+    END IF;
+    -- the configuration tables' triggers (config_changed, bump_generation)
+    -- run on every node's placement
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- reference tables and foreign keys to them in one transaction
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    fks := setstream._prepare_distribution();
+    -- the same on the workers' own tables (their CREATE EXTENSION made them)
+    FOR r IN EXECUTE 'SELECT * FROM pg_catalog.run_command_on_workers($1)'
+               USING 'SELECT setstream._prepare_distribution()' LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'setstream._prepare_distribution() failed on %:%: %',
+                r.nodename, r.nodeport, r.result;
+        END IF;
+    END LOOP;
+
+    FOREACH t IN ARRAY ARRAY['streams', 'keys', 'key_secrets', 'tokens', 'client_certs',
+                             'stream_grants', 'deliveries', 'delivery_secrets',
+                             'peer_jwks', 'sources', 'source_secrets',
+                             'receivers', 'receiver_tokens',
+                             'subscriptions', 'subscription_secrets',
+                             'events', 'outbox'] LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
+                ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
+            INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        CONTINUE WHEN done;
+        IF t OPERATOR(pg_catalog.=) 'events' THEN
+            EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3,'
+                    ' shard_count => $4)'
+                USING 'setstream.events', 'stream', 'none',
+                      coalesce(shard_count,
+                               pg_catalog.current_setting('citus.shard_count')::integer);
+        ELSIF t OPERATOR(pg_catalog.=) 'outbox' THEN
+            EXECUTE 'SELECT pg_catalog.create_distributed_table($1, $2, colocate_with => $3)'
+                USING 'setstream.outbox', 'stream', 'setstream.events';
+        ELSE
+            EXECUTE 'SELECT pg_catalog.create_reference_table($1)'
+                USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        END IF;
+    END LOOP;
+
+    FOREACH q IN ARRAY fks LOOP
+        EXECUTE q;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION setstream.prepare_drop()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    done boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                    WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'setstream.prepare_drop() is for Citus, which is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'DROP EXTENSION setstream is enough here.';
+    END IF;
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    ALTER EXTENSION setstream DROP VIEW setstream.stats;
+    DROP VIEW setstream.stats;
+    FOREACH t IN ARRAY ARRAY['outbox', 'events', 'subscription_secrets', 'subscriptions',
+                             'source_secrets', 'sources',
+                             'peer_jwks', 'delivery_secrets', 'deliveries',
+                             'stream_grants', 'client_certs', 'tokens', 'key_secrets',
+                             'keys', 'streams', 'receiver_tokens', 'receivers'] LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
+                ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
+            INTO done USING 'setstream.' OPERATOR(pg_catalog.||) t;
+        CONTINUE WHEN NOT done;
+        EXECUTE pg_catalog.format('ALTER EXTENSION setstream DROP TABLE setstream.%I', t);
+        EXECUTE pg_catalog.format('DROP TABLE setstream.%I CASCADE', t);
+    END LOOP;
+END
+$$;
 -- end of issue 13: setstream as an SSF receiver
 
 -- the update's own helpers go
