@@ -117,12 +117,16 @@ COMMENT ON TABLE setstream.subscriptions IS
 'Streams of this database that receive the SETs of a remote SSF transmitter (subscribe): the transmitter''s endpoints, the stream it created for us (remote_stream_id, aud), the status it last announced (stream-updated) and the last verification requested.';
 SELECT pg_catalog.pg_extension_config_dump('setstream.subscriptions', '');
 
--- The credentials subscribe presents to the transmitter ({"bearer": ...}):
--- readable by the extension owner only, never returned, shown or logged.
+-- The credentials subscribe presents to the transmitter ({"bearer": ...},
+-- or an OAuth client's, with the access token last obtained and the time
+-- it is good until): readable by the extension owner only, never
+-- returned, shown or logged.
 CREATE TABLE setstream.subscription_secrets (
     stream          text PRIMARY KEY
                     REFERENCES setstream.streams (name) ON DELETE CASCADE,
-    credentials     jsonb NOT NULL
+    credentials     jsonb NOT NULL,
+    access_token    text,
+    access_token_expires_at timestamptz
 );
 REVOKE ALL ON setstream.subscription_secrets FROM PUBLIC;
 COMMENT ON TABLE setstream.subscription_secrets IS
@@ -153,6 +157,14 @@ CREATE FUNCTION setstream._ssf_call(stream text, method text, url text,
                                     OUT status integer, OUT body text, OUT error text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'setstream_ssf_call'
+LANGUAGE C VOLATILE;
+
+-- The poll client's Authorization header of a subscription with OAuth
+-- credentials: its current access token (stored as the owner, never
+-- returned)
+CREATE FUNCTION setstream._ssf_source_token(stream text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_ssf_source_token'
 LANGUAGE C VOLATILE;
 
 -- The JSON object of a transmitter's answer, or an error naming what
@@ -199,7 +211,9 @@ $$;
 -- there when its iss is not the issuer.  The stream then accepts SETs of
 -- iss transmitter_issuer, signed by keys of the transmitter's jwks_uri,
 -- whose aud holds the aud the transmitter returned.  credentials:
--- {"bearer": "<token>"} (OAuth client_credentials: not yet).
+-- {"bearer": "<token>"}, or an OAuth client_credentials client
+-- {"client_id", "client_secret", "token_endpoint"?, "scope"?,
+-- "token_endpoint_auth_method"?} (private_key_jwt: not yet).
 CREATE FUNCTION setstream.subscribe(stream text, transmitter_issuer text,
                                     delivery text DEFAULT 'push',
                                     events_requested text[] DEFAULT NULL,
@@ -238,17 +252,34 @@ BEGIN
         RAISE EXCEPTION 'transmitter_issuer must be an http or https URL without query or fragment'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF credentials IS NOT NULL AND
-       (pg_catalog.jsonb_typeof(credentials) <> 'object' OR
-        pg_catalog.jsonb_typeof(credentials -> 'bearer') IS DISTINCT FROM 'string' OR
-        (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(credentials)) <> 1 OR
-        credentials ->> 'bearer' !~ '^[A-Za-z0-9._~+/=-]+$') THEN
-        IF pg_catalog.jsonb_typeof(credentials) = 'object' AND credentials ? 'client_id' THEN
-            RAISE EXCEPTION 'OAuth client_credentials are not supported yet'
-                USING ERRCODE = 'feature_not_supported',
-                      HINT = 'Use {"bearer": "<token>"}.';
+    IF credentials IS NULL THEN
+        NULL;
+    ELSIF pg_catalog.jsonb_typeof(credentials) = 'object' AND credentials ? 'bearer' THEN
+        IF pg_catalog.jsonb_typeof(credentials -> 'bearer') <> 'string' OR
+           (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(credentials)) <> 1 OR
+           credentials ->> 'bearer' !~ '^[A-Za-z0-9._~+/=-]+$' THEN
+            RAISE EXCEPTION 'credentials must be {"bearer": "<token>"} or an OAuth client''s'
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        RAISE EXCEPTION 'credentials must be {"bearer": "<token>"}'
+    ELSIF pg_catalog.jsonb_typeof(credentials) = 'object' AND credentials ? 'client_id' THEN
+        IF credentials ? 'private_key_jwk' THEN
+            RAISE EXCEPTION 'private_key_jwt client authentication is not supported yet'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Use client_secret_basic or client_secret_post (a client_secret).';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(credentials) e
+                    WHERE e.key NOT IN ('client_id', 'client_secret', 'token_endpoint', 'scope',
+                                        'token_endpoint_auth_method')
+                       OR pg_catalog.jsonb_typeof(e.value) <> 'string') OR
+           NOT credentials ? 'client_secret' OR
+           coalesce(credentials ->> 'token_endpoint_auth_method', 'client_secret_basic')
+               NOT IN ('client_secret_basic', 'client_secret_post') OR
+           coalesce(credentials ->> 'token_endpoint', 'https://x') !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'OAuth credentials are {"client_id", "client_secret", "token_endpoint"?, "scope"?, "token_endpoint_auth_method"?: "client_secret_basic" | "client_secret_post"}'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'credentials must be {"bearer": "<token>"} or an OAuth client''s'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM setstream.streams s WHERE s.name = subscribe.stream) THEN
@@ -278,6 +309,23 @@ BEGIN
        doc ->> 'configuration_endpoint' !~* '^https?://[^/?#[:space:]]+[^?#[:space:]]*$' THEN
         RAISE EXCEPTION 'the transmitter''s discovery document has no usable jwks_uri and configuration_endpoint'
             USING ERRCODE = 'protocol_violation';
+    END IF;
+
+    -- OAuth without a token_endpoint: the transmitter's authorization
+    -- server metadata (RFC 8414, at its issuer) names it
+    IF credentials ? 'client_id' AND NOT credentials ? 'token_endpoint' THEN
+        answer := setstream._ssf_call(result.name, 'GET',
+            parts[1] || '/.well-known/oauth-authorization-server' || coalesce(pg_catalog.rtrim(parts[2], '/'), ''),
+            NULL, false);
+        cfg := setstream._ssf_answer(answer.status, answer.body, answer.error,
+                                     'the authorization server metadata request', ARRAY[200]);
+        IF pg_catalog.jsonb_typeof(cfg -> 'token_endpoint') IS DISTINCT FROM 'string' OR
+           cfg ->> 'token_endpoint' !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'the transmitter''s authorization server metadata names no token_endpoint'
+                USING ERRCODE = 'protocol_violation';
+        END IF;
+        PERFORM setstream._set_subscription_secret(result.name,
+            (credentials || pg_catalog.jsonb_build_object('token_endpoint', cfg ->> 'token_endpoint'))::text);
     END IF;
 
     -- the stream at the transmitter
@@ -344,8 +392,13 @@ BEGIN
     result := setstream.alter_stream(result.name, issuer => aud[1], peer_issuer => iss,
                                      peer_jwks_uri => doc ->> 'jwks_uri');
     IF d = 'poll' THEN
+        -- (an OAuth client polls with the access token it has now: the
+        -- poll client's header is static; see the README)
         PERFORM setstream.set_source(result.name, 'poll', poll_url,
-            CASE WHEN credentials IS NOT NULL THEN 'Bearer ' || (credentials ->> 'bearer') END);
+            CASE WHEN credentials ? 'bearer' THEN 'Bearer ' || (credentials ->> 'bearer') END);
+        IF credentials ? 'client_id' THEN
+            PERFORM setstream._ssf_source_token(result.name);
+        END IF;
     END IF;
     RETURN result;
 END
@@ -425,6 +478,7 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION setstream._set_subscription_secret(text, text),
     setstream._ssf_call(text, text, text, text, boolean),
+    setstream._ssf_source_token(text),
     setstream._ssf_answer(integer, text, text, text, integer[]),
     setstream.subscribe(text, text, text, text[], jsonb),
     setstream.unsubscribe(text),
@@ -450,6 +504,7 @@ SELECT setstream._update_grant(
           ' setstream.unsubscribe(text), setstream.request_verification(text),'
           ' setstream._set_subscription_secret(text, text),'
           ' setstream._ssf_call(text, text, text, text, boolean),'
+          ' setstream._ssf_source_token(text),'
           ' setstream._ssf_answer(integer, text, text, text, integer[]) TO %s']);
 -- Inbound SSF events of a subscribed stream, checked and recorded as
 -- they are stored (a trigger on setstream.events, so that push, poll and

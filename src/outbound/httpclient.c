@@ -717,7 +717,8 @@ abandon_request(HttpRequest *req)
 
 /*
  * One request, waited for in this backend: method "GET", "POST" (body
- * as application/json) or "DELETE"; Accept application/json;
+ * as content_type, default application/json) or "DELETE"; Accept
+ * application/json;
  * authorization (not NULL) as the Authorization header.  Every rule of
  * the sender's requests holds (TLS verification, no redirect, the
  * private-destination rule, setstream.outbound_timeout_ms in all); the
@@ -727,8 +728,8 @@ abandon_request(HttpRequest *req)
  */
 void
 httpclient_request_sync(const char *method, const char *url,
-						const char *body, const char *authorization,
-						HttpSyncResult *out)
+						const char *body, const char *content_type,
+						const char *authorization, HttpSyncResult *out)
 {
 	SyncOutcome outcome;
 	HttpRequest *req;
@@ -743,7 +744,8 @@ httpclient_request_sync(const char *method, const char *url,
 		httpclient_configure();
 	if (!start_method(strcmp(method, "DELETE") == 0 ? "DELETE" : NULL, url,
 					  post ? body : NULL, post ? strlen(body) : 0,
-					  post ? "application/json" : NULL, "application/json",
+					  post ? (content_type ? content_type : "application/json") : NULL,
+					  "application/json",
 					  authorization, setstream_outbound_timeout_ms,
 					  HTTP_MAX_RESPONSE, sync_done, &outcome))
 	{

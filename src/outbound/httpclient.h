@@ -69,6 +69,7 @@ typedef struct HttpSyncResult
 
 extern void httpclient_request_sync(const char *method, const char *url,
 									const char *body,
+									const char *content_type,
 									const char *authorization,
 									HttpSyncResult *out);
 

@@ -168,6 +168,7 @@ static const char *const grants_manage_0_4[] = {
 	" setstream.unsubscribe(text), setstream.request_verification(text),"
 	" setstream._set_subscription_secret(text, text),"
 	" setstream._ssf_call(text, text, text, text, boolean),"
+	" setstream._ssf_source_token(text),"
 	" setstream._ssf_answer(integer, text, text, text, integer[]) TO %s",
 	NULL
 };

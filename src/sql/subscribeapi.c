@@ -11,7 +11,13 @@
  *
  *	  Both functions require the manage right on the stream; the
  *	  credentials are never returned, shown or logged: the request reads
- *	  the bearer token itself, as the extension owner.
+ *	  them itself, as the extension owner.  Credentials are a static
+ *	  bearer token ({"bearer"}), or an OAuth 2.0 client_credentials client
+ *	  ({"client_id", "client_secret", "token_endpoint", "scope"?,
+ *	  "token_endpoint_auth_method"?: client_secret_basic (default) or
+ *	  client_secret_post}) whose access token is cached, with its expiry
+ *	  less a margin, in subscription_secrets, and fetched anew when the
+ *	  transmitter answers 401.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,7 +27,11 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "base/pg_builtins.h"
+#include "utils/timestamp.h"
 
+#include "setstream.h"
+#include "codec/json.h"
+#include "jose/jose.h"
 #include "outbound/httpclient.h"
 #include "shmem/wakeup.h"
 #include "sql/privileges.h"
@@ -29,6 +39,7 @@
 
 PG_FUNCTION_INFO_V1(setstream_set_subscription_secret);
 PG_FUNCTION_INFO_V1(setstream_ssf_call);
+PG_FUNCTION_INFO_V1(setstream_ssf_source_token);
 
 /*
  * _set_subscription_secret(stream, credentials jsonb): store (NULL:
@@ -54,6 +65,195 @@ setstream_set_subscription_secret(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Wipe a secret (NULL: nothing) */
+static void
+forget(char *secret)
+{
+	if (secret != NULL)
+		explicit_bzero(secret, strlen(secret));
+}
+
+/* s, application/x-www-form-urlencoded (RFC 6749, appendix B) */
+static void
+append_form(StringInfo buf, const char *s)
+{
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+			c == '~')
+			appendStringInfoChar(buf, (char) c);
+		else if (c == ' ')
+			appendStringInfoChar(buf, '+');
+		else
+			appendStringInfo(buf, "%%%02X", c);
+	}
+}
+
+/* "Basic " and base64 (with padding) of user:password, each form-encoded */
+static char *
+basic_authorization(const char *user, const char *password)
+{
+	StringInfoData pair;
+	StringInfoData out;
+	char	   *b64;
+	size_t		n;
+
+	initStringInfo(&pair);
+	append_form(&pair, user);
+	appendStringInfoChar(&pair, ':');
+	append_form(&pair, password);
+	b64 = jose_b64url_encode((const unsigned char *) pair.data, pair.len);
+	forget(pair.data);
+	initStringInfo(&out);
+	appendStringInfoString(&out, "Basic ");
+	for (char *c = b64; *c; c++)
+		appendStringInfoChar(&out, *c == '-' ? '+' : *c == '_' ? '/' : *c);
+	n = strlen(b64);
+	while (n++ % 4 != 0)
+		appendStringInfoChar(&out, '=');
+	forget(b64);
+	return out.data;
+}
+
+/* A string member of obj, or NULL */
+static const char *
+member(json_t *obj, const char *name)
+{
+	json_t	   *v = json_object_get(obj, name);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/*
+ * A new access token from the token endpoint (OAuth 2.0 client
+ * credentials grant), cached until shortly before it expires
+ */
+static char *
+fetch_access_token(const char *stream, json_t *cred)
+{
+	const char *endpoint = member(cred, "token_endpoint");
+	const char *id = member(cred, "client_id");
+	const char *secret = member(cred, "client_secret");
+	const char *scope = member(cred, "scope");
+	const char *method = member(cred, "token_endpoint_auth_method");
+	bool		post = method != NULL && strcmp(method, "client_secret_post") == 0;
+	StringInfoData body;
+	char	   *authorization = NULL;
+	HttpSyncResult r;
+	json_t	   *answer;
+	json_t	   *expires;
+	const char *token;
+	const char *type;
+	long		lifetime = 3600;
+	char	   *out;
+
+	if (endpoint == NULL || id == NULL || secret == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the OAuth credentials of stream \"%s\" lack a token_endpoint, client_id or client_secret",
+						stream)));
+	initStringInfo(&body);
+	appendStringInfoString(&body, "grant_type=client_credentials");
+	if (scope != NULL)
+	{
+		appendStringInfoString(&body, "&scope=");
+		append_form(&body, scope);
+	}
+	if (post)
+	{
+		appendStringInfoString(&body, "&client_id=");
+		append_form(&body, id);
+		appendStringInfoString(&body, "&client_secret=");
+		append_form(&body, secret);
+	}
+	else
+		authorization = basic_authorization(id, secret);
+	httpclient_request_sync("POST", endpoint, body.data,
+							"application/x-www-form-urlencoded", authorization,
+							&r);
+	forget(body.data);
+	forget(authorization);
+	if (r.status == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("no answer from the token endpoint of stream \"%s\": %s",
+						stream, r.error)));
+	answer = r.body ? json_loads(r.body, 0, NULL) : NULL;
+	if (r.body)
+		forget(r.body);
+	if (r.status != 200 || !json_is_object(answer) ||
+		(token = member(answer, "access_token")) == NULL || token[0] == '\0' ||
+		strpbrk(token, "\r\n") != NULL)
+	{
+		const char *err = json_is_object(answer) ? member(answer, "error") : NULL;
+
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("the token endpoint of stream \"%s\" gave no access token (HTTP %d%s%s)",
+						stream, r.status, err ? ", error " : "",
+						err ? setstream_log_escape(err, 64) : "")));
+	}
+	type = member(answer, "token_type");
+	if (type != NULL && pg_strcasecmp(type, "bearer") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("the token endpoint of stream \"%s\" gave a token of type \"%s\", not Bearer",
+						stream, setstream_log_escape(type, 32))));
+	expires = json_object_get(answer, "expires_in");
+	if (json_is_integer(expires) && json_integer_value(expires) > 0)
+		lifetime = (long) Min(json_integer_value(expires), 86400 * 365);
+	/* good until shortly before it expires: a tenth of its life, 60 s at most */
+	lifetime -= Min(60, lifetime / 10);
+	out = pstrdup(token);
+	json_decref(answer);
+	store_subscription_token(stream, out,
+							 GetCurrentTimestamp() + (TimestampTz) lifetime * USECS_PER_SEC);
+	return out;
+}
+
+/*
+ * The Authorization header of a request to the stream's transmitter, or
+ * NULL without credentials: the static bearer token, or the cached OAuth
+ * access token (a new one when it is near expiry or "renew")
+ */
+static char *
+authorization_for(const char *stream, bool renew, bool *oauth)
+{
+	char	   *cached;
+	TimestampTz good_until;
+	char	   *text = store_subscription_credentials(stream, &cached, &good_until);
+	json_t	   *cred;
+	const char *bearer;
+	char	   *out = NULL;
+
+	*oauth = false;
+	if (text == NULL)
+		return NULL;
+	cred = json_loads(text, 0, NULL);
+	forget(text);
+	if (!json_is_object(cred))
+		elog(ERROR, "the credentials of stream \"%s\" are no JSON object", stream);
+	if ((bearer = member(cred, "bearer")) != NULL)
+		out = psprintf("Bearer %s", bearer);
+	else
+	{
+		*oauth = true;
+		if (cached == NULL || renew || good_until <= GetCurrentTimestamp())
+		{
+			forget(cached);
+			cached = fetch_access_token(stream, cred);
+		}
+		out = psprintf("Bearer %s", cached);
+		forget(cached);
+	}
+	/* (jansson's copies of the secrets go with the object) */
+	json_decref(cred);
+	return out;
+}
+
 /*
  * _ssf_call(stream, method, url, body, authorize, OUT status, OUT body,
  * OUT error): one request to the stream's transmitter, waited for here.
@@ -70,6 +270,7 @@ setstream_ssf_call(PG_FUNCTION_ARGS)
 	char	   *body = NULL;
 	char	   *authorization = NULL;
 	HttpSyncResult result;
+	bool		oauth = false;
 	TupleDesc	tupdesc;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
@@ -93,19 +294,17 @@ setstream_ssf_call(PG_FUNCTION_ARGS)
 	if (strcmp(method, "POST") == 0)
 		body = PG_ARGISNULL(3) ? "{}" : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	if (!PG_ARGISNULL(4) && PG_GETARG_BOOL(4))
+		authorization = authorization_for(stream, false, &oauth);
+
+	httpclient_request_sync(method, url, body, NULL, authorization, &result);
+	if (result.status == 401 && oauth)
 	{
-		char	   *bearer = store_subscription_bearer(stream);
-
-		if (bearer != NULL)
-		{
-			authorization = psprintf("Bearer %s", bearer);
-			explicit_bzero(bearer, strlen(bearer));
-		}
+		/* the cached access token is no longer good: a new one, once */
+		forget(authorization);
+		authorization = authorization_for(stream, true, &oauth);
+		httpclient_request_sync(method, url, body, NULL, authorization, &result);
 	}
-
-	httpclient_request_sync(method, url, body, authorization, &result);
-	if (authorization != NULL)
-		explicit_bzero(authorization, strlen(authorization));
+	forget(authorization);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "_ssf_call must return a record");
@@ -120,4 +319,27 @@ setstream_ssf_call(PG_FUNCTION_ARGS)
 	else
 		nulls[2] = true;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * _ssf_source_token(stream): the poll client's Authorization header of a
+ * subscription with OAuth credentials, from its current access token
+ * (stored as the owner; the sender reads the sources again at commit)
+ */
+Datum
+setstream_ssf_source_token(PG_FUNCTION_ARGS)
+{
+	char	   *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		oauth;
+	char	   *authorization;
+
+	privileges_require(stream, "manage");
+	authorization = authorization_for(stream, false, &oauth);
+	if (authorization != NULL)
+	{
+		store_set_source_secret(stream, authorization);
+		forget(authorization);
+		wakeup_note_config();
+	}
+	PG_RETURN_VOID();
 }

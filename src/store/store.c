@@ -2219,12 +2219,20 @@ static StoreStmt stmt_insert_subscription_secret = {
 	2, {TEXTOID, TEXTOID}
 };
 
-/* The static bearer token of the credentials, when they hold one */
-static StoreStmt stmt_subscription_bearer = {
-	"SELECT c.credentials OPERATOR(pg_catalog.->>) 'bearer'"
+/* The credentials (JSON text) and the cached OAuth access token */
+static StoreStmt stmt_subscription_credentials = {
+	"SELECT c.credentials::pg_catalog.text, c.access_token,"
+	" c.access_token_expires_at"
 	" FROM setstream.subscription_secrets c"
 	" WHERE c.stream OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
+};
+
+static StoreStmt stmt_subscription_token = {
+	"UPDATE setstream.subscription_secrets"
+	" SET access_token = $2, access_token_expires_at = $3"
+	" WHERE stream OPERATOR(pg_catalog.=) $1",
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
 /* Store (credentials not NULL: JSON text) or remove a subscription's */
@@ -2236,21 +2244,52 @@ store_set_subscription_secret(const char *stream, const char *credentials)
 }
 
 /*
- * The bearer token a subscription presents to its transmitter (read as
- * the owner), or NULL; palloc'd in the caller's context
+ * The credentials a subscription presents to its transmitter, as JSON
+ * text, and its cached access token (NULL: none) and the time it is good
+ * until, read as the owner; NULL without credentials.  palloc'd in the
+ * caller's context.
  */
 char *
-store_subscription_bearer(const char *stream)
+store_subscription_credentials(const char *stream, char **access_token,
+							   TimestampTz *expires_at)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[1];
 	char	   *out = NULL;
 
+	*access_token = NULL;
+	*expires_at = 0;
 	values[0] = text_datum(stream);
 	spi_connect();
-	run_as_owner(&stmt_subscription_bearer, values, NULL, true);
+	run_as_owner(&stmt_subscription_credentials, values, NULL, true);
 	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d;
+
 		out = get_text(0, 1, cxt);
+		*access_token = get_text(0, 2, cxt);
+		d = get_datum(0, 3, &isnull);
+		*expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+	}
 	SPI_finish();
 	return out;
+}
+
+/* Cache (token NULL: forget) the subscription's OAuth access token */
+void
+store_subscription_token(const char *stream, const char *token,
+						 TimestampTz expires_at)
+{
+	Datum		values[3];
+	char		nulls[4] = "   ";
+
+	values[0] = text_datum(stream);
+	values[1] = token ? text_datum(token) : (Datum) 0;
+	values[2] = TimestampTzGetDatum(expires_at);
+	if (token == NULL)
+		nulls[1] = nulls[2] = 'n';
+	spi_connect();
+	run_as_owner(&stmt_subscription_token, values, nulls, false);
+	SPI_finish();
 }

@@ -133,7 +133,7 @@ def test_bad_arguments(db, sub_env):
     for args, code in [((b, URL, "carrier-pigeon", None), "22023"),
                        ((b, "ftp://x", "poll", None), "22023"),
                        ((b, URL, "poll", '{"bearer": 1}'), "22023"),
-                       ((b, URL, "poll", '{"client_id": "a", "client_secret": "b"}'), "0A000")]:
+                       ((b, URL, "poll", '{"client_id": "a", "private_key_jwk": {}}'), "0A000")]:
         with pytest.raises(psycopg2.Error) as e:
             db.execute("SELECT setstream.subscribe(%s, %s, %s, NULL, %s::jsonb)", args)
         assert e.value.pgcode == code, (args, e.value)
@@ -152,6 +152,8 @@ class FakeTransmitter:
         self.issuer_override = None
         self.iss_override = None
         self.verification_status = 204
+        self.valid_tokens = None    # a set: /streams and /verify want one of them
+        self.issued = 0
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -176,7 +178,9 @@ class FakeTransmitter:
 
             def do_GET(self):
                 self._record()
-                if self.path == "/jwks.json":
+                if self.path == "/.well-known/oauth-authorization-server":
+                    self._send(200, {"issuer": fake.url, "token_endpoint": fake.url + "/token"})
+                elif self.path == "/jwks.json":
                     k = dict(public_jwk(peer_key("ES256", 3)), kid="fake-k1", alg="ES256",
                              use="sig")
                     self._send(200, {"keys": [k]})
@@ -190,8 +194,26 @@ class FakeTransmitter:
                 else:
                     self._send(404, {"error": "no"})
 
+            def _authorized(self):
+                if fake.valid_tokens is None:
+                    return True
+                a = self.headers.get("Authorization") or ""
+                if a.startswith("Bearer ") and a[7:] in fake.valid_tokens:
+                    return True
+                self._send(401, {"error": "invalid_token"})
+                return False
+
             def do_POST(self):
                 body = self._record()
+                if self.path == "/token":
+                    fake.issued += 1
+                    tok = "at-%d" % fake.issued
+                    fake.valid_tokens = (fake.valid_tokens or set()) | {tok}
+                    self._send(200, {"access_token": tok, "token_type": "Bearer",
+                                     "expires_in": 3600})
+                    return
+                if not self._authorized():
+                    return
                 if self.path == "/streams":
                     fake.create_body = json.loads(body)
                     self._send(201, {
@@ -209,7 +231,8 @@ class FakeTransmitter:
 
             def do_DELETE(self):
                 self._record()
-                self._send(204)
+                if self._authorized():
+                    self._send(204)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
@@ -360,3 +383,74 @@ def test_push_verification_round_trip(db, fake, name, transmitter):
     db.execute("SELECT setstream.unsubscribe(%s)", (name,))
     st, body = push_to_us(fake, fake_set(fake, {VERIFICATION: {}}, me))
     assert st == 401, body
+
+
+def calls(fake, since=0):
+    """the requests subscribe & co. made (not the sender's polls and JWKS
+    fetches, which start once the subscription is committed)"""
+    return [(r[0], r[1], r[2]) for r in fake.requests[since:]
+            if not r[1].startswith("/poll/") and r[1] != "/jwks.json"]
+
+
+def test_oauth_client_secret_basic_cached_and_renewed_on_401(db, fake, name):
+    """no token_endpoint given: found in the authorization server metadata;
+    client_secret_basic; the access token is cached, and fetched anew when
+    the transmitter answers 401"""
+    fake.valid_tokens = set()
+    cred = {"client_id": "c1", "client_secret": "s e/cret"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    got = calls(fake)
+    import base64
+    basic = "Basic " + base64.b64encode(b"c1:s+e%2Fcret").decode()
+    assert got == [("GET", "/.well-known/ssf-configuration", None),
+                   ("GET", "/.well-known/oauth-authorization-server", None),
+                   ("POST", "/token", basic),
+                   ("POST", "/streams", "Bearer at-1")]
+    assert fake.requests[2][3] == b"grant_type=client_credentials"
+    # the poll client polls with the access token
+    assert db.val("SELECT authorization_header FROM setstream.source_secrets "
+                  "WHERE stream = %s", (name,)) == "Bearer at-1"
+    # the secret and the token: not in the subscription, which others may read
+    row = json.dumps(db.dicts("SELECT * FROM setstream.subscriptions WHERE stream = %s",
+                              (name,)), default=str)
+    assert "s e/cret" not in row and "at-1" not in row
+    # cached: the next request fetches none
+    n = len(fake.requests)
+    db.val("SELECT setstream.request_verification(%s)", (name,))
+    assert calls(fake, n) == [("POST", "/verify", "Bearer at-1")]
+    # the transmitter forgets it: 401, a new token, the request again
+    fake.valid_tokens = set()
+    n = len(fake.requests)
+    db.execute("SELECT setstream.unsubscribe(%s)", (name,))
+    assert calls(fake, n) == [
+        ("DELETE", "/streams?stream_id=fake-1", "Bearer at-1"),
+        ("POST", "/token", basic),
+        ("DELETE", "/streams?stream_id=fake-1", "Bearer at-2")]
+
+
+def test_oauth_client_secret_post(db, fake, name, transmitter):
+    fake.valid_tokens = set()
+    cred = {"client_id": "c2", "client_secret": "p&q", "scope": "ssf.manage ssf.read",
+            "token_endpoint": fake.url + "/token",
+            "token_endpoint_auth_method": "client_secret_post"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'push', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    got = calls(fake)
+    assert got == [("GET", "/.well-known/ssf-configuration", None),
+                   ("POST", "/token", None),
+                   ("POST", "/streams", "Bearer at-1")]
+    assert fake.requests[1][3] == (b"grant_type=client_credentials&scope=ssf.manage+ssf.read"
+                                   b"&client_id=c2&client_secret=p%26q")
+
+
+def test_oauth_bad_credentials(db, fake, name):
+    for cred, code in [({"client_id": "c"}, "22023"),
+                       ({"client_id": "c", "client_secret": "s",
+                         "token_endpoint_auth_method": "none"}, "22023"),
+                       ({"client_id": "c", "private_key_jwk": {"kty": "EC"}}, "0A000")]:
+        with pytest.raises(psycopg2.Error) as e:
+            db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                       (name, fake.url, json.dumps(cred)))
+        assert e.value.pgcode == code, (cred, e.value)
+    assert fake.requests == []
