@@ -213,7 +213,8 @@ $$;
 -- whose aud holds the aud the transmitter returned.  credentials:
 -- {"bearer": "<token>"}, or an OAuth client_credentials client
 -- {"client_id", "client_secret", "token_endpoint"?, "scope"?,
--- "token_endpoint_auth_method"?} (private_key_jwt: not yet).
+-- "token_endpoint_auth_method"?}, or with "private_key_jwk" (a private
+-- JWK) instead of client_secret: private_key_jwt.
 CREATE FUNCTION setstream.subscribe(stream text, transmitter_issuer text,
                                     delivery text DEFAULT 'push',
                                     events_requested text[] DEFAULT NULL,
@@ -262,20 +263,19 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSIF pg_catalog.jsonb_typeof(credentials) = 'object' AND credentials ? 'client_id' THEN
-        IF credentials ? 'private_key_jwk' THEN
-            RAISE EXCEPTION 'private_key_jwt client authentication is not supported yet'
-                USING ERRCODE = 'feature_not_supported',
-                      HINT = 'Use client_secret_basic or client_secret_post (a client_secret).';
-        END IF;
         IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(credentials) e
-                    WHERE e.key NOT IN ('client_id', 'client_secret', 'token_endpoint', 'scope',
-                                        'token_endpoint_auth_method')
-                       OR pg_catalog.jsonb_typeof(e.value) <> 'string') OR
-           NOT credentials ? 'client_secret' OR
-           coalesce(credentials ->> 'token_endpoint_auth_method', 'client_secret_basic')
-               NOT IN ('client_secret_basic', 'client_secret_post') OR
+                    WHERE e.key NOT IN ('client_id', 'client_secret', 'private_key_jwk',
+                                        'token_endpoint', 'scope', 'token_endpoint_auth_method')
+                       OR pg_catalog.jsonb_typeof(e.value) <>
+                          CASE e.key WHEN 'private_key_jwk' THEN 'object' ELSE 'string' END) OR
+           (credentials ? 'client_secret') = (credentials ? 'private_key_jwk') OR
+           coalesce(credentials ->> 'token_endpoint_auth_method',
+                    CASE WHEN credentials ? 'private_key_jwk' THEN 'private_key_jwt'
+                         ELSE 'client_secret_basic' END)
+               NOT IN (CASE WHEN credentials ? 'private_key_jwk' THEN 'private_key_jwt' ELSE 'client_secret_basic' END,
+                       CASE WHEN credentials ? 'private_key_jwk' THEN 'private_key_jwt' ELSE 'client_secret_post' END) OR
            coalesce(credentials ->> 'token_endpoint', 'https://x') !~* '^https?://[^/?#[:space:]]+' THEN
-            RAISE EXCEPTION 'OAuth credentials are {"client_id", "client_secret", "token_endpoint"?, "scope"?, "token_endpoint_auth_method"?: "client_secret_basic" | "client_secret_post"}'
+            RAISE EXCEPTION 'OAuth credentials are {"client_id", "client_secret" (token_endpoint_auth_method client_secret_basic, the default, or client_secret_post) or "private_key_jwk" (private_key_jwt), "token_endpoint"?, "scope"?}'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSE

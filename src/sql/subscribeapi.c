@@ -23,6 +23,8 @@
  */
 #include "postgres.h"
 
+#include <time.h>
+
 #include "access/htup_details.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -128,6 +130,92 @@ member(json_t *obj, const char *name)
 }
 
 /*
+ * The algorithm of a private JWK: its "alg", else the one its key type
+ * implies (EC P-256 ES256, P-384 ES384, RSA RS256, Ed25519 EdDSA)
+ */
+static const char *
+jwk_alg(json_t *jwk)
+{
+	const char *alg = member(jwk, "alg");
+	const char *kty = member(jwk, "kty");
+	const char *crv = member(jwk, "crv");
+
+	if (alg != NULL)
+		return alg;
+	if (kty == NULL)
+		return NULL;
+	if (strcmp(kty, "RSA") == 0)
+		return "RS256";
+	if (crv == NULL)
+		return NULL;
+	if (strcmp(kty, "EC") == 0 && strcmp(crv, "P-256") == 0)
+		return "ES256";
+	if (strcmp(kty, "EC") == 0 && strcmp(crv, "P-384") == 0)
+		return "ES384";
+	if (strcmp(kty, "OKP") == 0 && strcmp(crv, "Ed25519") == 0)
+		return "EdDSA";
+	return NULL;
+}
+
+/*
+ * A client assertion (RFC 7523, section 2.2): iss and sub the client_id,
+ * aud the token endpoint, a random jti, valid for 5 minutes, signed with
+ * the credentials' private_key_jwk (header kid: the JWK's kid, if any)
+ */
+static char *
+client_assertion(const char *stream, json_t *cred, const char *id,
+				 const char *endpoint)
+{
+	json_t	   *jwk = json_object_get(cred, "private_key_jwk");
+	const char *alg = json_is_object(jwk) ? jwk_alg(jwk) : NULL;
+	char	   *jwk_text;
+	JoseKey    *key;
+	json_t	   *claims;
+	char	   *payload;
+	char	   *out;
+	uint8		random[16];
+	char		jti[33];
+	int64		now = (int64) time(NULL);
+
+	if (alg == NULL || member(jwk, "kty") == NULL || member(jwk, "d") == NULL ||
+		!jose_alg_fits(alg, member(jwk, "kty"), member(jwk, "crv"), 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the private_key_jwk of stream \"%s\" is no private key of an algorithm setstream signs with",
+						stream)));
+	jwk_text = json_dumps(jwk, JSON_COMPACT);
+	key = jwk_text ? jose_key_get(jwk_text) : NULL;
+	/* (jansson allocates with palloc here: jose_init_allocators) */
+	if (jwk_text)
+	{
+		forget(jwk_text);
+		pfree(jwk_text);
+	}
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the private_key_jwk of stream \"%s\" is not a usable private key",
+						stream)));
+	if (!pg_strong_random(random, sizeof(random)))
+		elog(ERROR, "could not generate a random jti");
+	for (int i = 0; i < 16; i++)
+		snprintf(jti + 2 * i, 3, "%02x", random[i]);
+	claims = json_object();
+	json_object_set_new(claims, "iss", json_string(id));
+	json_object_set_new(claims, "sub", json_string(id));
+	json_object_set_new(claims, "aud", json_string(endpoint));
+	json_object_set_new(claims, "jti", json_string(jti));
+	json_object_set_new(claims, "iat", json_integer(now));
+	json_object_set_new(claims, "exp", json_integer(now + 300));
+	payload = json_dumps(claims, JSON_COMPACT);
+	json_decref(claims);
+	out = jose_sign_typ(key, alg, member(jwk, "kid"), "JWT", payload,
+						strlen(payload));
+	pfree(payload);
+	return out;
+}
+
+/*
  * A new access token from the token endpoint (OAuth 2.0 client
  * credentials grant), cached until shortly before it expires
  */
@@ -150,10 +238,11 @@ fetch_access_token(const char *stream, json_t *cred)
 	long		lifetime = 3600;
 	char	   *out;
 
-	if (endpoint == NULL || id == NULL || secret == NULL)
+	if (endpoint == NULL || id == NULL ||
+		(secret == NULL && json_object_get(cred, "private_key_jwk") == NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the OAuth credentials of stream \"%s\" lack a token_endpoint, client_id or client_secret",
+				 errmsg("the OAuth credentials of stream \"%s\" lack a token_endpoint, client_id, client_secret or private_key_jwk",
 						stream)));
 	initStringInfo(&body);
 	appendStringInfoString(&body, "grant_type=client_credentials");
@@ -162,7 +251,20 @@ fetch_access_token(const char *stream, json_t *cred)
 		appendStringInfoString(&body, "&scope=");
 		append_form(&body, scope);
 	}
-	if (post)
+	if (secret == NULL)
+	{
+		/* private_key_jwt (RFC 7523): a signed assertion in the body */
+		char	   *assertion = client_assertion(stream, cred, id, endpoint);
+
+		appendStringInfoString(&body, "&client_id=");
+		append_form(&body, id);
+		appendStringInfoString(&body, "&client_assertion_type=");
+		append_form(&body, "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+		appendStringInfoString(&body, "&client_assertion=");
+		append_form(&body, assertion);
+		forget(assertion);
+	}
+	else if (post)
 	{
 		appendStringInfoString(&body, "&client_id=");
 		append_form(&body, id);

@@ -14,6 +14,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 
 import psycopg2
@@ -133,7 +134,7 @@ def test_bad_arguments(db, sub_env):
     for args, code in [((b, URL, "carrier-pigeon", None), "22023"),
                        ((b, "ftp://x", "poll", None), "22023"),
                        ((b, URL, "poll", '{"bearer": 1}'), "22023"),
-                       ((b, URL, "poll", '{"client_id": "a", "private_key_jwk": {}}'), "0A000")]:
+                       ((b, URL, "poll", '{"client_id": "a", "private_key_jwk": []}'), "22023")]:
         with pytest.raises(psycopg2.Error) as e:
             db.execute("SELECT setstream.subscribe(%s, %s, %s, NULL, %s::jsonb)", args)
         assert e.value.pgcode == code, (args, e.value)
@@ -311,7 +312,7 @@ def test_fake_poll_subscription_and_verification_request(db, fake, name):
         db.execute("SELECT setstream.request_verification(%s)", (name,))
     assert "HTTP 429" in str(e.value)
     db.execute("SELECT setstream.unsubscribe(%s)", (name,))
-    assert fake.requests[-1][:3] == ("DELETE", "/streams?stream_id=fake-1", "Bearer t0k")
+    assert calls(fake)[-1] == ("DELETE", "/streams?stream_id=fake-1", "Bearer t0k")
 
 
 def fake_set(fake, events, sub_id=None):
@@ -448,9 +449,116 @@ def test_oauth_bad_credentials(db, fake, name):
     for cred, code in [({"client_id": "c"}, "22023"),
                        ({"client_id": "c", "client_secret": "s",
                          "token_endpoint_auth_method": "none"}, "22023"),
-                       ({"client_id": "c", "private_key_jwk": {"kty": "EC"}}, "0A000")]:
+                       ({"client_id": "c", "client_secret": "s",
+                         "private_key_jwk": {"kty": "EC"}}, "22023"),
+                       ({"client_id": "c", "private_key_jwk": "x"}, "22023")]:
         with pytest.raises(psycopg2.Error) as e:
             db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
                        (name, fake.url, json.dumps(cred)))
         assert e.value.pgcode == code, (cred, e.value)
     assert fake.requests == []
+
+
+def test_oauth_private_key_jwt(db, fake, name):
+    """private_key_jwt (RFC 7523): the token request carries a client
+    assertion signed with the private JWK, which the public key verifies"""
+    from jwcrypto import jws as jwcrypto_jws
+    key = peer_key("ES256", 4)
+    private = json.loads(key.export_private())
+    private["kid"] = "client-k1"
+    fake.valid_tokens = set()
+    cred = {"client_id": "c3", "private_key_jwk": private,
+            "token_endpoint": fake.url + "/token"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    assert calls(fake)[1:] == [("POST", "/token", None), ("POST", "/streams", "Bearer at-1")]
+    form = urllib.parse.parse_qs(fake.requests[1][3].decode())
+    assert form["grant_type"] == ["client_credentials"] and form["client_id"] == ["c3"]
+    assert form["client_assertion_type"] == [
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
+    assertion = form["client_assertion"][0]
+    obj = jwcrypto_jws.JWS()
+    obj.deserialize(assertion)
+    obj.verify(key)    # raises unless the client's key signed it
+    header = obj.jose_header
+    assert header["alg"] == "ES256" and header["kid"] == "client-k1" and header["typ"] == "JWT"
+    claims = json.loads(obj.payload)
+    assert claims["iss"] == claims["sub"] == "c3"
+    assert claims["aud"] == fake.url + "/token"
+    assert claims["exp"] - claims["iat"] == 300 and len(claims["jti"]) == 32
+    # the private key is in no message and no readable row
+    assert private["d"] not in json.dumps(db.dicts(
+        "SELECT * FROM setstream.subscriptions WHERE stream = %s", (name,)), default=str)
+
+
+# ---------------------------------------------------------------------
+# Rights
+# ---------------------------------------------------------------------
+
+@pytest.fixture
+def creator(db):
+    """a role that may create streams (so it manages its own), and one
+    without any right"""
+    names = ["ssfs_" + uuid.uuid4().hex[:10] for _ in range(2)]
+    conns = []
+    for n in names:
+        db.execute("CREATE ROLE %s LOGIN NOSUPERUSER" % n)
+    db.execute("SELECT setstream.allow_stream_creation(%s)", (names[0],))
+    for n in names:
+        c = psycopg2.connect(dbname=db.val("SELECT current_database()"), user=n)
+        c.autocommit = True
+        conns.append(c)
+    from listener_support import Db
+    yield [Db(c) for c in conns]
+    for c in conns:
+        c.close()
+    for n in names:
+        db.execute("DELETE FROM setstream.streams WHERE owner::text = %s", (n,))
+        db.execute("DROP OWNED BY %s CASCADE" % n)
+        db.execute("DROP ROLE %s" % n)
+
+
+def sqlstate(d, sql, params=None):
+    try:
+        d.execute(sql, params)
+    except psycopg2.Error as e:
+        return e.pgcode
+    return None
+
+
+def test_rights(db, fake, creator):
+    owner, nobody = creator
+    s = "sub-" + uuid.uuid4().hex[:12]
+    cred = json.dumps({"bearer": "t0k-secret"})
+    # a role that may create streams subscribes a stream of its own
+    owner.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+                  (s, fake.url, cred))
+    assert owner.val("SELECT remote_stream_id FROM setstream.subscriptions "
+                     "WHERE stream = %s", (s,)) == "fake-1"
+    # the credentials are the extension owner's only
+    assert sqlstate(owner, "SELECT * FROM setstream.subscription_secrets") == "42501"
+    assert sqlstate(owner, "SELECT setstream._ssf_call(%s, 'GET', %s, NULL, true)",
+                    (s, fake.url + "/x")) is None   # its own stream: allowed
+    assert calls(fake)[-1] == ("GET", "/x", "Bearer t0k-secret")
+    # a role that manages another stream (so it may run the functions),
+    # but not this one: none of it
+    other = "oth-" + uuid.uuid4().hex[:12]
+    owner.execute("SELECT setstream.create_stream(%s, 'https://o.example', '{https://p.example}')",
+                  (other,))
+    owner.execute("SELECT setstream.grant_stream(%s, %s::regrole, '{manage}')",
+                  (other, nobody.val("SELECT current_user")))
+    # (a stream the role may not see: "does not exist", or denied)
+    denied = ("42501", "42704")
+    assert sqlstate(nobody, "SELECT setstream.unsubscribe(%s)", (s,)) in denied
+    assert sqlstate(nobody, "SELECT setstream.request_verification(%s)", (s,)) in denied
+    assert sqlstate(nobody, "SELECT setstream._ssf_call(%s, 'GET', %s, NULL, true)",
+                    (s, fake.url + "/x")) in denied
+    assert sqlstate(nobody, "SELECT setstream._set_subscription_secret(%s, NULL)",
+                    (s,)) in denied
+    n = len(fake.requests)
+    assert sqlstate(nobody, "SELECT * FROM setstream.subscription_secrets") == "42501"
+    assert nobody.val("SELECT count(*) FROM setstream.subscriptions") == 0
+    assert sqlstate(nobody, "DELETE FROM setstream.subscriptions") is None
+    assert calls(fake, n) == []
+    owner.execute("SELECT setstream.unsubscribe(%s)", (s,))
+    assert calls(fake)[-1] == ("DELETE", "/streams?stream_id=fake-1", "Bearer t0k-secret")
