@@ -241,7 +241,520 @@ SELECT setstream._update_grant(
     ARRAY['GRANT EXECUTE ON FUNCTION setstream.add_subject(text, jsonb, boolean),'
           ' setstream.remove_subject(text, jsonb) TO %s']);
 
--- Citus: stream_subjects is distributed by stream, co-located with events
+-- end of issue 13: SSF subjects, the emit filter, PATCH/PUT of stream configuration
+
+-- ---------------------------------------------------------------------
+-- issue 13: setstream as an SSF receiver (subscribe, unsubscribe, request_verification)
+-- ---------------------------------------------------------------------
+
+-- A stream of this database subscribed to a remote SSF transmitter:
+-- what subscribe found at the transmitter (its discovery document's
+-- endpoints, the stream it created: remote_stream_id, aud), the bearer
+-- token issued for push delivery (push_token_id), what the transmitter
+-- said of the stream in stream-updated SETs (transmitter_status...), and
+-- the state of the last request_verification (verification_state, valid
+-- until verification_expires_at; verified_at: when a verification SET
+-- with it arrived).
+CREATE TABLE setstream.subscriptions (
+    stream                  text PRIMARY KEY
+                            REFERENCES setstream.streams (name) ON DELETE CASCADE,
+    transmitter_issuer      text NOT NULL
+                            CHECK (transmitter_issuer ~* '^https?://[^/?#[:space:]]+'),
+    delivery                text NOT NULL CHECK (delivery IN ('push', 'poll')),
+    events_requested        text[],
+    events_delivered        text[],
+    remote_stream_id        text NOT NULL CHECK (remote_stream_id ~ '^[A-Za-z0-9._~-]+$'),
+    aud                     text[] NOT NULL CHECK (cardinality(aud) > 0),
+    configuration_endpoint  text NOT NULL,
+    status_endpoint         text,
+    verification_endpoint   text,
+    jwks_uri                text NOT NULL,
+    push_token_id           bigint,
+    transmitter_status      text,
+    transmitter_status_reason text,
+    transmitter_status_at   timestamptz,
+    verification_state      text,
+    verification_expires_at timestamptz,
+    verification_requested_at timestamptz,
+    verified_at             timestamptz,
+    created_at              timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE setstream.subscriptions IS
+'Streams of this database that receive the SETs of a remote SSF transmitter (subscribe): the transmitter''s endpoints, the stream it created for us (remote_stream_id, aud), the status it last announced (stream-updated) and the last verification requested.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.subscriptions', '');
+
+-- The credentials subscribe presents to the transmitter ({"bearer": ...},
+-- or an OAuth client's, with the access token last obtained and the time
+-- it is good until): readable by the extension owner only, never
+-- returned, shown or logged.
+CREATE TABLE setstream.subscription_secrets (
+    stream          text PRIMARY KEY
+                    REFERENCES setstream.streams (name) ON DELETE CASCADE,
+    credentials     jsonb NOT NULL,
+    access_token    text,
+    access_token_expires_at timestamptz
+);
+REVOKE ALL ON setstream.subscription_secrets FROM PUBLIC;
+COMMENT ON TABLE setstream.subscription_secrets IS
+'Credentials of the SSF receiver towards its transmitters (subscribe). Readable by the extension owner only; never returned by any function.';
+SELECT pg_catalog.pg_extension_config_dump('setstream.subscription_secrets', '');
+
+ALTER TABLE setstream.subscriptions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE setstream.subscription_secrets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON setstream.subscriptions FOR SELECT
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with(NULL))::pg_catalog.text[]));
+CREATE POLICY manage ON setstream.subscriptions FOR ALL
+    USING (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]))
+    WITH CHECK (stream OPERATOR(pg_catalog.=) ANY ((SELECT setstream._streams_with('manage'))::pg_catalog.text[]));
+-- (subscription_secrets: no policy; only its owner, who bypasses them, reads it)
+
+-- Store (NULL: remove) the credentials, as the extension owner, after
+-- checking the caller's manage right
+CREATE FUNCTION setstream._set_subscription_secret(stream text, credentials text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_set_subscription_secret'
+LANGUAGE C VOLATILE;
+
+-- One HTTP request to the stream's transmitter, waited for in this
+-- backend (bounded by setstream.outbound_timeout_ms; the rules of every
+-- outbound request hold); authorize: with the stored bearer token
+CREATE FUNCTION setstream._ssf_call(stream text, method text, url text,
+                                    request_body text, authorize boolean,
+                                    OUT status integer, OUT body text, OUT error text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'setstream_ssf_call'
+LANGUAGE C VOLATILE;
+
+-- The poll client's Authorization header of a subscription with OAuth
+-- credentials: its current access token (stored as the owner, never
+-- returned)
+CREATE FUNCTION setstream._ssf_source_token(stream text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'setstream_ssf_source_token'
+LANGUAGE C VOLATILE;
+
+-- The JSON object of a transmitter's answer, or an error naming what
+-- was asked (08006: no answer; 08P01: an answer we cannot use)
+CREATE FUNCTION setstream._ssf_answer(status integer, body text, error text,
+                                      what text, ok integer[])
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    doc jsonb;
+BEGIN
+    IF _ssf_answer.status = 0 THEN
+        RAISE EXCEPTION 'no answer from the transmitter to %: %', what, _ssf_answer.error
+            USING ERRCODE = 'connection_failure';
+    END IF;
+    IF NOT _ssf_answer.status = ANY (ok) THEN
+        RAISE EXCEPTION 'the transmitter answered % with HTTP %', what, _ssf_answer.status
+            USING ERRCODE = 'protocol_violation',
+                  DETAIL = pg_catalog.left(coalesce(_ssf_answer.body, ''), 300);
+    END IF;
+    IF ok = ARRAY[204] OR _ssf_answer.status = 204 THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        doc := _ssf_answer.body::jsonb;
+    EXCEPTION WHEN others THEN
+        doc := NULL;
+    END;
+    IF doc IS NULL OR pg_catalog.jsonb_typeof(doc) <> 'object' THEN
+        RAISE EXCEPTION 'the transmitter''s answer to % is no JSON object', what
+            USING ERRCODE = 'protocol_violation';
+    END IF;
+    RETURN doc;
+END
+$$;
+
+-- Subscribe the stream (made when it does not exist) to the SSF
+-- transmitter whose issuer is transmitter_issuer: discovery (its issuer
+-- must be transmitter_issuer exactly), the stream created there (push:
+-- to our /streams/<stream>/events with a bearer token issued here; poll:
+-- our poll client polls the endpoint it returns), refused and deleted
+-- there when its iss is not the issuer.  The stream then accepts SETs of
+-- iss transmitter_issuer, signed by keys of the transmitter's jwks_uri,
+-- whose aud holds the aud the transmitter returned.  credentials:
+-- {"bearer": "<token>"}, or an OAuth client_credentials client
+-- {"client_id", "client_secret", "token_endpoint"?, "scope"?,
+-- "token_endpoint_auth_method"?}, or with "private_key_jwk" (a private
+-- JWK) instead of client_secret: private_key_jwt.
+CREATE FUNCTION setstream.subscribe(stream text, transmitter_issuer text,
+                                    delivery text DEFAULT 'push',
+                                    events_requested text[] DEFAULT NULL,
+                                    credentials jsonb DEFAULT NULL)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+    d text := pg_catalog.lower(delivery);
+    iss text := transmitter_issuer;
+    parts text[];
+    answer record;
+    doc jsonb;
+    cfg jsonb;
+    req jsonb;
+    base text;
+    token_id bigint;
+    sid text;
+    aud text[];
+    poll_url text;
+BEGIN
+    IF d = 'urn:ietf:rfc:8935' THEN
+        d := 'push';
+    ELSIF d = 'urn:ietf:rfc:8936' THEN
+        d := 'poll';
+    END IF;
+    IF d IS NULL OR d NOT IN ('push', 'poll') THEN
+        RAISE EXCEPTION 'unknown delivery "%"', delivery
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use push (urn:ietf:rfc:8935) or poll (urn:ietf:rfc:8936).';
+    END IF;
+    parts := pg_catalog.regexp_match(iss, '^(https?://[^/?#[:space:]]+)(/[^?#[:space:]]*)?$', 'i');
+    IF parts IS NULL THEN
+        RAISE EXCEPTION 'transmitter_issuer must be an http or https URL without query or fragment'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF credentials IS NULL THEN
+        NULL;
+    ELSIF pg_catalog.jsonb_typeof(credentials) = 'object' AND credentials ? 'bearer' THEN
+        IF pg_catalog.jsonb_typeof(credentials -> 'bearer') <> 'string' OR
+           (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(credentials)) <> 1 OR
+           credentials ->> 'bearer' !~ '^[A-Za-z0-9._~+/=-]+$' THEN
+            RAISE EXCEPTION 'credentials must be {"bearer": "<token>"} or an OAuth client''s'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF pg_catalog.jsonb_typeof(credentials) = 'object' AND credentials ? 'client_id' THEN
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(credentials) e
+                    WHERE e.key NOT IN ('client_id', 'client_secret', 'private_key_jwk',
+                                        'token_endpoint', 'scope', 'token_endpoint_auth_method')
+                       OR pg_catalog.jsonb_typeof(e.value) <>
+                          CASE e.key WHEN 'private_key_jwk' THEN 'object' ELSE 'string' END) OR
+           (credentials ? 'client_secret') = (credentials ? 'private_key_jwk') OR
+           coalesce(credentials ->> 'token_endpoint_auth_method',
+                    CASE WHEN credentials ? 'private_key_jwk' THEN 'private_key_jwt'
+                         ELSE 'client_secret_basic' END)
+               NOT IN (CASE WHEN credentials ? 'private_key_jwk' THEN 'private_key_jwt' ELSE 'client_secret_basic' END,
+                       CASE WHEN credentials ? 'private_key_jwk' THEN 'private_key_jwt' ELSE 'client_secret_post' END) OR
+           coalesce(credentials ->> 'token_endpoint', 'https://x') !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'OAuth credentials are {"client_id", "client_secret" (token_endpoint_auth_method client_secret_basic, the default, or client_secret_post) or "private_key_jwk" (private_key_jwt), "token_endpoint"?, "scope"?}'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'credentials must be {"bearer": "<token>"} or an OAuth client''s'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM setstream.streams s WHERE s.name = subscribe.stream) THEN
+        PERFORM setstream.create_stream(subscribe.stream, iss, ARRAY[iss], iss);
+    END IF;
+    result := setstream._stream_row(subscribe.stream);
+    IF EXISTS (SELECT 1 FROM setstream.subscriptions s WHERE s.stream = result.name) THEN
+        RAISE EXCEPTION 'stream "%" is subscribed already', result.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'unsubscribe() it first.';
+    END IF;
+    PERFORM setstream._set_subscription_secret(result.name, credentials::text);
+
+    -- discovery: the path-inserted well-known URL of the issuer
+    answer := setstream._ssf_call(result.name, 'GET',
+        parts[1] || '/.well-known/ssf-configuration' || coalesce(pg_catalog.rtrim(parts[2], '/'), ''),
+        NULL, false);
+    doc := setstream._ssf_answer(answer.status, answer.body, answer.error, 'the discovery request', ARRAY[200]);
+    IF doc ->> 'issuer' IS DISTINCT FROM iss THEN
+        RAISE EXCEPTION 'the transmitter''s discovery document names issuer "%", not "%"',
+                        doc ->> 'issuer', iss
+            USING ERRCODE = 'protocol_violation';
+    END IF;
+    IF pg_catalog.jsonb_typeof(doc -> 'jwks_uri') IS DISTINCT FROM 'string' OR
+       doc ->> 'jwks_uri' !~* '^https?://[^/?#[:space:]]+' OR
+       pg_catalog.jsonb_typeof(doc -> 'configuration_endpoint') IS DISTINCT FROM 'string' OR
+       doc ->> 'configuration_endpoint' !~* '^https?://[^/?#[:space:]]+[^?#[:space:]]*$' THEN
+        RAISE EXCEPTION 'the transmitter''s discovery document has no usable jwks_uri and configuration_endpoint'
+            USING ERRCODE = 'protocol_violation';
+    END IF;
+
+    -- OAuth without a token_endpoint: the transmitter's authorization
+    -- server metadata (RFC 8414, at its issuer) names it
+    IF credentials ? 'client_id' AND NOT credentials ? 'token_endpoint' THEN
+        answer := setstream._ssf_call(result.name, 'GET',
+            parts[1] || '/.well-known/oauth-authorization-server' || coalesce(pg_catalog.rtrim(parts[2], '/'), ''),
+            NULL, false);
+        cfg := setstream._ssf_answer(answer.status, answer.body, answer.error,
+                                     'the authorization server metadata request', ARRAY[200]);
+        IF pg_catalog.jsonb_typeof(cfg -> 'token_endpoint') IS DISTINCT FROM 'string' OR
+           cfg ->> 'token_endpoint' !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'the transmitter''s authorization server metadata names no token_endpoint'
+                USING ERRCODE = 'protocol_violation';
+        END IF;
+        PERFORM setstream._set_subscription_secret(result.name,
+            (credentials || pg_catalog.jsonb_build_object('token_endpoint', cfg ->> 'token_endpoint'))::text);
+    END IF;
+
+    -- the stream at the transmitter
+    IF d = 'push' THEN
+        base := pg_catalog.rtrim(coalesce(pg_catalog.current_setting('setstream.public_url', true), ''), '/');
+        IF base = '' THEN
+            RAISE EXCEPTION 'push delivery needs setstream.public_url, where the transmitter pushes'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        req := pg_catalog.jsonb_build_object('delivery', pg_catalog.jsonb_build_object(
+            'method', 'urn:ietf:rfc:8935',
+            'endpoint_url', base || '/streams/' || result.name || '/events',
+            'authorization_header', 'Bearer ' || setstream.issue_token(result.name)));
+        SELECT pg_catalog.max(t.id) INTO token_id FROM setstream.tokens t
+         WHERE t.stream = result.name;
+    ELSE
+        req := pg_catalog.jsonb_build_object('delivery',
+            pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8936'));
+    END IF;
+    IF events_requested IS NOT NULL THEN
+        req := req || pg_catalog.jsonb_build_object('events_requested', pg_catalog.to_jsonb(events_requested));
+    END IF;
+    answer := setstream._ssf_call(result.name, 'POST', doc ->> 'configuration_endpoint',
+                                  req::text, true);
+    req := NULL;
+    cfg := setstream._ssf_answer(answer.status, answer.body, answer.error, 'the stream creation', ARRAY[200, 201]);
+    sid := cfg ->> 'stream_id';
+    IF sid IS NULL OR sid !~ '^[A-Za-z0-9._~-]+$' THEN
+        RAISE EXCEPTION 'the transmitter created a stream without a usable stream_id'
+            USING ERRCODE = 'protocol_violation';
+    END IF;
+    aud := CASE pg_catalog.jsonb_typeof(cfg -> 'aud')
+           WHEN 'string' THEN ARRAY[cfg ->> 'aud']
+           WHEN 'array' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'aud'))
+           END;
+    IF d = 'poll' THEN
+        poll_url := cfg -> 'delivery' ->> 'endpoint_url';
+    END IF;
+    IF cfg ->> 'iss' IS DISTINCT FROM iss OR aud IS NULL OR pg_catalog.cardinality(aud) = 0 OR
+       '' = ANY (aud) OR (d = 'poll' AND coalesce(poll_url, '') !~* '^https?://[^/?#[:space:]]+') THEN
+        answer := setstream._ssf_call(result.name, 'DELETE',
+            (doc ->> 'configuration_endpoint') || '?stream_id=' || sid, NULL, true);
+        IF cfg ->> 'iss' IS DISTINCT FROM iss THEN
+            RAISE EXCEPTION 'the transmitter created stream "%" with iss "%", not "%"',
+                            sid, cfg ->> 'iss', iss
+                USING ERRCODE = 'protocol_violation',
+                      DETAIL = 'The stream was deleted at the transmitter (HTTP ' || answer.status || ').';
+        END IF;
+        RAISE EXCEPTION 'the transmitter created stream "%" without a usable aud or poll endpoint_url', sid
+            USING ERRCODE = 'protocol_violation',
+                  DETAIL = 'The stream was deleted at the transmitter (HTTP ' || answer.status || ').';
+    END IF;
+
+    INSERT INTO setstream.subscriptions
+        (stream, transmitter_issuer, delivery, events_requested, events_delivered,
+         remote_stream_id, aud, configuration_endpoint, status_endpoint,
+         verification_endpoint, jwks_uri, push_token_id)
+    VALUES (result.name, iss, d, subscribe.events_requested,
+            CASE WHEN pg_catalog.jsonb_typeof(cfg -> 'events_delivered') = 'array'
+                 THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(cfg -> 'events_delivered')) END,
+            sid, aud, doc ->> 'configuration_endpoint', doc ->> 'status_endpoint',
+            doc ->> 'verification_endpoint', doc ->> 'jwks_uri', token_id);
+    -- inbound SETs: iss the issuer, keys from its jwks_uri, aud ours
+    result := setstream.alter_stream(result.name, issuer => aud[1], peer_issuer => iss,
+                                     peer_jwks_uri => doc ->> 'jwks_uri');
+    IF d = 'poll' THEN
+        -- (an OAuth client polls with the access token it has now: the
+        -- poll client's header is static; see the README)
+        PERFORM setstream.set_source(result.name, 'poll', poll_url,
+            CASE WHEN credentials ? 'bearer' THEN 'Bearer ' || (credentials ->> 'bearer') END);
+        IF credentials ? 'client_id' THEN
+            PERFORM setstream._ssf_source_token(result.name);
+        END IF;
+    END IF;
+    RETURN result;
+END
+$$;
+
+-- Delete the stream at its transmitter (gone there already: fine), and
+-- end the subscription here: no more polls, the push token revoked.  The
+-- stream itself and the SETs it received stay.
+CREATE FUNCTION setstream.unsubscribe(stream text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+    sub setstream.subscriptions;
+    answer record;
+BEGIN
+    result := setstream._stream_row(unsubscribe.stream);
+    SELECT * INTO sub FROM setstream.subscriptions s WHERE s.stream = result.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" is not subscribed', result.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    answer := setstream._ssf_call(result.name, 'DELETE',
+        sub.configuration_endpoint || '?stream_id=' || sub.remote_stream_id, NULL, true);
+    IF answer.status <> 404 THEN
+        PERFORM setstream._ssf_answer(answer.status, answer.body, answer.error, 'the stream deletion', ARRAY[200, 204]);
+    END IF;
+    IF sub.delivery = 'poll' THEN
+        PERFORM setstream.set_source(result.name, 'none', NULL, NULL);
+    END IF;
+    UPDATE setstream.tokens t SET revoked_at = pg_catalog.now()
+     WHERE t.stream = result.name AND t.id = sub.push_token_id AND t.revoked_at IS NULL;
+    PERFORM setstream._set_subscription_secret(result.name, NULL);
+    DELETE FROM setstream.subscriptions s WHERE s.stream = result.name;
+END
+$$;
+
+-- Ask the transmitter for a verification SET carrying a fresh random
+-- state (returned; kept for setstream.ssf_verification_ttl... 10 minutes)
+CREATE FUNCTION setstream.request_verification(stream text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+    sub setstream.subscriptions;
+    answer record;
+    st text := pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
+               || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '');
+BEGIN
+    result := setstream._stream_row(request_verification.stream);
+    SELECT * INTO sub FROM setstream.subscriptions s WHERE s.stream = result.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" is not subscribed', result.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF sub.verification_endpoint IS NULL OR
+       sub.verification_endpoint !~* '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'the transmitter of stream "%" has no verification_endpoint', result.name
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    -- recorded first: a verification SET may arrive before the answer
+    UPDATE setstream.subscriptions s
+       SET verification_state = st,
+           verification_expires_at = pg_catalog.now() + interval '10 minutes',
+           verification_requested_at = pg_catalog.now()
+     WHERE s.stream = result.name;
+    answer := setstream._ssf_call(result.name, 'POST', sub.verification_endpoint,
+        pg_catalog.jsonb_build_object('stream_id', sub.remote_stream_id, 'state', st)::text, true);
+    PERFORM setstream._ssf_answer(answer.status, answer.body, answer.error, 'the verification request', ARRAY[200, 202, 204]);
+    RETURN st;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION setstream._set_subscription_secret(text, text),
+    setstream._ssf_call(text, text, text, text, boolean),
+    setstream._ssf_source_token(text),
+    setstream._ssf_answer(integer, text, text, text, integer[]),
+    setstream.subscribe(text, text, text, text[], jsonb),
+    setstream.unsubscribe(text),
+    setstream.request_verification(text) FROM PUBLIC;
+
+-- The workers: read the subscriptions, record what the transmitter says
+GRANT SELECT ON setstream.subscriptions TO setstream_worker;
+GRANT UPDATE (transmitter_status, transmitter_status_reason, transmitter_status_at,
+              verified_at)
+    ON setstream.subscriptions TO setstream_worker;
+
+-- Roles given the manage right before this update get subscribe & co.,
+-- as grant_stream gives them from 0.4.0 on, as their own grants
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders('setstream.deliveries'::pg_catalog.regclass, 'SELECT')
+          EXCEPT SELECT 'setstream_worker' ORDER BY 1),
+    ARRAY['GRANT SELECT ON setstream.subscriptions TO %s']);
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT INSERT, UPDATE, DELETE ON setstream.subscriptions TO %s',
+          'GRANT EXECUTE ON FUNCTION setstream.subscribe(text, text, text, text[], jsonb),'
+          ' setstream.unsubscribe(text), setstream.request_verification(text),'
+          ' setstream._set_subscription_secret(text, text),'
+          ' setstream._ssf_call(text, text, text, text, boolean),'
+          ' setstream._ssf_source_token(text),'
+          ' setstream._ssf_answer(integer, text, text, text, integer[]) TO %s']);
+-- Inbound SSF events of a subscribed stream, checked and recorded as
+-- they are stored (a trigger on setstream.events, so that push, poll and
+-- pushpull all go through it; raising SE001/SE007 makes the SET a setErr
+-- or a 400 with that err):
+--   verification: a sub_id whose id is not the remote stream id is
+--     invalid_request (no sub_id: accepted, as older transmitters send
+--     none); a state that is not the one request_verification sent (or
+--     past its expiry) is invalid_state; without a state it is accepted
+--     (transmitter-initiated).  The expected state sets verified_at.
+--   stream-updated: the status and reason the transmitter announced are
+--     recorded in subscriptions.transmitter_status(_reason, _at).
+-- Runs as the extension owner (it writes subscriptions, whoever stores
+-- the SET); every name and operator is schema-qualified.
+CREATE FUNCTION setstream._subscription_event()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub setstream.subscriptions;
+    ev jsonb;
+    sub_id jsonb;
+BEGIN
+    SELECT * INTO sub FROM setstream.subscriptions s
+     WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+    IF NOT FOUND THEN
+        RETURN NEW;
+    END IF;
+    ev := coalesce(NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/ssf/event-type/verification',
+                   NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/sse/event-type/verification');
+    IF ev IS NOT NULL THEN
+        sub_id := NEW.claims OPERATOR(pg_catalog.->) 'sub_id';
+        IF sub_id IS NOT NULL AND
+           (pg_catalog.jsonb_typeof(sub_id) OPERATOR(pg_catalog.<>) 'object' OR
+            (sub_id OPERATOR(pg_catalog.->>) 'id') IS DISTINCT FROM sub.remote_stream_id) THEN
+            RAISE EXCEPTION 'invalid_request: the verification event''s sub_id is not this stream''s stream_id'
+                USING ERRCODE = 'SE001';
+        END IF;
+        IF pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND ev ? 'state' THEN
+            IF sub.verification_state IS NULL OR
+               (ev OPERATOR(pg_catalog.->>) 'state') IS DISTINCT FROM sub.verification_state OR
+               sub.verification_expires_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN
+                RAISE EXCEPTION 'invalid_state: the verification event''s state is not one this receiver sent'
+                    USING ERRCODE = 'SE007';
+            END IF;
+            UPDATE setstream.subscriptions s SET verified_at = pg_catalog.now()
+             WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+        END IF;
+    END IF;
+    ev := coalesce(NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+                   NEW.events OPERATOR(pg_catalog.->) 'https://schemas.openid.net/secevent/sse/event-type/stream-updated');
+    IF ev IS NOT NULL AND pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND
+       pg_catalog.jsonb_typeof(ev OPERATOR(pg_catalog.->) 'status') OPERATOR(pg_catalog.=) 'string' THEN
+        UPDATE setstream.subscriptions s
+           SET transmitter_status = ev OPERATOR(pg_catalog.->>) 'status',
+               transmitter_status_reason = ev OPERATOR(pg_catalog.->>) 'reason',
+               transmitter_status_at = pg_catalog.now()
+         WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._subscription_event() FROM PUBLIC;
+
+-- (WHEN: no call at all for the SETs of other event types)
+CREATE TRIGGER ssf_receiver BEFORE INSERT ON setstream.events
+    FOR EACH ROW
+    WHEN (NEW.event_types OPERATOR(pg_catalog.&&) ARRAY[
+        'https://schemas.openid.net/secevent/ssf/event-type/verification',
+        'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+        'https://schemas.openid.net/secevent/sse/event-type/verification',
+        'https://schemas.openid.net/secevent/sse/event-type/stream-updated']::pg_catalog.text[])
+    EXECUTE FUNCTION setstream._subscription_event();
+-- end of issue 13: setstream as an SSF receiver
+
+-- ---------------------------------------------------------------------
+-- Citus: distribute() and prepare_drop() know every table of 0.4.0:
+-- stream_subjects is distributed by stream, co-located with events;
+-- subscriptions and subscription_secrets are configuration (reference
+-- tables, as sources and source_secrets).  (The ssf_receiver trigger on
+-- setstream.events updates subscriptions, a reference table, from the
+-- shard a SET lands in.)
+-- ---------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION setstream.distribute(shard_count integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
@@ -280,6 +793,7 @@ BEGIN
                              'stream_grants', 'deliveries', 'delivery_secrets',
                              'peer_jwks', 'sources', 'source_secrets',
                              'receivers', 'receiver_tokens',
+                             'subscriptions', 'subscription_secrets',
                              'events', 'outbox', 'stream_subjects'] LOOP
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p'
                 ' WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)'
@@ -324,7 +838,9 @@ BEGIN
     PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     ALTER EXTENSION setstream DROP VIEW setstream.stats;
     DROP VIEW setstream.stats;
-    FOREACH t IN ARRAY ARRAY['stream_subjects', 'outbox', 'events', 'source_secrets', 'sources',
+    FOREACH t IN ARRAY ARRAY['stream_subjects', 'outbox', 'events',
+                             'subscription_secrets', 'subscriptions',
+                             'source_secrets', 'sources',
                              'peer_jwks', 'delivery_secrets', 'deliveries',
                              'stream_grants', 'client_certs', 'tokens', 'key_secrets',
                              'keys', 'streams', 'receiver_tokens', 'receivers'] LOOP
@@ -338,7 +854,7 @@ BEGIN
 END
 $$;
 
--- end of issue 13: SSF subjects, the emit filter, PATCH/PUT of stream configuration
+-- end of the Citus lists
 
 -- the update's own helpers go
 DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);

@@ -47,6 +47,9 @@ extern bool jose_verify(JoseKey *key, const char *alg, const char *compact,
 						size_t len, const JwsParts *parts);
 extern char *jose_sign(JoseKey *key, const char *alg, const char *kid,
 					   const char *payload, size_t payload_len);
+extern char *jose_sign_typ(JoseKey *key, const char *alg, const char *kid,
+						   const char *typ, const char *payload,
+						   size_t payload_len);
 extern bool jose_generate(const char *alg, char **public_json,
 						  char **private_json, char *err, size_t errlen);
 

@@ -463,6 +463,17 @@ char *
 jose_sign(JoseKey *key, const char *alg, const char *kid,
 		  const char *payload, size_t payload_len)
 {
+	return jose_sign_typ(key, alg, kid, "secevent+jwt", payload, payload_len);
+}
+
+/*
+ * Sign a payload with header {"alg","kid"?,"typ"} (kid NULL: none; an
+ * OAuth client assertion has typ "JWT")
+ */
+char *
+jose_sign_typ(JoseKey *key, const char *alg, const char *kid, const char *typ,
+			  const char *payload, size_t payload_len)
+{
 	json_t	   *hdr = json_object();
 	cjose_err	err;
 	cjose_jws_t *jws;
@@ -470,8 +481,9 @@ jose_sign(JoseKey *key, const char *alg, const char *kid,
 	char	   *result;
 
 	json_object_set_new(hdr, "alg", json_string(alg));
-	json_object_set_new(hdr, "kid", json_string(kid));
-	json_object_set_new(hdr, "typ", json_string("secevent+jwt"));
+	if (kid != NULL)
+		json_object_set_new(hdr, "kid", json_string(kid));
+	json_object_set_new(hdr, "typ", json_string(typ));
 
 	if (key->okp)
 		return sign_ed25519(key->okp, json_dumps(hdr, JSON_COMPACT),

@@ -40,6 +40,9 @@
 #include <unistd.h>
 
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -73,6 +76,15 @@ typedef struct Cidr
 #define MAX_CIDRS 64
 
 static CURLM *multi = NULL;
+static struct HttpRequest *last_started = NULL;
+
+static bool start_method(const char *custom_method, const char *url,
+						 const char *body, size_t len,
+						 const char *content_type, const char *accept,
+						 const char *content_language,
+						 const char *authorization, long timeout_ms,
+						 size_t max_response, HttpDoneCallback done,
+						 void *arg);
 static int	epfd = -1;
 static TimestampTz timer_at = -1;	/* -1: no timer */
 static int	in_flight = 0;
@@ -427,6 +439,22 @@ start_request(const char *url, const char *body, size_t len,
 			  const char *authorization, long timeout_ms,
 			  size_t max_response, HttpDoneCallback done, void *arg)
 {
+	return start_method(NULL, url, body, len, content_type, accept,
+						content_language, authorization, timeout_ms,
+						max_response, done, arg);
+}
+
+/*
+ * start_request with another method than POST or GET (custom_method not
+ * NULL: "DELETE"); the request started last is in last_started
+ */
+static bool
+start_method(const char *custom_method, const char *url, const char *body,
+			 size_t len, const char *content_type, const char *accept,
+			 const char *content_language, const char *authorization,
+			 long timeout_ms,
+			 size_t max_response, HttpDoneCallback done, void *arg)
+{
 	MemoryContext old = MemoryContextSwitchTo(http_cxt);
 	HttpRequest *req = palloc0(sizeof(HttpRequest));
 	CURL	   *e = curl_easy_init();
@@ -478,6 +506,8 @@ start_request(const char *url, const char *body, size_t len,
 	}
 	else
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	if (custom_method != NULL)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, custom_method);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
@@ -517,6 +547,7 @@ start_request(const char *url, const char *body, size_t len,
 		return false;
 	}
 	in_flight++;
+	last_started = req;
 	return true;
 }
 
@@ -684,4 +715,115 @@ httpclient_drive(bool sockets_ready)
 		if (msg->msg == CURLMSG_DONE)
 			finish(msg->easy_handle, msg->data.result);
 	}
+}
+
+/* ---------------------------------------------------------------------
+ * Synchronous requests from a backend (the SSF receiver's subscribe)
+ * ---------------------------------------------------------------------
+ */
+
+/* What came of a synchronous request, filled in by sync_done */
+typedef struct SyncOutcome
+{
+	bool		done;
+	HttpSyncResult *out;
+} SyncOutcome;
+
+static void
+sync_done(void *arg, const HttpResult *result)
+{
+	SyncOutcome *o = arg;
+
+	o->done = true;
+	o->out->status = result->status;
+	if (result->status != 0)
+	{
+		o->out->body = palloc(result->body_len + 1);
+		memcpy(o->out->body, result->body, result->body_len);
+		o->out->body[result->body_len] = '\0';
+	}
+	else
+		o->out->error = pstrdup(result->error ? result->error : "no answer");
+}
+
+/* Take a request out of the multi handle before it completes */
+static void
+abandon_request(HttpRequest *req)
+{
+	curl_multi_remove_handle(multi, req->easy);
+	curl_easy_cleanup(req->easy);
+	curl_slist_free_all(req->headers);
+	in_flight--;
+	pfree(req->response.data);
+	pfree(req);
+}
+
+/*
+ * One request, waited for in this backend: method "GET", "POST" (body
+ * as content_type, default application/json) or "DELETE"; Accept
+ * application/json;
+ * authorization (not NULL) as the Authorization header.  Every rule of
+ * the sender's requests holds (TLS verification, no redirect, the
+ * private-destination rule, setstream.outbound_timeout_ms in all); the
+ * wait is interruptible (query cancel), and an interrupted request is
+ * abandoned.  Used by the SQL functions of the SSF receiver, never by the
+ * workers.
+ */
+void
+httpclient_request_sync(const char *method, const char *url,
+						const char *body, const char *content_type,
+						const char *authorization, HttpSyncResult *out)
+{
+	SyncOutcome outcome;
+	HttpRequest *req;
+	bool		post = strcmp(method, "POST") == 0;
+
+	memset(out, 0, sizeof(*out));
+	outcome.done = false;
+	outcome.out = out;
+	if (multi == NULL)
+		httpclient_init();
+	else
+		httpclient_configure();
+	if (!start_method(strcmp(method, "DELETE") == 0 ? "DELETE" : NULL, url,
+					  post ? body : NULL, post ? strlen(body) : 0,
+					  post ? (content_type ? content_type : "application/json") : NULL,
+					  "application/json", NULL,
+					  authorization, setstream_outbound_timeout_ms,
+					  HTTP_MAX_RESPONSE, sync_done, &outcome))
+	{
+		out->error = pstrdup("the request could not be started");
+		return;
+	}
+	req = last_started;
+	PG_TRY();
+	{
+		int			running;
+
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		httpclient_drive(false);
+		while (!outcome.done)
+		{
+			long		ms = httpclient_timeout_ms();
+			int			rc;
+
+			if (ms < 0 || ms > 1000)
+				ms = 1000;
+			rc = WaitLatchOrSocket(MyLatch,
+								   WL_LATCH_SET | WL_SOCKET_READABLE |
+								   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								   epfd, ms, PG_WAIT_EXTENSION);
+			if (rc & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			httpclient_drive((rc & WL_SOCKET_READABLE) != 0);
+		}
+	}
+	PG_CATCH();
+	{
+		if (!outcome.done)
+			abandon_request(req);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }

@@ -60,4 +60,18 @@ extern long httpclient_timeout_ms(void);
 /* Let libcurl work on ready sockets and expired timers; calls callbacks */
 extern void httpclient_drive(bool sockets_ready);
 
+/* What came of httpclient_request_sync (palloc'd in the caller's context) */
+typedef struct HttpSyncResult
+{
+	int			status;			/* HTTP status; 0: no answer */
+	char	   *body;			/* NUL-terminated; NULL without an answer */
+	char	   *error;			/* why there was no answer (status 0) */
+} HttpSyncResult;
+
+extern void httpclient_request_sync(const char *method, const char *url,
+									const char *body,
+									const char *content_type,
+									const char *authorization,
+									HttpSyncResult *out);
+
 #endif

@@ -153,10 +153,25 @@ static const char *const grants_manage_0_3[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.set_stream_receiver(text, text) TO %s",
 	NULL
 };
-/* What 0.4.0 adds to the manage right (issue 13: SSF subjects) */
+/*
+ * What 0.4.0 adds (issue 13: SSF subjects; setstream as an SSF receiver,
+ * subscribe): granted only in a schema updated to it (store_schema_is_0_4)
+ */
+static const char *const grants_common_0_4[] = {
+	"GRANT SELECT ON setstream.subscriptions TO %s",
+	NULL
+};
 static const char *const grants_manage_0_4[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.add_subject(text, jsonb, boolean),"
 	" setstream.remove_subject(text, jsonb) TO %s",
+	"GRANT INSERT, UPDATE, DELETE ON setstream.subscriptions TO %s",
+	"GRANT EXECUTE ON FUNCTION"
+	" setstream.subscribe(text, text, text, text[], jsonb),"
+	" setstream.unsubscribe(text), setstream.request_verification(text),"
+	" setstream._set_subscription_secret(text, text),"
+	" setstream._ssf_call(text, text, text, text, boolean),"
+	" setstream._ssf_source_token(text),"
+	" setstream._ssf_answer(integer, text, text, text, integer[]) TO %s",
 	NULL
 };
 static const char *const grants_manage_0_2[] = {
@@ -462,6 +477,8 @@ run_common_grants(Oid role)
 	run_grants(grants_common, role);
 	if (store_schema_is_0_3())
 		run_grants(grants_common_0_3, role);
+	if (store_schema_is_0_4())
+		run_grants(grants_common_0_4, role);
 }
 
 /* The grants of one right (an index into grants_by_privilege) */

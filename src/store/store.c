@@ -2336,3 +2336,94 @@ store_ssf_update_stream(const SsfStreamUpdate *u)
 	values[7] = BoolGetDatum(u->set_delivery);
 	return owner_text_result(&stmt_ssf_update_stream, values, nulls, false);
 }
+
+/* ---------------------------------------------------------------------
+ * The SSF receiver's subscriptions (issue 13, subscribe)
+ * ---------------------------------------------------------------------
+ */
+static StoreStmt stmt_delete_subscription_secret = {
+	"DELETE FROM setstream.subscription_secrets"
+	" WHERE stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_insert_subscription_secret = {
+	"INSERT INTO setstream.subscription_secrets (stream, credentials)"
+	" VALUES ($1, $2::pg_catalog.jsonb)",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* The credentials (JSON text) and the cached OAuth access token */
+static StoreStmt stmt_subscription_credentials = {
+	"SELECT c.credentials::pg_catalog.text, c.access_token,"
+	" c.access_token_expires_at"
+	" FROM setstream.subscription_secrets c"
+	" WHERE c.stream OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static StoreStmt stmt_subscription_token = {
+	"UPDATE setstream.subscription_secrets"
+	" SET access_token = $2, access_token_expires_at = $3"
+	" WHERE stream OPERATOR(pg_catalog.=) $1",
+	3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+/* Store (credentials not NULL: JSON text) or remove a subscription's */
+void
+store_set_subscription_secret(const char *stream, const char *credentials)
+{
+	replace_secret(&stmt_delete_subscription_secret,
+				   &stmt_insert_subscription_secret, stream, credentials);
+}
+
+/*
+ * The credentials a subscription presents to its transmitter, as JSON
+ * text, and its cached access token (NULL: none) and the time it is good
+ * until, read as the owner; NULL without credentials.  palloc'd in the
+ * caller's context.
+ */
+char *
+store_subscription_credentials(const char *stream, char **access_token,
+							   TimestampTz *expires_at)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1];
+	char	   *out = NULL;
+
+	*access_token = NULL;
+	*expires_at = 0;
+	values[0] = text_datum(stream);
+	spi_connect();
+	run_as_owner(&stmt_subscription_credentials, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d;
+
+		out = get_text(0, 1, cxt);
+		*access_token = get_text(0, 2, cxt);
+		d = get_datum(0, 3, &isnull);
+		*expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	SPI_finish();
+	return out;
+}
+
+/* Cache (token NULL: forget) the subscription's OAuth access token */
+void
+store_subscription_token(const char *stream, const char *token,
+						 TimestampTz expires_at)
+{
+	Datum		values[3];
+	char		nulls[4] = "   ";
+
+	values[0] = text_datum(stream);
+	values[1] = token ? text_datum(token) : (Datum) 0;
+	values[2] = TimestampTzGetDatum(expires_at);
+	if (token == NULL)
+		nulls[1] = nulls[2] = 'n';
+	spi_connect();
+	run_as_owner(&stmt_subscription_token, values, nulls, false);
+	SPI_finish();
+}

@@ -184,6 +184,15 @@ extern void store_jwks_outcome(const char *stream, const char *uri,
  * state as it changes a push stream's.
  */
 extern void store_set_source_secret(const char *stream, const char *header);
+
+/* The SSF receiver's credentials (issue 13, subscribe) */
+extern void store_set_subscription_secret(const char *stream,
+										  const char *credentials);
+extern char *store_subscription_credentials(const char *stream,
+											char **access_token,
+											TimestampTz *expires_at);
+extern void store_subscription_token(const char *stream, const char *token,
+									 TimestampTz expires_at);
 extern List *store_sources(void);
 extern void store_source_state(const PushStream *p, int last_status,
 							   const char *last_error, int64 received,

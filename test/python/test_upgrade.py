@@ -274,6 +274,17 @@ def test_update_keeps_data_and_ends_in_the_fresh_schema(databases, admin, from_v
             [("up-a", '{"email": "u@a.example", "format": "email"}', True, True)]
         assert q(old, "SELECT setstream.emit('up-a', 'urn:example:e', '{}'::jsonb,"
                       " '{\"format\": \"email\", \"email\": \"x@a.example\"}'::jsonb)")[0][0]
+        # 0.4.0's tables of the SSF receiver (issue 13) take rows after the
+        # update: a subscription and its owner-only credentials
+        q(old, "INSERT INTO setstream.subscriptions (stream, transmitter_issuer, delivery,"
+               " remote_stream_id, aud, configuration_endpoint, jwks_uri)"
+               " VALUES ('up-b', 'https://t.example', 'poll', 'r-1', '{https://b.example}',"
+               " 'https://t.example/ssf/streams', 'https://t.example/jwks.json')")
+        q(old, "SELECT setstream._set_subscription_secret('up-b', '{\"bearer\": \"x\"}')")
+        assert q(old, "SELECT stream, remote_stream_id FROM setstream.subscriptions") == \
+            [("up-b", "r-1")]
+        assert q(old, "SELECT credentials->>'bearer' FROM setstream.subscription_secrets") == \
+            [("x",)]
         # a stream disabled before 0.3.0 refuses inbound SETs still (0.3.0
         # made that a setting of its own: set_inbound); one disabled since
         # 0.3.0 takes them
