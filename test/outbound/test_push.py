@@ -334,3 +334,29 @@ def test_mutual_tls_presents_the_configured_client_certificate(loopback, certifi
         assert receiver.requests[0]["client_cn"] == "setstream-test-client"
     finally:
         receiver.close()
+
+
+def test_pushes_over_tls_to_an_http1_receiver_go_in_parallel(loopback, certificate, pushes, db):
+    """Over TLS the sender first waits for a connection that may multiplex
+    (HTTP/2); once the receiver has answered over HTTP/1.1 it opens up to
+    push_concurrency connections instead of queueing every push behind the
+    few that are open (which made pushes to an HTTP/1.1 receiver over TLS
+    go one at a time per connection)."""
+    from conftest import Receiver
+    receiver = Receiver(tls=certificate)
+    try:
+        loopback.set(outbound_ca_file=certificate[0])
+        s = pushes.create(receiver.url, concurrency=4)
+        # one push first: the sender learns that the origin speaks HTTP/1.1
+        jti = db.emit(s.name)
+        pushes.wait_row(s, jti, ACKED, "the first ack over TLS", timeout=30)
+        receiver.delay = 0.3
+        receiver.max_active = 0
+        db.execute("SELECT setstream.emit(%s, %s, '{}'::jsonb) FROM generate_series(1, 16)",
+                   (s.name, "https://schemas.openid.net/secevent/caep/event-type/session-revoked"))
+        wait_for("17 acks", lambda: db.val(
+            "SELECT count(*) FROM setstream.outbox WHERE stream = %s AND state = 'acked'",
+            (s.name,)) == 17, timeout=30)
+        assert 3 <= receiver.max_active <= 4, receiver.max_active
+    finally:
+        receiver.close()
