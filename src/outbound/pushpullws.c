@@ -483,6 +483,7 @@ drive_upgrade(WsPeer *p, uint32 events)
 	Conn	   *conn = p->conn;
 	Sock	   *sock = &conn->sock;
 	char	   *end;
+	const char *gone = NULL;
 
 	if (p->phase == PH_CONNECTING)
 	{
@@ -510,16 +511,11 @@ drive_upgrade(WsPeer *p, uint32 events)
 		peer_disconnect(p, "the connection failed during the upgrade", true);
 		return;
 	}
-	for (;;)
+	while (sock->inlen < sock->incap - 1)
 	{
-		ssize_t		n;
+		ssize_t		n = sock_recv(sock, sock->in + sock->inlen,
+								  sock->incap - 1 - sock->inlen);
 
-		if (sock->inlen >= sock->incap - 1)
-		{
-			peer_disconnect(p, "the upgrade answer's head is too long", true);
-			return;
-		}
-		n = sock_recv(sock, sock->in + sock->inlen, sock->incap - 1 - sock->inlen);
 		if (n > 0)
 		{
 			sock->inlen += n;
@@ -527,15 +523,21 @@ drive_upgrade(WsPeer *p, uint32 events)
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			break;
-		peer_disconnect(p, n == 0 ? "the peer closed the connection during the upgrade" :
-						"the connection failed during the upgrade (TLS verification, reset)",
-						true);
-		return;
+		/* closed or failed: what came before still counts (a refusal) */
+		gone = n == 0 ? "the peer closed the connection during the upgrade" :
+			"the connection failed during the upgrade (TLS verification, reset)";
+		break;
 	}
 	sock->in[sock->inlen] = '\0';
 	end = strstr(sock->in, "\r\n\r\n");
 	if (end == NULL)
+	{
+		if (gone == NULL && sock->inlen >= sock->incap - 1)
+			gone = "the upgrade answer's head is too long";
+		if (gone != NULL)
+			peer_disconnect(p, gone, true);
 		return;					/* more to come */
+	}
 	{
 		size_t		headlen = end + 4 - sock->in;
 		char	   *head = pnstrdup(sock->in, headlen);
