@@ -705,10 +705,20 @@ session_turn(WsPeer *p, TimestampTz now)
 
 	if (!xact_run(session_work, &w) || w.skipped)
 	{
-		/* nothing stored: the peer sends again; ours are due again later */
+		/*
+		 * Nothing stored, nothing taken: ours are due again; the peer's are
+		 * not acknowledged, and it sends them again on a new session (close
+		 * with 1011, as the listener's side does when its turn fails)
+		 */
 		foreach(lc, w.msgs)
 			inbound_discard(&((WsMsg *) lfirst(lc))->b);
 		p->next_take = now + 1000 * 1000;
+		if (w.msgs != NIL)
+		{
+			ws_abandon_turn(conn);
+			if (!ws_send_outbox(conn))
+				peer_disconnect(p, "the WebSocket session ended", true);
+		}
 		json_decref(ack);
 		json_decref(errs);
 		json_decref(sets);

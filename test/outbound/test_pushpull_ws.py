@@ -33,7 +33,7 @@ from test_setstream_to_setstream import emit_many
 
 
 class WsPeer:
-    def __init__(self, subprotocol=True):
+    def __init__(self, subprotocol=True, tls=None, client_ca=None):
         self.sessions = []          # request headers of each session (dict)
         self.messages = []          # every Communication Object received
         self.received = {}          # jti -> token of the SETs setstream sent
@@ -49,10 +49,18 @@ class WsPeer:
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.subprotocol = subprotocol
+        self.ssl = None
+        if tls is not None:
+            import ssl
+            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ssl.load_cert_chain(*tls)
+            if client_ca is not None:
+                self.ssl.verify_mode = ssl.CERT_REQUIRED
+                self.ssl.load_verify_locations(client_ca)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         self.ready.wait(10)
-        self.url = "http://127.0.0.1:%d/pushpull" % self.port
+        self.url = "%s://127.0.0.1:%d/pushpull" % ("https" if tls else "http", self.port)
 
     def committed(self, jti):
         with self.conn.cursor() as cur:
@@ -65,7 +73,7 @@ class WsPeer:
         protos = ["pushpull"] if self.subprotocol else None
         self.server = self.loop.run_until_complete(
             websockets.serve(self._session, "127.0.0.1", 0, subprotocols=protos,
-                             ping_interval=None))
+                             ping_interval=None, ssl=self.ssl))
         self.port = self.server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
@@ -265,6 +273,37 @@ def test_reset_sessions_reconnect_and_lose_nothing(loopback, wspeer, pushpulls, 
     assert wspeer.drop_after_send == 0                     # it did drop one
     assert pushpulls.stored(s) == theirs                    # each stored once
     assert db.val("SELECT count(*) FROM setstream.events WHERE stream = %s", (s.name,)) == 3
+
+
+def test_tls_verified_with_the_ca_file_and_a_client_certificate(
+        loopback, pushpulls, db, certificate, client_certificate):
+    cert, _ = certificate
+    p = WsPeer(tls=certificate, client_ca=client_certificate[0])
+    try:
+        loopback.set(outbound_ca_file=cert,
+                     outbound_client_cert_file=client_certificate[0],
+                     outbound_client_key_file=client_certificate[1])
+        s = create(pushpulls, p.url, "Bearer tls", p)
+        jtis = pushpulls.emit(s, 2)
+        wait_for("2 acked rows over wss",
+                 lambda: outbox_states(pushpulls, s) == ["acked"] * 2)
+        assert set(p.received) == set(jtis)
+        assert p.sessions[0]["authorization"] == "Bearer tls"
+    finally:
+        p.close()
+
+
+def test_tls_unverified_peer_gets_nothing(loopback, pushpulls, db, certificate):
+    # the system bundle does not vouch for the self-signed certificate
+    p = WsPeer(tls=certificate)
+    try:
+        s = create(pushpulls, p.url, "Bearer secret", p)
+        pushpulls.emit(s, 1)
+        time.sleep(2.5)
+        assert p.sessions == [] and p.received == {}
+        assert outbox_states(pushpulls, s) != ["acked"]
+    finally:
+        p.close()
 
 
 def test_setstream_to_setstream_over_the_websocket(loopback, listener, db):
