@@ -61,6 +61,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -476,6 +477,18 @@ refused(WsPeer *p, int status)
 	pushpullclient_refresh();
 }
 
+/* Why the connection failed before the upgrade answer (no secrets) */
+static const char *
+upgrade_failure(Sock *sock)
+{
+	long		v;
+
+	if (sock->ssl != NULL && (v = SSL_get_verify_result(sock->ssl)) != X509_V_OK)
+		return psprintf("the peer's TLS certificate failed verification: %s",
+						X509_verify_cert_error_string(v));
+	return "the connection failed during the upgrade (TLS handshake or reset)";
+}
+
 /* Connected, or upgrading: move the handshake on */
 static void
 drive_upgrade(WsPeer *p, uint32 events)
@@ -508,7 +521,7 @@ drive_upgrade(WsPeer *p, uint32 events)
 	/* write the request (TLS: the handshake goes on in these writes) */
 	if (sock_has_output(sock) && !sock_flush(sock) && sock->failed)
 	{
-		peer_disconnect(p, "the connection failed during the upgrade", true);
+		peer_disconnect(p, upgrade_failure(sock), true);
 		return;
 	}
 	while (sock->inlen < sock->incap - 1)
@@ -525,7 +538,7 @@ drive_upgrade(WsPeer *p, uint32 events)
 			break;
 		/* closed or failed: what came before still counts (a refusal) */
 		gone = n == 0 ? "the peer closed the connection during the upgrade" :
-			"the connection failed during the upgrade (TLS verification, reset)";
+			upgrade_failure(sock);
 		break;
 	}
 	sock->in[sock->inlen] = '\0';
