@@ -185,7 +185,7 @@ turn_work(void *arg)
 		return;
 	w->rows = store_pushpull_streams();
 	/* pushpull-ws streams whose peer refused the upgrade (pushpullws.c) */
-	foreach(lc, store_pushpull_ws_streams())
+	foreach(lc, pushpullws_any_fallback() ? store_pushpull_ws_streams() : NIL)
 	{
 		PushStream *row = lfirst(lc);
 

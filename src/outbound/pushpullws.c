@@ -980,6 +980,22 @@ pushpullws_http_fallback(const char *stream, const char *url)
 		p->fallback_until > GetCurrentTimestamp();
 }
 
+bool
+pushpullws_any_fallback(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	foreach(lc, peers)
+	{
+		WsPeer	   *p = lfirst(lc);
+
+		if (p->phase == PH_IDLE && p->fallback_until > now)
+			return true;
+	}
+	return false;
+}
+
 void
 pushpullws_step(void)
 {

@@ -29,4 +29,7 @@ extern long pushpullws_timeout_ms(void);
  */
 extern bool pushpullws_http_fallback(const char *stream, const char *url);
 
+/* Does any pushpull-ws stream use the HTTP binding now? */
+extern bool pushpullws_any_fallback(void);
+
 #endif
