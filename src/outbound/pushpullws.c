@@ -42,8 +42,9 @@
  *	  are due again at once (store_untake).  A peer resends what we did not
  *	  acknowledge: it is found stored and acknowledged, never stored twice.
  *
- *	  Known limit: a host name in endpoint_url is resolved with a blocking
- *	  getaddrinfo (an IP address is not resolved at all).
+ *	  A host name in endpoint_url is resolved with getaddrinfo_a in the
+ *	  background (looked at every RESOLVE_POLL_MS), so that the sender's
+ *	  loop never blocks; an IP address is not resolved at all.
  *
  *-------------------------------------------------------------------------
  */
@@ -51,6 +52,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -79,11 +81,13 @@
 #define REFRESH_INTERVAL_MS 5000	/* reread the streams at least this often */
 #define PUSHPULLWS_FALLBACK_MS 30000	/* HTTP binding after a refusal */
 #define HOUSEKEEPING_MS 1000	/* pings and idle checks */
+#define RESOLVE_POLL_MS 20		/* how often a resolution is looked at */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef enum WsPhase
 {
 	PH_IDLE,					/* not connected: next_try, or fallback */
+	PH_RESOLVING,				/* the host name being resolved */
 	PH_CONNECTING,				/* TCP connect under way */
 	PH_UPGRADING,				/* TLS, the GET written, its answer read */
 	PH_OPEN						/* the WebSocket session */
@@ -100,6 +104,10 @@ typedef struct WsPeer
 	MemoryContext conn_cxt;
 	char		key[32];		/* Sec-WebSocket-Key sent */
 	bool		tls;
+	char	   *host;			/* of endpoint_url, in ws_cxt, while connecting */
+	int			port;
+	char	   *target;
+	struct gaicb *gai;			/* the resolution under way (malloc'd) */
 	TimestampTz deadline;		/* connect and upgrade by then */
 	TimestampTz next_try;		/* connect again then (PH_IDLE) */
 	TimestampTz fallback_until; /* the HTTP binding until then */
@@ -208,7 +216,53 @@ client_tls_context(void)
 	return ctx;
 }
 
-/* Start connecting; false (why set) when it cannot even start */
+/* A resolution: the request and what it points to, in one malloc'd block */
+typedef struct Resolution
+{
+	struct gaicb cb;			/* first */
+	struct addrinfo hints;
+	char		service[16];
+	char		name[FLEXIBLE_ARRAY_MEMBER];
+} Resolution;
+
+/*
+ * Forget the resolution under way.  One that cannot be cancelled any more
+ * (getaddrinfo_a's thread is in it) is left to finish: its block is lost.
+ */
+static void
+forget_resolution(WsPeer *p)
+{
+	Resolution *r = (Resolution *) p->gai;
+
+	if (r == NULL)
+		return;
+	p->gai = NULL;
+	if (gai_error(&r->cb) == EAI_INPROGRESS &&
+		gai_cancel(&r->cb) == EAI_NOTCANCELED)
+		return;
+	if (r->cb.ar_result != NULL)
+		freeaddrinfo(r->cb.ar_result);
+	free(r);
+}
+
+static void
+forget_target(WsPeer *p)
+{
+	if (p->host)
+		pfree(p->host);
+	if (p->target)
+		pfree(p->target);
+	p->host = p->target = NULL;
+}
+
+static bool connect_addresses(WsPeer *p, struct addrinfo *res, TimestampTz now,
+							  char *why, size_t whylen);
+
+/*
+ * Start connecting: resolve the host (an address at once; a name with
+ * getaddrinfo_a, in the background, not to block the sender's loop).
+ * False (why set) when it cannot even start.
+ */
 static bool
 peer_connect(WsPeer *p, TimestampTz now, char *why, size_t whylen)
 {
@@ -217,14 +271,12 @@ peer_connect(WsPeer *p, TimestampTz now, char *why, size_t whylen)
 			   *target = NULL;
 	int			port = 0;
 	struct addrinfo hints,
-			   *res = NULL,
-			   *ai;
+			   *res = NULL;
 	char		portstr[16];
-	Conn	   *conn;
-	unsigned char nonce[16];
-	struct epoll_event ev;
+	Resolution *r;
+	struct gaicb *list[1];
 	int			rc;
-	bool		started = false;
+	bool		ok;
 
 	if (!split_url(p->in.conf.endpoint_url, &scheme, &host, &port, &target))
 	{
@@ -237,17 +289,98 @@ peer_connect(WsPeer *p, TimestampTz now, char *why, size_t whylen)
 		snprintf(why, whylen, "endpoint_url is neither http:// nor https://");
 		return false;
 	}
+	forget_target(p);
+	p->host = MemoryContextStrdup(ws_cxt, host);
+	p->target = MemoryContextStrdup(ws_cxt, target);
+	p->port = port;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_family = AF_UNSPEC;
 	snprintf(portstr, sizeof(portstr), "%d", port);
-	rc = getaddrinfo(host, portstr, &hints, &res);
+
+	/* an IP address: no resolution */
+	hints.ai_flags = AI_NUMERICHOST;
+	if (getaddrinfo(host, portstr, &hints, &res) == 0)
+	{
+		ok = connect_addresses(p, res, now, why, whylen);
+		freeaddrinfo(res);
+		return ok;
+	}
+
+	r = malloc(offsetof(Resolution, name) + strlen(host) + 1);
+	if (r == NULL)
+	{
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	memset(r, 0, sizeof(Resolution));
+	strcpy(r->name, host);
+	strlcpy(r->service, portstr, sizeof(r->service));
+	r->hints.ai_socktype = SOCK_STREAM;
+	r->hints.ai_family = AF_UNSPEC;
+	r->cb.ar_name = r->name;
+	r->cb.ar_service = r->service;
+	r->cb.ar_request = &r->hints;
+	list[0] = &r->cb;
+	rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
 	if (rc != 0)
 	{
+		free(r);
 		snprintf(why, whylen, "could not resolve \"%s\": %s", host,
 				 gai_strerror(rc));
 		return false;
 	}
+	p->gai = &r->cb;
+	p->phase = PH_RESOLVING;
+	p->deadline = now + (TimestampTz) setstream_outbound_timeout_ms * 1000;
+	return true;
+}
+
+/* The resolution under way: connect once it is done */
+static void
+drive_resolution(WsPeer *p, TimestampTz now)
+{
+	int			rc = gai_error(p->gai);
+	char		why[300];
+
+	if (rc == EAI_INPROGRESS && now < p->deadline)
+		return;
+	p->phase = PH_IDLE;
+	if (rc == 0)
+	{
+		bool		ok = connect_addresses(p, p->gai->ar_result, now, why,
+										   sizeof(why));
+
+		forget_resolution(p);
+		if (ok)
+			return;
+	}
+	else
+	{
+		snprintf(why, sizeof(why), "could not resolve \"%s\": %s", p->host,
+				 rc == EAI_INPROGRESS ? "timed out" : gai_strerror(rc));
+		forget_resolution(p);
+	}
+	p->failures++;
+	p->next_try = now + (TimestampTz) outbound_backoff_ms(p->failures) * 1000;
+	ereport(LOG,
+			(errmsg("setstream sender: pushpull-ws of stream \"%s\": %s",
+					p->in.conf.stream, why)));
+}
+
+/* Connect to the first allowed address of res; false (why set) if none */
+static bool
+connect_addresses(WsPeer *p, struct addrinfo *res, TimestampTz now,
+				  char *why, size_t whylen)
+{
+	const char *host = p->host;
+	const char *target = p->target;
+	int			port = p->port;
+	struct addrinfo *ai;
+	Conn	   *conn;
+	unsigned char nonce[16];
+	struct epoll_event ev;
+	bool		started = false;
 
 	p->conn_cxt = AllocSetContextCreate(ws_cxt, "setstream pushpull-ws connection",
 										ALLOCSET_SMALL_SIZES);
@@ -268,7 +401,6 @@ peer_connect(WsPeer *p, TimestampTz now, char *why, size_t whylen)
 		}
 		started = true;
 	}
-	freeaddrinfo(res);
 	if (!started)
 	{
 		MemoryContextDelete(p->conn_cxt);
@@ -350,6 +482,7 @@ peer_disconnect(WsPeer *p, const char *why, bool backoff)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
+	forget_resolution(p);
 	if (p->conn != NULL)
 	{
 		Conn	   *conn = p->conn;
@@ -864,6 +997,7 @@ free_peer(WsPeer *p)
 	}
 	peer_disconnect(p, NULL, false);
 	inbound_free(&p->in);
+	forget_target(p);
 	list_free_deep(p->untake);
 	pfree(p);
 }
@@ -1061,6 +1195,11 @@ pushpullws_step(void)
 			}
 			continue;
 		}
+		if (p->phase == PH_RESOLVING)
+		{
+			drive_resolution(p, now);
+			continue;
+		}
 		if (p->phase != PH_OPEN)
 		{
 			if (now >= p->deadline)
@@ -1105,6 +1244,10 @@ pushpullws_timeout_ms(void)
 					at = Max(at, p->in.conf.backoff_until);
 				if (p->untake != NIL)
 					at = now;
+				break;
+			case PH_RESOLVING:
+				/* getaddrinfo_a tells nobody: look again soon */
+				at = Min(p->deadline, now + RESOLVE_POLL_MS * 1000);
 				break;
 			case PH_CONNECTING:
 			case PH_UPGRADING:

@@ -219,6 +219,15 @@ def test_sets_flow_both_ways_over_the_websocket(loopback, wspeer, pushpulls, db)
     assert pushpulls.delivery(s)["state"] == "active"
 
 
+def test_a_host_name_is_resolved_in_the_background(loopback, wspeer, pushpulls, db):
+    # "localhost": resolved with getaddrinfo_a, then the allowed address
+    s = create(pushpulls, wspeer.url.replace("127.0.0.1", "localhost"), None, wspeer)
+    jtis = pushpulls.emit(s, 2)
+    wait_for("2 acked rows", lambda: outbox_states(pushpulls, s) == ["acked"] * 2)
+    assert set(wspeer.received) == set(jtis)
+    assert wspeer.sessions[0]["host"] == "localhost:%d" % wspeer.port
+
+
 def test_refused_upgrade_falls_back_to_http(loopback, pushpulls, db):
     # the HTTP responder answers GET (the upgrade) with 501: no WebSocket
     r = Responder()
