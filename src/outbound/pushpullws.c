@@ -38,7 +38,9 @@
  *	  are pinged and dropped after setstream.idle_timeout (ws.c).
  *
  *	  A connection that fails or closes is opened again after a backoff
- *	  (outbound_backoff_ms, as pushes back off); the SETs it had in flight
+ *	  (outbound_backoff_ms, as pushes back off; the stream's delivery state
+ *	  is backoff until then, active again once a session opens; a
+ *	  suspension, by the HTTP binding, stops it); the SETs it had in flight
  *	  are due again at once (store_untake).  A peer resends what we did not
  *	  acknowledge: it is found stored and acknowledged, never stored twice.
  *
@@ -104,7 +106,8 @@ typedef struct WsPeer
 	MemoryContext conn_cxt;
 	char		key[32];		/* Sec-WebSocket-Key sent */
 	bool		tls;
-	char	   *host;			/* of endpoint_url, in ws_cxt, while connecting */
+	char	   *host;			/* of endpoint_url, in ws_cxt, while
+								 * connecting */
 	int			port;
 	char	   *target;
 	struct gaicb *gai;			/* the resolution under way (malloc'd) */
@@ -127,6 +130,57 @@ static bool loaded = false;
 static TimestampTz next_refresh_at = 0;
 
 static void peer_disconnect(WsPeer *p, const char *why, bool backoff);
+
+/* ---------------------------------------------------------------------
+ * The delivery state (setstream.deliveries), as pushes record theirs
+ * ---------------------------------------------------------------------
+ */
+typedef struct StateWork
+{
+	PushStream *conf;
+	TimestampTz now;
+	bool		skipped;
+} StateWork;
+
+static void
+state_work(void *arg)
+{
+	StateWork  *w = arg;
+
+	if (xact_begin_turn() != XACT_SAME)
+	{
+		w->skipped = true;
+		return;
+	}
+	store_delivery_state(w->conf, 0, w->now);
+}
+
+/*
+ * Record the stream's state when it changed: backoff (until the next
+ * connection attempt) after a failure, active once a session opened
+ */
+static void
+record_state(WsPeer *p, const char *state, TimestampTz until)
+{
+	PushStream	c = p->in.conf;
+	StateWork	w;
+
+	if (c.stream == NULL || c.state == NULL ||
+		strcmp(c.state, "suspended") == 0 ||
+		(strcmp(c.state, state) == 0 && c.backoff_until == until &&
+		 (strcmp(state, "active") == 0 || c.failures == p->failures)))
+		return;
+	c.state = (char *) state;
+	c.backoff_until = until;
+	c.failures = strcmp(state, "active") == 0 ? 0 : p->failures;
+	c.auth_failures = 0;
+	c.suspended_reason = NULL;
+	w.conf = &c;
+	w.now = GetCurrentTimestamp();
+	w.skipped = false;
+	if (xact_run(state_work, &w) && !w.skipped)
+		inbound_copy_conf(&p->in, &c);
+}
 
 /* ---------------------------------------------------------------------
  * Connections
@@ -366,6 +420,7 @@ drive_resolution(WsPeer *p, TimestampTz now)
 	ereport(LOG,
 			(errmsg("setstream sender: pushpull-ws of stream \"%s\": %s",
 					p->in.conf.stream, why)));
+	record_state(p, "backoff", p->next_try);
 }
 
 /* Connect to the first allowed address of res; false (why set) if none */
@@ -511,14 +566,15 @@ peer_disconnect(WsPeer *p, const char *why, bool backoff)
 		ereport(LOG,
 				(errmsg("setstream sender: pushpull-ws of stream \"%s\": %s",
 						p->in.conf.stream, why)));
+	p->phase = PH_IDLE;
 	if (backoff)
 	{
 		p->failures++;
 		p->next_try = now + (TimestampTz) outbound_backoff_ms(p->failures) * 1000;
+		record_state(p, "backoff", p->next_try);
 	}
 	else
 		p->next_try = now;
-	p->phase = PH_IDLE;
 }
 
 /* Does the comma-separated value hold token (case-insensitive)? */
@@ -714,6 +770,7 @@ drive_upgrade(WsPeer *p, uint32 events)
 	ereport(LOG,
 			(errmsg("setstream sender: pushpull-ws of stream \"%s\" connected",
 					p->in.conf.stream)));
+	record_state(p, "active", 0);
 	pushpullclient_refresh();
 }
 
@@ -1192,6 +1249,7 @@ pushpullws_step(void)
 				ereport(LOG,
 						(errmsg("setstream sender: pushpull-ws of stream \"%s\": %s",
 								p->in.conf.stream, why)));
+				record_state(p, "backoff", p->next_try);
 			}
 			continue;
 		}

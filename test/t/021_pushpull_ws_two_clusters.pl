@@ -132,12 +132,13 @@ unlike(slurp_file($node_a->logfile),
 # not give up, and resumes by itself once B is back
 $node_b->stop('fast');
 emit('a', 50);
-sleep 3;
+ok(wait_until(20, sub { delivery_state() eq 'backoff' }),
+	'a responder that is down puts the delivery in backoff');
 $node_b->start;
 emit('b', 50);
 check_exactly_once('B back after being down', 'a');
 check_exactly_once('B back after being down', 'b');
-is(delivery_state(), 'active', 'the delivery is active');
+ok(wait_until(10, sub { delivery_state() eq 'active' }), 'the delivery is active again');
 
 # 3. An immediate restart of A mid-flight, both ways
 my $before = $emitted{b};
