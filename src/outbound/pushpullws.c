@@ -22,9 +22,10 @@
  *	  anything else (another status, a redirect: none is followed, a 101
  *	  without the subprotocol) is a refused upgrade: the stream uses the
  *	  HTTP binding (pushpullclient.c) for PUSHPULLWS_FALLBACK_MS, then the
- *	  upgrade is tried again.  (libcurl's WebSocket API is experimental
- *	  and off in Debian bookworm's libcurl 7.88, and its frames are not
- *	  the listener's: the frames here are ws.c's, with wslay, masked.)
+ *	  upgrade is tried again.  (Not libcurl's WebSocket API: it is
+ *	  experimental, and Debian bookworm's libcurl 7.88.1 is built without
+ *	  it (curl-config --protocols lists no WS or WSS; checked).  The frames
+ *	  are ws.c's, with wslay, masked.)
  *
  *	  The session, as the listener's: a window of WS_MAX_IN_FLIGHT SETs
  *	  sent and not yet acknowledged, up to setstream.pushpull_batch per
