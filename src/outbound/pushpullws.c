@@ -118,6 +118,7 @@ typedef struct WsPeer
 	int			failures;		/* in a row, for the backoff */
 	TimestampTz next_take;		/* take due SETs then at the latest */
 	List	   *untake;			/* char *: in flight when it closed */
+	TimestampTz retry_at;		/* no turn before (after a failed one) */
 } WsPeer;
 
 static int	my_index;
@@ -917,6 +918,7 @@ session_turn(WsPeer *p, TimestampTz now)
 		foreach(lc, w.msgs)
 			inbound_discard(&((WsMsg *) lfirst(lc))->b);
 		p->next_take = now + 1000 * 1000;
+		p->retry_at = now + 1000 * 1000;
 		if (w.msgs != NIL)
 		{
 			ws_abandon_turn(conn);
@@ -998,6 +1000,8 @@ session_due(WsPeer *p, TimestampTz now)
 {
 	Conn	   *conn = p->conn;
 
+	if (now < p->retry_at)
+		return false;
 	if (conn->ws->inbox != NIL || p->untake != NIL)
 		return true;
 	if (!ws_may_take(conn) ||
@@ -1230,7 +1234,7 @@ pushpullws_step(void)
 		now = GetCurrentTimestamp();
 		if (p->phase == PH_IDLE)
 		{
-			if (p->untake != NIL && p->conn == NULL)
+			if (p->untake != NIL && p->conn == NULL && now >= p->retry_at)
 			{
 				/* make what was in flight due again for the HTTP binding too */
 				SessionWork w;
@@ -1242,6 +1246,8 @@ pushpullws_step(void)
 					list_free_deep(p->untake);
 					p->untake = NIL;
 				}
+				else
+					p->retry_at = now + 1000 * 1000;
 			}
 			if (may_connect(p, now) && !peer_connect(p, now, why, sizeof(why)))
 			{
@@ -1302,7 +1308,7 @@ pushpullws_timeout_ms(void)
 				if (strcmp(p->in.conf.state, "backoff") == 0)
 					at = Max(at, p->in.conf.backoff_until);
 				if (p->untake != NIL)
-					at = now;
+					at = Max(now, p->retry_at);
 				break;
 			case PH_RESOLVING:
 				/* getaddrinfo_a tells nobody: look again soon */
@@ -1316,6 +1322,8 @@ pushpullws_timeout_ms(void)
 				at = now + HOUSEKEEPING_MS * 1000;
 				if (session_due(p, now))
 					at = now;
+				else if (p->retry_at > now && p->retry_at < at)
+					at = p->retry_at;
 				else if (ws_may_take(p->conn) && p->next_take < at)
 					at = p->next_take;
 				break;
