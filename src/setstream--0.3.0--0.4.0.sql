@@ -856,6 +856,83 @@ $$;
 
 -- end of the Citus lists
 
+-- ---------------------------------------------------------------------
+-- issue 17: pushpull-ws, setstream initiating the pushpull WebSocket binding
+-- ---------------------------------------------------------------------
+-- A pushpull-ws stream has an endpoint_url (the peer's pushpull endpoint,
+-- http:// or https://, upgraded to a WebSocket) and an authorization
+-- header as a pushpull stream has; its sender (outbound/pushpullws.c)
+-- opens the WebSocket, and falls back to the HTTP binding while the peer
+-- refuses the upgrade.
+ALTER TABLE setstream.deliveries DROP CONSTRAINT deliveries_method_check;
+ALTER TABLE setstream.deliveries ADD CONSTRAINT deliveries_method_check
+    CHECK (method IN ('poll', 'push', 'pushpull', 'pushpull-ws'));
+ALTER TABLE setstream.deliveries DROP CONSTRAINT deliveries_push_has_url;
+ALTER TABLE setstream.deliveries ADD CONSTRAINT deliveries_push_has_url
+    CHECK ((method IN ('push', 'pushpull', 'pushpull-ws')) = (endpoint_url IS NOT NULL));
+
+-- How the stream's emitted SETs leave.  method: poll (the default; served
+-- by the listener), push (RFC 8935 POST to endpoint_url, with
+-- authorization_header verbatim as Authorization), pushpull (we initiate
+-- the pushpull HTTP binding to endpoint_url; SETs flow both ways),
+-- pushpull-ws (we initiate the pushpull WebSocket binding to endpoint_url,
+-- falling back to the HTTP binding while the upgrade is refused).
+-- urn:ietf:rfc:8935 and urn:ietf:rfc:8936 name push and poll.  Setting the
+-- delivery makes it active again.
+CREATE OR REPLACE FUNCTION setstream.set_delivery(stream text, method text DEFAULT 'poll',
+                                       endpoint_url text DEFAULT NULL,
+                                       authorization_header text DEFAULT NULL,
+                                       push_concurrency integer DEFAULT 4)
+RETURNS setstream.streams
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams;
+    m text := lower(coalesce(method, 'poll'));
+BEGIN
+    result := setstream._stream_row(stream);
+    IF m = 'urn:ietf:rfc:8935' THEN
+        m := 'push';
+    ELSIF m = 'urn:ietf:rfc:8936' THEN
+        m := 'poll';
+    END IF;
+    IF m NOT IN ('poll', 'push', 'pushpull', 'pushpull-ws') THEN
+        RAISE EXCEPTION 'unknown delivery method "%"', method
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use poll, push, pushpull, pushpull-ws, urn:ietf:rfc:8935 or urn:ietf:rfc:8936.';
+    END IF;
+    IF m IN ('push', 'pushpull', 'pushpull-ws') THEN
+        IF endpoint_url IS NULL OR endpoint_url !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION '% needs an http:// or https:// endpoint_url', m
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF set_delivery.push_concurrency IS NULL
+           OR set_delivery.push_concurrency NOT BETWEEN 1 AND 64 THEN
+            RAISE EXCEPTION 'push_concurrency must be between 1 and 64'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF endpoint_url IS NOT NULL OR authorization_header IS NOT NULL THEN
+        RAISE EXCEPTION 'poll takes no endpoint_url and no authorization_header'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Poll delivery is served by the listener: the peer polls us.';
+    END IF;
+    INSERT INTO setstream.deliveries AS d (stream, method, endpoint_url, push_concurrency)
+    VALUES (result.name, m, CASE WHEN m IN ('push', 'pushpull', 'pushpull-ws') THEN endpoint_url END,
+            coalesce(set_delivery.push_concurrency, 4))
+    ON CONFLICT ON CONSTRAINT deliveries_pkey DO UPDATE
+       SET method = excluded.method, endpoint_url = excluded.endpoint_url,
+           push_concurrency = excluded.push_concurrency,
+           state = 'active', backoff_until = NULL, suspended_reason = NULL,
+           failures = 0, auth_failures = 0, updated_at = now();
+    PERFORM setstream._set_delivery_secret(result.name,
+        CASE WHEN m IN ('push', 'pushpull', 'pushpull-ws') THEN authorization_header END);
+    RETURN result;
+END
+$$;
+-- ---------------------------------------------------------------------
+-- end of issue 17: pushpull-ws
+
 -- the update's own helpers go
 DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);
 DROP FUNCTION setstream._update_holders(pg_catalog.oid, pg_catalog.text);

@@ -223,7 +223,7 @@ v6_special(const uint8 *a)
 		(a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b);
 }
 
-static bool
+bool
 httpclient_address_allowed(const struct sockaddr *sa, bool plain_http,
 						   char *why, size_t whylen)
 {

@@ -54,6 +54,16 @@ extern bool httpclient_post_limits(const char *url, const char *body,
 								   size_t max_response, HttpDoneCallback done,
 								   void *arg);
 
+/*
+ * May a connection go to this address (setstream.outbound_allowed_networks;
+ * plain_http: without TLS)?  False with why (no ereport: libcurl calls it).
+ * Also for the connections setstream opens itself (pushpullws.c).
+ */
+struct sockaddr;
+extern bool httpclient_address_allowed(const struct sockaddr *sa,
+									   bool plain_http, char *why,
+									   size_t whylen);
+
 /* Milliseconds until libcurl wants to be called again; -1: no timer */
 extern long httpclient_timeout_ms(void);
 

@@ -36,6 +36,9 @@
  *	      the peer sends the unacknowledged SETs again, they are found stored
  *	      and acknowledged.
  *
+ *	  A pushpull-ws stream (pushpullws.c) is served here too while its
+ *	  peer refuses the WebSocket upgrade (pushpullws_http_fallback).
+ *
  *	  A request is sent at once while there is something to send (due SETs,
  *	  pending acks or setErrs, more due than one batch, SETs just received);
  *	  otherwise every setstream.pushpull_poll_interval, to collect the
@@ -60,6 +63,7 @@
 
 #include "outbound/inbound.h"
 #include "outbound/pushpullclient.h"
+#include "outbound/pushpullws.h"
 #include "setstream.h"
 #include "shmem/wakeup.h"
 #include "store/store.h"
@@ -180,6 +184,15 @@ turn_work(void *arg)
 	if (!w->installed)
 		return;
 	w->rows = store_pushpull_streams();
+	/* pushpull-ws streams whose peer refused the upgrade (pushpullws.c) */
+	foreach(lc, pushpullws_any_fallback() ? store_pushpull_ws_streams() : NIL)
+	{
+		PushStream *row = lfirst(lc);
+
+		if (inbound_mine(row->stream, my_index) &&
+			pushpullws_http_fallback(row->stream, row->endpoint_url))
+			w->rows = lappend(w->rows, row);
+	}
 	foreach(lc, w->rows)
 	{
 		PushStream *row = lfirst(lc);
@@ -502,6 +515,12 @@ pushpullclient_step(void)
 		turn(now);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(step_cxt);
+}
+
+void
+pushpullclient_refresh(void)
+{
+	loaded = false;
 }
 
 long

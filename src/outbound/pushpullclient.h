@@ -22,6 +22,9 @@ extern void pushpullclient_init(int sender_index);
  */
 extern void pushpullclient_step(void);
 
+/* Read the streams again at the next step (a pushpull-ws fallback changed) */
+extern void pushpullclient_refresh(void);
+
 /* Milliseconds until pushpullclient_step has work without an answer */
 extern long pushpullclient_timeout_ms(void);
 

@@ -3,14 +3,15 @@
  * sender.c
  *	  The sender's event loop: RFC 8935 push of the SETs emitted on streams
  *	  whose delivery method is push (set_delivery).  The same loop drives
- *	  the poll client (pollclient.c) and pushpull as initiator
- *	  (pushpullclient.c).
+ *	  the poll client (pollclient.c) and pushpull as initiator, over HTTP
+ *	  (pushpullclient.c) and over a WebSocket (pushpullws.c).
  *
  *	  Each sender (setstream.senders of them) serves the push streams whose
  *	  name hashes to its index, so one stream is pushed by one process.
  *	  The loop waits on its latch (set at the commit of an emit on any
  *	  stream, wakeup.c, and at configuration changes), postmaster death,
- *	  and the private epoll set of libcurl's sockets (httpclient.c).
+ *	  the private epoll set of libcurl's sockets (httpclient.c) and that of
+ *	  the pushpull WebSockets' sockets (pushpullws.c).
  *
  *	  A database turn is one transaction: it records the outcome of every
  *	  push answered since the last turn (outbound.c says what each answer
@@ -42,6 +43,7 @@
 #include "outbound/outbound.h"
 #include "outbound/pollclient.h"
 #include "outbound/pushpullclient.h"
+#include "outbound/pushpullws.h"
 #include "outbound/sender.h"
 #include "store/xact.h"
 #include "setstream.h"
@@ -500,6 +502,7 @@ wait_timeout_ms(void)
 
 	long		poll_ms = pollclient_timeout_ms();
 	long		pushpull_ms = pushpullclient_timeout_ms();
+	long		ws_ms = pushpullws_timeout_ms();
 
 	if (scan_ms < 0)
 		scan_ms = 0;
@@ -507,6 +510,8 @@ wait_timeout_ms(void)
 		scan_ms = poll_ms;
 	if (pushpull_ms >= 0 && pushpull_ms < scan_ms)
 		scan_ms = pushpull_ms;
+	if (ws_ms >= 0 && ws_ms < scan_ms)
+		scan_ms = ws_ms;
 	if (curl_ms >= 0 && curl_ms < scan_ms)
 		return curl_ms;
 	return scan_ms;
@@ -532,11 +537,13 @@ sender_run(int index)
 	httpclient_init();
 	pollclient_init(index);
 	pushpullclient_init(index);
+	pushpullws_init(index);
 
-	wait_set = CreateWaitEventSetTop(3);
+	wait_set = CreateWaitEventSetTop(4);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, httpclient_epoll_fd(), NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, pushpullws_epoll_fd(), NULL, NULL);
 
 	before_shmem_exit(sender_shutdown, (Datum) 0);
 	wakeup_set_sender_latch(index, MyLatch);
@@ -579,6 +586,7 @@ sender_run(int index)
 			GetCurrentTimestamp() >= next_scan_at)
 			(void) database_turn();
 		pollclient_step();		/* the sources' polls (set_source) */
+		pushpullws_step();		/* pushpull-ws we initiate (set_delivery) */
 		pushpullclient_step();	/* pushpull we initiate (set_delivery) */
 	}
 }

@@ -1481,6 +1481,13 @@ store_pushpull_streams(void)
 	return read_push_streams("pushpull");
 }
 
+/* The pushpull-ws streams (we open the WebSocket), in the caller's memory */
+List *
+store_pushpull_ws_streams(void)
+{
+	return read_push_streams("pushpull-ws");
+}
+
 /* Make SETs taken for a pushpull request that failed due again */
 void
 store_untake(const char *stream, List *jtis)

@@ -138,6 +138,7 @@ extern List *store_push_due(const char *stream, TimestampTz now,
 							TimestampTz expire_before, const int64 *exclude,
 							int nexclude, int limit);
 extern List *store_pushpull_streams(void);
+extern List *store_pushpull_ws_streams(void);
 extern void store_untake(const char *stream, List *jtis);
 extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
 extern void store_delivery_state(const PushStream *p, int64 nonconformant,

@@ -274,8 +274,8 @@ def test_set_delivery_arguments(listener, streams, db):
     assert err("SELECT setstream.set_delivery(%s, 'carrier-pigeon')", (s.name,)) == "22023"
     # pushpull (the HTTP binding) is built: test_pushpull_client.py
     assert err("SELECT setstream.set_delivery(%s, 'pushpull')", (s.name,)) == "22023"
-    assert err("SELECT setstream.set_delivery(%s, 'pushpull-ws', 'https://x.example/')",
-               (s.name,)) == "0A000"
+    # pushpull-ws (the WebSocket binding) is built: test_pushpull_ws.py
+    assert err("SELECT setstream.set_delivery(%s, 'pushpull-ws')", (s.name,)) == "22023"
     assert err("SELECT setstream.set_delivery(%s, 'push')", (s.name,)) == "22023"
     assert err("SELECT setstream.set_delivery(%s, 'push', 'ftp://x.example/')",
                (s.name,)) == "22023"

@@ -15,8 +15,9 @@ from test_setstream_to_setstream import emit_many
 URL = os.environ.get("SETSTREAM_URL", "http://127.0.0.1:8417")
 
 
-def make_pushpull_pair(db, created):
-    """A and B, each the other's peer (issuer, audience, key); A initiates."""
+def make_pushpull_pair(db, created, method="pushpull"):
+    """A and B, each the other's peer (issuer, audience, key); A initiates
+    (by method: pushpull or pushpull-ws)."""
     a = "pp2p-a-" + uuid.uuid4().hex[:10]
     b = "pp2p-b-" + uuid.uuid4().hex[:10]
     a_iss, b_iss = "https://a.example.com/" + a, "https://b.example.com/" + b
@@ -31,8 +32,8 @@ def make_pushpull_pair(db, created):
     b_jwk = db.val("SELECT setstream.generate_key(%s, 'ES256')", (b,))
     db.execute("SELECT setstream.add_key(%s, %s::jsonb)", (a, jdump(b_jwk)))
     token = db.val("SELECT setstream.issue_token(%s)", (b,))
-    db.execute("SELECT setstream.set_delivery(%s, 'pushpull', %s, %s)",
-               (a, "%s/streams/%s/pushpull" % (URL, b), "Bearer " + token))
+    db.execute("SELECT setstream.set_delivery(%s, %s, %s, %s)",
+               (a, method, "%s/streams/%s/pushpull" % (URL, b), "Bearer " + token))
     return a, b
 
 

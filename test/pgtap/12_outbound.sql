@@ -23,8 +23,8 @@ SELECT lives_ok($$SELECT setstream.set_delivery('ob', 'push', 'https://r.example
                 'push without credentials');
 SELECT is((SELECT count(*)::int FROM setstream.delivery_secrets WHERE stream = 'ob'),
           0, 'the old header is removed');
-SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'pushpull-ws', 'https://r.example/')$$,
-                 '0A000', NULL, 'pushpull-ws is not built yet');
+SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'pushpull-ws')$$,
+                 '22023', NULL, 'pushpull-ws needs an endpoint_url');
 SELECT throws_ok($$SELECT setstream.set_delivery('ob', 'pushpull')$$,
                  '22023', NULL, 'pushpull needs an endpoint_url');
 SELECT lives_ok($$SELECT setstream.set_delivery('ob', 'pushpull', 'https://r.example/pp', 'Bearer x')$$,
