@@ -952,6 +952,24 @@ store_insert_outbox(const char *stream, const char *jti,
 	metrics_count_outbox(stream, METRIC_EMITTED, 1);
 }
 
+/*
+ * Queue one signed SET as the extension owner: the SSF stream events
+ * (issue 13) a receiver or an administrator without the emit right causes
+ */
+void
+store_insert_outbox_as_owner(const char *stream, const char *jti,
+							 const char *event_type, const char *claims,
+							 const char *token)
+{
+	Datum		values[5] = {text_datum(stream), text_datum(jti),
+		text_datum(event_type), text_datum(claims), text_datum(token)};
+
+	spi_connect();
+	run_as_owner(&stmt_insert_outbox, values, NULL, false);
+	SPI_finish();
+	metrics_count_outbox(stream, METRIC_EMITTED, 1);
+}
+
 /* Queue n signed SETs with one statement; seq follows their order */
 void
 store_insert_outbox_rows(const EmitRow *rows, int n)

@@ -56,6 +56,10 @@ extern List *store_cert_hashes(const char *stream);
 extern void store_insert_outbox(const char *stream, const char *jti,
 								const char *event_type, const char *claims,
 								const char *token);
+extern void store_insert_outbox_as_owner(const char *stream, const char *jti,
+										 const char *event_type,
+										 const char *claims,
+										 const char *token);
 
 /* One outbound SET, signed, for store_insert_outbox_rows */
 typedef struct EmitRow
