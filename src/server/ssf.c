@@ -11,6 +11,7 @@
  *	    POST /ssf/streams {"events_requested"?, "delivery"?, "description"?}
  *	    GET  /ssf/streams[?stream_id=<id>]
  *	    DELETE /ssf/streams?stream_id=<id>
+ *	    POST /ssf/verify {"stream_id", "state"?}
  *
  *	  The discovery document is built from setstream.public_url and
  *	  setstream.issuer alone and answered in prepare, without the
@@ -50,6 +51,7 @@ typedef struct SsfRequest
 	char	   *stream_id;
 	char	   *status;
 	char	   *reason;
+	char	   *state;			/* POST /ssf/verify */
 	SsfNewStream create;		/* POST /ssf/streams */
 } SsfRequest;
 
@@ -108,6 +110,8 @@ ssf_route(const char *path)
 		return SSF_STATUS;
 	if (strcmp(path, "/ssf/streams") == 0)
 		return SSF_STREAMS;
+	if (strcmp(path, "/ssf/verify") == 0)
+		return SSF_VERIFY;
 	return SSF_NONE;
 }
 
@@ -126,6 +130,12 @@ ssf_method_allowed(Conn *conn, SsfRoute route)
 	{
 		http_respond_error(conn, 405, NULL, "use GET or POST",
 						   NO_STORE "Allow: GET, POST\r\n");
+		return false;
+	}
+	if (route == SSF_VERIFY && m != HTTP_POST)
+	{
+		http_respond_error(conn, 405, NULL, "use POST",
+						   NO_STORE "Allow: POST\r\n");
 		return false;
 	}
 	if (route == SSF_STREAMS && m != HTTP_GET && m != HTTP_POST && m != HTTP_DELETE)
@@ -453,6 +463,21 @@ parse_status_post(Conn *conn, SsfRequest *r)
 	}
 }
 
+/* POST /ssf/verify: {"stream_id", "state"?} (issue 13) */
+static void
+parse_verify(Conn *conn, SsfRequest *r)
+{
+	json_t	   *body = body_object(conn, r);
+
+	if (body == NULL)
+		return;
+	r->stream_id = string_member(body, "stream_id", r);
+	r->state = string_member(body, "state", r);
+	if (r->bad == NULL && r->stream_id == NULL)
+		r->bad = "\"stream_id\" is missing";
+	json_decref(body);
+}
+
 /*
  * Step one of an SSF request, outside any transaction: the discovery
  * document is answered; a management request is parsed (*state) and
@@ -493,7 +518,9 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 		}
 		return PREP_EXECUTE;
 	}
-	if (conn->http.req.method == HTTP_GET)
+	if (route == SSF_VERIFY)
+		parse_verify(conn, r);
+	else if (conn->http.req.method == HTTP_GET)
 		parse_status_get(conn, r);
 	else
 		parse_status_post(conn, r);
@@ -509,6 +536,62 @@ static void
 respond_json_text(Conn *conn, int status, const char *text)
 {
 	http_respond(conn, status, "application/json", text, strlen(text), NO_STORE);
+}
+
+/*
+ * POST /ssf/verify (issue 13): 204 with a verification SET queued (state
+ * echoed when given), or with nothing queued when the stream is disabled
+ * (SSF: a disabled stream holds nothing); 429 with Retry-After within
+ * setstream.ssf_min_verification_interval of the receiver's last request.
+ */
+static void
+execute_verify(Conn *conn, SsfRequest *r, const char *status)
+{
+	int			retry_after = 0;
+
+	if (strcmp(status, "disabled") != 0 &&
+		!store_ssf_verify(r->stream_id, r->state, true,
+						  setstream_ssf_min_verification_interval_s,
+						  &retry_after))
+	{
+		http_respond_error(conn, 429, "too_many_requests",
+						   psprintf("a verification was requested less than %d s ago",
+									setstream_ssf_min_verification_interval_s),
+						   psprintf(NO_STORE "Retry-After: %d\r\n", retry_after));
+		return;
+	}
+	http_respond(conn, 204, NULL, NULL, 0, NO_STORE);
+}
+
+/*
+ * The receiver made a management call (issue 13: the inactivity timeout
+ * runs from its last one).  0.4.0 schema only.
+ */
+static void
+ssf_note_activity(const char *receiver)
+{
+	if (setstream_ssf_inactivity_timeout_s > 0 && store_schema_is_0_4())
+		store_receiver_active(receiver, NULL);
+}
+
+/*
+ * A stream was made (config: its configuration object): the transmitter's
+ * own verification SET, without state (issue 13).  0.4.0 schema only.
+ */
+static void
+ssf_created(const char *config)
+{
+	json_t	   *c;
+	const char *id;
+	int			unused;
+
+	if (!store_schema_is_0_4())
+		return;
+	c = jsonread_load(config, strlen(config), NULL);
+	id = json_string_value(json_object_get(c, "stream_id"));
+	if (id != NULL)
+		(void) store_ssf_verify(id, NULL, false, 0, &unused);
+	json_decref(c);
 }
 
 /* POST, GET, DELETE /ssf/streams, for an authenticated receiver */
@@ -537,7 +620,10 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 								   "this receiver has as many streams as it may (max_streams)",
 								   NO_STORE);
 			else
+			{
+				ssf_created(config);
 				respond_json_text(conn, 201, config);
+			}
 			return;
 		case HTTP_GET:
 			if (r->stream_id == NULL)
@@ -574,6 +660,7 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 
 	if (receiver == NULL)
 		return TURN_ANSWERED;
+	ssf_note_activity(receiver);
 	if (r->bad != NULL)
 	{
 		http_respond_error(conn, r->bad_status,
@@ -590,6 +677,11 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 	if (status == NULL)
 	{
 		http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+		return TURN_ANSWERED;
+	}
+	if (route == SSF_VERIFY)
+	{
+		execute_verify(conn, r, status);
 		return TURN_ANSWERED;
 	}
 	if (!is_get)

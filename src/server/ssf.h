@@ -16,7 +16,8 @@ typedef enum SsfRoute
 	SSF_NONE,
 	SSF_CONFIGURATION,			/* GET /.well-known/ssf-configuration */
 	SSF_STATUS,					/* GET, POST /ssf/status */
-	SSF_STREAMS					/* POST, GET, DELETE /ssf/streams */
+	SSF_STREAMS,				/* POST, GET, DELETE /ssf/streams */
+	SSF_VERIFY					/* POST /ssf/verify (issue 13) */
 } SsfRoute;
 
 extern SsfRoute ssf_route(const char *path);

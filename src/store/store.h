@@ -214,6 +214,13 @@ extern char *store_receiver_stream_status(const char *stream,
 										  const char *receiver);
 extern void store_set_stream_status(const char *stream, const char *status);
 
+/* SSF status semantics (issue 13; 0.4.0 schema only) */
+extern void store_receiver_active(const char *receiver, const char *stream);
+extern bool store_ssf_verify(const char *stream, const char *state,
+							 bool receiver_asked, int min_interval,
+							 int *retry_after);
+extern int	store_ssf_inactivity(int timeout_s);
+
 /* A stream made through /ssf/streams (setstream._ssf_create_stream) */
 typedef struct SsfNewStream
 {

@@ -204,3 +204,23 @@ store_ssf_delete_stream(const char *stream, const char *receiver)
 	UNREACHABLE(store_ssf_delete_stream);
 	return false;
 }
+
+/* issue 13: SSF status semantics */
+void
+store_receiver_active(const char *receiver, const char *stream)
+{
+	UNREACHABLE(store_receiver_active);
+}
+
+bool
+store_ssf_verify(const char *stream, const char *state, bool receiver_asked,
+				 int min_interval, int *retry_after)
+{
+	UNREACHABLE(store_ssf_verify);
+}
+
+bool
+store_schema_is_0_4(void)
+{
+	UNREACHABLE(store_schema_is_0_4);
+}
