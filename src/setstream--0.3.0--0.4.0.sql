@@ -118,9 +118,10 @@ COMMENT ON FUNCTION setstream.verify_stream(text, text) IS
 'queue an SSF verification SET on the stream (echoing state when given); NULL when the stream is disabled; needs the manage privilege';
 
 -- The status change itself.  announce: queue a stream-updated SET
--- (status, reason) when the status changes, as SSF asks of a transmitter
--- that changes a stream's status on its own; the change a receiver asks
--- for (POST /ssf/status) is not announced.  A disabled stream keeps its
+-- (status, reason) when the status of an SSF stream (one with a
+-- receiver) changes, as SSF asks of a transmitter that changes a stream's
+-- status on its own; the change a receiver asks for (POST /ssf/status) is
+-- not announced, and streams without a receiver get none.  A disabled stream keeps its
 -- stream-updated SETs (the settlement leaves them), so the receiver
 -- still gets the one saying so.  A stream enabled again after disabled
 -- gets a verification SET without state.
@@ -150,7 +151,8 @@ BEGIN
          WHERE o.stream = cur.name AND o.state IN ('pending', 'delivered')
            AND o.event_types <> ARRAY['https://schemas.openid.net/secevent/ssf/event-type/stream-updated']::text[];
     END IF;
-    IF cur.status IS DISTINCT FROM _set_stream_status.status THEN
+    IF cur.status IS DISTINCT FROM _set_stream_status.status
+       AND cur.receiver IS NOT NULL THEN
         IF announce THEN
             PERFORM setstream._control_event(cur.name,
                 'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',

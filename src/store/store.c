@@ -2269,7 +2269,6 @@ store_ssf_verify(const char *stream, const char *state, bool receiver_asked,
 	values[0] = text_datum(stream);
 	values[1] = text_datum(SSF_EVENT_VERIFICATION_URI);
 	values[2] = text_datum(text);
-	free(text);
 	run_as_owner(&stmt_control_event, values, NULL, false);
 	SPI_finish();
 	return true;
