@@ -554,7 +554,7 @@ execute_verify(Conn *conn, SsfRequest *r, const char *status)
 						  setstream_ssf_min_verification_interval_s,
 						  &retry_after))
 	{
-		http_respond_error(conn, 429, "too_many_requests",
+		http_respond_error(conn, 429, "rate_limited",
 						   psprintf("a verification was requested less than %d s ago",
 									setstream_ssf_min_verification_interval_s),
 						   psprintf(NO_STORE "Retry-After: %d\r\n", retry_after));

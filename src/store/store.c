@@ -2164,7 +2164,7 @@ static StoreStmt stmt_receiver_active = {
 	"UPDATE setstream.receivers r SET active_at = pg_catalog.now()"
 	" WHERE r.name OPERATOR(pg_catalog.=) $1"
 	" AND (r.active_at IS NULL OR r.active_at OPERATOR(pg_catalog.<)"
-	" pg_catalog.now() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval)",
+	" (pg_catalog.now() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval))",
 	1, {TEXTOID}
 };
 
@@ -2175,7 +2175,7 @@ static StoreStmt stmt_stream_receiver_active = {
 	" WHERE s.name OPERATOR(pg_catalog.=) $1"
 	" AND r.name OPERATOR(pg_catalog.=) s.receiver"
 	" AND (r.active_at IS NULL OR r.active_at OPERATOR(pg_catalog.<)"
-	" pg_catalog.now() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval)",
+	" (pg_catalog.now() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval))",
 	1, {TEXTOID}
 };
 
@@ -2205,16 +2205,16 @@ static StoreStmt stmt_verification_requested = {
 	"UPDATE setstream.streams s SET verification_requested_at = pg_catalog.now()"
 	" WHERE s.name OPERATOR(pg_catalog.=) $1"
 	" AND (s.verification_requested_at IS NULL"
-	" OR s.verification_requested_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-	" OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2))"
+	" OR s.verification_requested_at OPERATOR(pg_catalog.<=) (pg_catalog.now()"
+	" OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2)))"
 	" RETURNING 0",
 	2, {TEXTOID, FLOAT8OID}
 };
 
 static StoreStmt stmt_verification_wait = {
 	"SELECT pg_catalog.ceil(pg_catalog.date_part('epoch',"
-	" s.verification_requested_at OPERATOR(pg_catalog.+)"
-	" pg_catalog.make_interval(secs => $2)"
+	" (s.verification_requested_at OPERATOR(pg_catalog.+)"
+	" pg_catalog.make_interval(secs => $2))"
 	" OPERATOR(pg_catalog.-) pg_catalog.now()))::integer"
 	" FROM setstream.streams s WHERE s.name OPERATOR(pg_catalog.=) $1",
 	2, {TEXTOID, FLOAT8OID}
