@@ -226,6 +226,20 @@ REVOKE EXECUTE ON FUNCTION setstream._ssf_inactivity(integer) FROM PUBLIC;
 COMMENT ON FUNCTION setstream._ssf_inactivity(integer) IS
 'internal (the sender): pause, then disable, SSF streams whose receiver was inactive for timeout seconds';
 
+-- verify_stream and what set_stream_status calls now are granted with the
+-- manage right (grant_stream, allow_stream_creation); the roles that hold
+-- it already (whoever may run set_stream_status) get them here, as their
+-- own grants (_update_grant, above).
+REVOKE EXECUTE ON FUNCTION setstream.verify_stream(text, text),
+    setstream._set_stream_status(text, text, text, boolean),
+    setstream._control_event(text, text, jsonb) FROM PUBLIC;
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream.verify_stream(text, text), '
+          'setstream._set_stream_status(text, text, text, boolean), '
+          'setstream._control_event(text, text, jsonb) TO %s']);
+
 -- ---------------------------------------------------------------------
 -- end of issue 13: SSF status semantics
 -- ---------------------------------------------------------------------

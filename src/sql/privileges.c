@@ -153,6 +153,16 @@ static const char *const grants_manage_0_3[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.set_stream_receiver(text, text) TO %s",
 	NULL
 };
+/*
+ * What 0.4.0 adds to the manage right (issue 13: SSF status semantics);
+ * granted only when the extension has it (store_schema_is_0_4)
+ */
+static const char *const grants_manage_0_4[] = {
+	"GRANT EXECUTE ON FUNCTION setstream.verify_stream(text, text),"
+	" setstream._set_stream_status(text, text, text, boolean),"
+	" setstream._control_event(text, text, jsonb) TO %s",
+	NULL
+};
 static const char *const grants_manage_0_2[] = {
 	"GRANT EXECUTE ON FUNCTION"
 	" setstream.alter_stream(text, text, text[], text, text, boolean, text) TO %s",
@@ -464,7 +474,11 @@ run_right_grants(int index, Oid role)
 {
 	run_grants(grants_by_privilege[index], role);
 	if (index == MANAGE_INDEX)
+	{
 		run_grants(store_schema_is_0_3() ? grants_manage_0_3 : grants_manage_0_2, role);
+		if (store_schema_is_0_4())
+			run_grants(grants_manage_0_4, role);
+	}
 }
 
 /*

@@ -217,10 +217,12 @@ store_ssf_verify(const char *stream, const char *state, bool receiver_asked,
 				 int min_interval, int *retry_after)
 {
 	UNREACHABLE(store_ssf_verify);
+	return false;
 }
 
 bool
 store_schema_is_0_4(void)
 {
 	UNREACHABLE(store_schema_is_0_4);
+	return false;
 }
