@@ -77,10 +77,9 @@ class Rcv:
 
 
 @pytest.fixture
-def rcv(client, db, receivers, transmitter, gucs):
+def rcv(client, db, receivers, transmitter):
     name = receivers.create(audience=["https://rp.example/aud"])
     token = receivers.token(name)
-    gucs.set(ssf_min_verification_interval=2)
     return lambda: Rcv(client, db, token)
 
 
