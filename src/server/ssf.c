@@ -549,6 +549,13 @@ execute_verify(Conn *conn, SsfRequest *r, const char *status)
 {
 	int			retry_after = 0;
 
+	if (!store_schema_is_0_4())
+	{
+		http_respond_error(conn, 404, NULL,
+						   "verification needs the extension updated to 0.4.0 (ALTER EXTENSION setstream UPDATE)",
+						   NO_STORE);
+		return;
+	}
 	if (strcmp(status, "disabled") != 0 &&
 		!store_ssf_verify(r->stream_id, r->state, true,
 						  setstream_ssf_min_verification_interval_s,
