@@ -53,6 +53,8 @@ int			setstream_max_poll_events = 1000;
 int			setstream_auth_failure_limit = 30;
 int			setstream_max_buffered_bytes = 64 * 1024 * 1024;
 int			setstream_jwks_max_age_s = 60;
+int			setstream_ssf_min_verification_interval_s = 5;
+int			setstream_ssf_inactivity_timeout_s = 0;
 
 int			setstream_senders = 1;
 char	   *setstream_outbound_ca_file = NULL;
@@ -153,6 +155,15 @@ define_sender_gucs(void)
 	DefineCustomIntVariable("setstream.jwks_max_age",
 							"max-age of the /jwks.json answer; a signing key replaced by rotate_key stays published at least this long.",
 							NULL, &setstream_jwks_max_age_s, 60, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	/* SSF status semantics (issue 13) */
+	DefineCustomIntVariable("setstream.ssf_min_verification_interval",
+							"Least time between two verifications a receiver asks for on one stream (POST /ssf/verify); sooner is answered 429.",
+							NULL, &setstream_ssf_min_verification_interval_s, 5, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("setstream.ssf_inactivity_timeout",
+							"An SSF stream whose receiver made no management call and no poll this long is paused, and disabled after twice this; 0: never.",
+							NULL, &setstream_ssf_inactivity_timeout_s, 0, 0, INT_MAX / 2,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 

@@ -39,6 +39,8 @@ extern int	setstream_max_poll_events;
 extern int	setstream_auth_failure_limit;
 extern int	setstream_max_buffered_bytes;
 extern int	setstream_jwks_max_age_s;
+extern int	setstream_ssf_min_verification_interval_s;
+extern int	setstream_ssf_inactivity_timeout_s;
 
 /*
  * RFC 8935 section 2.4 error codes ("Security Event Token Error Codes").

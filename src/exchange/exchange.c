@@ -272,8 +272,9 @@ exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
 
 /*
  * Take up to max_events (all due, up to setstream.max_poll_events, when
- * negative) due SETs as a "sets" object; none while the stream is paused
- * or disabled.
+ * negative) due SETs as a "sets" object.  While the stream is paused or
+ * disabled only its SSF stream-updated SETs are due (the store's
+ * RELEASE_CONDITION, issue 13): the others are held, or failed.
  */
 json_t *
 exchange_take(StreamInfo *stream, int max_events, bool *more)
@@ -286,8 +287,6 @@ exchange_take(StreamInfo *stream, int max_events, bool *more)
 	*more = false;
 	if (max_events >= 0 && max_events < limit)
 		limit = max_events;
-	if (stream->status != 'e')
-		return sets;
 	if (limit == 0)
 	{
 		*more = store_any_due(stream->name);

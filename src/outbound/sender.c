@@ -53,6 +53,7 @@
 #define SCAN_INTERVAL_MS 1000	/* look for due SETs at least this often */
 #define RETRY_TURN_MS 1000		/* after a failed database turn */
 #define RETIRE_INTERVAL_MS 1000	/* sender 0 retires replaced keys this often */
+#define INACTIVITY_INTERVAL_MS 1000 /* sender 0 checks SSF inactivity this often */
 
 /* One push in flight (or answered, its outcome not yet recorded) */
 typedef struct Push
@@ -424,6 +425,27 @@ retire_keys_when_due(TimestampTz now)
 	next_retire_at = now + RETIRE_INTERVAL_MS * 1000;
 }
 
+/*
+ * SSF inactivity (issue 13): sender 0, once a second while
+ * setstream.ssf_inactivity_timeout is set, pauses the SSF streams whose
+ * receiver made no management call and no poll for that long, and
+ * disables them after twice that, each with a stream-updated SET
+ * (setstream._ssf_inactivity; 0.4.0 schema only).
+ */
+static void
+ssf_inactivity_when_due(TimestampTz now)
+{
+	static TimestampTz next_check_at = 0;
+
+	if (sender_index != 0 || setstream_ssf_inactivity_timeout_s <= 0 ||
+		now < next_check_at)
+		return;
+	next_check_at = now + INACTIVITY_INTERVAL_MS * 1000;
+	if (!store_schema_is_0_4())
+		return;
+	(void) store_ssf_inactivity(setstream_ssf_inactivity_timeout_s);
+}
+
 /* The work of a database turn, inside xact_run's transaction */
 static void
 sender_turn(void *arg)
@@ -434,6 +456,7 @@ sender_turn(void *arg)
 	next_scan_at = 0;
 	turn_work(t);
 	retire_keys_when_due(t->now);
+	ssf_inactivity_when_due(t->now);
 	for (int i = 0; i < nslots; i++)
 		slot_gens[i] = turn_gens[slots[i]];
 }

@@ -354,7 +354,12 @@ static TurnResult
 execute_poll(Conn *conn, Prepared *p, const uint64 *generations)
 {
 	bool		more;
-	json_t	   *response = exchange_poll(p->stream, &p->obj, &more);
+	json_t	   *response;
+
+	/* issue 13: a poll is the receiver's activity (inactivity timeout) */
+	if (setstream_ssf_inactivity_timeout_s > 0 && store_schema_is_0_4())
+		store_receiver_active(NULL, p->stream_name);
+	response = exchange_poll(p->stream, &p->obj, &more);
 
 	if (json_object_size(json_object_get(response, "sets")) == 0 &&
 		!p->obj.return_immediately && p->obj.max_events != 0 &&

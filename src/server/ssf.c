@@ -14,6 +14,7 @@
  *	    PATCH, PUT /ssf/streams {"stream_id", receiver-supplied members}
  *	    POST /ssf/subjects:add {"stream_id", "subject", "verified"?}
  *	    POST /ssf/subjects:remove {"stream_id", "subject"}
+ *	    POST /ssf/verify {"stream_id", "state"?}
  *
  *	  The discovery document is built from setstream.public_url and
  *	  setstream.issuer alone and answered in prepare, without the
@@ -54,6 +55,7 @@ typedef struct SsfRequest
 	char	   *stream_id;
 	char	   *status;
 	char	   *reason;
+	char	   *state;			/* POST /ssf/verify */
 	SsfNewStream create;		/* POST /ssf/streams */
 	SsfStreamUpdate update;		/* PATCH, PUT /ssf/streams */
 	json_t	   *given;			/* PATCH, PUT: the transmitter-supplied
@@ -121,6 +123,8 @@ ssf_route(const char *path)
 		return SSF_SUBJECT_ADD;
 	if (strcmp(path, "/ssf/subjects:remove") == 0)
 		return SSF_SUBJECT_REMOVE;
+	if (strcmp(path, "/ssf/verify") == 0)
+		return SSF_VERIFY;
 	return SSF_NONE;
 }
 
@@ -139,6 +143,12 @@ ssf_method_allowed(Conn *conn, SsfRoute route)
 	{
 		http_respond_error(conn, 405, NULL, "use GET or POST",
 						   NO_STORE "Allow: GET, POST\r\n");
+		return false;
+	}
+	if (route == SSF_VERIFY && m != HTTP_POST)
+	{
+		http_respond_error(conn, 405, NULL, "use POST",
+						   NO_STORE "Allow: POST\r\n");
 		return false;
 	}
 	if (route == SSF_STREAMS && m != HTTP_GET && m != HTTP_POST &&
@@ -474,6 +484,21 @@ parse_status_post(Conn *conn, SsfRequest *r)
 	}
 }
 
+/* POST /ssf/verify: {"stream_id", "state"?} (issue 13) */
+static void
+parse_verify(Conn *conn, SsfRequest *r)
+{
+	json_t	   *body = body_object(conn, r);
+
+	if (body == NULL)
+		return;
+	r->stream_id = string_member(body, "stream_id", r);
+	r->state = string_member(body, "state", r);
+	if (r->bad == NULL && r->stream_id == NULL)
+		r->bad = "\"stream_id\" is missing";
+	json_decref(body);
+}
+
 /*
  * "events_requested" of a PATCH or PUT: an array of non-empty strings
  * (null: none)
@@ -672,7 +697,9 @@ ssf_prepare(Conn *conn, SsfRoute route, void **state)
 		}
 		return PREP_EXECUTE;
 	}
-	if (conn->http.req.method == HTTP_GET)
+	if (route == SSF_VERIFY)
+		parse_verify(conn, r);
+	else if (conn->http.req.method == HTTP_GET)
 		parse_status_get(conn, r);
 	else
 		parse_status_post(conn, r);
@@ -778,6 +805,69 @@ execute_subject(Conn *conn, SsfRequest *r, const char *receiver, bool add)
 		http_respond(conn, 204, NULL, NULL, 0, NO_STORE);
 }
 
+/*
+ * POST /ssf/verify (issue 13): 204 with a verification SET queued (state
+ * echoed when given), or with nothing queued when the stream is disabled
+ * (SSF: a disabled stream holds nothing); 429 with Retry-After within
+ * setstream.ssf_min_verification_interval of the receiver's last request.
+ */
+static void
+execute_verify(Conn *conn, SsfRequest *r, const char *status)
+{
+	int			retry_after = 0;
+
+	if (!store_schema_is_0_4())
+	{
+		http_respond_error(conn, 404, NULL,
+						   "verification needs the extension updated to 0.4.0 (ALTER EXTENSION setstream UPDATE)",
+						   NO_STORE);
+		return;
+	}
+	if (strcmp(status, "disabled") != 0 &&
+		!store_ssf_verify(r->stream_id, r->state, true,
+						  setstream_ssf_min_verification_interval_s,
+						  &retry_after))
+	{
+		http_respond_error(conn, 429, "rate_limited",
+						   psprintf("a verification was requested less than %d s ago",
+									setstream_ssf_min_verification_interval_s),
+						   psprintf(NO_STORE "Retry-After: %d\r\n", retry_after));
+		return;
+	}
+	http_respond(conn, 204, NULL, NULL, 0, NO_STORE);
+}
+
+/*
+ * The receiver made a management call (issue 13: the inactivity timeout
+ * runs from its last one).  0.4.0 schema only.
+ */
+static void
+ssf_note_activity(const char *receiver)
+{
+	if (setstream_ssf_inactivity_timeout_s > 0 && store_schema_is_0_4())
+		store_receiver_active(receiver, NULL);
+}
+
+/*
+ * A stream was made (config: its configuration object): the transmitter's
+ * own verification SET, without state (issue 13).  0.4.0 schema only.
+ */
+static void
+ssf_created(const char *config)
+{
+	json_t	   *c;
+	const char *id;
+	int			unused;
+
+	if (!store_schema_is_0_4())
+		return;
+	c = jsonread_load(config, strlen(config), NULL);
+	id = json_string_value(json_object_get(c, "stream_id"));
+	if (id != NULL)
+		(void) store_ssf_verify(id, NULL, false, 0, &unused);
+	json_decref(c);
+}
+
 /* POST, GET, DELETE /ssf/streams, for an authenticated receiver */
 static void
 execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
@@ -804,7 +894,10 @@ execute_streams(Conn *conn, SsfRequest *r, const char *receiver)
 								   "this receiver has as many streams as it may (max_streams)",
 								   NO_STORE);
 			else
+			{
+				ssf_created(config);
 				respond_json_text(conn, 201, config);
+			}
 			return;
 		case HTTP_GET:
 			if (r->stream_id == NULL)
@@ -872,6 +965,7 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 
 	if (receiver == NULL)
 		return TURN_ANSWERED;
+	ssf_note_activity(receiver);
 	if (r->bad != NULL)
 	{
 		http_respond_error(conn, r->bad_status,
@@ -895,6 +989,11 @@ ssf_execute(Conn *conn, SsfRoute route, void *state)
 	if (status == NULL)
 	{
 		http_respond_error(conn, 404, NULL, "no such stream", NO_STORE);
+		return TURN_ANSWERED;
+	}
+	if (route == SSF_VERIFY)
+	{
+		execute_verify(conn, r, status);
 		return TURN_ANSWERED;
 	}
 	if (!is_get)

@@ -18,7 +18,8 @@ typedef enum SsfRoute
 	SSF_STATUS,					/* GET, POST /ssf/status */
 	SSF_STREAMS,				/* POST, GET, PATCH, PUT, DELETE /ssf/streams */
 	SSF_SUBJECT_ADD,			/* POST /ssf/subjects:add */
-	SSF_SUBJECT_REMOVE			/* POST /ssf/subjects:remove */
+	SSF_SUBJECT_REMOVE,			/* POST /ssf/subjects:remove */
+	SSF_VERIFY					/* POST /ssf/verify (issue 13) */
 } SsfRoute;
 
 extern SsfRoute ssf_route(const char *path);

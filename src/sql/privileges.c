@@ -154,8 +154,8 @@ static const char *const grants_manage_0_3[] = {
 	NULL
 };
 /*
- * What 0.4.0 adds (issue 13: SSF subjects; setstream as an SSF receiver,
- * subscribe): granted only in a schema updated to it (store_schema_is_0_4)
+ * What 0.4.0 adds (issue 13: SSF subjects, status semantics; setstream as an
+ * SSF receiver, subscribe): granted only in a schema updated to it (store_schema_is_0_4)
  */
 static const char *const grants_common_0_4[] = {
 	"GRANT SELECT ON setstream.subscriptions TO %s",
@@ -172,6 +172,10 @@ static const char *const grants_manage_0_4[] = {
 	" setstream._ssf_call(text, text, text, text, boolean),"
 	" setstream._ssf_source_token(text),"
 	" setstream._ssf_answer(integer, text, text, text, integer[]) TO %s",
+	/* SSF status semantics */
+	"GRANT EXECUTE ON FUNCTION setstream.verify_stream(text, text),"
+	" setstream._set_stream_status(text, text, text, boolean),"
+	" setstream._control_event(text, text, jsonb) TO %s",
 	NULL
 };
 static const char *const grants_manage_0_2[] = {

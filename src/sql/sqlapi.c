@@ -36,6 +36,7 @@
 #include "exchange/exchange.h"
 #include "jose/jose.h"
 #include "sql/privileges.h"
+#include "sql/ssfcontrol.h"
 #include "set/set.h"
 #include "store/store.h"
 #include "shmem/jwksreq.h"
@@ -360,8 +361,9 @@ emit_filter_passes(StreamInfo *stream, const char *event_type, json_t *subject)
  * or its emit filter leaves the SET out.
  */
 static char *
-emit_set(const char *name, const char *event_type, json_t *event,
-		 json_t *subject, const char *txn, bool from_trigger)
+emit_set_as(const char *name, const char *event_type, json_t *event,
+			json_t *subject, const char *txn, bool from_trigger,
+			bool control)
 {
 	StreamInfo *stream;
 	SignKey    *key;
@@ -374,9 +376,10 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	char	   *token;
 	bool		subject_given;
 
-	privileges_require(name, "emit");
+	if (!control)
+		privileges_require(name, "emit");
 	stream = sql_stream(name);
-	if (stream->status == 'd')
+	if (stream->status == 'd' && !control)
 		return NULL;
 	if (!uri_is_absolute(event_type))
 		ereport(ERROR,
@@ -405,6 +408,8 @@ emit_set(const char *name, const char *event_type, json_t *event,
 		return NULL;
 
 	key = streamcache_sign_key(stream);
+	if (key == NULL && control)
+		return NULL;
 	if (key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -433,10 +438,34 @@ emit_set(const char *name, const char *event_type, json_t *event,
 	token = jose_sign(jk, key->alg, key->kid, payload.data, payload.len);
 	if (from_trigger)
 		emitbuf_add(stream->name, jti, event_type, payload.data, token);
+	else if (control)
+		store_insert_outbox_as_owner(stream->name, jti, event_type,
+									 payload.data, token);
 	else
 		store_insert_outbox(stream->name, jti, event_type, payload.data, token);
 	wakeup_note_emit(stream->name);
 	return jti;
+}
+
+static char *
+emit_set(const char *name, const char *event_type, json_t *event,
+		 json_t *subject, const char *txn, bool from_trigger)
+{
+	return emit_set_as(name, event_type, event, subject, txn, from_trigger,
+					   false);
+}
+
+/*
+ * Queue an SSF stream event about the stream itself (issue 13:
+ * stream-updated, verification): sub_id opaque = the stream's name,
+ * signed with its key, inserted as the extension owner whatever the
+ * stream's status.  The caller has checked the right to do so.  NULL when
+ * the stream has no signing key.
+ */
+char *
+sqlapi_emit_control(const char *name, const char *event_type, json_t *event)
+{
+	return emit_set_as(name, event_type, event, NULL, NULL, false, true);
 }
 
 /* emit(stream, event_type, event, subject, txn) */

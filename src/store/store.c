@@ -53,10 +53,26 @@ typedef struct StoreStmt
  * the predicate of the partial index outbox_due_idx, so that plans find it:
  * the rows a stream has acked long ago must never be scanned.
  */
+#define SSF_EVENT_VERIFICATION_URI \
+	"https://schemas.openid.net/secevent/ssf/event-type/verification"
+
 #define DUE_CONDITION \
 	"acked_at IS NULL AND failed_at IS NULL AND " \
 	"(state OPERATOR(pg_catalog.=) 'pending'" \
 	" OR delivered_at OPERATOR(pg_catalog.<=) $2)"
+
+/*
+ * What a stream that is not enabled still delivers (issue 13): its SSF
+ * stream-updated SETs, so that the receiver learns of a pause or a
+ * disable before the hold begins.  Every other SET waits (paused) or has
+ * failed (disabled).  $1 is the stream.
+ */
+#define RELEASE_CONDITION \
+	"(EXISTS (SELECT 1 FROM setstream.streams g" \
+	" WHERE g.name OPERATOR(pg_catalog.=) $1" \
+	" AND g.status OPERATOR(pg_catalog.=) 'enabled')" \
+	" OR event_types OPERATOR(pg_catalog.=)" \
+	" '{https://schemas.openid.net/secevent/ssf/event-type/stream-updated}'::pg_catalog.text[])"
 
 static StoreStmt stmt_get_stream = {
 	"SELECT name, issuer, audience, peer_issuer, profile, allow_unsigned, status,"
@@ -224,6 +240,7 @@ static StoreStmt stmt_take_due = {
 	" WHERE o.stream OPERATOR(pg_catalog.=) $1"
 	" AND o.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ctid FROM setstream.outbox"
 	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
+	" AND " RELEASE_CONDITION
 	" ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED))"
 	" RETURNING o.seq, o.jti, o.token, o.attempts, o.created_at",
 	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}, NULL, true
@@ -232,13 +249,15 @@ static StoreStmt stmt_take_due = {
 static StoreStmt stmt_more_due = {
 	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
 	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
+	" AND " RELEASE_CONDITION
 	" AND seq OPERATOR(pg_catalog.<>) ALL ($3))",
 	3, {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID}, NULL, true
 };
 
 static StoreStmt stmt_any_due = {
 	"SELECT EXISTS (SELECT 1 FROM setstream.outbox"
-	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION ")",
+	" WHERE stream OPERATOR(pg_catalog.=) $1 AND " DUE_CONDITION
+	" AND " RELEASE_CONDITION ")",
 	2, {TEXTOID, TIMESTAMPTZOID}, NULL, true
 };
 
@@ -952,6 +971,24 @@ store_insert_outbox(const char *stream, const char *jti,
 	metrics_count_outbox(stream, METRIC_EMITTED, 1);
 }
 
+/*
+ * Queue one signed SET as the extension owner: the SSF stream events
+ * (issue 13) a receiver or an administrator without the emit right causes
+ */
+void
+store_insert_outbox_as_owner(const char *stream, const char *jti,
+							 const char *event_type, const char *claims,
+							 const char *token)
+{
+	Datum		values[5] = {text_datum(stream), text_datum(jti),
+		text_datum(event_type), text_datum(claims), text_datum(token)};
+
+	spi_connect();
+	run_as_owner(&stmt_insert_outbox, values, NULL, false);
+	SPI_finish();
+	metrics_count_outbox(stream, METRIC_EMITTED, 1);
+}
+
 /* Queue n signed SETs with one statement; seq follows their order */
 void
 store_insert_outbox_rows(const EmitRow *rows, int n)
@@ -1331,7 +1368,12 @@ static StoreStmt stmt_push_streams = {
 	" LEFT JOIN setstream.delivery_secrets c"
 	" ON c.stream OPERATOR(pg_catalog.=) d.stream"
 	" WHERE d.method OPERATOR(pg_catalog.=) $1"
-	" AND s.status OPERATOR(pg_catalog.=) 'enabled'",
+	" AND (s.status OPERATOR(pg_catalog.=) 'enabled'"
+	" OR EXISTS (SELECT 1 FROM setstream.outbox o"
+	" WHERE o.stream OPERATOR(pg_catalog.=) d.stream"
+	" AND o.acked_at IS NULL AND o.failed_at IS NULL"
+	" AND o.event_types OPERATOR(pg_catalog.=)"
+	" '{https://schemas.openid.net/secevent/ssf/event-type/stream-updated}'::pg_catalog.text[]))",
 	1, {TEXTOID}
 };
 
@@ -1361,6 +1403,7 @@ static StoreStmt stmt_push_due = {
 	" AND acked_at IS NULL AND failed_at IS NULL"
 	" AND (next_attempt_at IS NULL OR next_attempt_at OPERATOR(pg_catalog.<=) $2)"
 	" AND seq OPERATOR(pg_catalog.<>) ALL ($4)"
+	" AND " RELEASE_CONDITION
 	" ORDER BY seq LIMIT $5",
 	5, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID, INT4OID}, NULL, true
 };
@@ -1953,6 +1996,12 @@ static StoreStmt stmt_set_status = {
 	2, {TEXTOID, TEXTOID}
 };
 
+/* From 0.4.0: a change the receiver asks for is not announced (issue 13) */
+static StoreStmt stmt_set_status_quietly = {
+	"SELECT (setstream._set_stream_status($1, $2, NULL, false)).status",
+	2, {TEXTOID, TEXTOID}
+};
+
 /* Make a receiver; false when one of that name exists */
 bool
 store_insert_receiver(const char *name, List *audience, int max_streams,
@@ -2113,8 +2162,151 @@ store_set_stream_status(const char *stream, const char *status)
 	Datum		values[2] = {text_datum(stream), text_datum(status)};
 
 	spi_connect();
-	run_as_owner(&stmt_set_status, values, NULL, false);
+	run_as_owner(store_schema_is_0_4() ? &stmt_set_status_quietly :
+				 &stmt_set_status, values, NULL, false);
 	SPI_finish();
+}
+
+/* ---------------------------------------------------------------------
+ * SSF status semantics (issue 13; 0.4.0 schema only: the callers check
+ * store_schema_is_0_4)
+ * ---------------------------------------------------------------------
+ */
+
+/* The receiver was active: at most one write a second */
+static StoreStmt stmt_receiver_active = {
+	"UPDATE setstream.receivers r SET active_at = pg_catalog.now()"
+	" WHERE r.name OPERATOR(pg_catalog.=) $1"
+	" AND (r.active_at IS NULL OR r.active_at OPERATOR(pg_catalog.<)"
+	" (pg_catalog.now() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval))",
+	1, {TEXTOID}
+};
+
+/* The receiver of the stream polled it */
+static StoreStmt stmt_stream_receiver_active = {
+	"UPDATE setstream.receivers r SET active_at = pg_catalog.now()"
+	" FROM setstream.streams s"
+	" WHERE s.name OPERATOR(pg_catalog.=) $1"
+	" AND r.name OPERATOR(pg_catalog.=) s.receiver"
+	" AND (r.active_at IS NULL OR r.active_at OPERATOR(pg_catalog.<)"
+	" (pg_catalog.now() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval))",
+	1, {TEXTOID}
+};
+
+/*
+ * Note the receiver's activity (a management call: receiver set; a poll:
+ * stream set), for the inactivity timeout
+ */
+void
+store_receiver_active(const char *receiver, const char *stream)
+{
+	Datum		values[1];
+
+	values[0] = text_datum(receiver != NULL ? receiver : stream);
+	spi_connect();
+	run_as_owner(receiver != NULL ? &stmt_receiver_active :
+				 &stmt_stream_receiver_active, values, NULL, false);
+	SPI_finish();
+}
+
+/*
+ * A verification the receiver asks for: records it and queues the SET,
+ * unless the last one was less than min_interval seconds ago (then
+ * *retry_after is the seconds left and nothing is queued).  Returns false
+ * when throttled.
+ */
+static StoreStmt stmt_verification_requested = {
+	"UPDATE setstream.streams s SET verification_requested_at = pg_catalog.now()"
+	" WHERE s.name OPERATOR(pg_catalog.=) $1"
+	" AND (s.verification_requested_at IS NULL"
+	" OR s.verification_requested_at OPERATOR(pg_catalog.<=) (pg_catalog.now()"
+	" OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2)))"
+	" RETURNING 0",
+	2, {TEXTOID, FLOAT8OID}
+};
+
+static StoreStmt stmt_verification_wait = {
+	"SELECT pg_catalog.ceil(pg_catalog.date_part('epoch',"
+	" (s.verification_requested_at OPERATOR(pg_catalog.+)"
+	" pg_catalog.make_interval(secs => $2))"
+	" OPERATOR(pg_catalog.-) pg_catalog.now()))::integer"
+	" FROM setstream.streams s WHERE s.name OPERATOR(pg_catalog.=) $1",
+	2, {TEXTOID, FLOAT8OID}
+};
+
+static StoreStmt stmt_control_event = {
+	"SELECT setstream._control_event($1, $2, $3::pg_catalog.jsonb)",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+/*
+ * Queue an SSF verification SET on the stream (state NULL: none), as the
+ * owner.  receiver_asked: the receiver asked for it (POST /ssf/verify),
+ * refused (false, *retry_after set) within min_interval seconds of the
+ * last such request.
+ */
+bool
+store_ssf_verify(const char *stream, const char *state, bool receiver_asked,
+				 int min_interval, int *retry_after)
+{
+	Datum		values[3];
+	bool		isnull;
+	json_t	   *event = json_object();
+	char	   *text;
+
+	*retry_after = 0;
+	spi_connect();
+	if (receiver_asked)
+	{
+		values[0] = text_datum(stream);
+		values[1] = Float8GetDatum((double) min_interval);
+		run_as_owner(&stmt_verification_requested, values, NULL, false);
+		if (SPI_processed == 0)
+		{
+			run_as_owner(&stmt_verification_wait, values, NULL, true);
+			if (SPI_processed == 1)
+			{
+				Datum		d = get_datum(0, 1, &isnull);
+
+				*retry_after = isnull ? 1 : Max(DatumGetInt32(d), 1);
+			}
+			else
+				*retry_after = 1;
+			SPI_finish();
+			return false;
+		}
+	}
+	if (state != NULL)
+		json_object_set_new(event, "state", json_string(state));
+	text = json_dumps(event, JSON_COMPACT);
+	json_decref(event);
+	values[0] = text_datum(stream);
+	values[1] = text_datum(SSF_EVENT_VERIFICATION_URI);
+	values[2] = text_datum(text);
+	run_as_owner(&stmt_control_event, values, NULL, false);
+	SPI_finish();
+	return true;
+}
+
+/* The inactivity duty (sender 0): how many streams it paused or disabled */
+static StoreStmt stmt_ssf_inactivity = {
+	"SELECT setstream._ssf_inactivity($1)",
+	1, {INT4OID}
+};
+
+int
+store_ssf_inactivity(int timeout_s)
+{
+	Datum		values[1] = {Int32GetDatum(timeout_s)};
+	bool		isnull;
+	int			n = 0;
+
+	spi_connect();
+	run_as_owner(&stmt_ssf_inactivity, values, NULL, false);
+	if (SPI_processed == 1)
+		n = DatumGetInt32(get_datum(0, 1, &isnull));
+	SPI_finish();
+	return n;
 }
 
 /* The stream configuration endpoint (/ssf/streams): as the owner */

@@ -56,6 +56,10 @@ extern List *store_cert_hashes(const char *stream);
 extern void store_insert_outbox(const char *stream, const char *jti,
 								const char *event_type, const char *claims,
 								const char *token);
+extern void store_insert_outbox_as_owner(const char *stream, const char *jti,
+										 const char *event_type,
+										 const char *claims,
+										 const char *token);
 
 /* One outbound SET, signed, for store_insert_outbox_rows */
 typedef struct EmitRow
@@ -219,6 +223,13 @@ extern void store_set_stream_receiver(const char *stream, const char *receiver);
 extern char *store_receiver_stream_status(const char *stream,
 										  const char *receiver);
 extern void store_set_stream_status(const char *stream, const char *status);
+
+/* SSF status semantics (issue 13; 0.4.0 schema only) */
+extern void store_receiver_active(const char *receiver, const char *stream);
+extern bool store_ssf_verify(const char *stream, const char *state,
+							 bool receiver_asked, int min_interval,
+							 int *retry_after);
+extern int	store_ssf_inactivity(int timeout_s);
 
 /* A stream made through /ssf/streams (setstream._ssf_create_stream) */
 typedef struct SsfNewStream

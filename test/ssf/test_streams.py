@@ -211,9 +211,13 @@ def test_the_receiver_token_opens_the_poll_endpoint(client, db, rcv, receivers):
     r = poll(client, url, token)
     assert r.status_code == 200, r.text
     sets = r.json()["sets"]
-    assert list(sets) == [jti]
+    # the transmitter's own verification SET (issue 13), and the emitted one
+    assert len(sets) == 2 and jti in sets
+    first = [j for j in sets if j != jti][0]
+    assert db.outbox(sid, first)["event_types"] == [VERIFICATION]
     # ack with the same token
-    r = poll(client, url, token, {"ack": [jti], "maxEvents": 0, "returnImmediately": True})
+    r = poll(client, url, token, {"ack": [first, jti], "maxEvents": 0,
+                                  "returnImmediately": True})
     assert r.status_code == 200, r.text
     assert db.outbox(sid, jti)["state"] == "acked"
     # a token issued after the stream was cached opens it too (caches dropped)

@@ -27,6 +27,8 @@ int			setstream_poll_timeout_ms = 30000;
 int			setstream_redelivery_interval_ms = 60000;
 int			setstream_max_poll_events = 1000;
 int			setstream_jwks_max_age_s = 60;
+int			setstream_ssf_min_verification_interval_s = 5;
+int			setstream_ssf_inactivity_timeout_s = 0;
 /* (not the default "": the SSF discovery document is built, and fuzzed) */
 char	   *setstream_public_url = "https://fuzz.example/tenant/";
 char	   *setstream_issuer = "https://fuzz.example/tenant";

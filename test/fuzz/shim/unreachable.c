@@ -219,6 +219,21 @@ store_set_subject(const char *stream, const char *subject, bool included,
 	UNREACHABLE(store_set_subject);
 }
 
+/* issue 13: SSF status semantics */
+void
+store_receiver_active(const char *receiver, const char *stream)
+{
+	UNREACHABLE(store_receiver_active);
+}
+
+bool
+store_ssf_verify(const char *stream, const char *state, bool receiver_asked,
+				 int min_interval, int *retry_after)
+{
+	UNREACHABLE(store_ssf_verify);
+	return false;
+}
+
 bool
 store_schema_is_0_4(void)
 {
