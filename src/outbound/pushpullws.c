@@ -117,6 +117,7 @@ typedef struct WsPeer
 	TimestampTz fallback_until; /* the HTTP binding until then */
 	int			failures;		/* in a row, for the backoff */
 	TimestampTz next_take;		/* take due SETs then at the latest */
+	bool		backlog;		/* the last take left due SETs behind */
 	List	   *untake;			/* char *: in flight when it closed */
 	TimestampTz retry_at;		/* no turn before (after a failed one) */
 } WsPeer;
@@ -768,6 +769,7 @@ drive_upgrade(WsPeer *p, uint32 events)
 	p->phase = PH_OPEN;
 	p->fallback_until = 0;
 	p->next_take = 0;
+	p->backlog = false;
 	p->seen_gen = wakeup_generation(p->slot) - 1;
 	ereport(LOG,
 			(errmsg("setstream sender: pushpull-ws of stream \"%s\" connected",
@@ -864,8 +866,63 @@ expire_in_flight(Conn *conn, TimestampTz now)
 }
 
 /*
+ * How many of the in-flight SETs do the messages received acknowledge or
+ * reject?  Their acks are applied in the same transaction as the next
+ * take, so the window that take may fill is that much larger.
+ */
+static int
+settling(Conn *conn, List *msgs)
+{
+	ListCell   *lc;
+	ListCell   *f;
+	int			n = 0;
+
+	if (conn->ws->in_flight == NIL)
+		return 0;
+	foreach(f, conn->ws->in_flight)
+	{
+		const char *jti = ((InFlight *) lfirst(f))->jti;
+		bool		found = false;
+
+		foreach(lc, msgs)
+		{
+			WsMsg	   *m = lfirst(lc);
+			ListCell   *c;
+
+			foreach(c, m->obj.ack)
+			{
+				if (strcmp(jti, lfirst(c)) == 0)
+				{
+					found = true;
+					break;
+				}
+			}
+			if (!found)
+			{
+				foreach(c, m->obj.errs)
+				{
+					if (strcmp(jti, ((SetErrEntry *) lfirst(c))->jti) == 0)
+					{
+						found = true;
+						break;
+					}
+				}
+			}
+			if (found)
+				break;
+		}
+		if (found)
+			n++;
+	}
+	return n;
+}
+
+/*
  * Apply what the peer sent and take due SETs, in one transaction; send
- * the acks, setErrs and SETs after its commit
+ * the acks, setErrs and SETs after its commit.  The window is counted
+ * after the acks received: a full window that the peer's acks open again
+ * is filled in the same turn when SETs were left due (p->backlog), not a
+ * redelivery interval later.
  */
 static void
 session_turn(WsPeer *p, TimestampTz now)
@@ -903,9 +960,11 @@ session_turn(WsPeer *p, TimestampTz now)
 	ws_inbox_clear(conn);
 
 	expire_in_flight(conn, now);
-	window = WS_MAX_IN_FLIGHT - list_length(conn->ws->in_flight);
+	window = WS_MAX_IN_FLIGHT - list_length(conn->ws->in_flight) +
+		settling(conn, w.msgs);
 	if (window > 0 && ws_may_take(conn) &&
-		(gen != p->seen_gen || now >= p->next_take || p->untake != NIL))
+		(gen != p->seen_gen || now >= p->next_take || p->untake != NIL ||
+		 p->backlog))
 		w.want = Min(window, setstream_pushpull_batch);
 
 	if (!xact_run(session_work, &w) || w.skipped)
@@ -968,8 +1027,11 @@ session_turn(WsPeer *p, TimestampTz now)
 		json_object_set_new(sets, o->jti, json_string(o->token));
 	}
 	if (w.want > 0)
+	{
+		p->backlog = w.more;
 		p->next_take = w.more && list_length(conn->ws->in_flight) < WS_MAX_IN_FLIGHT ?
 			now : now + (TimestampTz) Max(setstream_redelivery_interval_ms, 1000) * 1000;
+	}
 
 	if (json_array_size(ack) > 0)
 		json_object_set(msg, "ack", ack);
@@ -1007,7 +1069,8 @@ session_due(WsPeer *p, TimestampTz now)
 	if (!ws_may_take(conn) ||
 		list_length(conn->ws->in_flight) >= WS_MAX_IN_FLIGHT)
 		return false;
-	return wakeup_generation(p->slot) != p->seen_gen || now >= p->next_take;
+	return p->backlog || wakeup_generation(p->slot) != p->seen_gen ||
+		now >= p->next_take;
 }
 
 /* ---------------------------------------------------------------------

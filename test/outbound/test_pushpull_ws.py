@@ -43,6 +43,8 @@ class WsPeer:
         self.queue = {}             # our SETs, until acknowledged
         self.drop_after_sets = 0    # sessions to reset on receiving SETs
         self.drop_after_send = 0    # sessions to reset after sending ours
+        self.hold_acks = 0          # acknowledge nothing until this many arrived (once)
+        self.held = []              # jtis received, their acks held back
         self.stream = None
         self.lock = threading.Lock()
         self.conn = connect_db()
@@ -135,7 +137,14 @@ class WsPeer:
                     self._reset(ws)
                     return
                 if sets:
-                    await ws.send(json.dumps({"ack": list(sets)}))
+                    with self.lock:
+                        self.held += list(sets)
+                        ack = self.held if len(self.held) >= self.hold_acks else []
+                        if ack:
+                            self.held = []
+                            self.hold_acks = 0      # once
+                    if ack:
+                        await ws.send(json.dumps({"ack": ack}))
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -217,6 +226,29 @@ def test_sets_flow_both_ways_over_the_websocket(loopback, wspeer, pushpulls, db)
     assert set(more) <= set(wspeer.received)
     assert len(wspeer.sessions) == 1
     assert pushpulls.delivery(s)["state"] == "active"
+
+
+def test_a_backlog_past_the_window_goes_out_as_acks_open_it(loopback, wspeer, pushpulls, db):
+    # 1,500 SETs emitted at once: more than the session's window of 1,000
+    # unacknowledged ones.  The peer (a slow verifier) acknowledges the
+    # first 1,000 only once all of them arrived, then each message as it
+    # arrives: the other 500 go out as soon as those acks open the window,
+    # not a setstream.redelivery_interval (60 s) later (issue 17: a backlog
+    # drained at 1,000 SETs a minute; the old code fails this).
+    wspeer.hold_acks = 1000
+    s = create(pushpulls, wspeer.url, None, wspeer)
+    emit_many(db, s.name, 1500)
+
+    def acked_count():
+        return db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s"
+                      " AND state = 'acked'", (s.name,))
+    wait_for("1,000 SETs received, none acknowledged", lambda: len(wspeer.received) >= 1000,
+             timeout=30)
+    wait_for("1,500 acked rows well within the redelivery interval",
+             lambda: acked_count() == 1500, timeout=20)
+    assert len(wspeer.received) == 1500
+    assert all(n == 1 for n in wspeer.received_count.values())   # none sent twice
+    assert len(wspeer.sessions) == 1
 
 
 def test_a_host_name_is_resolved_in_the_background(loopback, wspeer, pushpulls, db):
