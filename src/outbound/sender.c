@@ -186,6 +186,14 @@ record_answers(TurnState *t)
 								s->stream),
 						 errdetail("%s", s->suspended_reason)));
 		}
+		/*
+		 * A stream no longer pushed (its delivery changed while the push
+		 * was in flight): an ack is kept (the receiver has the SET), any
+		 * other outcome is not, so that the row is due on its new route at
+		 * once rather than after a push's backoff.
+		 */
+		if (s == &orphan && o.acked_at == 0)
+			continue;
 		store_push_outcome(p->stream, &o);
 	}
 }
