@@ -1416,6 +1416,9 @@ static StoreStmt stmt_push_due = {
  * NULL", a generic plan made while the statistics did not know the stream
  * (just after a bulk emit) scanned the due index for the stream and
  * filtered on jti: every answer read every unsettled row of the stream.
+ * Only an ack is recorded once the stream is no longer pushed (its
+ * delivery changed while the push was in flight): the row is then due on
+ * its new route, not held by this push's backoff.
  */
 static StoreStmt stmt_push_outcome = {
 	"UPDATE setstream.outbox o SET state = $3,"
@@ -1426,6 +1429,9 @@ static StoreStmt stmt_push_outcome = {
 	" last_error = $12"
 	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
 	" AND o.state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')"
+	" AND ($3 OPERATOR(pg_catalog.=) 'acked' OR EXISTS (SELECT 1"
+	" FROM setstream.deliveries d WHERE d.stream OPERATOR(pg_catalog.=) $1"
+	" AND d.method OPERATOR(pg_catalog.=) 'push'))"
 	" RETURNING o.created_at",
 	12, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID}
