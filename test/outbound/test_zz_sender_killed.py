@@ -27,17 +27,28 @@ def connect():
     return Db(conn)
 
 
-def connect_after_restart(timeout=60):
+def connect_after_restart(timeout=60, killed=None):
+    """A connection to the cluster once it answers again.  killed: the pid
+    of a worker just killed: the postmaster then ends every backend and
+    starts again, at a moment of its own, so a connection made before that
+    would be ended too; one that sees a sender other than the killed one
+    was made after the restart."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             d = connect()
             d.val("SELECT 1")
-            return d
+            if killed is None:
+                return d
+            pid = sender_pid(d)
+            if pid is not None and pid != killed:
+                return d
+            d.conn.close()
         except psycopg2.Error:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("the cluster did not restart after the kill")
+        time.sleep(0.2)
 
 
 def kill_on_purpose(pid):
@@ -75,7 +86,7 @@ def test_sigkill_of_the_sender_mid_flight_loses_nothing_and_stores_nothing_twice
         d.conn.close()
         assert before_kill < N, "everything was delivered before the kill; nothing tested"
 
-        d = connect_after_restart()
+        d = connect_after_restart(killed=pid)
         wait_for_listener_up()
         new_pid = wait_for("a new sender", lambda: sender_pid(d), timeout=60)
         assert new_pid != pid
@@ -115,7 +126,7 @@ def test_a_202_whose_ack_was_not_committed_is_pushed_again_byte_for_byte(listene
         assert max(t) - min(t) < receiver.delay, "the 4 pushes were not in flight together"
         d.conn.close()
 
-        d = connect_after_restart()
+        d = connect_after_restart(killed=pid)
         factory.db = d
         wait_for("all acks", lambda: d.val(
             "SELECT count(*) FROM setstream.outbox WHERE stream = %s AND state = 'acked'",

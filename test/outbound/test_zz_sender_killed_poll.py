@@ -36,7 +36,7 @@ def test_sigkill_of_the_polling_sender_loses_nothing_and_stores_nothing_twice(li
         d.conn.close()
         assert before_kill < N, "everything was acked before the kill; nothing tested"
 
-        d = connect_after_restart()
+        d = connect_after_restart(killed=pid)
         wait_for_listener_up()
         new_pid = wait_for("a new sender", lambda: sender_pid(d), timeout=60)
         assert new_pid != pid
