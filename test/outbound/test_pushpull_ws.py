@@ -25,6 +25,15 @@ import time
 import pytest
 import websockets
 
+# The peer is written for the handler(ws, path) server API: that of
+# websockets 10 (Debian 12), kept as websockets.legacy in later versions
+# (websockets 15, Debian 13, made websockets.serve a different API that
+# must be started inside a running event loop)
+try:
+    from websockets.legacy.server import serve as ws_serve
+except ImportError:  # pragma: no cover - before websockets 10
+    ws_serve = websockets.serve
+
 from conftest import connect_db, wait_for
 from test_pushpull_client import (Responder, pushpulls, outbox_states,  # noqa: F401
                                   SESSION_REVOKED)
@@ -74,7 +83,7 @@ class WsPeer:
         asyncio.set_event_loop(self.loop)
         protos = ["pushpull"] if self.subprotocol else None
         self.server = self.loop.run_until_complete(
-            websockets.serve(self._session, "127.0.0.1", 0, subprotocols=protos,
+            ws_serve(self._session, "127.0.0.1", 0, subprotocols=protos,
                              ping_interval=None, ssl=self.ssl))
         self.port = self.server.sockets[0].getsockname()[1]
         self.ready.set()
