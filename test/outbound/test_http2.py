@@ -196,35 +196,6 @@ def test_pushes_are_multiplexed_on_one_http2_connection(loopback, certificate, p
 
 
 @EARLY_ANSWER
-def test_a_whole_answer_before_a_reset_stream_counts(loopback, certificate, pushes, db):
-    """RFC 9113 8.1: a server may answer before it has read the request and
-    end the stream with RST_STREAM NO_ERROR; "clients MUST NOT discard
-    responses as a result".  libcurl 7.88 reports that as a stream error:
-    the sender takes the answer when it is whole (the Content-Length it
-    announced came), so the push is acked.  libcurl 7.88 still drops the
-    answer's headers when the reset comes in the same read (there is then
-    no status to take: the push fails and is made again after the backoff),
-    which under load is most of them: what is asserted is that such answers
-    are taken at all.  Without the fix every push fails, and none is ever
-    acked (checked)."""
-    loopback.set(outbound_ca_file=certificate[0])
-    receiver = H2Receiver(certificate, early="reset")
-    try:
-        s = pushes.create(receiver.url, concurrency=4)
-        db.execute("SELECT setstream.emit(%s, %s, '{}'::jsonb) FROM generate_series(1, 5)",
-                   (s.name, SESSION_REVOKED))
-        try:
-            wait_for("an ack", lambda: db.val(
-                "SELECT count(*) FROM setstream.outbox WHERE stream = %s AND state = 'acked' "
-                "AND last_status = 202", (s.name,)) >= 1, timeout=30)
-        except AssertionError:
-            raise AssertionError(db.rows("SELECT state, last_status, last_error"
-                                         " FROM setstream.outbox WHERE stream = %s", (s.name,)))
-    finally:
-        receiver.close()
-
-
-@EARLY_ANSWER
 def test_an_answer_cut_by_a_reset_stream_does_not_count(loopback, certificate, pushes, db):
     """The same reset after an answer that announced a body it did not
     send: that answer is not whole, the push failed (retried later)."""
