@@ -825,46 +825,6 @@ session_work(void *arg)
 		w->taken = store_take_due(name, w->want, &w->more);
 }
 
-/* Forget an in-flight SET the peer acknowledged or rejected */
-static void
-settle(Conn *conn, const char *jti)
-{
-	ListCell   *f;
-
-	foreach(f, conn->ws->in_flight)
-	{
-		InFlight   *inf = lfirst(f);
-
-		if (strcmp(inf->jti, jti) == 0)
-		{
-			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
-			pfree(inf->jti);
-			pfree(inf);
-			return;
-		}
-	}
-}
-
-/* In-flight SETs past setstream.redelivery_interval are due again */
-static void
-expire_in_flight(Conn *conn, TimestampTz now)
-{
-	ListCell   *f;
-
-	foreach(f, conn->ws->in_flight)
-	{
-		InFlight   *inf = lfirst(f);
-
-		if (TimestampDifferenceExceeds(inf->sent_at, now,
-									   setstream_redelivery_interval_ms))
-		{
-			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
-			pfree(inf->jti);
-			pfree(inf);
-		}
-	}
-}
-
 /*
  * How many of the in-flight SETs do the messages received acknowledge or
  * reject?  Their acks are applied in the same transaction as the next
@@ -959,7 +919,7 @@ session_turn(WsPeer *p, TimestampTz now)
 	}
 	ws_inbox_clear(conn);
 
-	expire_in_flight(conn, now);
+	ws_expire_in_flight(conn, now);
 	window = WS_MAX_IN_FLIGHT - list_length(conn->ws->in_flight) +
 		settling(conn, w.msgs);
 	if (window > 0 && ws_may_take(conn) &&
@@ -1005,9 +965,9 @@ session_turn(WsPeer *p, TimestampTz now)
 		const char *k;
 
 		foreach(c, m->obj.ack)
-			settle(conn, lfirst(c));
+			ws_settle(conn, lfirst(c));
 		foreach(c, m->obj.errs)
-			settle(conn, ((SetErrEntry *) lfirst(c))->jti);
+			ws_settle(conn, ((SetErrEntry *) lfirst(c))->jti);
 		json_array_foreach(m->b.ack, i, v)
 			json_array_append(ack, v);
 		json_object_foreach(m->b.errs, k, v)

@@ -29,6 +29,7 @@
 #include <wslay/wslay.h>
 
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "server/ws_int.h"
 #include "setstream.h"
@@ -498,4 +499,49 @@ ws_abandon_turn(Conn *conn)
 	conn->ws->outbox = NIL;
 	conn->ws->close_code = SETERR_WS_INTERNAL_ERROR;
 	conn->ws->close_reason = "the server could not process the messages";
+}
+
+/*
+ * The window of in-flight SETs, the same for both sides of a session (the
+ * listener's, wssession.c, and the one setstream opens, pushpullws.c)
+ */
+
+/* Forget an in-flight SET the peer acknowledged or rejected */
+void
+ws_settle(Conn *conn, const char *jti)
+{
+	ListCell   *f;
+
+	foreach(f, conn->ws->in_flight)
+	{
+		InFlight   *inf = lfirst(f);
+
+		if (strcmp(inf->jti, jti) == 0)
+		{
+			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
+			pfree(inf->jti);
+			pfree(inf);
+			return;
+		}
+	}
+}
+
+/* In-flight SETs past setstream.redelivery_interval are due again anywhere */
+void
+ws_expire_in_flight(Conn *conn, TimestampTz now)
+{
+	ListCell   *f;
+
+	foreach(f, conn->ws->in_flight)
+	{
+		InFlight   *inf = lfirst(f);
+
+		if (TimestampDifferenceExceeds(inf->sent_at, now,
+									   setstream_redelivery_interval_ms))
+		{
+			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
+			pfree(inf->jti);
+			pfree(inf);
+		}
+	}
 }

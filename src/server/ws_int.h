@@ -46,6 +46,8 @@ extern bool ws_may_take(Conn *conn);
 extern void ws_inbox_clear(Conn *conn);
 extern void ws_abandon_turn(Conn *conn);
 extern bool ws_send_outbox(Conn *conn);
+extern void ws_settle(Conn *conn, const char *jti);
+extern void ws_expire_in_flight(Conn *conn, TimestampTz now);
 
 /* wssession.c, for the fuzz target */
 extern PrepResult route_ws_prepare(Conn *conn, char **load_stream);

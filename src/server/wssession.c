@@ -77,46 +77,6 @@ route_ws_prepare(Conn *conn, char **load_stream)
 	return PREP_EXECUTE;
 }
 
-/* Forget an in-flight SET the peer acknowledged or rejected */
-static void
-ws_settle(Conn *conn, const char *jti)
-{
-	ListCell   *f;
-
-	foreach(f, conn->ws->in_flight)
-	{
-		InFlight   *inf = lfirst(f);
-
-		if (strcmp(inf->jti, jti) == 0)
-		{
-			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
-			pfree(inf->jti);
-			pfree(inf);
-			return;
-		}
-	}
-}
-
-/* In-flight SETs past setstream.redelivery_interval are due again anywhere */
-static void
-ws_expire_in_flight(Conn *conn, TimestampTz now)
-{
-	ListCell   *f;
-
-	foreach(f, conn->ws->in_flight)
-	{
-		InFlight   *inf = lfirst(f);
-
-		if (TimestampDifferenceExceeds(inf->sent_at, now,
-									   setstream_redelivery_interval_ms))
-		{
-			conn->ws->in_flight = foreach_delete_current(conn->ws->in_flight, f);
-			pfree(inf->jti);
-			pfree(inf);
-		}
-	}
-}
-
 /* Apply one received Communication Object */
 static void
 ws_apply_message(Conn *conn, StreamInfo *stream, WsMessage *m,
