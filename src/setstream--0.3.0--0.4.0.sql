@@ -710,7 +710,7 @@ BEGIN
             RAISE EXCEPTION 'invalid_request: the verification event''s sub_id is not this stream''s stream_id'
                 USING ERRCODE = 'SE001';
         END IF;
-        IF pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND ev ? 'state' THEN
+        IF pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND ev OPERATOR(pg_catalog.?) 'state' THEN
             IF sub.verification_state IS NULL OR
                (ev OPERATOR(pg_catalog.->>) 'state') IS DISTINCT FROM sub.verification_state OR
                sub.verification_expires_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN
