@@ -1099,6 +1099,58 @@ SELECT setstream._update_grant(
 -- end of issue 13: SSF status semantics
 -- ---------------------------------------------------------------------
 
+-- ---------------------------------------------------------------------
+-- issue 13: the stream configuration names min_verification_interval and
+-- inactivity_timeout (SSF 1.0 8.1.1, transmitter-supplied)
+-- ---------------------------------------------------------------------
+
+-- A stream's SSF configuration object (SSF 1.0, 8.1.1); NULL when the
+-- stream is not the receiver's.  min_verification_interval and
+-- inactivity_timeout are setstream.ssf_min_verification_interval and
+-- setstream.ssf_inactivity_timeout, in seconds, each left out when 0 (no
+-- limit, never): a receiver (and the conformance suite) waits out the
+-- first before it asks for a verification.  (Parameters are named with
+-- the function's name: in SQL functions a column of the same name wins.)
+CREATE OR REPLACE FUNCTION setstream._ssf_stream_config(stream text, receiver text, public_url text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'stream_id', s.name,
+    'iss', s.issuer,
+    'aud', CASE WHEN pg_catalog.cardinality(s.audience) OPERATOR(pg_catalog.=) 1
+                THEN pg_catalog.to_jsonb(s.audience[1]) ELSE pg_catalog.to_jsonb(s.audience) END,
+    'events_supported', pg_catalog.to_jsonb(setstream._ssf_events_supported()),
+    'events_requested', pg_catalog.to_jsonb(s.events_requested),
+    'events_delivered', pg_catalog.to_jsonb(ARRAY(
+        SELECT e FROM pg_catalog.unnest(s.events_requested) WITH ORDINALITY AS r (e, i)
+         WHERE e OPERATOR(pg_catalog.=) ANY (setstream._ssf_events_supported())
+         ORDER BY i)),
+    'delivery', CASE WHEN d.method OPERATOR(pg_catalog.=) 'push'
+                     THEN pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8935',
+                                                        'endpoint_url', d.endpoint_url)
+                     ELSE pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8936',
+                          'endpoint_url', _ssf_stream_config.public_url OPERATOR(pg_catalog.||) '/streams/'
+                                          OPERATOR(pg_catalog.||) s.name
+                                          OPERATOR(pg_catalog.||) '/poll') END,
+    'description', s.description,
+    'min_verification_interval', (SELECT pg_catalog.nullif(g.setting::pg_catalog.int4, 0)
+                                    FROM pg_catalog.pg_settings g
+                                   WHERE g.name OPERATOR(pg_catalog.=) 'setstream.ssf_min_verification_interval'),
+    'inactivity_timeout', (SELECT pg_catalog.nullif(g.setting::pg_catalog.int4, 0)
+                             FROM pg_catalog.pg_settings g
+                            WHERE g.name OPERATOR(pg_catalog.=) 'setstream.ssf_inactivity_timeout')))
+  FROM setstream.streams s
+  LEFT JOIN setstream.deliveries d ON d.stream OPERATOR(pg_catalog.=) s.name
+ WHERE s.name OPERATOR(pg_catalog.=) _ssf_stream_config.stream
+   AND s.receiver OPERATOR(pg_catalog.=) _ssf_stream_config.receiver
+$$;
+
+-- ---------------------------------------------------------------------
+-- end of issue 13: min_verification_interval and inactivity_timeout
+-- ---------------------------------------------------------------------
+
 -- the update's own helpers go
 DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);
 DROP FUNCTION setstream._update_holders(pg_catalog.oid, pg_catalog.text);

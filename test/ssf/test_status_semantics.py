@@ -276,3 +276,34 @@ def test_activity_keeps_a_stream_enabled(rcv, db, gucs):
         time.sleep(0.3)
     assert db.val("SELECT status FROM setstream.streams WHERE name = %s",
                   (s.sid,)) == "enabled"
+
+
+def test_configuration_names_the_verification_interval_and_inactivity_timeout(rcv, client, gucs):
+    """SSF 8.1.1: min_verification_interval and inactivity_timeout are the
+    transmitter's, in seconds, and left out when there is none (the suite
+    waits out min_verification_interval before it asks for a verification)"""
+    gucs.set(ssf_min_verification_interval=30, ssf_inactivity_timeout=0)
+    s = rcv()
+
+    def config():
+        r = client.get("/ssf/streams?stream_id=" + s.sid, token=s.token)
+        assert r.status_code == 200, r.text
+        return r.json()
+    cfg = config()
+    assert cfg["min_verification_interval"] == 30
+    assert "inactivity_timeout" not in cfg
+    # what the configuration says is what the listener does
+    assert s.verify("one").status_code == 204
+    r = s.verify("two")
+    assert_error(r, 429, "rate_limited")
+    assert int(r.headers["Retry-After"]) <= cfg["min_verification_interval"]
+    gucs.set(ssf_min_verification_interval=0, ssf_inactivity_timeout=86400)
+    cfg = config()
+    assert "min_verification_interval" not in cfg
+    assert cfg["inactivity_timeout"] == 86400
+    assert s.verify("three").status_code == 204
+    # the configuration sent back as it is (PUT) is accepted
+    r = client.request("PUT", "/ssf/streams", token=s.token,
+                       headers={"Content-Type": CT}, data=json.dumps(cfg))
+    assert r.status_code == 200, r.text
+    assert r.json() == cfg
