@@ -890,6 +890,7 @@ AS $$
 DECLARE
     result setstream.streams;
     m text := lower(coalesce(method, 'poll'));
+    was_paused boolean;
 BEGIN
     result := setstream._stream_row(stream);
     IF m = 'urn:ietf:rfc:8935' THEN
@@ -917,6 +918,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'Poll delivery is served by the listener: the peer polls us.';
     END IF;
+    SELECT d.paused_stream INTO was_paused FROM setstream.deliveries d
+     WHERE d.stream = result.name FOR UPDATE;
     INSERT INTO setstream.deliveries AS d (stream, method, endpoint_url, push_concurrency)
     VALUES (result.name, m, CASE WHEN m IN ('push', 'pushpull', 'pushpull-ws') THEN endpoint_url END,
             coalesce(set_delivery.push_concurrency, 4))
@@ -924,9 +927,16 @@ BEGIN
        SET method = excluded.method, endpoint_url = excluded.endpoint_url,
            push_concurrency = excluded.push_concurrency,
            state = 'active', backoff_until = NULL, suspended_reason = NULL,
-           failures = 0, auth_failures = 0, updated_at = now();
+           failures = 0, auth_failures = 0, paused_stream = false, updated_at = now();
     PERFORM setstream._set_delivery_secret(result.name,
         CASE WHEN m IN ('push', 'pushpull', 'pushpull-ws') THEN authorization_header END);
+    -- the SSF stream the suspension of the old delivery paused is enabled
+    -- again (resume_delivery)
+    IF was_paused AND (SELECT s.status FROM setstream.streams s WHERE s.name = result.name)
+                      = 'paused' THEN
+        PERFORM setstream._set_stream_status(result.name, 'enabled', 'delivery resumed', true);
+        result := setstream._stream_row(result.name);
+    END IF;
     RETURN result;
 END
 $$;
@@ -1149,6 +1159,93 @@ $$;
 
 -- ---------------------------------------------------------------------
 -- end of issue 13: min_verification_interval and inactivity_timeout
+-- ---------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------
+-- issue 13: a delivery the sender suspends pauses its SSF stream, with a
+-- stream-updated SET; resuming the delivery enables it again
+-- ---------------------------------------------------------------------
+
+-- paused_stream: the sender paused the stream (status enabled -> paused,
+-- announced by a stream-updated SET) when it suspended this delivery;
+-- resume_delivery and set_delivery enable it again.
+ALTER TABLE setstream.deliveries ADD COLUMN paused_stream boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN setstream.deliveries.paused_stream IS
+'SSF: the sender paused the stream (with a stream-updated SET) when it suspended this delivery; resume_delivery or set_delivery enables it again (with another).';
+
+-- The sender (as the extension owner), after it suspended the stream's
+-- delivery: an enabled stream with a receiver (an SSF stream) is paused
+-- with a stream-updated SET whose reason names the suspension.  That SET
+-- waits, like every other, for the delivery to be resumed.  Once per
+-- suspension; true when the stream was paused.
+CREATE FUNCTION setstream._delivery_suspended(stream text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d setstream.deliveries;
+    s setstream.streams;
+BEGIN
+    SELECT * INTO d FROM setstream.deliveries x
+     WHERE x.stream OPERATOR(pg_catalog.=) _delivery_suspended.stream
+       FOR UPDATE;
+    IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'suspended' OR d.paused_stream THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO s FROM setstream.streams x WHERE x.name OPERATOR(pg_catalog.=) d.stream;
+    IF s.receiver IS NULL OR s.status OPERATOR(pg_catalog.<>) 'enabled' THEN
+        RETURN false;
+    END IF;
+    PERFORM setstream._set_stream_status(s.name, 'paused',
+        pg_catalog.left('delivery suspended: ' OPERATOR(pg_catalog.||) d.suspended_reason, 256),
+        true);
+    UPDATE setstream.deliveries x SET paused_stream = true
+     WHERE x.stream OPERATOR(pg_catalog.=) d.stream;
+    RETURN true;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION setstream._delivery_suspended(text) FROM PUBLIC;
+COMMENT ON FUNCTION setstream._delivery_suspended(text) IS
+'internal (the sender, as the extension owner): pause the SSF stream whose delivery was just suspended, with a stream-updated SET';
+
+-- Make a suspended or backing-off stream's delivery active again; an SSF
+-- stream that the suspension paused, and that nobody changed since, is
+-- enabled again with a stream-updated SET (reason "delivery resumed").
+CREATE OR REPLACE FUNCTION setstream.resume_delivery(stream text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    was_paused boolean;
+BEGIN
+    PERFORM setstream._stream_row(stream);
+    SELECT d.paused_stream INTO was_paused FROM setstream.deliveries d
+     WHERE d.stream OPERATOR(pg_catalog.=) resume_delivery.stream
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" has no outbound delivery', stream
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'set_delivery(stream, ''push'', endpoint_url) configures one.';
+    END IF;
+    UPDATE setstream.deliveries d
+       SET state = 'active', backoff_until = NULL, suspended_reason = NULL,
+           failures = 0, auth_failures = 0, paused_stream = false,
+           updated_at = pg_catalog.now()
+     WHERE d.stream OPERATOR(pg_catalog.=) resume_delivery.stream;
+    IF was_paused AND (SELECT s.status FROM setstream.streams s
+                        WHERE s.name OPERATOR(pg_catalog.=) resume_delivery.stream)
+                      OPERATOR(pg_catalog.=) 'paused' THEN
+        PERFORM setstream._set_stream_status(resume_delivery.stream, 'enabled',
+                                             'delivery resumed', true);
+    END IF;
+    PERFORM setstream._wake_sender(stream);
+END
+$$;
+
+-- ---------------------------------------------------------------------
+-- end of issue 13: a suspended delivery pauses its SSF stream
 -- ---------------------------------------------------------------------
 
 -- the update's own helpers go

@@ -1642,6 +1642,16 @@ store_push_outcome(const char *stream, const PushOutcomeRow *o)
 	SPI_finish();
 }
 
+/*
+ * After a suspension, the stream's SSF status follows (as the owner): an
+ * enabled stream with a receiver is paused, with a stream-updated SET
+ * (once per suspension; the function decides)
+ */
+static StoreStmt stmt_delivery_suspended = {
+	"SELECT setstream._delivery_suspended($1)",
+	1, {TEXTOID}
+};
+
 /* Record a push (or pushpull) stream's delivery state */
 void
 store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
@@ -1661,6 +1671,9 @@ store_delivery_state(const PushStream *p, int64 nonconformant, TimestampTz now)
 	values[7] = TimestampTzGetDatum(now);
 	spi_connect();
 	run(&stmt_delivery_state, values, nulls, false);
+	if (SPI_processed == 1 && strcmp(p->state, "suspended") == 0 &&
+		store_schema_is_0_4())
+		run_as_owner(&stmt_delivery_suspended, values, NULL, false);
 	SPI_finish();
 }
 

@@ -360,3 +360,97 @@ def test_pushes_over_tls_to_an_http1_receiver_go_in_parallel(loopback, certifica
         assert 3 <= receiver.max_active <= 4, receiver.max_active
     finally:
         receiver.close()
+
+
+STREAM_UPDATED = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
+
+
+def claims_of(token):
+    import base64
+    import json
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def status_of(db, s):
+    return db.val("SELECT status FROM setstream.streams WHERE name = %s", (s.name,))
+
+
+@pytest.mark.parametrize("how", ["resume_delivery", "set_delivery"])
+def test_a_suspension_pauses_the_ssf_stream_and_resuming_enables_it(loopback, receiver,
+                                                                    pushes, db, how):
+    """issue 13: the sender suspending an SSF stream's delivery is a status
+    change setstream makes on its own: paused, announced by a
+    stream-updated SET (which waits with the rest while the receiver
+    refuses); resuming enables the stream, announced too, and the receiver
+    then gets everything in order"""
+    receiver.default = answer(403)
+    s = pushes.create(receiver.url)
+    plain = pushes.create(receiver.url)
+    db.execute("SELECT setstream.create_receiver(%s)", (s.name + "-r",))
+    db.execute("SELECT setstream.set_stream_receiver(%s, %s)", (s.name, s.name + "-r"))
+    jti = db.emit(s.name)
+    other = db.emit(plain.name)
+    for x in (s, plain):
+        wait_for("suspension", lambda: pushes.delivery(x)["state"] == "suspended")
+    wait_for("the pause", lambda: status_of(db, s) == "paused")
+    assert pushes.delivery(s)["paused_stream"] is True
+    # a stream without a receiver keeps its status
+    assert status_of(db, plain) == "enabled"
+    assert pushes.delivery(plain)["paused_stream"] is False
+    updates = db.rows("SELECT token, state FROM setstream.outbox WHERE stream = %s "
+                      "AND event_types = %s ORDER BY seq", (s.name, [STREAM_UPDATED]))
+    assert len(updates) == 1 and updates[0][1] == "pending"
+    event = claims_of(updates[0][0])["events"][STREAM_UPDATED]
+    assert event["status"] == "paused"
+    assert event["reason"].startswith("delivery suspended: "), event
+    assert "403" in event["reason"], event
+    time.sleep(1.0)
+    assert len(receiver.for_token(updates[0][0])) == 0, "pushed while suspended"
+    # the operator resumes (or sets the delivery again)
+    receiver.default = answer(202)
+    if how == "resume_delivery":
+        db.execute("SELECT setstream.resume_delivery(%s)", (s.name,))
+    else:
+        db.execute("SELECT setstream.set_delivery(%s, 'push', %s)", (s.name, receiver.url))
+    assert status_of(db, s) == "enabled"
+    assert pushes.delivery(s)["paused_stream"] is False
+    wait_for("every SET acked", lambda: db.val(
+        "SELECT count(*) FILTER (WHERE state <> 'acked') = 0 AND count(*) = 3 "
+        "FROM setstream.outbox WHERE stream = %s", (s.name,)))
+    tokens = [t for (t,) in db.rows("SELECT token FROM setstream.outbox WHERE stream = %s "
+                                    "ORDER BY seq", (s.name,))]
+    assert claims_of(tokens[0])["jti"] == jti
+    got = [r["body"].decode() for r in receiver.requests if r["body"].decode() in tokens]
+    # the first SET was refused once; after resuming, all three in order
+    assert got[1:] == tokens, "not delivered oldest first after the resume"
+    assert [claims_of(t)["events"].get(STREAM_UPDATED, {}).get("status") for t in tokens] == \
+        [None, "paused", "enabled"]
+    assert claims_of(tokens[2])["events"][STREAM_UPDATED]["reason"] == "delivery resumed"
+    # the plain stream, resumed, gets its SET and no stream-updated
+    db.execute("SELECT setstream.resume_delivery(%s)", (plain.name,))
+    pushes.wait_row(plain, other, ACKED, "ack after resume")
+    assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s",
+                  (plain.name,)) == 1
+
+
+def test_a_stream_paused_by_its_receiver_stays_paused_after_a_resume(loopback, receiver,
+                                                                    pushes, db):
+    """A suspension pauses only an enabled stream, and a resume enables only
+    what the suspension paused"""
+    receiver.default = answer(403)
+    s = pushes.create(receiver.url)
+    db.execute("SELECT setstream.create_receiver(%s)", (s.name + "-r",))
+    db.execute("SELECT setstream.set_stream_receiver(%s, %s)", (s.name, s.name + "-r"))
+    db.execute("SELECT setstream._set_stream_status(%s, 'paused', 'asked by the receiver', false)",
+               (s.name,))
+    # a paused stream delivers its stream-updated SETs only: one of those
+    # meets the 403
+    db.execute("SELECT setstream._control_event(%s, %s, '{\"status\": \"paused\"}')",
+               (s.name, STREAM_UPDATED))
+    wait_for("suspension", lambda: pushes.delivery(s)["state"] == "suspended")
+    assert pushes.delivery(s)["paused_stream"] is False
+    receiver.default = answer(202)
+    db.execute("SELECT setstream.resume_delivery(%s)", (s.name,))
+    assert status_of(db, s) == "paused"
+    assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s", (s.name,)) == 1
