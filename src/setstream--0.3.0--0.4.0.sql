@@ -1145,10 +1145,10 @@ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                                           OPERATOR(pg_catalog.||) s.name
                                           OPERATOR(pg_catalog.||) '/poll') END,
     'description', s.description,
-    'min_verification_interval', (SELECT pg_catalog.nullif(g.setting::pg_catalog.int4, 0)
+    'min_verification_interval', (SELECT NULLIF(g.setting::pg_catalog.int4, 0)
                                     FROM pg_catalog.pg_settings g
                                    WHERE g.name OPERATOR(pg_catalog.=) 'setstream.ssf_min_verification_interval'),
-    'inactivity_timeout', (SELECT pg_catalog.nullif(g.setting::pg_catalog.int4, 0)
+    'inactivity_timeout', (SELECT NULLIF(g.setting::pg_catalog.int4, 0)
                              FROM pg_catalog.pg_settings g
                             WHERE g.name OPERATOR(pg_catalog.=) 'setstream.ssf_inactivity_timeout')))
   FROM setstream.streams s

@@ -385,7 +385,8 @@ def test_a_suspension_pauses_the_ssf_stream_and_resuming_enables_it(loopback, re
     refuses); resuming enables the stream, announced too, and the receiver
     then gets everything in order"""
     receiver.default = answer(403)
-    s = pushes.create(receiver.url)
+    # one push at a time: the order of arrival is the order of sending
+    s = pushes.create(receiver.url, concurrency=1)
     plain = pushes.create(receiver.url)
     db.execute("SELECT setstream.create_receiver(%s)", (s.name + "-r",))
     db.execute("SELECT setstream.set_stream_receiver(%s, %s)", (s.name, s.name + "-r"))
@@ -412,7 +413,8 @@ def test_a_suspension_pauses_the_ssf_stream_and_resuming_enables_it(loopback, re
     if how == "resume_delivery":
         db.execute("SELECT setstream.resume_delivery(%s)", (s.name,))
     else:
-        db.execute("SELECT setstream.set_delivery(%s, 'push', %s)", (s.name, receiver.url))
+        db.execute("SELECT setstream.set_delivery(%s, 'push', %s, NULL, 1)",
+                   (s.name, receiver.url))
     assert status_of(db, s) == "enabled"
     assert pushes.delivery(s)["paused_stream"] is False
     wait_for("every SET acked", lambda: db.val(
