@@ -45,6 +45,7 @@
 #include "outbound/pushpullclient.h"
 #include "outbound/pushpullws.h"
 #include "outbound/sender.h"
+#include "outbound/tokenrenew.h"
 #include "store/xact.h"
 #include "setstream.h"
 #include "store/store.h"
@@ -465,6 +466,8 @@ sender_turn(void *arg)
 	turn_work(t);
 	retire_keys_when_due(t->now);
 	ssf_inactivity_when_due(t->now);
+	if (sender_index == 0)
+		tokenrenew_when_due(t->now);
 	for (int i = 0; i < nslots; i++)
 		slot_gens[i] = turn_gens[slots[i]];
 }

@@ -37,6 +37,7 @@
 #include "outbound/httpclient.h"
 #include "shmem/wakeup.h"
 #include "sql/privileges.h"
+#include "sql/subscribeapi.h"
 #include "store/store.h"
 
 PG_FUNCTION_INFO_V1(setstream_set_subscription_secret);
@@ -421,6 +422,32 @@ setstream_ssf_call(PG_FUNCTION_ARGS)
 	else
 		nulls[2] = true;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * The poll client's access token renewed (the token renewer of
+ * outbound/tokenrenew.c, in a transaction): a new one from the token
+ * endpoint, cached and stored as the source's Authorization header; the
+ * senders read their sources again at commit.  No right is checked: the
+ * renewer is setstream's own worker, acting on what subscribe stored.
+ * ERROR (naming the stream and the HTTP status, never a secret) when the
+ * endpoint gives no token.  Nothing for credentials that are no OAuth
+ * client.
+ */
+void
+subscription_renew_source_token(const char *stream)
+{
+	bool		oauth;
+	char	   *authorization = authorization_for(stream, true, &oauth);
+
+	if (authorization == NULL)
+		return;
+	if (oauth)
+	{
+		store_set_source_secret(stream, authorization);
+		wakeup_note_config();
+	}
+	forget(authorization);
 }
 
 /*

@@ -2628,6 +2628,48 @@ store_subscription_credentials(const char *stream, char **access_token,
 	return out;
 }
 
+/*
+ * The subscriptions whose poll client's OAuth access token wants renewing
+ * (tokenrenew.c): OAuth credentials (not a static bearer token), a poll
+ * source that is not suspended, and a token that is past the time it is
+ * good until (its expiry less a margin), or none, or refused (the source
+ * counts 401s).  Soonest first; read as the owner.
+ */
+static StoreStmt stmt_tokens_due = {
+	"SELECT x.stream"
+	" FROM setstream.subscription_secrets x"
+	" JOIN setstream.sources so ON so.stream OPERATOR(pg_catalog.=) x.stream"
+	" WHERE (x.credentials OPERATOR(pg_catalog.->) 'bearer') IS NULL"
+	" AND so.method OPERATOR(pg_catalog.=) 'poll'"
+	" AND so.state OPERATOR(pg_catalog.<>) 'suspended'"
+	" AND (x.access_token_expires_at IS NULL"
+	" OR x.access_token_expires_at OPERATOR(pg_catalog.<=) $1"
+	" OR so.auth_failures OPERATOR(pg_catalog.>) 0)"
+	" ORDER BY x.access_token_expires_at NULLS FIRST, x.stream LIMIT 100",
+	1, {TIMESTAMPTZOID}
+};
+
+/* Those streams (char *) */
+List *
+store_tokens_due(TimestampTz now)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		values[1] = {TimestampTzGetDatum(now)};
+	List	   *out = NIL;
+
+	spi_connect();
+	run_as_owner(&stmt_tokens_due, values, NULL, true);
+	for (int i = 0; i < (int) SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		out = lappend(out, get_text(i, 1, cxt));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
 /* Cache (token NULL: forget) the subscription's OAuth access token */
 void
 store_subscription_token(const char *stream, const char *token,

@@ -196,6 +196,7 @@ extern void store_set_subscription_secret(const char *stream,
 extern char *store_subscription_credentials(const char *stream,
 											char **access_token,
 											TimestampTz *expires_at);
+extern List *store_tokens_due(TimestampTz now);
 extern void store_subscription_token(const char *stream, const char *token,
 									 TimestampTz expires_at);
 extern List *store_sources(void);

@@ -47,6 +47,7 @@
 #include "server/listener.h"
 #include "outbound/outbound.h"
 #include "outbound/sender.h"
+#include "outbound/tokenrenew.h"
 #include "setstream.h"
 #include "store/xact.h"
 #include "worker/worker.h"
@@ -55,6 +56,7 @@ PGDLLEXPORT void setstream_worker_main(Datum arg);
 PGDLLEXPORT void setstream_supervisor_main(Datum arg);
 PGDLLEXPORT void setstream_sender_main(Datum arg);
 PGDLLEXPORT void setstream_sender_supervisor_main(Datum arg);
+PGDLLEXPORT void setstream_token_renewer_main(Datum arg);
 
 #define WAIT_FOR_EXTENSION_MS 2000
 #define WAIT_FOR_DATABASE_MS 2000
@@ -447,6 +449,26 @@ void
 setstream_worker_main(Datum arg)
 {
 	listener_run(worker_start(arg, "setstream listener"));
+}
+
+/*
+ * A token renewer (started by sender 0: tokenrenew.c): one subscription's
+ * OAuth access token, named by bgw_extra (a stream name of 128 bytes
+ * fills it unterminated), then it exits
+ */
+void
+setstream_token_renewer_main(Datum arg)
+{
+	char	   *stream;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(setstream_database, setstream_role, 0);
+	pgstat_report_appname("setstream token renewer");
+	pin_session();
+	stream = pnstrdup(MyBgworkerEntry->bgw_extra, BGW_EXTRALEN);
+	tokenrenew_run(stream);
+	proc_exit(0);
 }
 
 /* A sender: RFC 8935 push of the streams whose delivery is push (sender.c) */

@@ -155,6 +155,13 @@ class FakeTransmitter:
         self.verification_status = 204
         self.valid_tokens = None    # a set: /streams and /verify want one of them
         self.issued = 0
+        self.expires_in = 3600      # of the access tokens /token gives
+        self.born = {}              # access token: when /token gave it
+        self.expire = False         # a token older than expires_in is refused
+        self.serve_polls = False    # else /poll/... is 404 whatever the token
+        self.polls = []             # (Authorization, status) of each poll
+        self.token_status = 200     # else /token fails with it (counted in token_tries)
+        self.token_tries = 0
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -199,19 +206,29 @@ class FakeTransmitter:
                 if fake.valid_tokens is None:
                     return True
                 a = self.headers.get("Authorization") or ""
-                if a.startswith("Bearer ") and a[7:] in fake.valid_tokens:
+                if a.startswith("Bearer ") and a[7:] in fake.valid_tokens and not (
+                        fake.expire and
+                        time.monotonic() - fake.born[a[7:]] >= fake.expires_in):
                     return True
                 self._send(401, {"error": "invalid_token"})
                 return False
 
             def do_POST(self):
                 body = self._record()
+                if self.path == "/token" and fake.token_status != 200:
+                    fake.token_tries += 1
+                    self._send(fake.token_status, {"error": "temporarily_unavailable"})
+                    return
                 if self.path == "/token":
                     fake.issued += 1
                     tok = "at-%d" % fake.issued
+                    fake.born[tok] = time.monotonic()
                     fake.valid_tokens = (fake.valid_tokens or set()) | {tok}
                     self._send(200, {"access_token": tok, "token_type": "Bearer",
-                                     "expires_in": 3600})
+                                     "expires_in": fake.expires_in})
+                    return
+                if self.path.startswith("/poll/"):
+                    self._poll()
                     return
                 if not self._authorized():
                     return
@@ -229,6 +246,19 @@ class FakeTransmitter:
                     self._send(fake.verification_status)
                 else:
                     self._send(404, {"error": "no"})
+
+            def _poll(self):
+                """RFC 8936: a long poll that finds nothing (0.3 s)"""
+                auth = self.headers.get("Authorization")
+                if not fake.serve_polls:
+                    fake.polls.append((auth, 404))
+                    self._send(404, {"error": "no"})
+                elif self._authorized():
+                    time.sleep(0.3)
+                    fake.polls.append((auth, 200))
+                    self._send(200, {"sets": {}})
+                else:
+                    fake.polls.append((auth, 401))
 
             def do_DELETE(self):
                 self._record()
@@ -428,6 +458,84 @@ def test_oauth_client_secret_basic_cached_and_renewed_on_401(db, fake, name):
         ("DELETE", "/streams?stream_id=fake-1", "Bearer at-1"),
         ("POST", "/token", basic),
         ("DELETE", "/streams?stream_id=fake-1", "Bearer at-2")]
+
+
+def source_of(db, name):
+    return db.dicts("SELECT s.state, s.auth_failures, c.authorization_header"
+                    "  FROM setstream.sources s JOIN setstream.source_secrets c USING (stream)"
+                    " WHERE s.stream = %s", (name,))[0]
+
+
+def test_the_poll_clients_oauth_token_is_renewed_before_it_expires(db, fake, name):
+    """The poll client's access token is renewed when it is good no longer
+    (its expiry less a tenth of its life, 60 s at most), by a token
+    renewer the sender starts: the polls go on with the new token, and
+    none is refused.  On the code before the renewer, the poll after the
+    expiry is refused 401 (and the source suspended after
+    setstream.auth_retries)."""
+    fake.valid_tokens = set()
+    fake.serve_polls = True
+    fake.expire = True
+    fake.expires_in = 30         # good until 27 s
+    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+    t0 = time.monotonic()
+    wait_for("a new token", lambda: fake.issued >= 2, timeout=40)
+    renewed_after = time.monotonic() - t0
+    wait_for("a poll with at-2", lambda: ("Bearer at-2", 200) in fake.polls, timeout=10)
+    assert fake.issued == 2
+    assert 20 < renewed_after < 30, renewed_after     # neither too early nor late
+    assert [p for p in fake.polls if p[1] != 200] == [], "a poll was refused"
+    src = source_of(db, name)
+    assert src["state"] == "active" and src["auth_failures"] == 0
+    assert src["authorization_header"] == "Bearer at-2"
+    # the management calls use the renewed token too (cached), not a third
+    n = len(fake.requests)
+    db.val("SELECT setstream.request_verification(%s)", (name,))
+    assert calls(fake, n) == [("POST", "/verify", "Bearer at-2")]
+
+
+def test_a_refused_oauth_token_is_renewed(db, fake, name, gucs):
+    """A token the transmitter stops accepting (401) is renewed at once,
+    before the source is suspended (setstream.auth_retries)"""
+    gucs.set(auth_retries=6)
+    fake.valid_tokens = set()
+    fake.serve_polls = True
+    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+    fake.valid_tokens = set()            # the transmitter forgets at-1
+    wait_for("a poll with at-2", lambda: ("Bearer at-2", 200) in fake.polls, timeout=20)
+    assert ("Bearer at-1", 401) in fake.polls
+    assert fake.issued == 2
+    wait_for("the source's 401s forgotten", lambda: source_of(db, name)["auth_failures"] == 0)
+    src = source_of(db, name)
+    assert src["state"] == "active"
+    assert src["authorization_header"] == "Bearer at-2"
+
+
+def test_a_failing_token_endpoint_is_not_hammered(db, fake, name, gucs):
+    """A token that cannot be renewed is tried again after 10 s, then
+    after 20 s...: not once a second; the source is suspended after its
+    401s like any other"""
+    fake.valid_tokens = set()
+    fake.serve_polls = True
+    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+    gucs.set(auth_retries=20)
+    fake.token_status = 500
+    fake.valid_tokens = set()
+    wait_for("a renewal tried", lambda: fake.token_tries >= 1, timeout=10)
+    time.sleep(6)
+    assert fake.token_tries == 1, "the token endpoint was asked again within 6 s"
+    wait_for("a second try", lambda: fake.token_tries >= 2, timeout=10)
+    assert fake.issued == 1
+    assert source_of(db, name)["authorization_header"] == "Bearer at-1"
 
 
 def test_oauth_client_secret_post(db, fake, name, transmitter):
