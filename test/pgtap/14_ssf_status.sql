@@ -3,7 +3,7 @@
 -- verify_stream; _control_event's limits; the grants.  (Delivery of them
 -- over the listener: test/ssf/test_status_semantics.py.)
 BEGIN;
-SELECT plan(15);
+SELECT plan(24);
 
 SET LOCAL client_min_messages = warning;
 
@@ -80,6 +80,34 @@ SELECT ok(NOT has_function_privilege('public', 'setstream._control_event(text, t
 SELECT ok(NOT has_function_privilege('public',
                                      'setstream._set_stream_status(text, text, text, boolean)',
                                      'EXECUTE'), '_set_stream_status is not PUBLIC''s');
+
+-- a suspended delivery pauses an enabled SSF stream, once, and a resume
+-- enables it again; a stream without a receiver keeps its status
+SELECT setstream.create_stream('tap-sus', 'https://tx.example/', '{https://rp.example/}');
+SELECT setstream.generate_key('tap-sus', 'ES256');
+SELECT setstream.set_stream_receiver('tap-sus', 'tap-ssf-r');
+SELECT setstream.set_delivery('tap-sus', 'push', 'https://rp.example/push');
+SELECT setstream.set_delivery('tap-plain', 'push', 'https://rp.example/push');
+SELECT setstream.set_stream_status('tap-plain', 'enabled');
+UPDATE setstream.deliveries SET state = 'suspended', suspended_reason = 'http_403: refused'
+ WHERE stream IN ('tap-sus', 'tap-plain');
+SELECT is(setstream._delivery_suspended('tap-sus'), true, 'the suspension pauses the SSF stream');
+SELECT is((SELECT status FROM setstream.streams WHERE name = 'tap-sus'), 'paused', 'paused');
+SELECT is((SELECT array_agg(event) FROM updates WHERE stream = 'tap-sus'),
+          ARRAY['{"status": "paused", "reason": "delivery suspended: http_403: refused"}'::jsonb],
+          'with a stream-updated SET naming the suspension');
+SELECT is(setstream._delivery_suspended('tap-sus'), false, 'once per suspension');
+SELECT is(setstream._delivery_suspended('tap-plain'), false, 'not a stream without a receiver');
+SELECT is((SELECT status FROM setstream.streams WHERE name = 'tap-plain'), 'enabled',
+          'which stays enabled');
+SELECT setstream.resume_delivery('tap-sus');
+SELECT is((SELECT status FROM setstream.streams WHERE name = 'tap-sus'), 'enabled',
+          'resume_delivery enables it again');
+SELECT is((SELECT array_agg(event ->> 'reason') FROM updates WHERE stream = 'tap-sus'),
+          ARRAY['delivery suspended: http_403: refused', 'delivery resumed'],
+          'announced too');
+SELECT ok(NOT has_function_privilege('public', 'setstream._delivery_suspended(text)', 'EXECUTE'),
+          '_delivery_suspended is not PUBLIC''s');
 
 SELECT * FROM finish();
 ROLLBACK;
