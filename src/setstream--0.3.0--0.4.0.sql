@@ -1248,6 +1248,53 @@ $$;
 -- end of issue 13: a suspended delivery pauses its SSF stream
 -- ---------------------------------------------------------------------
 
+-- ---------------------------------------------------------------------
+-- issue 13: the signing key of a stream made through the management API
+-- has the algorithm of setstream.ssf_signing_alg (RS256 by default: the
+-- CAEP interoperability profile requires it)
+-- ---------------------------------------------------------------------
+
+-- Make a stream for the receiver; NULL when it has max_streams already
+CREATE OR REPLACE FUNCTION setstream._ssf_create_stream(receiver text, issuer text, public_url text,
+                                             description text, events_requested text[],
+                                             method text, endpoint_url text,
+                                             authorization_header text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r setstream.receivers;
+    n text := pg_catalog.gen_random_uuid()::text;
+BEGIN
+    -- (locked: two creates at once count each other)
+    SELECT * INTO STRICT r FROM setstream.receivers x
+     WHERE x.name OPERATOR(pg_catalog.=) _ssf_create_stream.receiver FOR UPDATE;
+    IF r.max_streams IS NOT NULL AND
+       (SELECT pg_catalog.count(*) FROM setstream.streams s
+         WHERE s.receiver OPERATOR(pg_catalog.=) r.name) OPERATOR(pg_catalog.>=) r.max_streams THEN
+        RETURN NULL;
+    END IF;
+    PERFORM setstream.create_stream(n, _ssf_create_stream.issuer,
+                                    coalesce(r.audience, ARRAY[r.name]));
+    UPDATE setstream.streams s
+       SET receiver = r.name, description = _ssf_create_stream.description,
+           events_requested = _ssf_create_stream.events_requested
+     WHERE s.name OPERATOR(pg_catalog.=) n;
+    PERFORM setstream.generate_key(n, coalesce(
+        pg_catalog.current_setting('setstream.ssf_signing_alg', true), 'RS256'));
+    IF _ssf_create_stream.method OPERATOR(pg_catalog.=) 'push' THEN
+        PERFORM setstream.set_delivery(n, 'push', _ssf_create_stream.endpoint_url,
+                                       _ssf_create_stream.authorization_header);
+    END IF;
+    RETURN setstream._ssf_stream_config(n, r.name, _ssf_create_stream.public_url);
+END
+$$;
+
+-- ---------------------------------------------------------------------
+-- end of issue 13: setstream.ssf_signing_alg
+-- ---------------------------------------------------------------------
+
 -- the update's own helpers go
 DROP FUNCTION setstream._update_grant(pg_catalog.text[], pg_catalog.text[]);
 DROP FUNCTION setstream._update_holders(pg_catalog.oid, pg_catalog.text);

@@ -71,6 +71,28 @@ char	   *setstream_public_url = NULL;
 char	   *setstream_issuer = NULL;
 int			setstream_default_subjects = SSF_DEFAULT_SUBJECTS_ALL;
 
+/*
+ * setstream.ssf_signing_alg: the algorithm of the signing key made for a
+ * stream created through the SSF management API (read by
+ * setstream._ssf_create_stream with current_setting; the number is not
+ * used)
+ */
+static int	ssf_signing_alg = 0;
+
+static const struct config_enum_entry ssf_signing_alg_options[] = {
+	{"RS256", 0, false},
+	{"RS384", 1, false},
+	{"RS512", 2, false},
+	{"PS256", 3, false},
+	{"PS384", 4, false},
+	{"PS512", 5, false},
+	{"ES256", 6, false},
+	{"ES384", 7, false},
+	{"ES512", 8, false},
+	{"EdDSA", 9, false},
+	{NULL, 0, false}
+};
+
 static const struct config_enum_entry default_subjects_options[] = {
 	{"ALL", SSF_DEFAULT_SUBJECTS_ALL, false},
 	{"NONE", SSF_DEFAULT_SUBJECTS_NONE, false},
@@ -317,6 +339,10 @@ define_ssf_gucs(void)
 							 "SSF default_subjects: ALL (a receiver's stream delivers every subject not removed) or NONE (only the subjects added).",
 							 NULL, &setstream_default_subjects,
 							 SSF_DEFAULT_SUBJECTS_ALL, default_subjects_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("setstream.ssf_signing_alg",
+							 "Algorithm of the signing key made for a stream created through the SSF management API (RS256: what the CAEP interoperability profile requires).",
+							 NULL, &ssf_signing_alg, 0, ssf_signing_alg_options,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 

@@ -241,3 +241,28 @@ def test_the_receiver_token_opens_no_other_stream_route(client, db, rcv):
     assert_error(r, 401)
     r = client.post("/streams/%s/pushpull" % sid, "{}", content_type=CT, token=token)
     assert_error(r, 401)
+
+
+def test_signing_key_of_a_created_stream_follows_ssf_signing_alg(client, db, rcv, gucs):
+    """The CAEP interoperability profile requires RS256 SETs: a stream made
+    through the API gets an RS256 signing key by default (the verification
+    SET queued at create is RS256), and setstream.ssf_signing_alg's
+    algorithm when set"""
+    import base64
+    name, token = rcv
+
+    def made(alg_expected):
+        r = create(client, token, {"events_requested": [SESSION_REVOKED]})
+        assert r.status_code == 201, r.text
+        sid = r.json()["stream_id"]
+        assert db.val("SELECT alg FROM setstream.keys WHERE stream = %s AND purpose = 'sign'",
+                      (sid,)) == alg_expected
+        tok = db.val("SELECT token FROM setstream.outbox WHERE stream = %s "
+                     "AND event_types = %s", (sid, [VERIFICATION]))
+        head = tok.split(".")[0]
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        assert header["alg"] == alg_expected and header["typ"] == "secevent+jwt"
+        return sid
+    made("RS256")
+    gucs.set(ssf_signing_alg="ES256")
+    made("ES256")
