@@ -466,6 +466,17 @@ def source_of(db, name):
                     " WHERE s.stream = %s", (name,))[0]
 
 
+def subscribe_polling_with_oauth(db, fake, name):
+    """subscribe (poll) with OAuth client credentials to the fake, which
+    serves polls to a valid token, and wait for the first poll"""
+    fake.valid_tokens = set()
+    fake.serve_polls = True
+    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (name, fake.url, json.dumps(cred)))
+    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+
+
 def test_the_poll_clients_oauth_token_is_renewed_before_it_expires(db, fake, name):
     """The poll client's access token is renewed when it is good no longer
     (its expiry less a tenth of its life, 60 s at most), by a token
@@ -473,14 +484,9 @@ def test_the_poll_clients_oauth_token_is_renewed_before_it_expires(db, fake, nam
     none is refused.  On the code before the renewer, the poll after the
     expiry is refused 401 (and the source suspended after
     setstream.auth_retries)."""
-    fake.valid_tokens = set()
-    fake.serve_polls = True
     fake.expire = True
     fake.expires_in = 30         # good until 27 s
-    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
-    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
-               (name, fake.url, json.dumps(cred)))
-    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+    subscribe_polling_with_oauth(db, fake, name)
     t0 = time.monotonic()
     wait_for("a new token", lambda: fake.issued >= 2, timeout=40)
     renewed_after = time.monotonic() - t0
@@ -501,12 +507,7 @@ def test_a_refused_oauth_token_is_renewed(db, fake, name, gucs):
     """A token the transmitter stops accepting (401) is renewed at once,
     before the source is suspended (setstream.auth_retries)"""
     gucs.set(auth_retries=6)
-    fake.valid_tokens = set()
-    fake.serve_polls = True
-    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
-    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
-               (name, fake.url, json.dumps(cred)))
-    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+    subscribe_polling_with_oauth(db, fake, name)
     fake.valid_tokens = set()            # the transmitter forgets at-1
     wait_for("a poll with at-2", lambda: ("Bearer at-2", 200) in fake.polls, timeout=20)
     assert ("Bearer at-1", 401) in fake.polls
@@ -521,12 +522,7 @@ def test_a_failing_token_endpoint_is_not_hammered(db, fake, name, gucs):
     """A token that cannot be renewed is tried again after 10 s, then
     after 20 s...: not once a second; the source is suspended after its
     401s like any other"""
-    fake.valid_tokens = set()
-    fake.serve_polls = True
-    cred = {"client_id": "c1", "client_secret": "s1", "token_endpoint": fake.url + "/token"}
-    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
-               (name, fake.url, json.dumps(cred)))
-    wait_for("a poll with at-1", lambda: ("Bearer at-1", 200) in fake.polls, timeout=10)
+    subscribe_polling_with_oauth(db, fake, name)
     gucs.set(auth_retries=20)
     fake.token_status = 500
     fake.valid_tokens = set()
