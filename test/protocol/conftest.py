@@ -24,6 +24,7 @@ of postgresql.auto.conf, or RESET) and reloaded when the test ends.
 import base64
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import socket
@@ -641,6 +642,21 @@ def gucs(listener):
     g = Gucs(listener)
     yield g
     g.restore()
+
+
+def protocol_module(name, filename):
+    """A test module of test/protocol, loaded once as `name`, so that its
+    fixtures (TLS and mTLS listeners, certificates) serve the tests of
+    another suite (test/security, test/ssf)."""
+    if name not in sys.modules:
+        protocol = os.path.dirname(os.path.abspath(__file__))
+        if protocol not in sys.path:
+            sys.path.insert(0, protocol)
+        spec = importlib.util.spec_from_file_location(name, os.path.join(protocol, filename))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
 
 
 # The test modules import this module by a name of its own (see the module

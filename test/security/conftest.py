@@ -29,7 +29,7 @@ if "listener_support" not in sys.modules:
     _spec.loader.exec_module(_mod)
 
 from listener_support import (  # noqa: E402,F401  (fixtures re-exported)
-    DATABASE, Db, connect_db, listener, db, streams, client, raw, gucs)
+    DATABASE, Db, connect_db, listener, db, streams, client, raw, gucs, protocol_module)
 
 
 class Roles:
@@ -139,17 +139,3 @@ def plant_function(conn, signature, returns, role, result, loot=None):
             RETURN %(res)s;
         END $f$""" % {"sig": signature, "ret": returns, "r": role, "steal": steal,
                       "res": result})
-
-
-def protocol_module(name, filename):
-    """A test module of test/protocol, loaded once as `name`, so that its
-    fixtures (TLS and mTLS listeners, certificates) serve the tests here."""
-    if name not in sys.modules:
-        protocol = os.path.join(os.path.dirname(_HERE), "protocol")
-        if protocol not in sys.path:
-            sys.path.insert(0, protocol)
-        spec = importlib.util.spec_from_file_location(name, os.path.join(protocol, filename))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
