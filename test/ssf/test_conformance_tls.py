@@ -226,6 +226,14 @@ def push_receiver():
     r.close()
 
 
+def spec_version_key(v):
+    """SSF spec_version order: 1_0-ID1 < 1_0-ID2 < 1_0 (a final version
+    comes after its implementer's drafts)"""
+    base, _, draft = v.partition("-")
+    return (tuple(int(x) for x in base.split("_")),
+            (0, int(draft[2:])) if draft.startswith("ID") else (1, 0))
+
+
 def handshake_version(ctx):
     sock = socket.create_connection((ls.HOST, ls.PORT), timeout=5)
     try:
@@ -251,7 +259,8 @@ def test_tls_preamble_and_metadata(suite):
     schemes = [s["spec_urn"] for s in md["authorization_schemes"]]
     assert all(u.startswith("urn:") for u in schemes)
     assert "urn:ietf:rfc:6749" in schemes                    # CAEP
-    assert "." not in md["spec_version"] and md["spec_version"] >= "1_0-ID2"
+    assert "." not in md["spec_version"]
+    assert spec_version_key(md["spec_version"]) >= spec_version_key("1_0-ID2")
     assert not any(v == [] for v in md.values()), "an empty array"
     for k in suite.jwks():
         assert k["kty"] in ("RSA", "EC", "OKP")
