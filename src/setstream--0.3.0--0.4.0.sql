@@ -558,8 +558,8 @@ BEGIN
     result := setstream.alter_stream(result.name, issuer => aud[1], peer_issuer => iss,
                                      peer_jwks_uri => doc ->> 'jwks_uri');
     IF d = 'poll' THEN
-        -- (an OAuth client polls with the access token it has now: the
-        -- poll client's header is static; see the README)
+        -- (an OAuth client polls with the access token it has now; the
+        -- token renewer of sender 0 renews it: tokenrenew.c)
         PERFORM setstream.set_source(result.name, 'poll', poll_url,
             CASE WHEN credentials ? 'bearer' THEN 'Bearer ' || (credentials ->> 'bearer') END);
         IF credentials ? 'client_id' THEN
@@ -1293,6 +1293,271 @@ $$;
 
 -- ---------------------------------------------------------------------
 -- end of issue 13: setstream.ssf_signing_alg
+-- ---------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------
+-- issue 13: the receiver reads and changes its stream at the transmitter
+-- (subscription_config, update_subscription, subscription_status,
+-- set_subscription_status), as an SSF receiver does after the create
+-- ---------------------------------------------------------------------
+
+-- The subscription of the stream (42704 when it has none), after the
+-- caller's right to the stream is checked
+CREATE FUNCTION setstream._subscription_row(stream text)
+RETURNS setstream.subscriptions
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result setstream.streams := setstream._stream_row(_subscription_row.stream);
+    sub setstream.subscriptions;
+BEGIN
+    SELECT * INTO sub FROM setstream.subscriptions s
+     WHERE s.stream OPERATOR(pg_catalog.=) result.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'stream "%" is not subscribed', result.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN sub;
+END
+$$;
+
+-- A stream configuration the transmitter answered, checked (its
+-- stream_id is ours, its iss the issuer) and recorded (events_delivered)
+CREATE FUNCTION setstream._subscription_config_answer(sub setstream.subscriptions, cfg jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cfg OPERATOR(pg_catalog.->>) 'stream_id' IS DISTINCT FROM sub.remote_stream_id OR
+       cfg OPERATOR(pg_catalog.->>) 'iss' IS DISTINCT FROM sub.transmitter_issuer THEN
+        RAISE EXCEPTION 'the transmitter answered with the configuration of stream "%" of "%", not of "%" of "%"',
+                        cfg OPERATOR(pg_catalog.->>) 'stream_id', cfg OPERATOR(pg_catalog.->>) 'iss',
+                        sub.remote_stream_id, sub.transmitter_issuer
+            USING ERRCODE = 'protocol_violation';
+    END IF;
+    UPDATE setstream.subscriptions s
+       SET events_delivered =
+           CASE WHEN pg_catalog.jsonb_typeof(cfg OPERATOR(pg_catalog.->) 'events_delivered')
+                     OPERATOR(pg_catalog.=) 'array'
+                THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(
+                               cfg OPERATOR(pg_catalog.->) 'events_delivered')) END
+     WHERE s.stream OPERATOR(pg_catalog.=) sub.stream;
+    RETURN cfg;
+END
+$$;
+
+-- The configuration of our stream at the transmitter (GET
+-- configuration_endpoint?stream_id=); its events_delivered is recorded
+CREATE FUNCTION setstream.subscription_config(stream text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub setstream.subscriptions := setstream._subscription_row(subscription_config.stream);
+    answer record;
+BEGIN
+    answer := setstream._ssf_call(sub.stream, 'GET',
+        sub.configuration_endpoint OPERATOR(pg_catalog.||) '?stream_id='
+            OPERATOR(pg_catalog.||) sub.remote_stream_id, NULL, true);
+    RETURN setstream._subscription_config_answer(sub,
+        setstream._ssf_answer(answer.status, answer.body, answer.error, 'the stream read',
+                              ARRAY[200]));
+END
+$$;
+
+-- Change our stream at the transmitter.  changes: a JSON object of the
+-- receiver-supplied members setstream lets change, "description" and
+-- "events_requested" (null removes one).  replace false: PATCH, only
+-- those change; replace true: PUT, they are the whole configuration (a
+-- member left out is removed there), with our delivery as it is (push: a
+-- new bearer token replaces the one subscribe issued, revoked once the
+-- transmitter took the new one).  The delivery is setstream's own:
+-- unsubscribe and subscribe again to change it.  Returns the
+-- transmitter's new configuration.
+CREATE FUNCTION setstream.update_subscription(stream text, changes jsonb,
+                                              replace boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub setstream.subscriptions := setstream._subscription_row(update_subscription.stream);
+    body jsonb;
+    answer record;
+    cfg jsonb;
+    base text;
+    token_id bigint;
+    ev jsonb := changes OPERATOR(pg_catalog.->) 'events_requested';
+BEGIN
+    IF changes IS NULL OR pg_catalog.jsonb_typeof(changes) OPERATOR(pg_catalog.<>) 'object' OR
+       EXISTS (SELECT 1 FROM pg_catalog.jsonb_object_keys(changes) k
+                WHERE k OPERATOR(pg_catalog.<>) ALL (ARRAY['description', 'events_requested'])) OR
+       pg_catalog.jsonb_typeof(changes OPERATOR(pg_catalog.->) 'description')
+           OPERATOR(pg_catalog.<>) ALL (ARRAY['string', 'null']) OR
+       (ev IS NOT NULL AND pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.<>) 'null' AND
+        (pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.<>) 'array' OR
+         EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(ev) e
+                  WHERE pg_catalog.jsonb_typeof(e) OPERATOR(pg_catalog.<>) 'string'))) THEN
+        RAISE EXCEPTION 'changes must be a JSON object of "description" (a string) and "events_requested" (an array of strings)'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The delivery is setstream''s own: unsubscribe() and subscribe() again to change it.';
+    END IF;
+    body := changes OPERATOR(pg_catalog.||)
+            pg_catalog.jsonb_build_object('stream_id', sub.remote_stream_id);
+    IF replace AND sub.delivery OPERATOR(pg_catalog.=) 'push' THEN
+        base := pg_catalog.rtrim(coalesce(pg_catalog.current_setting('setstream.public_url', true), ''), '/');
+        IF base OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION 'push delivery needs setstream.public_url, where the transmitter pushes'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        body := body OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('delivery',
+            pg_catalog.jsonb_build_object(
+                'method', 'urn:ietf:rfc:8935',
+                'endpoint_url', base OPERATOR(pg_catalog.||) '/streams/'
+                                OPERATOR(pg_catalog.||) sub.stream
+                                OPERATOR(pg_catalog.||) '/events',
+                'authorization_header', 'Bearer ' OPERATOR(pg_catalog.||)
+                                        setstream.issue_token(sub.stream)));
+        SELECT pg_catalog.max(t.id) INTO token_id FROM setstream.tokens t
+         WHERE t.stream OPERATOR(pg_catalog.=) sub.stream;
+    ELSIF replace THEN
+        body := body OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('delivery',
+            pg_catalog.jsonb_build_object('method', 'urn:ietf:rfc:8936'));
+    END IF;
+    answer := setstream._ssf_call(sub.stream, CASE WHEN replace THEN 'PUT' ELSE 'PATCH' END,
+                                  sub.configuration_endpoint, body::text, true);
+    body := NULL;
+    cfg := setstream._subscription_config_answer(sub,
+        setstream._ssf_answer(answer.status, answer.body, answer.error,
+                              CASE WHEN replace THEN 'the stream replacement'
+                                   ELSE 'the stream update' END, ARRAY[200]));
+    UPDATE setstream.subscriptions s
+       SET events_requested = CASE
+               WHEN changes OPERATOR(pg_catalog.?) 'events_requested' OR replace THEN
+                   CASE WHEN pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'array'
+                        THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(ev)) END
+               ELSE s.events_requested END,
+           push_token_id = coalesce(token_id, s.push_token_id)
+     WHERE s.stream OPERATOR(pg_catalog.=) sub.stream;
+    IF token_id IS NOT NULL THEN
+        UPDATE setstream.tokens t SET revoked_at = pg_catalog.now()
+         WHERE t.stream OPERATOR(pg_catalog.=) sub.stream
+           AND t.id OPERATOR(pg_catalog.=) sub.push_token_id AND t.revoked_at IS NULL;
+    END IF;
+    RETURN cfg;
+END
+$$;
+
+-- A status answer of the transmitter, checked and recorded
+CREATE FUNCTION setstream._subscription_status_answer(sub setstream.subscriptions, st jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF st OPERATOR(pg_catalog.->>) 'status' IS NULL OR
+       st OPERATOR(pg_catalog.->>) 'status' OPERATOR(pg_catalog.<>) ALL (ARRAY['enabled', 'paused', 'disabled']) THEN
+        RAISE EXCEPTION 'the transmitter answered no stream status'
+            USING ERRCODE = 'protocol_violation',
+                  DETAIL = pg_catalog.left(st::text, 300);
+    END IF;
+    UPDATE setstream.subscriptions s
+       SET transmitter_status = st OPERATOR(pg_catalog.->>) 'status',
+           transmitter_status_reason = st OPERATOR(pg_catalog.->>) 'reason',
+           transmitter_status_at = pg_catalog.now()
+     WHERE s.stream OPERATOR(pg_catalog.=) sub.stream;
+    RETURN st;
+END
+$$;
+
+-- The status of our stream at the transmitter (GET status_endpoint),
+-- recorded in transmitter_status
+CREATE FUNCTION setstream.subscription_status(stream text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub setstream.subscriptions := setstream._subscription_row(subscription_status.stream);
+    answer record;
+BEGIN
+    IF sub.status_endpoint IS NULL OR
+       sub.status_endpoint OPERATOR(pg_catalog.!~*) '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'the transmitter of stream "%" has no status_endpoint', sub.stream
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    answer := setstream._ssf_call(sub.stream, 'GET',
+        sub.status_endpoint OPERATOR(pg_catalog.||) '?stream_id='
+            OPERATOR(pg_catalog.||) sub.remote_stream_id, NULL, true);
+    RETURN setstream._subscription_status_answer(sub,
+        setstream._ssf_answer(answer.status, answer.body, answer.error, 'the status read',
+                              ARRAY[200]));
+END
+$$;
+
+-- Ask the transmitter to enable, pause or disable our stream (POST
+-- status_endpoint {stream_id, status, reason?}); its answer is recorded
+-- in transmitter_status and returned
+CREATE FUNCTION setstream.set_subscription_status(stream text, status text,
+                                                  reason text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub setstream.subscriptions := setstream._subscription_row(set_subscription_status.stream);
+    answer record;
+BEGIN
+    IF status IS NULL OR status OPERATOR(pg_catalog.<>) ALL (ARRAY['enabled', 'paused', 'disabled']) THEN
+        RAISE EXCEPTION 'unknown stream status "%"', status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''enabled'', ''paused'' or ''disabled''.';
+    END IF;
+    IF sub.status_endpoint IS NULL OR
+       sub.status_endpoint OPERATOR(pg_catalog.!~*) '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'the transmitter of stream "%" has no status_endpoint', sub.stream
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    answer := setstream._ssf_call(sub.stream, 'POST', sub.status_endpoint,
+        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'stream_id', sub.remote_stream_id, 'status', status, 'reason', reason))::text, true);
+    RETURN setstream._subscription_status_answer(sub,
+        setstream._ssf_answer(answer.status, answer.body, answer.error, 'the status change',
+                              ARRAY[200]));
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION setstream._subscription_row(text),
+    setstream._subscription_config_answer(setstream.subscriptions, jsonb),
+    setstream.subscription_config(text),
+    setstream.update_subscription(text, jsonb, boolean),
+    setstream._subscription_status_answer(setstream.subscriptions, jsonb),
+    setstream.subscription_status(text),
+    setstream.set_subscription_status(text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION setstream.subscription_config(text) IS
+'SSF receiver: the configuration of the stream at its transmitter (GET); needs the manage privilege';
+COMMENT ON FUNCTION setstream.update_subscription(text, jsonb, boolean) IS
+'SSF receiver: change description / events_requested of the stream at its transmitter (PATCH, or PUT with replace); needs the manage privilege';
+COMMENT ON FUNCTION setstream.subscription_status(text) IS
+'SSF receiver: the status of the stream at its transmitter (GET), recorded in subscriptions; needs the manage privilege';
+COMMENT ON FUNCTION setstream.set_subscription_status(text, text, text) IS
+'SSF receiver: ask the transmitter to enable, pause or disable the stream (POST), recorded in subscriptions; needs the manage privilege';
+SELECT setstream._update_grant(
+    ARRAY(SELECT setstream._update_holders(
+        'setstream.set_stream_status(text, text)'::pg_catalog.regprocedure, 'EXECUTE')),
+    ARRAY['GRANT EXECUTE ON FUNCTION setstream._subscription_row(text), '
+          'setstream._subscription_config_answer(setstream.subscriptions, jsonb), '
+          'setstream.subscription_config(text), '
+          'setstream.update_subscription(text, jsonb, boolean), '
+          'setstream._subscription_status_answer(setstream.subscriptions, jsonb), '
+          'setstream.subscription_status(text), '
+          'setstream.set_subscription_status(text, text, text) TO %s']);
+
+-- ---------------------------------------------------------------------
+-- end of issue 13: the receiver reads and changes its stream
 -- ---------------------------------------------------------------------
 
 -- the update's own helpers go

@@ -759,15 +759,15 @@ abandon_request(HttpRequest *req)
 }
 
 /*
- * One request, waited for in this backend: method "GET", "POST" (body
- * as content_type, default application/json) or "DELETE"; Accept
- * application/json;
+ * One request, waited for in this backend: method "GET", "POST", "PATCH"
+ * or "PUT" (body as content_type, default application/json) or
+ * "DELETE"; Accept application/json;
  * authorization (not NULL) as the Authorization header.  Every rule of
  * the sender's requests holds (TLS verification, no redirect, the
  * private-destination rule, setstream.outbound_timeout_ms in all); the
  * wait is interruptible (query cancel), and an interrupted request is
- * abandoned.  Used by the SQL functions of the SSF receiver, never by the
- * workers.
+ * abandoned.  Used by the SQL functions of the SSF receiver and by the
+ * token renewer (tokenrenew.c), never by the sender.
  */
 void
 httpclient_request_sync(const char *method, const char *url,
@@ -776,7 +776,8 @@ httpclient_request_sync(const char *method, const char *url,
 {
 	SyncOutcome outcome;
 	HttpRequest *req;
-	bool		post = strcmp(method, "POST") == 0;
+	bool		post = strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0 ||
+		strcmp(method, "PUT") == 0;
 
 	memset(out, 0, sizeof(*out));
 	outcome.done = false;
@@ -785,7 +786,8 @@ httpclient_request_sync(const char *method, const char *url,
 		httpclient_init();
 	else
 		httpclient_configure();
-	if (!start_method(strcmp(method, "DELETE") == 0 ? "DELETE" : NULL, url,
+	if (!start_method(strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0 ?
+					  NULL : method, url,
 					  post ? body : NULL, post ? strlen(body) : 0,
 					  post ? (content_type ? content_type : "application/json") : NULL,
 					  "application/json", NULL,

@@ -176,6 +176,14 @@ static const char *const grants_manage_0_4[] = {
 	"GRANT EXECUTE ON FUNCTION setstream.verify_stream(text, text),"
 	" setstream._set_stream_status(text, text, text, boolean),"
 	" setstream._control_event(text, text, jsonb) TO %s",
+	/* the receiver reads and changes its stream at the transmitter */
+	"GRANT EXECUTE ON FUNCTION setstream._subscription_row(text),"
+	" setstream._subscription_config_answer(setstream.subscriptions, jsonb),"
+	" setstream.subscription_config(text),"
+	" setstream.update_subscription(text, jsonb, boolean),"
+	" setstream._subscription_status_answer(setstream.subscriptions, jsonb),"
+	" setstream.subscription_status(text),"
+	" setstream.set_subscription_status(text, text, text) TO %s",
 	NULL
 };
 static const char *const grants_manage_0_2[] = {

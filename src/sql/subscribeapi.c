@@ -360,7 +360,7 @@ authorization_for(const char *stream, bool renew, bool *oauth)
 /*
  * _ssf_call(stream, method, url, body, authorize, OUT status, OUT body,
  * OUT error): one request to the stream's transmitter, waited for here.
- * method is GET, POST (body: JSON) or DELETE; with authorize the
+ * method is GET, POST, PATCH or PUT (body: JSON) or DELETE; with authorize the
  * subscription's bearer token goes as Authorization.  status 0: no
  * answer, error says why.
  */
@@ -387,6 +387,7 @@ setstream_ssf_call(PG_FUNCTION_ARGS)
 	url = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	privileges_require(stream, "manage");
 	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 &&
+		strcmp(method, "PATCH") != 0 && strcmp(method, "PUT") != 0 &&
 		strcmp(method, "DELETE") != 0)
 		elog(ERROR, "unexpected method \"%s\"", method);
 	if (pg_strncasecmp(url, "https://", 8) != 0 &&
@@ -394,7 +395,8 @@ setstream_ssf_call(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the transmitter's URL \"%s\" is not http or https", url)));
-	if (strcmp(method, "POST") == 0)
+	if (strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0 ||
+		strcmp(method, "PUT") == 0)
 		body = PG_ARGISNULL(3) ? "{}" : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	if (!PG_ARGISNULL(4) && PG_GETARG_BOOL(4))
 		authorization = authorization_for(stream, false, &oauth);

@@ -22,6 +22,7 @@ import pytest
 
 from listener_support import URL, peer_key, public_jwk, sign
 
+CREDENTIAL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 
 
@@ -101,6 +102,106 @@ def test_subscribe_to_ourselves(db, sub_env, delivery):
     assert db.val("SELECT count(*) FROM setstream.sources WHERE stream = %s", (b,)) == 0
     assert db.val("SELECT count(*) FROM setstream.tokens WHERE stream = %s "
                   "AND revoked_at IS NULL", (b,)) == 0
+
+
+@pytest.mark.parametrize("delivery", ["poll", "push"])
+def test_read_update_replace_status_delete_at_our_transmitter(db, sub_env, delivery):
+    """What the receiver-happypath and receiver-stream-status-update
+    modules of the suite wait for: create, read, update (PATCH), replace
+    (PUT), status read and change, delete of the same stream_id, here
+    against this cluster's own transmitter"""
+    receiver, token, aud, made = sub_env
+    b = new_name(made)
+    db.execute("SELECT setstream.subscribe(%s, %s, %s, %s::text[], %s::jsonb)",
+               (b, URL, delivery, [SESSION_REVOKED], json.dumps({"bearer": token})))
+    sid = db.val("SELECT remote_stream_id FROM setstream.subscriptions WHERE stream = %s", (b,))
+    made.append(sid)
+
+    def remote(col):
+        return db.val("SELECT %s FROM setstream.streams WHERE name = %%s" % col, (sid,))
+    cfg = json.loads(db.val("SELECT setstream.subscription_config(%s)::text", (b,)))
+    assert cfg["stream_id"] == sid and cfg["iss"] == URL
+    assert cfg["events_delivered"] == [SESSION_REVOKED]
+    # update: only the members given change there
+    cfg = json.loads(db.val("SELECT setstream.update_subscription(%s, %s::jsonb)::text",
+                            (b, json.dumps({"description": "patched",
+                                            "events_requested": [SESSION_REVOKED,
+                                                                 CREDENTIAL_CHANGE]}))))
+    assert cfg["description"] == "patched"
+    assert remote("description") == "patched"
+    assert remote("events_requested") == [SESSION_REVOKED, CREDENTIAL_CHANGE]
+    sub = db.dicts("SELECT * FROM setstream.subscriptions WHERE stream = %s", (b,))[0]
+    assert sub["events_requested"] == [SESSION_REVOKED, CREDENTIAL_CHANGE]
+    assert sub["events_delivered"] == [SESSION_REVOKED, CREDENTIAL_CHANGE]
+    old_token = sub["push_token_id"]
+    # replace: what is left out is removed; the delivery stays ours
+    cfg = json.loads(db.val("SELECT setstream.update_subscription(%s, %s::jsonb, true)::text",
+                            (b, json.dumps({"events_requested": [SESSION_REVOKED]}))))
+    assert "description" not in cfg and remote("description") is None
+    assert cfg["events_delivered"] == [SESSION_REVOKED]
+    d = db.dicts("SELECT method, endpoint_url FROM setstream.deliveries WHERE stream = %s",
+                 (sid,))
+    if delivery == "push":
+        assert d == [{"method": "push", "endpoint_url": URL + "/streams/%s/events" % b}]
+        new_token = db.val("SELECT push_token_id FROM setstream.subscriptions WHERE stream = %s",
+                           (b,))
+        assert new_token != old_token
+        assert db.val("SELECT revoked_at IS NOT NULL FROM setstream.tokens WHERE id = %s",
+                      (old_token,))
+        assert db.val("SELECT count(*) FROM setstream.tokens WHERE stream = %s "
+                      "AND revoked_at IS NULL", (b,)) == 1
+    else:
+        assert d in ([], [{"method": "poll", "endpoint_url": None}])
+    # the SETs still arrive, with the new push token
+    jti = db.emit(sid)
+    wait_for("the SET on %s" % b, lambda: len(db.events(b, jti)) == 1)
+    # status: read, pause, enable
+    st = json.loads(db.val("SELECT setstream.subscription_status(%s)::text", (b,)))
+    assert st["status"] == "enabled"
+    st = json.loads(db.val("SELECT setstream.set_subscription_status(%s, 'paused', 'maintenance')"
+                           "::text", (b,)))
+    assert st["status"] == "paused"
+    assert remote("status") == "paused"
+    sub = db.dicts("SELECT * FROM setstream.subscriptions WHERE stream = %s", (b,))[0]
+    assert (sub["transmitter_status"], sub["transmitter_status_reason"]) == \
+        ("paused", "maintenance")
+    db.val("SELECT setstream.set_subscription_status(%s, 'enabled')", (b,))
+    assert remote("status") == "enabled"
+    # delete
+    db.execute("SELECT setstream.unsubscribe(%s)", (b,))
+    assert remote_streams(db, receiver) == []
+
+
+def test_update_subscription_refusals(db, sub_env):
+    receiver, token, aud, made = sub_env
+    b = new_name(made)
+    db.execute("SELECT setstream.subscribe(%s, %s, 'poll', NULL, %s::jsonb)",
+               (b, URL, json.dumps({"bearer": token})))
+    made.extend(remote_streams(db, receiver))
+    before = db.val("SELECT setstream.subscription_config(%s)::text", (b,))
+    for sql, args, code in [
+            ("SELECT setstream.update_subscription(%s, %s::jsonb)",
+             (b, json.dumps({"delivery": {"method": "urn:ietf:rfc:8935"}})), "22023"),
+            ("SELECT setstream.update_subscription(%s, %s::jsonb)", (b, "[]"), "22023"),
+            ("SELECT setstream.update_subscription(%s, %s::jsonb)",
+             (b, json.dumps({"description": 7})), "22023"),
+            ("SELECT setstream.update_subscription(%s, %s::jsonb)",
+             (b, json.dumps({"events_requested": [1]})), "22023"),
+            ("SELECT setstream.update_subscription(%s, NULL)", (b,), "22023"),
+            ("SELECT setstream.set_subscription_status(%s, 'asleep')", (b,), "22023"),
+            ("SELECT setstream.subscription_config(%s)", ("not-subscribed-" + b,), "42704"),
+            ("SELECT setstream.subscription_status(%s)", ("not-subscribed-" + b,), "42704")]:
+        with pytest.raises(psycopg2.Error) as e:
+            db.execute(sql, args)
+        assert e.value.pgcode == code, (sql, args, e.value)
+    assert db.val("SELECT setstream.subscription_config(%s)::text", (b,)) == before
+    # the transmitter refusing a change (a transmitter-supplied member): 08P01, nothing changed
+    sid = remote_streams(db, receiver)[0]
+    db.execute("DELETE FROM setstream.streams WHERE name = %s", (sid,))
+    with pytest.raises(psycopg2.Error) as e:
+        db.execute("SELECT setstream.update_subscription(%s, %s::jsonb)",
+                   (b, json.dumps({"description": "x"})))
+    assert e.value.pgcode == "08P01" and "HTTP 404" in str(e.value)
 
 
 def test_subscribe_twice_refused(db, sub_env):
