@@ -5,8 +5,12 @@
 # two clusters (issue 13): B subscribes (subscribe()) to A's transmitter,
 # once with push and once with poll delivery; the SETs emitted on the
 # streams A made for B arrive on B, verified with the keys of A's
-# jwks_uri; unsubscribe() deletes A's streams.  The commands are those of
-# the README's walk-through ("SSF receiver").
+# jwks_uri; B reads and changes its streams at A, asks for a verification
+# (it arrives with B's state), pauses and enables its streams at A (the
+# CAEP events A emits meanwhile are held and then arrive), and records
+# the pause A announces itself (stream-updated); unsubscribe() deletes A's
+# streams.  The commands are those of the README's walk-through ("SSF
+# receiver").
 
 use strict;
 use warnings;
@@ -89,6 +93,93 @@ for my $d ('push', 'poll')
 			"SELECT md5(string_agg(token, ',' ORDER BY jti)) FROM setstream.outbox WHERE stream = '$remote{$d}'"
 		),
 		"$d: byte for byte what A signed");
+}
+
+# B reads its streams at A and asks for credential-change too
+my $cc = 'https://schemas.openid.net/secevent/caep/event-type/credential-change';
+my $sr = 'https://schemas.openid.net/secevent/caep/event-type/session-revoked';
+for my $d ('push', 'poll')
+{
+	like(b_val("SELECT setstream.subscription_config('b-$d') ->> 'stream_id'"),
+		qr/^\Q$remote{$d}\E$/, "$d: B reads its stream's configuration at A");
+	b_val(qq{SELECT setstream.update_subscription('b-$d',
+	    jsonb_build_object('events_requested', jsonb_build_array('$sr', '$cc')))});
+	is(a_val("SELECT array_to_string(events_requested, ' ') FROM setstream.streams WHERE name = '$remote{$d}'"),
+		"$sr $cc", "$d: B's update changed the stream at A");
+}
+
+# verification: B asks, A sends a verification SET with B's state
+for my $d ('push', 'poll')
+{
+	b_val("SELECT setstream.request_verification('b-$d')");
+	ok( wait_until(
+			30,
+			sub {
+				b_val(
+					"SELECT verified_at IS NOT NULL FROM setstream.subscriptions WHERE stream = 'b-$d'"
+				) eq 't';
+			}),
+		"$d: the verification B asked for arrived with its state");
+}
+
+# pause and resume: B pauses its stream at A; A holds the CAEP events it
+# emits meanwhile and releases them, in order, once B enables it again
+my $caep = q{jsonb_build_object('credential_type', 'fido2-roaming', 'change_type', 'create',
+    'initiating_entity', 'user', 'reason_admin', jsonb_build_object('en', 'self-enrollment'),
+    'event_timestamp', 1615304991 + i)};
+for my $d ('push', 'poll')
+{
+	is(b_val("SELECT setstream.set_subscription_status('b-$d', 'paused', 'maintenance') ->> 'status'"),
+		'paused', "$d: B paused its stream at A");
+	is(a_val("SELECT status FROM setstream.streams WHERE name = '$remote{$d}'"),
+		'paused', "$d: A's stream is paused");
+	a_val(qq{SELECT setstream.emit('$remote{$d}', '$cc', $caep,
+	    jsonb_build_object('format', 'email', 'email', 'u' || i || '\@example.com'))
+	  FROM generate_series(1, 5) AS i});
+}
+sleep 3;
+for my $d ('push', 'poll')
+{
+	is(b_val("SELECT count(*) FROM setstream.events WHERE stream = 'b-$d' AND '$cc' = ANY (event_types)"),
+		0, "$d: nothing of a paused stream reached B");
+	is(b_val("SELECT setstream.set_subscription_status('b-$d', 'enabled') ->> 'status'"),
+		'enabled', "$d: B enabled its stream at A again");
+}
+for my $d ('push', 'poll')
+{
+	ok( wait_until(
+			60,
+			sub {
+				b_val(
+					"SELECT count(*) FROM setstream.events WHERE stream = 'b-$d' AND '$cc' = ANY (event_types)"
+				) == 5;
+			}),
+		"$d: the 5 CAEP events held at A arrived on B");
+	is( b_val(
+			"SELECT string_agg((events -> '$cc' ->> 'event_timestamp'), ',' ORDER BY events -> '$cc' ->> 'event_timestamp') FROM setstream.events WHERE stream = 'b-$d' AND '$cc' = ANY (event_types)"
+		),
+		'1615304992,1615304993,1615304994,1615304995,1615304996',
+		"$d: each with its CAEP claims");
+	is( b_val(
+			"SELECT count(DISTINCT subject) FROM setstream.events WHERE stream = 'b-$d' AND '$cc' = ANY (event_types)"
+		),
+		5, "$d: about five subjects");
+}
+
+# A pausing the stream itself: its stream-updated SET reaches B, which
+# records the status A announced
+for my $d ('push', 'poll')
+{
+	a_val("SELECT setstream.set_stream_status('$remote{$d}', 'paused')");
+	ok( wait_until(
+			60,
+			sub {
+				b_val(
+					"SELECT transmitter_status || ': ' || transmitter_status_reason FROM setstream.subscriptions WHERE stream = 'b-$d'"
+				) eq "paused: changed by the transmitter's administrator";
+			}),
+		"$d: B recorded the pause A announced (stream-updated)");
+	a_val("SELECT setstream.set_stream_status('$remote{$d}', 'enabled')");
 }
 
 # unsubscribe deletes the streams at A
