@@ -456,3 +456,26 @@ def test_a_stream_paused_by_its_receiver_stays_paused_after_a_resume(loopback, r
     db.execute("SELECT setstream.resume_delivery(%s)", (s.name,))
     assert status_of(db, s) == "paused"
     assert db.val("SELECT count(*) FROM setstream.outbox WHERE stream = %s", (s.name,)) == 1
+
+
+def test_a_paused_ssf_stream_pushes_its_stream_updated_sets_only(loopback, receiver, pushes, db):
+    """issue 13: paused holds the stream's SETs, but its stream-updated SET
+    (announcing the pause) is pushed at once; enabled again, the held SET
+    goes, after the stream-updated SET announcing that"""
+    s = pushes.create(receiver.url, concurrency=1)
+    db.execute("SELECT setstream.create_receiver(%s)", (s.name + "-r",))
+    db.execute("SELECT setstream.set_stream_receiver(%s, %s)", (s.name, s.name + "-r"))
+    db.execute("SELECT setstream.set_stream_status(%s, 'paused')", (s.name,))
+    held = db.emit(s.name)
+    wait_for("the pause announced", lambda: db.val(
+        "SELECT count(*) FROM setstream.outbox WHERE stream = %s AND event_types = %s "
+        "AND state = 'acked'", (s.name, [STREAM_UPDATED])) == 1)
+    time.sleep(1.0)
+    assert pushes.row(s, held)["state"] == "pending", "a paused stream pushed its SET"
+    assert [claims_of(b)["events"].get(STREAM_UPDATED, {}).get("status")
+            for b in receiver.bodies()] == ["paused"]
+    db.execute("SELECT setstream.set_stream_status(%s, 'enabled')", (s.name,))
+    pushes.wait_row(s, held, ACKED, "ack after enable")
+    assert [claims_of(b)["events"].get(STREAM_UPDATED, {}).get("status")
+            for b in receiver.bodies()] == ["paused", "enabled", None]
+    assert claims_of(receiver.bodies()[2])["jti"] == held
