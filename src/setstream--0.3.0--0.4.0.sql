@@ -681,6 +681,12 @@ SELECT setstream._update_grant(
 --     none); a state that is not the one request_verification sent (or
 --     past its expiry) is invalid_state; without a state it is accepted
 --     (transmitter-initiated).  The expected state sets verified_at.
+--     request_verification records its state in the transaction that
+--     asks the transmitter, so a transmitter that pushes at once is here
+--     before that commits: a state that differs from the committed one
+--     waits for the subscription's row lock (that transaction's, at most
+--     lock_timeout, 5 s: then an error, a 5xx, and the transmitter tries
+--     again) and is checked against the row as it is then.
 --   stream-updated: the status and reason the transmitter announced are
 --     recorded in subscriptions.transmitter_status(_reason, _at).
 -- Runs as the extension owner (it writes subscriptions, whoever stores
@@ -689,6 +695,7 @@ CREATE FUNCTION setstream._subscription_event()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     sub setstream.subscriptions;
@@ -711,6 +718,14 @@ BEGIN
                 USING ERRCODE = 'SE001';
         END IF;
         IF pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.=) 'object' AND ev OPERATOR(pg_catalog.?) 'state' THEN
+            IF (ev OPERATOR(pg_catalog.->>) 'state') IS DISTINCT FROM sub.verification_state THEN
+                -- (a request_verification in flight holds the row: wait for
+                -- its commit, then read the row again)
+                PERFORM 1 FROM setstream.subscriptions s
+                  WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream FOR SHARE;
+                SELECT * INTO sub FROM setstream.subscriptions s
+                 WHERE s.stream OPERATOR(pg_catalog.=) NEW.stream;
+            END IF;
             IF sub.verification_state IS NULL OR
                (ev OPERATOR(pg_catalog.->>) 'state') IS DISTINCT FROM sub.verification_state OR
                sub.verification_expires_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN
