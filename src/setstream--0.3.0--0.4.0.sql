@@ -685,8 +685,8 @@ SELECT setstream._update_grant(
 --     asks the transmitter, so a transmitter that pushes at once is here
 --     before that commits: a state that differs from the committed one
 --     waits for the subscription's row lock (that transaction's, at most
---     lock_timeout, 5 s: then an error, a 5xx, and the transmitter tries
---     again) and is checked against the row as it is then.
+--     lock_timeout, 5 s: then 55P03, a transient error, a 503 with
+--     Retry-After to a push) and is checked against the row as it is then.
 --   stream-updated: the status and reason the transmitter announced are
 --     recorded in subscriptions.transmitter_status(_reason, _at).
 -- Runs as the extension owner (it writes subscriptions, whoever stores
