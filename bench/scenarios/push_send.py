@@ -151,6 +151,10 @@ def send_measure(url, label):
     # attempts beyond the first: pushes that failed and were made again
     retried = lib.sql1("SELECT coalesce(sum(attempts - 1), 0) FROM setstream.outbox"
                        " WHERE stream = %s AND attempts > 1", (STREAM,))
+    if retried:
+        lib.log("failed attempts: %s" % lib.sql("SELECT last_status, last_error, count(*)"
+                                                " FROM setstream.outbox WHERE stream = %s"
+                                                " AND attempts > 1 GROUP BY 1, 2", (STREAM,)))
     if errors:
         lib.log("delivery: %s" % lib.sql("SELECT state, failures, suspended_reason"
                                          " FROM setstream.deliveries WHERE stream = %s",

@@ -25,6 +25,22 @@
  *	  setstream.outbound_client_cert_file and _key_file set, every TLS
  *	  request presents that client certificate (mutual TLS).
  *
+ *	  HTTP/2 answers that libcurl 7.88 and 8 do not finish by themselves
+ *	  (RFC 9113 8.1: a server may answer before it has read the whole
+ *	  request): an answer is "whole" once its final status, all its
+ *	  headers and exactly the body its Content-Length announced are in.
+ *	  A whole answer counts when libcurl then reports the stream reset
+ *	  (RST_STREAM NO_ERROR, what nginx's "return 202" sends), and when the
+ *	  transfer is still open WHOLE_ANSWER_GRACE_MS after it (the server
+ *	  stopped reading the request and never reset the stream: libcurl
+ *	  would wait for flow-control credit until the timeout); it is then
+ *	  taken out of the multi handle (libcurl resets the stream, CANCEL).
+ *	  A stream the server resets before any answer, on a connection that
+ *	  goes on, is made once more at once (the same handle, the same
+ *	  bytes; a SET pushed twice is deduplicated by jti): one refused
+ *	  stream is no reason to back a whole delivery off.  A second reset
+ *	  is a failed request as any.
+ *
  *	  The callbacks run inside libcurl: they never ereport, and allocate
  *	  with malloc only what libcurl frees or we free at completion.
  *
@@ -39,6 +55,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
@@ -63,7 +80,18 @@ struct HttpRequest
 	StringInfoData response;
 	HttpDoneCallback done;
 	void	   *arg;
+	/* the answer as its headers come (read_header), for answer_is_whole */
+	bool		http2;			/* its status line is HTTP/2's */
+	int			status;			/* of the last status line; 0: none yet */
+	bool		headers_done;	/* the blank line after a final status */
+	long		content_length; /* -1: not announced */
+	TimestampTz whole_at;		/* when the answer was whole; 0: not yet */
+	dlist_node	whole_node;		/* in whole_answers while whole_at != 0 */
+	bool		retried;		/* made again after a reset stream */
 };
+
+/* An unfinished transfer whose answer is whole is taken after this */
+#define WHOLE_ANSWER_GRACE_MS 500
 
 /* A parsed entry of setstream.outbound_allowed_networks */
 typedef struct Cidr
@@ -77,6 +105,9 @@ typedef struct Cidr
 
 static CURLM *multi = NULL;
 static struct HttpRequest *last_started = NULL;
+
+/* Requests whose answer is whole and whose transfer is not done, oldest first */
+static dlist_head whole_answers = DLIST_STATIC_INIT(whole_answers);
 
 static bool start_method(const char *custom_method, const char *url,
 						 const char *body, size_t len,
@@ -297,6 +328,72 @@ open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 				  address->protocol);
 }
 
+/*
+ * An HTTP/2 answer is whole once a final status, the end of its headers
+ * and exactly the Content-Length it announced are in (an answer cut short
+ * by a reset has less, and one without Content-Length is never whole
+ * before libcurl says so).
+ */
+static bool
+answer_is_whole(const HttpRequest *req)
+{
+	return req->http2 && req->headers_done && !req->too_large &&
+		!req->refused && req->content_length >= 0 &&
+		(size_t) req->content_length == (size_t) req->response.len;
+}
+
+static void
+note_if_whole(HttpRequest *req)
+{
+	if (req->whole_at != 0 || !answer_is_whole(req))
+		return;
+	req->whole_at = GetCurrentTimestamp();
+	dlist_push_tail(&whole_answers, &req->whole_node);
+}
+
+static void
+forget_whole(HttpRequest *req)
+{
+	if (req->whole_at != 0)
+		dlist_delete(&req->whole_node);
+	req->whole_at = 0;
+}
+
+/* The answer's status line, Content-Length and end of headers */
+static void
+track_answer(HttpRequest *req, const char *ptr, size_t n)
+{
+	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
+	{
+		const char *sp = memchr(ptr, ' ', n);
+
+		req->http2 = n >= 7 && strncmp(ptr, "HTTP/2 ", 7) == 0;
+		req->status = sp ? atoi(sp + 1) : 0;
+		req->headers_done = false;
+		req->content_length = -1;
+	}
+	else if (n >= 15 && pg_strncasecmp(ptr, "content-length:", 15) == 0)
+	{
+		char		num[32];
+		size_t		len = Min(n - 15, sizeof(num) - 1);
+		char	   *end;
+		long		v;
+
+		memcpy(num, ptr + 15, len);
+		num[len] = '\0';
+		v = strtol(num, &end, 10);
+		req->content_length = end != num && v >= 0 ? v : -1;
+	}
+	else if ((n == 2 && ptr[0] == '\r') || (n == 1 && ptr[0] == '\n'))
+	{
+		if (req->status >= 200)
+		{
+			req->headers_done = true;
+			note_if_whole(req);
+		}
+	}
+}
+
 static size_t
 write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -309,6 +406,7 @@ write_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		return 0;				/* CURLE_WRITE_ERROR */
 	}
 	appendBinaryStringInfo(&req->response, ptr, (int) n);
+	note_if_whole(req);
 	return n;
 }
 
@@ -324,6 +422,7 @@ read_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 	char		line[256];
 	char	   *v;
 
+	track_answer(req, ptr, n);
 	if (n < 14 || n >= sizeof(line) || pg_strncasecmp(ptr, "cache-control:", 14) != 0)
 		return n;
 	memcpy(line, ptr + 14, n - 14);
@@ -472,6 +571,7 @@ start_method(const char *custom_method, const char *url, const char *body,
 	req->plain_http = pg_strncasecmp(url, "http://", 7) == 0;
 	req->max_age_s = -1;
 	req->max_response = max_response;
+	req->content_length = -1;
 	initStringInfo(&req->response);
 
 	if (content_type != NULL)
@@ -592,11 +692,21 @@ httpclient_get(const char *url, const char *accept, HttpDoneCallback done,
 long
 httpclient_timeout_ms(void)
 {
+	TimestampTz at = timer_at;
 	long		ms;
 
-	if (timer_at < 0)
+	if (!dlist_is_empty(&whole_answers))
+	{
+		HttpRequest *req = dlist_head_element(HttpRequest, whole_node, &whole_answers);
+		TimestampTz take_at = TimestampTzPlusMilliseconds(req->whole_at,
+														  WHOLE_ANSWER_GRACE_MS);
+
+		if (at < 0 || take_at < at)
+			at = take_at;
+	}
+	if (at < 0)
 		return -1;
-	ms = (long) ((timer_at - GetCurrentTimestamp()) / 1000);
+	ms = (long) ((at - GetCurrentTimestamp()) / 1000);
 	return ms < 0 ? 0 : ms;
 }
 
@@ -605,33 +715,43 @@ httpclient_timeout_ms(void)
  * end the stream with RST_STREAM NO_ERROR; RFC 9113 8.1: "Clients MUST NOT
  * discard responses as a result of receiving such a RST_STREAM".  libcurl
  * 7.88 (Debian 12) reports CURLE_HTTP2_STREAM then (nginx's "return 202"
- * does it to every push that is not read to its end).  The response is
- * taken when it is whole: a final status and exactly the Content-Length
- * it announced (a stream reset in the middle of an answer has less).
+ * does it to every push that is not read to its end).  The answer is
+ * taken when it is whole.
  */
 static bool
-complete_before_reset(CURL *e, CURLcode code, HttpRequest *req)
+whole_before_reset(CURLcode code, const HttpRequest *req)
 {
-	long		status = 0;
-	long		version = 0;
-	curl_off_t	length = -1;
-
-	if (code != CURLE_HTTP2_STREAM || req->too_large || req->refused)
-		return false;
-	if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
-		version != CURL_HTTP_VERSION_2_0)
-		return false;
-	if (curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
-		status < 200)
-		return false;
-	if (curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK ||
-		length < 0)
-		return false;
-	return (size_t) length == (size_t) req->response.len;
+	return code == CURLE_HTTP2_STREAM && answer_is_whole(req);
 }
 
+/*
+ * A stream reset by the server before any answer (no status line), the
+ * first time: the same request once more, at once, on the same handle.
+ */
+static bool
+retry_reset_stream(CURL *e, CURLcode code, HttpRequest *req)
+{
+	if (code != CURLE_HTTP2_STREAM || req->retried || req->status != 0 ||
+		req->refused || req->too_large)
+		return false;
+	curl_multi_remove_handle(multi, e);
+	req->retried = true;
+	req->errbuf[0] = '\0';
+	req->http2 = false;
+	req->headers_done = false;
+	req->content_length = -1;
+	req->max_age_s = -1;
+	resetStringInfo(&req->response);
+	forget_whole(req);
+	return curl_multi_add_handle(multi, e) == CURLM_OK;
+}
+
+/*
+ * A transfer is over: libcurl said so (code), or its answer was whole and
+ * it was still open past WHOLE_ANSWER_GRACE_MS (taken_whole).
+ */
 static void
-finish(CURL *e, CURLcode code)
+finish(CURL *e, CURLcode code, bool taken_whole)
 {
 	HttpRequest *req = NULL;
 	HttpResult	result;
@@ -640,10 +760,13 @@ finish(CURL *e, CURLcode code)
 	char		error[CURL_ERROR_SIZE + 64];
 
 	curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **) &req);
+	if (!taken_whole && retry_reset_stream(e, code, req))
+		return;
+	forget_whole(req);
 	memset(&result, 0, sizeof(result));
 	result.retry_after_s = -1;
 	result.max_age_s = req->max_age_s;
-	if (code == CURLE_OK || complete_before_reset(e, code, req))
+	if (code == CURLE_OK || taken_whole || whole_before_reset(code, req))
 	{
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 		/* libcurl reports 0 both for none and for "Retry-After: 0" */
@@ -673,6 +796,22 @@ finish(CURL *e, CURLcode code)
 	req->done(req->arg, &result);
 	pfree(req->response.data);
 	pfree(req);
+}
+
+/* Transfers whose answer has been whole for WHOLE_ANSWER_GRACE_MS */
+static void
+take_whole_answers(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	while (!dlist_is_empty(&whole_answers))
+	{
+		HttpRequest *req = dlist_head_element(HttpRequest, whole_node, &whole_answers);
+
+		if (!TimestampDifferenceExceeds(req->whole_at, now, WHOLE_ANSWER_GRACE_MS))
+			break;
+		finish(req->easy, CURLE_OK, true);
+	}
 }
 
 void
@@ -713,8 +852,9 @@ httpclient_drive(bool sockets_ready)
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		if (msg->msg == CURLMSG_DONE)
-			finish(msg->easy_handle, msg->data.result);
+			finish(msg->easy_handle, msg->data.result, false);
 	}
+	take_whole_answers();
 }
 
 /* ---------------------------------------------------------------------
@@ -750,6 +890,7 @@ sync_done(void *arg, const HttpResult *result)
 static void
 abandon_request(HttpRequest *req)
 {
+	forget_whole(req);
 	curl_multi_remove_handle(multi, req->easy);
 	curl_easy_cleanup(req->easy);
 	curl_slist_free_all(req->headers);
