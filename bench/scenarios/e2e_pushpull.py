@@ -38,6 +38,7 @@ REPO = os.path.dirname(os.path.abspath(BENCH_DIR))
 METHOD = os.environ.get("BENCH_E2E_METHOD", "pushpull-ws")
 ROWS = int(os.environ.get("BENCH_E2E_ROWS", "20000"))
 RATE = 1000
+BATCH = os.environ.get("BENCH_E2E_BATCH")  # A's setstream.pushpull_batch; unset: the default
 A_STREAM = "bench-e2e-a"
 B_STREAM = "bench-e2e-b"
 EVENT = L.CAEP_SESSION_REVOKED
@@ -101,6 +102,8 @@ def set_up(b, lport):
     q(b, "SELECT setstream.add_key(%s, %s::jsonb)", (B_STREAM, lib.json.dumps(a["jwk"])))
     token = q(b, "SELECT setstream.issue_token(%s)", (B_STREAM,))[0][0]
     lib.sql("ALTER SYSTEM SET setstream.outbound_allowed_networks = '127.0.0.0/8'")
+    if BATCH:
+        lib.sql("ALTER SYSTEM SET setstream.pushpull_batch = %d" % int(BATCH))
     lib.sql("SELECT pg_reload_conf()")
     time.sleep(1.5)
     lib.sql("SELECT setstream.set_delivery(%s, %s, %s, %s)",
@@ -212,6 +215,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             lib.log("drop stream: %s" % e)
         lib.sql("ALTER SYSTEM RESET setstream.outbound_allowed_networks")
+        lib.sql("ALTER SYSTEM RESET setstream.pushpull_batch")
         lib.sql("SELECT pg_reload_conf()")
         stop_b()
 
