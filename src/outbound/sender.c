@@ -139,11 +139,48 @@ stream_position(TurnState *t, PushStream *s)
 	return -1;					/* keep the compiler quiet */
 }
 
+/*
+ * Store the outcomes of a turn, one statement per stream (n outcomes,
+ * streams[i] the stream of rows[i]; rows are reordered)
+ */
+static void
+store_outcomes_by_stream(const char **streams, PushOutcomeRow *rows, int n)
+{
+	int			done = 0;
+
+	while (done < n)
+	{
+		const char *stream = streams[done];
+		int			k = done + 1;
+
+		/* gather the stream's rows right after its first one */
+		for (int i = done + 1; i < n; i++)
+		{
+			if (strcmp(streams[i], stream) == 0)
+			{
+				PushOutcomeRow tmp = rows[k];
+				const char *ts = streams[k];
+
+				rows[k] = rows[i];
+				streams[k] = streams[i];
+				rows[i] = tmp;
+				streams[i] = ts;
+				k++;
+			}
+		}
+		store_push_outcomes(stream, &rows[done], k - done);
+		done = k;
+	}
+}
+
 /* Record the answered pushes' outcomes */
 static void
 record_answers(TurnState *t)
 {
 	ListCell   *lc;
+	int			n = 0;
+	PushOutcomeRow *rows = palloc(sizeof(PushOutcomeRow) * (list_length(pushes) + 1));
+	const char **streams = palloc(sizeof(char *) * (list_length(pushes) + 1));
 
 	foreach(lc, pushes)
 	{
@@ -195,8 +232,10 @@ record_answers(TurnState *t)
 		 */
 		if (s == &orphan && o.acked_at == 0)
 			continue;
-		store_push_outcome(p->stream, &o);
+		streams[n] = p->stream;
+		rows[n++] = o;
 	}
+	store_outcomes_by_stream(streams, rows, n);
 }
 
 static int

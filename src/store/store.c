@@ -1409,32 +1409,45 @@ static StoreStmt stmt_push_due = {
 };
 
 /*
- * One push's outcome; every time is computed by the sender.  "Not settled"
- * is said with state (the CHECK on outbox ties it to acked_at and
- * failed_at), not with outbox_due_idx's predicate: a plan may then only
- * use the key (jti, stream).  With "acked_at IS NULL AND failed_at IS
- * NULL", a generic plan made while the statistics did not know the stream
- * (just after a bulk emit) scanned the due index for the stream and
- * filtered on jti: every answer read every unsettled row of the stream.
- * Only an ack is recorded once the stream is no longer pushed (its
- * delivery changed while the push was in flight): the row is then due on
- * its new route, not held by this push's backoff.
+ * The outcomes of a turn's pushes on one stream, one element per push in
+ * each array (one statement per stream and turn, not one per answer: the
+ * sender spent a third of its time planning and running the single-row
+ * UPDATE); every time is computed by the sender.  "Not settled" is said
+ * with state (the CHECK on outbox ties it to acked_at and failed_at), not
+ * with outbox_due_idx's predicate: a plan may then only use the key (jti,
+ * stream).  With "acked_at IS NULL AND failed_at IS NULL", a generic plan
+ * made while the statistics did not know the stream (just after a bulk
+ * emit) scanned the due index for the stream and filtered on jti: every
+ * answer read every unsettled row of the stream.  Only an ack is recorded
+ * once the stream is no longer pushed (its delivery changed while the
+ * push was in flight): the row is then due on its new route, not held by
+ * this push's backoff.  A jti appears once per call (a row has one push
+ * in flight).
  */
-static StoreStmt stmt_push_outcome = {
-	"UPDATE setstream.outbox o SET state = $3,"
-	" attempts = o.attempts OPERATOR(pg_catalog.+) $4,"
-	" delivered_at = COALESCE($5, o.delivered_at),"
-	" acked_at = $6, failed_at = $7, err = $8, description = $9,"
-	" next_attempt_at = $10, last_status = COALESCE($11, o.last_status),"
-	" last_error = $12"
-	" WHERE o.jti OPERATOR(pg_catalog.=) $2 AND o.stream OPERATOR(pg_catalog.=) $1"
+static StoreStmt stmt_push_outcomes = {
+	"UPDATE setstream.outbox o SET state = u.state,"
+	" attempts = o.attempts OPERATOR(pg_catalog.+) u.attempts_add,"
+	" delivered_at = COALESCE(u.delivered_at, o.delivered_at),"
+	" acked_at = u.acked_at, failed_at = u.failed_at, err = u.err,"
+	" description = u.description, next_attempt_at = u.next_attempt_at,"
+	" last_status = COALESCE(u.last_status, o.last_status),"
+	" last_error = u.last_error"
+	" FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+	" pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
+	" pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9),"
+	" pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12))"
+	" AS u (jti, state, attempts_add, delivered_at, acked_at, failed_at, err,"
+	" description, next_attempt_at, last_status, last_error)"
+	" WHERE o.jti OPERATOR(pg_catalog.=) u.jti AND o.stream OPERATOR(pg_catalog.=) $1"
 	" AND o.state OPERATOR(pg_catalog.=) ANY ('{pending,delivered}')"
-	" AND ($3 OPERATOR(pg_catalog.=) 'acked' OR EXISTS (SELECT 1"
+	" AND (u.state OPERATOR(pg_catalog.=) 'acked' OR EXISTS (SELECT 1"
 	" FROM setstream.deliveries d WHERE d.stream OPERATOR(pg_catalog.=) $1"
 	" AND d.method OPERATOR(pg_catalog.=) 'push'))"
-	" RETURNING o.created_at",
-	12, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID}
+	" RETURNING o.state, o.created_at",
+	12, {TEXTOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+		TEXTARRAYOID}
 };
 
 static StoreStmt stmt_delivery_state = {
@@ -1611,35 +1624,106 @@ text_or_null(const char *s, char *null)
 	return s == NULL ? (Datum) 0 : text_datum(s);
 }
 
-/* Record one push's outcome on its outbox row (see outbound.h) */
+/* The outcome rows' column "col" as an array (see push_outcome_value) */
+static Datum
+push_outcome_array(const PushOutcomeRow *rows, int n, int col, Oid type)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	bool	   *isnull = palloc(sizeof(bool) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		const PushOutcomeRow *o = &rows[i];
+		const char *text = NULL;
+		TimestampTz t = 0;
+
+		isnull[i] = false;
+		switch (col)
+		{
+			case 0:
+				text = o->jti;
+				break;
+			case 1:
+				text = o->state;
+				break;
+			case 2:
+				elems[i] = Int32GetDatum(o->attempts_add);
+				continue;
+			case 3:
+				t = o->delivered_at;
+				break;
+			case 4:
+				t = o->acked_at;
+				break;
+			case 5:
+				t = o->failed_at;
+				break;
+			case 6:
+				text = o->err;
+				break;
+			case 7:
+				text = o->description;
+				break;
+			case 8:
+				t = o->next_attempt_at;
+				break;
+			case 9:
+				elems[i] = Int32GetDatum(o->last_status);
+				isnull[i] = o->last_status < 0;
+				continue;
+			case 10:
+				text = o->last_error;
+				break;
+		}
+		if (type == TEXTOID)
+		{
+			isnull[i] = text == NULL;
+			elems[i] = text == NULL ? (Datum) 0 : text_datum(text);
+		}
+		else
+		{
+			isnull[i] = t == 0;
+			elems[i] = TimestampTzGetDatum(t);
+		}
+	}
+	return array_datum(elems, isnull, n, type);
+}
+
+/*
+ * Record the outcomes of n pushes of one stream on their outbox rows (see
+ * outbound.h), with one statement
+ */
+void
+store_push_outcomes(const char *stream, const PushOutcomeRow *rows, int n)
+{
+	static const Oid col_types[11] = {TEXTOID, TEXTOID, INT4OID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, INT4OID, TEXTOID};
+	Datum		values[12];
+	bool		isnull;
+
+	if (n == 0)
+		return;
+	values[0] = text_datum(stream);
+	for (int c = 0; c < 11; c++)
+		values[c + 1] = push_outcome_array(rows, n, c, col_types[c]);
+	spi_connect();
+	run(&stmt_push_outcomes, values, NULL, false);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *state = get_text((int) i, 1, CurrentMemoryContext);
+
+		metrics_note_push(stream, state,
+						  DatumGetTimestampTz(get_datum((int) i, 2, &isnull)));
+	}
+	SPI_finish();
+}
+
+/* Record one push's outcome on its outbox row */
 void
 store_push_outcome(const char *stream, const PushOutcomeRow *o)
 {
-	Datum		values[12];
-	char		nulls[13];
-	bool		isnull;
-
-	memset(nulls, ' ', sizeof(nulls));
-	nulls[12] = '\0';
-	values[0] = text_datum(stream);
-	values[1] = text_datum(o->jti);
-	values[2] = text_datum(o->state);
-	values[3] = Int32GetDatum(o->attempts_add);
-	values[4] = time_or_null(o->delivered_at, &nulls[4]);
-	values[5] = time_or_null(o->acked_at, &nulls[5]);
-	values[6] = time_or_null(o->failed_at, &nulls[6]);
-	values[7] = text_or_null(o->err, &nulls[7]);
-	values[8] = text_or_null(o->description, &nulls[8]);
-	values[9] = time_or_null(o->next_attempt_at, &nulls[9]);
-	values[10] = Int32GetDatum(o->last_status);
-	nulls[10] = o->last_status < 0 ? 'n' : ' ';
-	values[11] = text_or_null(o->last_error, &nulls[11]);
-	spi_connect();
-	run(&stmt_push_outcome, values, nulls, false);
-	if (SPI_processed == 1)
-		metrics_note_push(stream, o->state,
-						  DatumGetTimestampTz(get_datum(0, 1, &isnull)));
-	SPI_finish();
+	store_push_outcomes(stream, o, 1);
 }
 
 /*

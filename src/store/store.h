@@ -145,6 +145,8 @@ extern List *store_pushpull_streams(void);
 extern List *store_pushpull_ws_streams(void);
 extern void store_untake(const char *stream, List *jtis);
 extern void store_push_outcome(const char *stream, const PushOutcomeRow *o);
+extern void store_push_outcomes(const char *stream, const PushOutcomeRow *rows,
+							   int n);
 extern void store_delivery_state(const PushStream *p, int64 nonconformant,
 								 TimestampTz now);
 
