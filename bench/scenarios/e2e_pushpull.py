@@ -62,7 +62,13 @@ echo "$PGHOST $PGPORT"
 
 
 def stop_b():
-    subprocess.run(["bash", "-c", 'source "%s/scripts/lib.sh"; cluster_destroy benchb' % REPO],
+    """Destroy cluster B, keeping its server log as bench/.cache/benchb.log
+    (the log of the last run: a stall of the latency run, once seen and not
+    explained, can then be looked into)"""
+    keep = os.path.join(os.environ.get("BENCH_CACHE", "/tmp"), "benchb.log")
+    subprocess.run(["bash", "-c", 'source "%s/scripts/lib.sh"; d=$(cluster_dir_for benchb);'
+                    ' [ -f "$d/logfile" ] && cp "$d/logfile" "%s"; cluster_destroy benchb'
+                    % (REPO, keep)],
                    capture_output=True, env=dict(os.environ))
 
 
