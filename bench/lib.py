@@ -626,7 +626,7 @@ def _machine():
         pgv = sql1("SELECT version()")
         settings = sql("SELECT name, current_setting(name), NULL FROM pg_settings WHERE name IN"
                        " ('synchronous_commit', 'fsync', 'shared_buffers', 'max_connections',"
-                       " 'wal_level', 'max_wal_size', 'setstream.workers', 'setstream.port',"
+                       " 'wal_level', 'max_wal_size', 'setstream.workers', 'setstream.port', 'setstream.pipelined_flush', 'commit_delay',"
                        " 'setstream.max_connections', 'setstream.max_poll_events',"
                        " 'setstream.listen_addresses', 'checkpoint_timeout', 'wal_sync_method')"
                        " ORDER BY name")

@@ -11,6 +11,8 @@
 # Environment: BENCH_RUNS (3), BENCH_DURATION (10 s per measurement),
 # BENCH_WORKERS (setstream.workers, 2: one listener per core; the workers
 # scenario compares 1 and 2 itself),
+# BENCH_PIPELINED_FLUSH (setstream.pipelined_flush, on), BENCH_COMMIT_DELAY
+# (commit_delay in microseconds, 0: a slower disk's flush, simulated),
 # BENCH_KEEP=1 keeps the cluster running afterwards, BENCH_OUT (the
 # results file, bench/RESULTS.md), BENCH_SCENARIO_TIMEOUT (900 s a run).
 set -euo pipefail
@@ -85,6 +87,8 @@ cluster_start bench "$(free_port 55440)" \
     "max_connections = 200" \
     "setstream.max_connections = 4000" \
     "setstream.workers = ${BENCH_WORKERS:-2}" \
+    "setstream.pipelined_flush = ${BENCH_PIPELINED_FLUSH:-on}" \
+    "commit_delay = ${BENCH_COMMIT_DELAY:-0}" "commit_siblings = 0" \
     "max_wal_size = '8GB'" \
     "checkpoint_timeout = '30min'"
 export SETSTREAM_PORT SETSTREAM_URL="http://127.0.0.1:$SETSTREAM_PORT"

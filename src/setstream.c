@@ -30,6 +30,7 @@
 #include "store/streamcache.h"
 #include "shmem/wakeup.h"
 #include "shmem/jwksreq.h"
+#include "shmem/walflush.h"
 #include "worker/worker.h"
 #include "server/metrics.h"
 
@@ -255,6 +256,10 @@ define_listener_gucs(void)
 							"How often each listener reads setstream.generations and the newest due SET of the streams its long polls and WebSocket sessions wait on (changes committed on another node, or by any path, are seen within it); 0 disables.",
 							NULL, &setstream_generation_check_ms, 250, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("setstream.pipelined_flush",
+							 "Listeners go on serving while the WAL of their last commit is flushed, and answer once it is (off: each commit waits for its flush).",
+							 NULL, &setstream_pipelined_flush, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.idle_timeout",
 							"Idle or slow client connections are closed after this long.",
 							NULL, &setstream_idle_timeout_ms, 60000, 100, 3600 * 1000,
@@ -382,6 +387,7 @@ _PG_init(void)
 		stats_request_shmem();
 		authlimit_request_shmem();
 		jwksreq_request_shmem();
+		walflush_request_shmem();
 		worker_register_all();
 		listensock_hold_ports();
 	}

@@ -29,10 +29,13 @@
 #include "server/conn.h"
 #include "setstream.h"
 #include "shmem/counters.h"
+#include "shmem/walflush.h"
 
 #define MAX_EPOLL_EVENTS 256
 #define DRAIN_MS 2000			/* lingering close after an early error */
 #define EVICT_AFTER_MS 1000		/* stalled this long: closed for a newcomer */
+#define FLUSHER_PATIENCE_MS 500 /* a held answer's flusher is given this long;
+								 * then the listener flushes itself */
 
 dlist_head	listener_conns = DLIST_STATIC_INIT(listener_conns);
 int			listener_nconns = 0;
@@ -43,8 +46,13 @@ static TimestampTz last_fd_log = 0;
 static int	spare_fd = -1;		/* given up to refuse a connection at EMFILE */
 static bool freed_since_trim = false;	/* a connection's memory was freed */
 
+/* answers waiting for their WAL flush (shmem/walflush.c), oldest first */
+static dlist_head held_conns = DLIST_STATIC_INIT(held_conns);
+static TimestampTz held_since = 0;	/* when the oldest of them was held */
+
 static void on_client_event(Conn *conn, uint32 events);
 static void authorize_headers(Conn *conn);
+static void hold_until_flushed(Conn *conn);
 
 void
 conns_init(int epoll_fd)
@@ -73,6 +81,9 @@ set_interest(Conn *conn, uint32 events)
 void
 conn_close(Conn *conn)
 {
+	if (conn->held)
+		dlist_delete(&conn->held_node);
+	conn->held = false;
 	poll_unpark(conn);
 	conn->phase = PHASE_CLOSED;
 	epoll_ctl(epfd, EPOLL_CTL_DEL, conn->sock.fd, NULL);
@@ -534,6 +545,18 @@ conns_read_tls_pending(void)
 void
 conn_after_turn(Conn *conn)
 {
+	if (conn->flush_lsn != InvalidXLogRecPtr)
+	{
+		if (!walflush_done(conn->flush_lsn) &&
+			(conn->phase == PHASE_WRITE || conn->phase == PHASE_WEBSOCKET))
+		{
+			hold_until_flushed(conn);
+			return;
+		}
+		conn->flush_lsn = InvalidXLogRecPtr;
+	}
+	if (conn->held)
+		return;					/* an earlier answer still waits */
 	if (conn->phase == PHASE_WRITE)
 		write_response(conn);
 	else if (conn->phase == PHASE_PARKED)
@@ -545,6 +568,70 @@ conn_after_turn(Conn *conn)
 		else
 			conn_close(conn);
 	}
+}
+
+/*
+ * The turn's answer waits until the WAL is flushed past conn->flush_lsn
+ * (shmem/walflush.c): nothing of it is written meanwhile.  A WebSocket
+ * session's messages stay in its outbox, in its own memory.
+ */
+static void
+hold_until_flushed(Conn *conn)
+{
+	if (conn->phase == PHASE_WEBSOCKET)
+		ws_keep_outbox(conn);
+	if (conn->held)
+		return;
+	if (dlist_is_empty(&held_conns))
+		held_since = GetCurrentTimestamp();
+	dlist_push_tail(&held_conns, &conn->held_node);
+	conn->held = true;
+}
+
+/*
+ * Write the held answers whose WAL is flushed now.  Past
+ * FLUSHER_PATIENCE_MS of waiting (the flusher is stuck or gone) the
+ * listener flushes itself first.
+ */
+void
+conns_release_flushed(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	if (dlist_is_empty(&held_conns))
+		return;
+	if (TimestampDifferenceExceeds(held_since, now, FLUSHER_PATIENCE_MS))
+	{
+		XLogRecPtr	furthest = InvalidXLogRecPtr;
+
+		dlist_foreach_modify(iter, &held_conns)
+		{
+			Conn	   *conn = dlist_container(Conn, held_node, iter.cur);
+
+			furthest = Max(furthest, conn->flush_lsn);
+		}
+		walflush_now(furthest);
+	}
+	dlist_foreach_modify(iter, &held_conns)
+	{
+		Conn	   *conn = dlist_container(Conn, held_node, iter.cur);
+
+		if (!walflush_done(conn->flush_lsn))
+			continue;
+		dlist_delete(&conn->held_node);
+		conn->held = false;
+		conn->flush_lsn = InvalidXLogRecPtr;
+		conn_after_turn(conn);
+		held_since = now;		/* the flusher moves */
+	}
+}
+
+/* Are answers held?  *since: since when the flusher has not moved */
+bool
+conns_held(TimestampTz *since)
+{
+	*since = held_since;
+	return !dlist_is_empty(&held_conns);
 }
 
 /* Close what timed out; ping or drop silent WebSocket peers */

@@ -22,6 +22,7 @@
 #ifndef SETSTREAM_CONN_H
 #define SETSTREAM_CONN_H
 
+#include "access/xlogdefs.h"
 #include "lib/ilist.h"
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
@@ -96,12 +97,17 @@ struct Conn
 	struct WsSession *ws;		/* upgraded, or upgrading after this response */
 	void	   *route_state;
 
+	/* turn.c: the turn's answer leaves once the WAL is flushed this far */
+	XLogRecPtr	flush_lsn;		/* 0: at once */
+
 	/* conn.c */
 	const ConnHandler *handler;
 	ConnPhase	phase;
 	uint32		epoll_events;	/* what the private epoll watches */
 	TimestampTz last_activity;
 	dlist_node	node;			/* in the listener's list of connections */
+	bool		held;			/* in held_conns, waiting for flush_lsn */
+	dlist_node	held_node;
 };
 
 /* conn.c: the connections of this listener */
@@ -114,6 +120,8 @@ extern void conns_read_tls_pending(void);
 extern bool conn_tls_pending_read(Conn *conn);
 extern void conn_close(Conn *conn);
 extern void conn_after_turn(Conn *conn);
+extern void conns_release_flushed(TimestampTz now);
+extern bool conns_held(TimestampTz *since);
 extern void conn_resume_body(Conn *conn);
 extern void conns_expire_idle(TimestampTz now);
 extern long conns_next_timeout_ms(TimestampTz now, long timeout);
@@ -126,7 +134,7 @@ typedef struct TurnDone
 	List	   *resumed;		/* authorized on headers (conn_resume_body) */
 } TurnDone;
 
-extern void turn_init(void);
+extern void turn_init(int listener_index);
 extern void turn_run(TurnDone *done);
 extern void turn_end(void);
 extern PrepResult turn_prepare_headers(Conn *conn, char **load);
@@ -162,6 +170,7 @@ extern bool ws_start_client(Conn *conn);
 extern bool ws_on_event(Conn *conn, uint32 events);
 extern WsEvent ws_event(Conn *conn, uint32 events, bool hangup);
 extern bool ws_after_turn(Conn *conn);
+extern void ws_keep_outbox(Conn *conn);
 extern bool ws_housekeeping(Conn *conn, TimestampTz now);
 extern bool ws_wants_write(Conn *conn);
 extern bool ws_reading(Conn *conn);

@@ -35,6 +35,7 @@
 #include "setstream.h"
 #include "shmem/counters.h"
 #include "shmem/wakeup.h"
+#include "shmem/walflush.h"
 
 #define MAX_LISTEN_SOCKETS 16
 #define HOUSEKEEPING_MS 250
@@ -147,7 +148,7 @@ listener_run(int index)
 
 	listener_index = index;
 	raise_descriptor_limit();
-	turn_init();
+	turn_init(index);
 	nlisten = listensock_open(listen_fds, MAX_LISTEN_SOCKETS);
 	if (nlisten == 0)
 		idle_without_sockets(index);
@@ -167,6 +168,7 @@ listener_run(int index)
 
 	before_shmem_exit(listener_shutdown, (Datum) 0);
 	wakeup_set_listener_latch(index, MyLatch);
+	walflush_set_listener_latch(index, MyLatch);
 	metrics_listener_start(index);
 	ereport(LOG,
 			(errmsg("setstream listener %d serving %s on port %d%s", index,
@@ -199,10 +201,12 @@ listener_run(int index)
 				conns_accept(*(int *) ev->user_data);
 		}
 		CHECK_FOR_INTERRUPTS();
+		conns_release_flushed(GetCurrentTimestamp());
 		conns_read_tls_pending();
 		turn_run(&done);
 		foreach(lc, done.touched)
 			conn_after_turn((Conn *) lfirst(lc));
+		conns_release_flushed(GetCurrentTimestamp());
 		/* authorized on their headers now that their streams are loaded */
 		foreach(lc, done.resumed)
 			conn_resume_body((Conn *) lfirst(lc));

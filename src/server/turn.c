@@ -29,6 +29,7 @@
 #include "postgres.h"
 
 #include "pgstat.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "base/streamlist.h"
@@ -36,9 +37,12 @@
 #include "server/conn.h"
 #include "setstream.h"
 #include "shmem/wakeup.h"
+#include "shmem/walflush.h"
 #include "store/streamcache.h"
 #include "store/xact.h"
 
+static int	turn_listener;		/* this listener's index */
+static XLogRecPtr unflushed_turn = InvalidXLogRecPtr;	/* the last turn held */
 static MemoryContext turn_cxt;
 static MemoryContext turn_old_cxt;
 static uint64 generations[WAKEUP_SLOTS];
@@ -61,8 +65,9 @@ static List *seen_due = NIL;	/* of SeenDue, in TopMemoryContext */
 								 * by the poll's timeout */
 
 void
-turn_init(void)
+turn_init(int listener_index)
 {
+	turn_listener = listener_index;
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "setstream turn",
 									 ALLOCSET_DEFAULT_SIZES);
 }
@@ -198,10 +203,25 @@ handle_batch(List *batch, TimestampTz now)
 		handle_in_subxact((Conn *) lfirst(lc), now);
 }
 
+/*
+ * Pipelined, the turn's commit does not wait for its WAL flush; its
+ * answers wait for it instead (shmem/walflush.c).  The session pins
+ * synchronous_commit on (worker.c): it is off only from the end of the
+ * turn's work to its commit (an abort puts it back by itself), so that
+ * nothing the turn runs, user triggers included, sees it off.
+ */
+static void
+commit_without_flush_wait(bool on)
+{
+	SetConfigOption("synchronous_commit", on ? "off" : "on", PGC_SUSET,
+					PGC_S_OVERRIDE);
+}
+
 typedef struct TurnWork
 {
 	List	   *batch;
 	TimestampTz now;
+	bool		pipelined;		/* commit without waiting for the flush */
 } TurnWork;
 
 static void
@@ -234,17 +254,49 @@ turn_work(void *arg)
 	}
 	else
 		handle_batch(w->batch, w->now);
+	if (w->pipelined)
+		commit_without_flush_wait(true);
 }
 
-/* Everything the turn's connections need from the database, committed */
+/*
+ * Everything the turn's connections need from the database, committed.
+ * Pipelined, each answer carries the WAL position it waits for.
+ */
 static void
 database_turn(List *batch, TimestampTz now)
 {
-	TurnWork	work = {batch, now};
+	TurnWork	work = {batch, now, walflush_available(turn_listener)};
+	ListCell   *lc;
+	bool		committed;
 
 	pgstat_report_activity(STATE_RUNNING, "setstream listener");
-	if (!xact_run(turn_work, &work))
+	committed = xact_run(turn_work, &work);
+	if (work.pipelined)
+		commit_without_flush_wait(false);
+	if (!committed)
 		respond_unavailable(batch, "the database could not commit; try again later");
+	else if (work.pipelined)
+	{
+		XLogRecPtr	lsn = walflush_turn_end();
+
+		if (!walflush_done(lsn))
+		{
+			foreach(lc, batch)
+				((Conn *) lfirst(lc))->flush_lsn = lsn;
+			walflush_ask(turn_listener, lsn);
+
+			/*
+			 * At most two turns wait for their flush: the one before this
+			 * is flushed before the next turn starts.  Without the bound,
+			 * turns shrink to the few requests that came in since the last
+			 * one, and a CPU-bound listener spends more on each turn than
+			 * the overlap saves (bench/RESULTS-flush.md).
+			 */
+			if (unflushed_turn != InvalidXLogRecPtr)
+				walflush_now(unflushed_turn);
+			unflushed_turn = lsn;
+		}
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }

@@ -364,6 +364,24 @@ ws_wants_write(Conn *conn)
 		wslay_event_want_write(ctx_of(conn));
 }
 
+/*
+ * The turn's messages wait for their WAL flush past the turn (conn.c):
+ * the outbox moves into the connection's memory, out of the turn's
+ */
+void
+ws_keep_outbox(Conn *conn)
+{
+	List	   *outbox = conn->ws->outbox;
+	MemoryContext old;
+
+	/* the messages are in conn->cxt already (wssession.c); the list may not be */
+	if (outbox == NIL || GetMemoryChunkContext(outbox) == conn->cxt)
+		return;
+	old = MemoryContextSwitchTo(conn->cxt);
+	conn->ws->outbox = list_copy(outbox);
+	MemoryContextSwitchTo(old);
+}
+
 /* Queue what the turn produced, and any close it asked for */
 bool
 ws_send_outbox(Conn *conn)

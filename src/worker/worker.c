@@ -10,6 +10,8 @@
  *	  (it crashed, was terminated, or its database was dropped), the
  *	  supervisor starts it again, or waits for the database to come back.
  *	  A dropped database therefore costs no crash loop and no log spam.
+ *	  While its listener runs, a supervisor is also the listener's WAL
+ *	  flusher (shmem/walflush.c).
  *
  *	  The supervisor also waits until the role setstream.role exists, can
  *	  log in and is not a superuser (CREATE EXTENSION setstream creates
@@ -49,6 +51,7 @@
 #include "outbound/sender.h"
 #include "outbound/tokenrenew.h"
 #include "setstream.h"
+#include "shmem/walflush.h"
 #include "store/xact.h"
 #include "worker/worker.h"
 
@@ -285,6 +288,45 @@ child_noun(const char *type)
 }
 
 static void
+detach_flusher(int code, Datum arg)
+{
+	walflush_attach_flusher(DatumGetInt32(arg), NULL);
+}
+
+/*
+ * Wait for the child to end (as WaitForBackgroundWorkerShutdown does);
+ * meanwhile a listener's supervisor is its WAL flusher (shmem/walflush.c):
+ * woken by its listener, it flushes the WAL the listener waits for.
+ */
+static void
+wait_for_child(BackgroundWorkerHandle *handle, int index, bool flusher)
+{
+	pid_t		pid;
+
+	if (flusher)
+		walflush_attach_flusher(index, MyLatch);
+	PG_ENSURE_ERROR_CLEANUP(detach_flusher, Int32GetDatum(index));
+	{
+		while (GetBackgroundWorkerPid(handle, &pid) != BGWH_STOPPED)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			if (flusher)
+				walflush_serve(index);
+		}
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(detach_flusher, Int32GetDatum(index));
+	detach_flusher(0, Int32GetDatum(index));
+}
+
+static void
 run_child(int index, const char *function, const char *type)
 {
 	BackgroundWorker worker;
@@ -314,7 +356,7 @@ run_child(int index, const char *function, const char *type)
 	slot_warned = false;
 	listener_handle = handle;
 	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_STARTED)
-		(void) WaitForBackgroundWorkerShutdown(handle);
+		wait_for_child(handle, index, strcmp(type, "setstream listener") == 0);
 	listener_handle = NULL;
 	pfree(handle);
 	sleep_ms(RESTART_DELAY_MS);
