@@ -372,14 +372,18 @@ void
 ws_keep_outbox(Conn *conn)
 {
 	List	   *outbox = conn->ws->outbox;
+	List	   *kept = NIL;
 	MemoryContext old;
+	ListCell   *lc;
 
 	/* the messages are in conn->cxt already (wssession.c); the list may not be */
 	if (outbox == NIL || GetMemoryChunkContext(outbox) == conn->cxt)
 		return;
 	old = MemoryContextSwitchTo(conn->cxt);
-	conn->ws->outbox = list_copy(outbox);
+	foreach(lc, outbox)
+		kept = lappend(kept, lfirst(lc));
 	MemoryContextSwitchTo(old);
+	conn->ws->outbox = kept;
 }
 
 /* Queue what the turn produced, and any close it asked for */
