@@ -48,7 +48,7 @@ static bool freed_since_trim = false;	/* a connection's memory was freed */
 
 /* answers waiting for their WAL flush (shmem/walflush.c), oldest first */
 static dlist_head held_conns = DLIST_STATIC_INIT(held_conns);
-static TimestampTz held_since = 0;	/* when the oldest of them was held */
+static TimestampTz held_since = 0;	/* since then the flusher has not moved */
 
 static void on_client_event(Conn *conn, uint32 events);
 static void authorize_headers(Conn *conn);
@@ -624,14 +624,6 @@ conns_release_flushed(TimestampTz now)
 		conn_after_turn(conn);
 		held_since = now;		/* the flusher moves */
 	}
-}
-
-/* Are answers held?  *since: since when the flusher has not moved */
-bool
-conns_held(TimestampTz *since)
-{
-	*since = held_since;
-	return !dlist_is_empty(&held_conns);
 }
 
 /* Close what timed out; ping or drop silent WebSocket peers */

@@ -121,7 +121,6 @@ extern bool conn_tls_pending_read(Conn *conn);
 extern void conn_close(Conn *conn);
 extern void conn_after_turn(Conn *conn);
 extern void conns_release_flushed(TimestampTz now);
-extern bool conns_held(TimestampTz *since);
 extern void conn_resume_body(Conn *conn);
 extern void conns_expire_idle(TimestampTz now);
 extern long conns_next_timeout_ms(TimestampTz now, long timeout);
