@@ -22,6 +22,7 @@
 #include "store/emitbuf.h"
 #include "jose/jose.h"
 #include "server/auth/auth.h"
+#include "server/handoff.h"
 #include "server/listener.h"
 #include "outbound/outbound.h"
 #include "outbound/pollclient.h"
@@ -388,7 +389,9 @@ _PG_init(void)
 		authlimit_request_shmem();
 		jwksreq_request_shmem();
 		walflush_request_shmem();
+		handoff_request_shmem();
 		worker_register_all();
 		listensock_hold_ports();
+		handoff_create_channels();
 	}
 }

@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 
 #include "server/conn.h"
+#include "server/handoff.h"
 #include "setstream.h"
 #include "shmem/counters.h"
 #include "shmem/walflush.h"
@@ -92,6 +93,7 @@ conn_close(Conn *conn)
 	sock_close(&conn->sock);
 	dlist_delete(&conn->node);
 	listener_nconns--;
+	handoff_note_open(listener_nconns);
 	MemoryContextDelete(conn->cxt);
 	freed_since_trim = true;
 }
@@ -203,6 +205,57 @@ conn_new_request(Conn *conn)
 	route_handler.unprepare(conn);
 }
 
+/*
+ * Serve a connection this listener accepted or was passed (handoff.c): a
+ * new Conn reading its first request, or refused when the listener is
+ * full
+ */
+static void
+conn_adopt(int fd, const struct sockaddr *addr, socklen_t alen)
+{
+	MemoryContext cxt;
+	Conn	   *conn;
+	struct epoll_event ev;
+
+	if (listener_nconns >= setstream_max_connections && !evict_stalest())
+	{
+		refuse_connection(fd);
+		return;
+	}
+	cxt = AllocSetContextCreate(conns_cxt, "setstream connection",
+								ALLOCSET_SMALL_SIZES);
+	conn = MemoryContextAllocZero(cxt, sizeof(Conn));
+	conn->cxt = cxt;
+	sock_init_accepted(&conn->sock, fd, addr, alen);
+	conn->phase = PHASE_READ;
+	conn->last_activity = GetCurrentTimestamp();
+	conn_new_request(conn);
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		http_conn_init(conn);
+		MemoryContextSwitchTo(old);
+	}
+	dlist_push_tail(&listener_conns, &conn->node);
+	listener_nconns++;
+	handoff_note_open(listener_nconns);
+	metrics_count_connection();
+	if (tls_configured() && !tls_start_server(&conn->sock))
+	{
+		conn_close(conn);
+		return;
+	}
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.ptr = conn;
+	conn->epoll_events = ev.events;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+		conn_close(conn);
+}
+
+/*
+ * New connections on a listening socket: each is served here or passed to
+ * a less loaded listener
+ */
 void
 conns_accept(int lfd)
 {
@@ -212,9 +265,6 @@ conns_accept(int lfd)
 		socklen_t	alen = sizeof(addr);
 		int			fd = accept4(lfd, (struct sockaddr *) &addr, &alen,
 								 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		MemoryContext cxt;
-		Conn	   *conn;
-		struct epoll_event ev;
 
 		if (fd < 0)
 		{
@@ -222,38 +272,29 @@ conns_accept(int lfd)
 				refuse_without_descriptors(lfd);
 			return;
 		}
-		if (listener_nconns >= setstream_max_connections && !evict_stalest())
-		{
-			refuse_connection(fd);
-			continue;
-		}
-		cxt = AllocSetContextCreate(conns_cxt, "setstream connection",
-									ALLOCSET_SMALL_SIZES);
-		conn = MemoryContextAllocZero(cxt, sizeof(Conn));
-		conn->cxt = cxt;
-		sock_init_accepted(&conn->sock, fd, (struct sockaddr *) &addr, alen);
-		conn->phase = PHASE_READ;
-		conn->last_activity = GetCurrentTimestamp();
-		conn_new_request(conn);
-		{
-			MemoryContext old = MemoryContextSwitchTo(cxt);
+		if (!handoff_pass(fd))
+			conn_adopt(fd, (struct sockaddr *) &addr, alen);
+	}
+}
 
-			http_conn_init(conn);
-			MemoryContextSwitchTo(old);
-		}
-		dlist_push_tail(&listener_conns, &conn->node);
-		listener_nconns++;
-		metrics_count_connection();
-		if (tls_configured() && !tls_start_server(&conn->sock))
+/* Connections another listener passed to this one */
+void
+conns_take_handed(void)
+{
+	for (int i = 0; i < 256; i++)
+	{
+		struct sockaddr_storage addr;
+		socklen_t	alen = sizeof(addr);
+		int			fd = handoff_receive();
+
+		if (fd < 0)
+			return;
+		if (getpeername(fd, (struct sockaddr *) &addr, &alen) != 0)
 		{
-			conn_close(conn);
+			close(fd);			/* the peer is gone already */
 			continue;
 		}
-		ev.events = EPOLLIN | EPOLLRDHUP;
-		ev.data.ptr = conn;
-		conn->epoll_events = ev.events;
-		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
-			conn_close(conn);
+		conn_adopt(fd, (struct sockaddr *) &addr, alen);
 	}
 }
 

@@ -115,6 +115,7 @@ extern dlist_head listener_conns;
 extern int	listener_nconns;
 extern void conns_init(int epoll_fd);
 extern void conns_accept(int lfd);
+extern void conns_take_handed(void);
 extern void conns_poll(void);
 extern void conns_read_tls_pending(void);
 extern bool conn_tls_pending_read(Conn *conn);

@@ -31,6 +31,7 @@
 #include "utils/memutils.h"
 
 #include "server/conn.h"
+#include "server/handoff.h"
 #include "server/listener.h"
 #include "setstream.h"
 #include "shmem/counters.h"
@@ -45,6 +46,7 @@ static int	listener_index;
 static int	listen_fds[MAX_LISTEN_SOCKETS];
 static int	nlisten = 0;
 static int	epfd = -1;
+static int	handoff_fd = -1;	/* connections other listeners pass */
 static WaitEventSet *wait_set;
 static TimestampTz last_housekeeping = 0;
 static TimestampTz last_trim = 0;
@@ -88,6 +90,7 @@ raise_descriptor_limit(void)
 static void
 listener_shutdown(int code, Datum arg)
 {
+	handoff_detach();
 	wakeup_set_listener_latch(listener_index, NULL);
 }
 
@@ -158,13 +161,17 @@ listener_run(int index)
 	conns_init(epfd);
 	tls_configure();
 
-	wait_set = CreateWaitEventSetTop(nlisten + 3);
+	handoff_fd = handoff_attach(index);
+	wait_set = CreateWaitEventSetTop(nlisten + 4);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_POSTMASTER_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < nlisten; i++)
 		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, listen_fds[i], NULL,
 						  &listen_fds[i]);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epfd, NULL, &epfd);
+	if (handoff_fd >= 0)
+		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, handoff_fd, NULL,
+						  &handoff_fd);
 
 	before_shmem_exit(listener_shutdown, (Datum) 0);
 	wakeup_set_listener_latch(index, MyLatch);
@@ -197,6 +204,8 @@ listener_run(int index)
 			}
 			else if (ev->user_data == &epfd)
 				conns_poll();
+			else if (ev->user_data == &handoff_fd)
+				conns_take_handed();
 			else if (ev->events & WL_SOCKET_READABLE)
 				conns_accept(*(int *) ev->user_data);
 		}

@@ -10,6 +10,11 @@
 #     one; over ten emits the time from COMMIT to the answer has a median
 #     under 30 ms and a maximum under 150 ms (the listeners' 250 ms
 #     housekeeping tick would not meet that: only the commit's wake-up);
+#   * connections spread evenly: 40 keep-alive connections opened one
+#     after another hold 20 and 20 (at most one apart) on the two
+#     listeners, three times over, and again after a worker restarts;
+#     the kernel's SO_REUSEPORT hash alone splits 40 exactly evenly one
+#     time in eight (server/handoff.c passes a connection on instead);
 #   * SIGTERM one worker: it exits cleanly (no crash restart of the
 #     server: the other worker keeps its pid), the other keeps serving new
 #     connections while it is down (a refused connection is retried at most
@@ -245,6 +250,87 @@ ok($sorted[-1] < 0.150,
 		1000 * $sorted[-1]));
 close $_ for @parked;
 
+# ------------------------------------------------------------ balance
+
+# The listener pid that holds each established connection to the port
+# (its socket inodes in /proc/PID/fd, their ports in /proc/net/tcp).
+sub connections_per_listener
+{
+	my (@listeners) = @_;
+	my %state;
+	open(my $fh, '<', '/proc/net/tcp') or die "/proc/net/tcp: $!";
+	while (my $line = <$fh>)
+	{
+		my @f = split ' ', $line;
+		next unless @f > 9 && $f[1] =~ /:([0-9A-F]{4})$/;
+		$state{ $f[9] } = $f[3] if hex($1) == $http_port;
+	}
+	close $fh;
+	my %count;
+	for my $pid (@listeners)
+	{
+		$count{$pid} = 0;
+		opendir(my $d, "/proc/$pid/fd") or die "/proc/$pid/fd: $!";
+		for my $fd (readdir $d)
+		{
+			my $link = readlink("/proc/$pid/fd/$fd") // '';
+			$count{$pid}++
+			  if $link =~ /^socket:\[(\d+)\]$/ && ($state{$1} // '') eq '01';
+		}
+		closedir $d;
+	}
+	return \%count;
+}
+
+# Open n keep-alive connections one after another, each answered once
+# (GET /jwks.json), so that the listener serving it has counted it before
+# the next one is opened.
+sub open_answered
+{
+	my ($n) = @_;
+	my @socks;
+	for my $i (1 .. $n)
+	{
+		my $s = IO::Socket::INET->new(
+			PeerAddr => '127.0.0.1',
+			PeerPort => $http_port,
+			Proto => 'tcp',
+			Timeout => 5) or die "connect: $!";
+		print $s "GET /jwks.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+		my $got = '';
+		my $sel = IO::Select->new($s);
+		while ($got !~ /\r\n\r\n/ && $sel->can_read(5))
+		{
+			my $r = sysread($s, my $chunk, 65536);
+			last unless $r;
+			$got .= $chunk;
+		}
+		die "no answer on connection $i: $got" unless $got =~ m{^HTTP/1\.1 200};
+		push @socks, $s;
+	}
+	return @socks;
+}
+
+sub check_balance
+{
+	my ($label) = @_;
+	my @listeners = listener_pids($node);
+	my @socks = open_answered(40);
+	my $count = connections_per_listener(@listeners);
+	my @n = map { $count->{$_} } @listeners;
+	my ($min, $max) = (sort { $a <=> $b } @n)[ 0, -1 ];
+	ok(@n == 2 && $n[0] + $n[1] == 40 && $max - $min <= 1,
+		"$label: 40 connections held evenly by the two listeners (@n)");
+	close $_ for @socks;
+	# closed on the listeners' side too before the next round
+	wait_until(5, sub {
+		my $c = connections_per_listener(@listeners);
+		!grep { $c->{$_} } @listeners;
+	});
+}
+
+check_balance("round $_") for 1 .. 3;
+
 # ------------------------------------------------------------ SIGTERM one
 
 my ($victim, $survivor) = @pids;
@@ -314,6 +400,7 @@ ok( wait_until(
 $ok = 0;
 $ok += (jwks_status() == 200) for 1 .. 50;
 is($ok, 50, 'after the restart, 50 new connections all answer 200');
+check_balance('after the restart');
 
 $node->stop;
 done_testing();
