@@ -260,14 +260,16 @@ def client_process(url, token, per_conn_msgs, duration, start_at, q):
     q.put(stats)
 
 
-def main():
+def main(scenario=SCENARIO, target=TARGET, stats=None):
+    """One measurement; its result line under SCENARIO.  STATS, a dict,
+    gets the rate and the listener CPU (scenario workers_ws)."""
     dur = L.duration()
     n = pool_size()
     meta, sets = load_pool(n)
     conn = L.connect()
     pids = L.listener_pids(conn)
     if not pids:
-        L.result(SCENARIO, TARGET, note="no setstream listener is running")
+        L.result(scenario, target, note="no setstream listener is running")
         return 1
     b = L.Stream(conn, "bench-wspp", issuer=meta["audience"], audience=["https://unused.example"],
                  peer_issuer=meta["issuer"], vacuum=True)
@@ -306,7 +308,7 @@ def main():
             if p.is_alive():
                 p.terminate()
         if len(results) != len(ctx_procs):
-            L.result(SCENARIO, TARGET, note="a client process did not report", cpu_pct=listener_cpu)
+            L.result(scenario, target, note="a client process did not report", cpu_pct=listener_cpu)
             return 1
         acked = sum(r["acked"] for r in results)
         sent = sum(r["sent"] for r in results)
@@ -345,7 +347,10 @@ def main():
         ok = acked > 0 and stored == acked and errs == 0
         if not ok:
             note = "CHECK FAILED: " + note
-        L.result(SCENARIO, TARGET, sets_per_s=rate if ok else None,
+        if stats is not None:
+            stats.update(sets_per_s=rate if ok else None, cpu_pct=listener_cpu, rss_mb=rss,
+                         client_cpu_pct=client_cpu / wall * 100 if wall else 0)
+        L.result(scenario, target, sets_per_s=rate if ok else None,
                  limit="openssl %s verify, 2 processes" % speed["openssl"],
                  limit_per_s=speed["verify_2"],
                  cpu_pct=listener_cpu, rss_mb=rss, note=note)
