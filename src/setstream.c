@@ -126,7 +126,7 @@ define_sender_gucs(void)
 							   NULL, &setstream_outbound_allowed_networks, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.max_delivery_age",
-							"An emitted SET not acknowledged by its receiver this long after it was emitted fails as undeliverable.",
+							"An emitted SET that setstream delivers itself (push, pushpull it initiates) and its receiver has not acknowledged this long after it was emitted fails as undeliverable.",
 							NULL, &setstream_max_delivery_age_s, 3 * 24 * 3600, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("setstream.outbound_connect_timeout",

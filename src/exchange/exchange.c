@@ -292,7 +292,7 @@ exchange_take(StreamInfo *stream, int max_events, bool *more)
 		*more = store_any_due(stream->name);
 		return sets;
 	}
-	taken = store_take_due(stream->name, limit, more);
+	taken = store_take_due(stream->name, limit, 0, more);
 	foreach(lc, taken)
 	{
 		OutSet	   *o = lfirst(lc);

@@ -273,6 +273,12 @@ outbound_apply(PushStream *p, const PushRow *r, const PushClass *c,
 	return changed;
 }
 
+TimestampTz
+outbound_expire_before(TimestampTz now)
+{
+	return now - (TimestampTz) setstream_max_delivery_age_s * USECS_PER_SEC;
+}
+
 void
 outbound_expire(const PushRow *r, TimestampTz now, PushOutcomeRow *row)
 {

@@ -65,6 +65,9 @@ extern bool outbound_apply(PushStream *p, const PushRow *r, const PushClass *c,
 						   int status, TimestampTz now, PushOutcomeRow *row,
 						   int64 *nonconformant);
 
+/* SETs created before this are past setstream.max_delivery_age at "now" */
+extern TimestampTz outbound_expire_before(TimestampTz now);
+
 /* A SET older than setstream.max_delivery_age: failed, undeliverable */
 extern void outbound_expire(const PushRow *r, TimestampTz now,
 							PushOutcomeRow *row);

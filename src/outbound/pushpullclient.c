@@ -214,7 +214,8 @@ turn_work(void *arg)
 		t = palloc0(sizeof(Taken));
 		t->row = row;
 		t->send = send;
-		t->sets = store_take_due(row->stream, setstream_pushpull_batch, &t->more);
+		t->sets = store_take_due(row->stream, setstream_pushpull_batch,
+								 outbound_expire_before(w->now), &t->more);
 		w->taken = lappend(w->taken, t);
 	}
 }

@@ -822,7 +822,9 @@ session_work(void *arg)
 	if (w->p->untake != NIL)
 		store_untake(name, w->p->untake);
 	if (w->want > 0)
-		w->taken = store_take_due(name, w->want, &w->more);
+		w->taken = store_take_due(name, w->want,
+								  outbound_expire_before(GetCurrentTimestamp()),
+								  &w->more);
 }
 
 /*

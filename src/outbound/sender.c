@@ -259,8 +259,7 @@ in_flight_of(const char *stream, int64 **seqs)
 static void
 take_due(TurnState *t)
 {
-	TimestampTz expire_before = t->now -
-		(TimestampTz) setstream_max_delivery_age_s * USECS_PER_SEC;
+	TimestampTz expire_before = outbound_expire_before(t->now);
 	ListCell   *lc;
 
 	foreach(lc, t->streams)

@@ -1081,18 +1081,35 @@ store_apply_errs(const char *stream, List *errs)
 	SPI_finish();
 }
 
+static int
+compare_seq(const ListCell *a, const ListCell *b)
+{
+	int64		x = ((OutSet *) lfirst(a))->seq;
+	int64		y = ((OutSet *) lfirst(b))->seq;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
  * Take up to "limit" SETs that are pending or due for redelivery, oldest
- * first, skipping rows another transaction holds, and mark them delivered.
- * *more tells whether further SETs are due.
+ * first (in the list too), skipping rows another transaction holds, and
+ * mark them delivered.  *more tells whether further SETs are due.
+ *
+ * A SET created before expire_before (0: none is) is not returned but
+ * failed as undeliverable: the pushpull bindings setstream initiates give
+ * up on a SET its peer has not acknowledged within
+ * setstream.max_delivery_age, as push does.  (SETs served to a peer that
+ * polls or initiates pushpull wait for it.)
  */
 List *
-store_take_due(const char *stream, int limit, bool *more)
+store_take_due(const char *stream, int limit, TimestampTz expire_before,
+			   bool *more)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		values[3] = {text_datum(stream),
 		redelivery_cutoff(), Int32GetDatum(limit)};
 	List	   *out = NIL;
+	List	   *expired = NIL;
 	Datum	   *seqs;
 	bool		isnull;
 	uint64		n;
@@ -1103,10 +1120,24 @@ store_take_due(const char *stream, int limit, bool *more)
 	seqs = palloc(sizeof(Datum) * (n > 0 ? n : 1));
 	for (uint64 i = 0; i < n; i++)
 	{
+		TimestampTz created_at;
 		MemoryContext old;
 		OutSet	   *o;
 
 		seqs[i] = get_datum(i, 1, &isnull);
+		created_at = DatumGetTimestampTz(get_datum(i, 5, &isnull));
+		if (expire_before != 0 && created_at < expire_before)
+		{
+			SetErrEntry *e = MemoryContextAlloc(cxt, sizeof(SetErrEntry));
+
+			e->jti = get_text(i, 2, cxt);
+			e->err = "undeliverable";
+			e->description = "not acknowledged within setstream.max_delivery_age";
+			old = MemoryContextSwitchTo(cxt);
+			expired = lappend(expired, e);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
 		old = MemoryContextSwitchTo(cxt);
 		o = palloc(sizeof(OutSet));
 		o->seq = DatumGetInt64(seqs[i]);
@@ -1116,7 +1147,7 @@ store_take_due(const char *stream, int limit, bool *more)
 		if (DatumGetInt32(get_datum(i, 4, &isnull)) == 1)	/* first delivery */
 		{
 			metrics_count_outbox(stream, METRIC_DELIVERED, 1);
-			metrics_observe_delivery(DatumGetTimestampTz(get_datum(i, 5, &isnull)));
+			metrics_observe_delivery(created_at);
 		}
 		old = MemoryContextSwitchTo(cxt);
 		out = lappend(out, o);
@@ -1128,6 +1159,9 @@ store_take_due(const char *stream, int limit, bool *more)
 	run(&stmt_more_due, values, NULL, false);
 	*more = DatumGetBool(get_datum(0, 1, &isnull));
 	SPI_finish();
+	store_apply_errs(stream, expired);
+	/* RETURNING gives the rows in the TID scan's (physical) order */
+	list_sort(out, compare_seq);
 	return out;
 }
 

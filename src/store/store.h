@@ -74,7 +74,8 @@ typedef struct EmitRow
 extern void store_insert_outbox_rows(const EmitRow *rows, int n);
 extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
-extern List *store_take_due(const char *stream, int limit, bool *more);
+extern List *store_take_due(const char *stream, int limit,
+							 TimestampTz expire_before, bool *more);
 extern char *store_jwks(void);
 extern int	store_retire_keys(int max_age_s);
 

@@ -41,6 +41,7 @@ class Responder:
         self.served_in = {}         # jti -> index of the request whose answer had it
         self.stored_when_acked = {}  # jti -> committed in setstream's database?
         self.reject = None          # (err, description): setErrs for every SET
+        self.silent = False         # neither acknowledge nor reject SETs
         self.stream = None          # setstream's stream (for stored_when_acked)
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -115,6 +116,8 @@ class Responder:
             self.queue.pop(j, None)
         for j, tok in body.get("sets", {}).items():
             self.received.setdefault(j, tok)
+            if self.silent:
+                continue
             if self.reject:
                 errs[j] = {"err": self.reject[0], "description": self.reject[1]}
             else:
@@ -245,6 +248,27 @@ def test_the_answers_seterrs_fail_the_rows(fast, responder, pushpulls, db):
     assert list(responder.received) == [jti]
     assert sum(1 for q in responder.requests if jti in q["body"].get("sets", {})) == 1, \
         "a SET failed by setErrs was sent again"
+
+
+def test_past_max_delivery_age_the_set_fails_undeliverable(fast, responder, pushpulls, db):
+    # The peer takes the SET but never acknowledges it: sent again after
+    # each redelivery interval (1 s) until setstream.max_delivery_age (3 s)
+    # has passed since the emit, then failed as undeliverable and never
+    # sent again (as push does; before, it went out again forever).
+    fast.set(max_delivery_age="3", redelivery_interval=1000)
+    responder.silent = True
+    s = pushpulls.create(responder)
+    jti = pushpulls.emit(s)[0]
+    wait_for("the row failed", lambda: outbox_states(pushpulls, s) == ["failed"], timeout=20)
+    r = pushpulls.outbox(s)[0]
+    assert r["err"] == "undeliverable", r
+    assert r["description"] == "not acknowledged within setstream.max_delivery_age"
+    assert r["acked_at"] is None
+    sent = sum(1 for q in responder.requests if jti in q["body"].get("sets", {}))
+    assert sent >= 2, "not redelivered before it expired: sent %d time(s)" % sent
+    time.sleep(2.5)
+    assert sum(1 for q in responder.requests if jti in q["body"].get("sets", {})) == sent, \
+        "an undeliverable SET was sent again"
 
 
 def test_the_answers_sets_are_stored_and_acked_in_the_next_request_after_commit(

@@ -237,6 +237,26 @@ def test_sets_flow_both_ways_over_the_websocket(loopback, wspeer, pushpulls, db)
     assert pushpulls.delivery(s)["state"] == "active"
 
 
+def test_past_max_delivery_age_the_set_fails_undeliverable(loopback, wspeer, pushpulls, db):
+    # The peer never acknowledges: the SET goes out again after each
+    # redelivery interval (1 s) until setstream.max_delivery_age (3 s) has
+    # passed since the emit, then fails as undeliverable and is not sent
+    # again (before, it went out again forever).
+    loopback.set(max_delivery_age="3", redelivery_interval=1000)
+    wspeer.hold_acks = 10 ** 9
+    s = create(pushpulls, wspeer.url, None, wspeer)
+    jti = pushpulls.emit(s)[0]
+    wait_for("the row failed", lambda: outbox_states(pushpulls, s) == ["failed"], timeout=20)
+    r = pushpulls.outbox(s)[0]
+    assert r["err"] == "undeliverable", r
+    assert r["description"] == "not acknowledged within setstream.max_delivery_age"
+    sent = wspeer.received_count.get(jti, 0)
+    assert sent >= 2, "not redelivered before it expired: sent %d time(s)" % sent
+    time.sleep(2.5)
+    assert wspeer.received_count.get(jti, 0) == sent, "an undeliverable SET was sent again"
+    assert len(wspeer.sessions) == 1
+
+
 def test_a_backlog_past_the_window_goes_out_as_acks_open_it(loopback, wspeer, pushpulls, db):
     # 1,500 SETs emitted at once: more than the session's window of 1,000
     # unacknowledged ones.  The peer (a slow verifier) acknowledges the
