@@ -23,21 +23,44 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "storage/proc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
+#include "base/pg_compat.h"
 #include "store/streamcache.h"
 #include "store/xact.h"
 
 /* The extension the stream cache of this process was filled from */
 static Oid	cache_extension = InvalidOid;
 
-/* setstream's OID in this database, or InvalidOid; inside a transaction */
+/*
+ * setstream's OID in this database, or InvalidOid; inside a transaction.
+ *
+ * pg_extension has no syscache: each lookup is an index scan, and
+ * emit_trigger made one for every row.  So the answer is kept for the
+ * rest of the command that asked: CREATE and DROP EXTENSION end their
+ * command, and a command of another transaction does not change what this
+ * one sees of the catalog in the middle of a statement that uses the
+ * extension (its objects are locked).
+ */
 Oid
 xact_extension(void)
 {
-	return get_extension_oid("setstream", true);
+	static LocalTransactionId seen_lxid = InvalidLocalTransactionId;
+	static CommandId seen_cid = InvalidCommandId;
+	static Oid	seen = InvalidOid;
+
+	if (MyProc == NULL || seen_lxid != MyProcLocalTransactionId() ||
+		seen_cid != GetCurrentCommandId(false))
+	{
+		seen = get_extension_oid("setstream", true);
+		seen_lxid = MyProc != NULL ? MyProcLocalTransactionId() :
+			InvalidLocalTransactionId;
+		seen_cid = GetCurrentCommandId(false);
+	}
+	return seen;
 }
 
 /*
