@@ -210,31 +210,46 @@ least_loaded_other(uint32 *load)
 	return best;
 }
 
-static bool
-send_descriptor(int channel, int fd)
+/* One message on a channel: a byte, and a descriptor beside it */
+typedef struct HandoffMessage
 {
-	char		byte = 'c';
-	struct iovec iov = {&byte, 1};
+	char		byte;
+	struct iovec iov;
+	struct msghdr msg;
+	/* last: clang does not take CMSG_SPACE() for a constant */
 	union
 	{
 		struct cmsghdr align;
 		char		buf[CMSG_SPACE(sizeof(int))];
 	}			control;
-	struct msghdr msg;
+} HandoffMessage;
+
+static void
+message_init(HandoffMessage *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->byte = 'c';
+	m->iov.iov_base = &m->byte;
+	m->iov.iov_len = 1;
+	m->msg.msg_iov = &m->iov;
+	m->msg.msg_iovlen = 1;
+	m->msg.msg_control = m->control.buf;
+	m->msg.msg_controllen = sizeof(m->control.buf);
+}
+
+static bool
+send_descriptor(int channel, int fd)
+{
+	HandoffMessage m;
 	struct cmsghdr *cmsg;
 
-	memset(&msg, 0, sizeof(msg));
-	memset(&control, 0, sizeof(control));
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	msg.msg_control = control.buf;
-	msg.msg_controllen = sizeof(control.buf);
-	cmsg = CMSG_FIRSTHDR(&msg);
+	message_init(&m);
+	cmsg = CMSG_FIRSTHDR(&m.msg);
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-	return sendmsg(channel, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+	return sendmsg(channel, &m.msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
 }
 
 /*
@@ -270,32 +285,21 @@ handoff_pass(int fd)
 int
 handoff_receive(void)
 {
-	char		byte;
-	struct iovec iov = {&byte, 1};
-	union
-	{
-		struct cmsghdr align;
-		char		buf[CMSG_SPACE(sizeof(int))];
-	}			control;
-	struct msghdr msg;
+	HandoffMessage m;
 	struct cmsghdr *cmsg;
 	int			fd = -1;
 
 	if (my_index < 0)
 		return -1;
-	memset(&msg, 0, sizeof(msg));
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	msg.msg_control = control.buf;
-	msg.msg_controllen = sizeof(control.buf);
-	if (recvmsg(channels[my_index][0], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0)
+	message_init(&m);
+	if (recvmsg(channels[my_index][0], &m.msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0)
 		return -1;
 	adjust(&shared->slots[my_index].pending, -1);
-	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg = CMSG_FIRSTHDR(&m.msg);
 	if (cmsg != NULL && cmsg->cmsg_level == SOL_SOCKET &&
 		cmsg->cmsg_type == SCM_RIGHTS &&
 		cmsg->cmsg_len == CMSG_LEN(sizeof(int)) &&
-		!(msg.msg_flags & MSG_CTRUNC))
+		!(m.msg.msg_flags & MSG_CTRUNC))
 		memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
 	else
 		elog(LOG, "setstream: a hand-off message without a descriptor");
