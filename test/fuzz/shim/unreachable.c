@@ -56,7 +56,8 @@ store_apply_errs(const char *stream, List *errs)
 }
 
 List *
-store_take_due(const char *stream, int limit, bool *more)
+store_take_due(const char *stream, int limit, TimestampTz expire_before,
+			   bool *more)
 {
 	UNREACHABLE(store_take_due);
 	return NIL;
