@@ -286,8 +286,8 @@ outbound_expire(const PushRow *r, TimestampTz now, PushOutcomeRow *row)
 	row->jti = r->jti;
 	row->state = "failed";
 	row->failed_at = now;
-	row->err = "undeliverable";
-	row->description = "not acknowledged within setstream.max_delivery_age";
+	row->err = UNDELIVERABLE_ERR;
+	row->description = UNDELIVERABLE_DESCRIPTION;
 	row->last_error = row->description;
 	row->last_status = -1;
 }

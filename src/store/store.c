@@ -1137,8 +1137,8 @@ store_take_due(const char *stream, int limit, TimestampTz expire_before,
 			SetErrEntry *e = MemoryContextAlloc(cxt, sizeof(SetErrEntry));
 
 			e->jti = get_text(i, 2, cxt);
-			e->err = "undeliverable";
-			e->description = "not acknowledged within setstream.max_delivery_age";
+			e->err = UNDELIVERABLE_ERR;
+			e->description = UNDELIVERABLE_DESCRIPTION;
 			old = MemoryContextSwitchTo(cxt);
 			expired = lappend(expired, e);
 			MemoryContextSwitchTo(old);

@@ -74,6 +74,10 @@ typedef struct EmitRow
 extern void store_insert_outbox_rows(const EmitRow *rows, int n);
 extern void store_apply_acks(const char *stream, List *jtis);
 extern void store_apply_errs(const char *stream, List *errs);
+/* The err and description of a SET past setstream.max_delivery_age */
+#define UNDELIVERABLE_ERR "undeliverable"
+#define UNDELIVERABLE_DESCRIPTION "not acknowledged within setstream.max_delivery_age"
+
 extern List *store_take_due(const char *stream, int limit,
 							 TimestampTz expire_before, bool *more);
 extern char *store_jwks(void);
