@@ -225,6 +225,25 @@ def restart_cluster(settings=None, reset=()):
     wait_listener()
 
 
+def with_workers(measure, counts=(1, 2)):
+    """For each count of COUNTS: restart the cluster with setstream.workers
+    = count, check that as many listeners run, and call measure(count);
+    returns {count: its result}.  The setting is restored afterwards."""
+    results = {}
+    try:
+        for workers in counts:
+            log("restarting with setstream.workers = %d" % workers)
+            restart_cluster({"setstream.workers": workers})
+            pids = listener_pids()
+            if len(pids) != workers:
+                raise RuntimeError("expected %d listener processes, found %s" % (workers, pids))
+            results[workers] = measure(workers)
+    finally:
+        log("restoring setstream.workers")
+        restart_cluster(reset=["setstream.workers"])
+    return results
+
+
 def _literal(value):
     if isinstance(value, (int, float)):
         return str(value)

@@ -14,23 +14,18 @@ ALG = os.environ.get("BENCH_WORKERS_ALG", "ES256")
 CONNS = int(os.environ.get("BENCH_PUSH_CONNS", "64"))
 
 speed = lib.openssl_speed(ALG)
-rates = {}
-try:
-    for workers in (1, 2):
-        lib.log("restarting with setstream.workers = %d" % workers)
-        lib.restart_cluster({"setstream.workers": workers})
-        pids = lib.listener_pids()
-        if len(pids) != workers:
-            raise RuntimeError("expected %d listener processes, found %s" % (workers, pids))
-        out = lib.push_measure(ALG, conns=CONNS, threads=2, insert_limit=False,
-                               label="workers=%d: push %s, %d conns" % (workers, ALG, CONNS))
-        out.update(limit="openssl %s verify, 2 processes" % speed["openssl"],
-                   limit_per_s=speed["verify_2"])
-        rates[workers] = out
-        lib.result(**out)
-finally:
-    lib.log("restoring setstream.workers")
-    lib.restart_cluster(reset=["setstream.workers"])
+
+
+def measure(workers):
+    out = lib.push_measure(ALG, conns=CONNS, threads=2, insert_limit=False,
+                           label="workers=%d: push %s, %d conns" % (workers, ALG, CONNS))
+    out.update(limit="openssl %s verify, 2 processes" % speed["openssl"],
+               limit_per_s=speed["verify_2"])
+    lib.result(**out)
+    return out
+
+
+rates = lib.with_workers(measure)
 
 w1, w2 = rates[1], rates[2]
 lib.result(scenario="workers 2 vs 1: push %s (ratio = SETs/s with 2 / with 1)" % ALG,

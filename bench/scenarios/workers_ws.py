@@ -18,23 +18,18 @@ sys.path.insert(0, HERE)
 import lib  # noqa: E402
 import ws_pushpull  # noqa: E402
 
-rates = {}
-try:
-    for workers in (1, 2):
-        lib.log("restarting with setstream.workers = %d" % workers)
-        lib.restart_cluster({"setstream.workers": workers})
-        pids = lib.listener_pids()
-        if len(pids) != workers:
-            raise RuntimeError("expected %d listener processes, found %s" % (workers, pids))
-        stats = {}
-        rc = ws_pushpull.main("workers=%d: pushpull WebSocket RS256, %d conns"
-                              % (workers, ws_pushpull.CONNS), None, stats)
-        if rc != 0 or not stats.get("sets_per_s"):
-            raise RuntimeError("the measurement with %d worker(s) failed" % workers)
-        rates[workers] = stats
-finally:
-    lib.log("restoring setstream.workers")
-    lib.restart_cluster(reset=["setstream.workers"])
+
+
+def measure(workers):
+    stats = {}
+    rc = ws_pushpull.main("workers=%d: pushpull WebSocket RS256, %d conns"
+                          % (workers, ws_pushpull.CONNS), None, stats)
+    if rc != 0 or not stats.get("sets_per_s"):
+        raise RuntimeError("the measurement with %d worker(s) failed" % workers)
+    return stats
+
+
+rates = lib.with_workers(measure)
 
 w1, w2 = rates[1], rates[2]
 lib.result(scenario="workers 2 vs 1: pushpull WebSocket RS256, %d conns (ratio = SETs/s with 2 / with 1)"
