@@ -12,12 +12,15 @@
  *	  semantic actions directly; jsonread_load builds a jansson tree for
  *	  the rest (JOSE headers, SET claims, JWKs), so that the code reading
  *	  them stays as it was.  The fuzz targets check both against
- *	  json_loadb, value for value.
+ *	  json_loadb, value for value.  jsonread_load_jsonb builds, in the
+ *	  same parse, the jsonb value jsonb_in would make of the text: a SET's
+ *	  claims and header are stored without being parsed a second time.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "base/pg_builtins.h"
 #include "codec/jsonread.h"
 
 #include <errno.h>
@@ -27,6 +30,7 @@
 #include <string.h>
 
 #include "mb/pg_wchar.h"
+#include "utils/jsonb.h"
 
 /* What PostgreSQL's parser found wrong, in our words */
 static const char *
@@ -187,7 +191,105 @@ typedef struct Builder
 	int			depth;
 	int			cap;
 	const char *error;			/* first finding */
+	bool		jsonb;			/* also build the jsonb value (jres) */
+	JsonbParseState *jstate;
+	JsonbValue *jres;
 } Builder;
+
+/* The jsonb value is built until the first finding: it is then dropped */
+static inline bool
+building_jsonb(Builder *b)
+{
+	return b->jsonb && b->error == NULL;
+}
+
+static void
+jsonb_push(Builder *b, JsonbIteratorToken token, JsonbValue *v)
+{
+	b->jres = pushJsonbValue(&b->jstate, token, v);
+}
+
+/*
+ * A number token as jsonb_in stores it: numeric_in of the token.  Tokens
+ * jansson's rules accept can still be beyond numeric (1e-20000: more than
+ * 16383 digits after the point); they are a finding here, as they would
+ * fail the INSERT.
+ */
+static Numeric
+jsonb_number(Builder *b, char *token)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Numeric		n = NULL;
+
+	PG_TRY();
+	{
+		n = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+												CStringGetDatum(token),
+												ObjectIdGetDatum(InvalidOid),
+												Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION &&
+			edata->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		b->error = "a number PostgreSQL's jsonb cannot hold"
+			" (numeric's limits: at most 16383 digits after the point)";
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/* A scalar into the jsonb value, as jsonb_in's scalar action does */
+static void
+jsonb_scalar(Builder *b, char *token, JsonTokenType type)
+{
+	JsonbValue	v;
+
+	switch (type)
+	{
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.len = strlen(token);
+			v.val.string.val = token;
+			break;
+		case JSON_TOKEN_NUMBER:
+			v.type = jbvNumeric;
+			v.val.numeric = jsonb_number(b, token);
+			if (v.val.numeric == NULL)
+				return;
+			break;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = type == JSON_TOKEN_TRUE;
+			break;
+		default:
+			v.type = jbvNull;
+			break;
+	}
+	if (b->jstate == NULL)
+	{
+		/* a scalar document: a one-element raw-scalar array */
+		JsonbValue	va;
+
+		va.type = jbvArray;
+		va.val.array.rawScalar = true;
+		va.val.array.nElems = 1;
+		jsonb_push(b, WJB_BEGIN_ARRAY, &va);
+		jsonb_push(b, WJB_ELEM, &v);
+		jsonb_push(b, WJB_END_ARRAY, NULL);
+	}
+	else
+		jsonb_push(b, b->jstate->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE,
+				   &v);
+}
 
 static void
 attach(Builder *b, json_t *v)
@@ -236,6 +338,8 @@ static JSON_ACTION_RESULT
 on_object_start(void *state)
 {
 	push(state, json_object());
+	if (building_jsonb(state))
+		jsonb_push(state, WJB_BEGIN_OBJECT, NULL);
 	return JSON_ACTION_DONE;
 }
 
@@ -243,13 +347,26 @@ static JSON_ACTION_RESULT
 on_array_start(void *state)
 {
 	push(state, json_array());
+	if (building_jsonb(state))
+		jsonb_push(state, WJB_BEGIN_ARRAY, NULL);
 	return JSON_ACTION_DONE;
 }
 
 static JSON_ACTION_RESULT
-on_end(void *state)
+on_object_end(void *state)
 {
 	((Builder *) state)->depth--;
+	if (building_jsonb(state))
+		jsonb_push(state, WJB_END_OBJECT, NULL);
+	return JSON_ACTION_DONE;
+}
+
+static JSON_ACTION_RESULT
+on_array_end(void *state)
+{
+	((Builder *) state)->depth--;
+	if (building_jsonb(state))
+		jsonb_push(state, WJB_END_ARRAY, NULL);
 	return JSON_ACTION_DONE;
 }
 
@@ -259,6 +376,15 @@ on_field_start(void *state, char *fname, bool isnull)
 	Builder    *b = state;
 
 	b->keys[b->depth - 1] = fname;
+	if (building_jsonb(b))
+	{
+		JsonbValue	v;
+
+		v.type = jbvString;
+		v.val.string.len = strlen(fname);
+		v.val.string.val = fname;
+		jsonb_push(b, WJB_KEY, &v);
+	}
 	return JSON_ACTION_DONE;
 }
 
@@ -296,22 +422,26 @@ on_scalar(void *state, char *token, JsonTokenType type)
 			attach(b, json_null());
 			break;
 	}
+	if (building_jsonb(b))
+		jsonb_scalar(b, token, type);
 	return JSON_ACTION_DONE;
 }
 
-json_t *
-jsonread_load(const char *text, size_t len, const char **error)
+static json_t *
+load(const char *text, size_t len, Datum *jsonb, const char **error)
 {
 	Builder		b;
 	JsonSemAction sem;
 
 	memset(&b, 0, sizeof(b));
 	memset(&sem, 0, sizeof(sem));
+	/* the parser's strings are UTF-8: as jsonb_in's only in such a database */
+	b.jsonb = jsonb != NULL && GetDatabaseEncoding() == PG_UTF8;
 	sem.semstate = &b;
 	sem.object_start = on_object_start;
-	sem.object_end = on_end;
+	sem.object_end = on_object_end;
 	sem.array_start = on_array_start;
-	sem.array_end = on_end;
+	sem.array_end = on_array_end;
 	sem.object_field_start = on_field_start;
 	sem.scalar = on_scalar;
 	if (!jsonread_run(text, len, &sem, error))
@@ -321,5 +451,20 @@ jsonread_load(const char *text, size_t len, const char **error)
 		*error = b.error;
 		return NULL;
 	}
+	if (jsonb != NULL)
+		*jsonb = b.jsonb ? JsonbPGetDatum(JsonbValueToJsonb(b.jres)) : (Datum) 0;
 	return b.root;
+}
+
+json_t *
+jsonread_load(const char *text, size_t len, const char **error)
+{
+	return load(text, len, NULL, error);
+}
+
+json_t *
+jsonread_load_jsonb(const char *text, size_t len, Datum *jsonb,
+					const char **error)
+{
+	return load(text, len, jsonb, error);
 }

@@ -44,4 +44,12 @@ extern const char *jsonread_duplicate_message(const char *key);
 extern json_t *jsonread_load(const char *text, size_t len,
 							 const char **error);
 
+/*
+ * The same, and *jsonb: in a UTF-8 database the value jsonb_in makes of
+ * the text, built from this parse; (Datum) 0 in other databases.  A number
+ * jsonb cannot hold is a finding.
+ */
+extern json_t *jsonread_load_jsonb(const char *text, size_t len, Datum *jsonb,
+								   const char **error);
+
 #endif

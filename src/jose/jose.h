@@ -20,6 +20,7 @@ typedef struct JoseKey JoseKey;
 typedef struct JwsParts
 {
 	json_t	   *header;			/* protected header (object) */
+	Datum		header_jsonb;	/* the same as jsonb (jose_parse_json_object) */
 	char	   *header_text;	/* decoded header bytes, NUL-terminated */
 	char	   *payload;		/* decoded payload bytes, NUL-terminated */
 	size_t		payload_len;
@@ -31,7 +32,8 @@ extern void jose_init_allocators(void);
 extern bool jose_split(const char *compact, size_t len, JwsParts *parts,
 					   SetFailure *f);
 extern json_t *jose_parse_json_object(const char *text, size_t len,
-									  const char *what, SetFailure *f);
+									  const char *what, Datum *jsonb,
+									  SetFailure *f);
 
 extern bool jose_alg_fits(const char *alg, const char *kty, const char *crv,
 						  int keybits);

@@ -426,7 +426,8 @@ static JoseKey *
 import_key(const char *jwk_text)
 {
 	SetFailure	f;
-	json_t	   *jwk = jose_parse_json_object(jwk_text, strlen(jwk_text), "JWK", &f);
+	json_t	   *jwk = jose_parse_json_object(jwk_text, strlen(jwk_text), "JWK",
+											 NULL, &f);
 	const char *kty = jwk ? jwk_str(jwk, "kty") : NULL;
 	const char *crv;
 	JoseKey    *key;

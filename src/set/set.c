@@ -347,7 +347,7 @@ set_verify(const SetRules *rules, const char *token, size_t len,
 	if (!jose_split(token, len, &ps->jws, f) || !check_header(ps, rules, f))
 		return false;
 	ps->claims = jose_parse_json_object(ps->jws.payload, ps->jws.payload_len,
-										"the SET's claims", f);
+										"the SET's claims", &ps->claims_jsonb, f);
 	if (ps->claims == NULL || !check_claim_types(ps, f))
 		return false;
 	return check_issuer(ps, rules, f) &&

@@ -47,6 +47,7 @@ typedef struct ParsedSet
 	size_t		token_len;
 	JwsParts	jws;
 	json_t	   *claims;
+	Datum		claims_jsonb;	/* claims as jsonb; (Datum) 0 when not built */
 	const char *alg;
 	const char *kid;			/* NULL when the header has none */
 	const char *jti;

@@ -186,7 +186,8 @@ setstream_generate_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s", err),
 				 errhint("Supported algorithms: ES256 (default), ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA.")));
-	pub = jose_parse_json_object(public_json, strlen(public_json), "JWK", &f);
+	pub = jose_parse_json_object(public_json, strlen(public_json), "JWK",
+								 NULL, &f);
 	if (!store_insert_key(stream,
 						  json_string_value(json_object_get(pub, "kid")),
 						  "sign",

@@ -111,17 +111,17 @@ static StoreStmt stmt_insert_event = {
 	" event_types, events, claims, header, token)"
 	" VALUES ($1, $2, $3, $4, pg_catalog.to_timestamp($5), $6,"
 	" pg_catalog.to_timestamp($7), $8::pg_catalog.jsonb,"
-	" $9, $10::pg_catalog.jsonb, $11::pg_catalog.jsonb, $12::pg_catalog.jsonb, $13)"
+	" $9, $10::pg_catalog.jsonb, $11, $12, $13)"
 	" ON CONFLICT (stream, iss, jti) DO NOTHING",
 	13, {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, FLOAT8OID, TEXTOID, FLOAT8OID,
-	TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+	TEXTOID, TEXTARRAYOID, TEXTOID, JSONBOID, JSONBOID, TEXTOID}
 };
 
 /*
  * Many SETs in one statement: one executor start, not one per row.  The
- * claims are parsed as jsonb once (OFFSET 0 keeps the planner from copying
- * the cast into every use); aud, sub_id and events are taken from them.  event_types keep the SET's order: its events' names, which are
- * URIs without spaces, joined by spaces.
+ * claims and header come as jsonb (jsonb_of); aud, sub_id and events are
+ * taken from the claims.  event_types keep the SET's order: its events'
+ * names, which are URIs without spaces, joined by spaces.
  */
 static StoreStmt stmt_insert_events = {
 	"INSERT INTO setstream.events (stream, jti, iss, aud, iat, txn, toe, subject,"
@@ -137,16 +137,16 @@ static StoreStmt stmt_insert_events = {
 	" pg_catalog.to_timestamp(r.iat), r.txn, pg_catalog.to_timestamp(r.toe),"
 	" c.j OPERATOR(pg_catalog.->) 'sub_id',"
 	" pg_catalog.string_to_array(r.types, ' '), c.j OPERATOR(pg_catalog.->) 'events',"
-	" c.j, r.header::pg_catalog.jsonb, r.token"
+	" c.j, r.header, r.token"
 	" FROM (SELECT pg_catalog.unnest($1) AS stream, pg_catalog.unnest($2) AS jti,"
 	" pg_catalog.unnest($3) AS iss, pg_catalog.unnest($4) AS iat,"
 	" pg_catalog.unnest($5) AS txn, pg_catalog.unnest($6) AS toe,"
 	" pg_catalog.unnest($7) AS types, pg_catalog.unnest($8) AS claims,"
 	" pg_catalog.unnest($9) AS header, pg_catalog.unnest($10) AS token) AS r"
-	" CROSS JOIN LATERAL (SELECT r.claims::pg_catalog.jsonb AS j OFFSET 0) AS c"
+	" CROSS JOIN LATERAL (SELECT r.claims AS j) AS c"
 	" ON CONFLICT (stream, iss, jti) DO NOTHING",
 	10, {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID,
-		FLOAT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+		FLOAT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, TEXTARRAYOID}
 };
 
 static StoreStmt stmt_insert_key = {
@@ -831,6 +831,19 @@ store_cert_hashes(const char *stream)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * A verified SET's claims or header as jsonb: the value built while it was
+ * parsed for verification (jsonread_load_jsonb), or, where none was built
+ * (a database that is not UTF-8), jsonb_in of its text as a cast would do
+ */
+static Datum
+jsonb_of(Datum built, const char *text)
+{
+	if (built != (Datum) 0)
+		return built;
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
+}
+
 /* Store a verified SET; false when (stream, iss, jti) was stored before */
 bool
 store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
@@ -870,8 +883,8 @@ store_insert_event(const StreamInfo *stream, const ParsedSet *ps)
 	nulls[7] = ps->sub_id ? ' ' : 'n';
 	values[8] = text_array_datum(types);
 	values[9] = text_datum(json_dumps(ps->events, JSON_COMPACT));
-	values[10] = text_datum(ps->jws.payload);
-	values[11] = text_datum(ps->jws.header_text);
+	values[10] = jsonb_of(ps->claims_jsonb, ps->jws.payload);
+	values[11] = jsonb_of(ps->jws.header_jsonb, ps->jws.header_text);
 	values[12] = PointerGetDatum(cstring_to_text_with_len(ps->token, ps->token_len));
 
 	spi_connect();
@@ -925,7 +938,7 @@ store_insert_events(StreamInfo **streams, ParsedSet **sets, int n)
 	bool	   *nulls[10];
 	Datum		values[10];
 	static const Oid types[10] = {TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, TEXTOID,
-	FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	FLOAT8OID, TEXTOID, JSONBOID, JSONBOID, TEXTOID};
 
 	if (n == 0)
 		return;
@@ -947,8 +960,8 @@ store_insert_events(StreamInfo **streams, ParsedSet **sets, int n)
 		cols[5][i] = Float8GetDatum(ps->toe);
 		nulls[5][i] = !ps->has_toe;
 		cols[6][i] = text_datum(event_types_text(ps->events));
-		cols[7][i] = text_datum(ps->jws.payload);
-		cols[8][i] = text_datum(ps->jws.header_text);
+		cols[7][i] = jsonb_of(ps->claims_jsonb, ps->jws.payload);
+		cols[8][i] = jsonb_of(ps->jws.header_jsonb, ps->jws.header_text);
 		cols[9][i] = PointerGetDatum(cstring_to_text_with_len(ps->token, ps->token_len));
 	}
 	for (int c = 0; c < 10; c++)

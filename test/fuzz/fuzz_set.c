@@ -134,7 +134,8 @@ run_set(void *arg)
 		default:
 			{
 				json_t	   *subject = jose_parse_json_object((const char *) in->data,
-															 in->len, "sub_id", &f);
+															 in->len, "sub_id",
+															 NULL, &f);
 
 				if (subject != NULL && !subject_validate(subject, "sub_id", &f))
 					check_failure(&f);

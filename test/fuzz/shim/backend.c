@@ -4,7 +4,9 @@
  *	  The rest of the backend API the fuzzed files call: Lists (the PG 15
  *	  array representation), a dynahash for the key cache (linear, but
  *	  with dynahash's interface and entry stability), a deterministic
- *	  clock, and setstream's GUC variables at their defaults.
+ *	  clock, setstream's GUC variables at their defaults, and a database
+ *	  that is not UTF-8 (jsonread.c then builds no jsonb values: jsonb is
+ *	  the backend's, checked against jsonb_in by the protocol tests).
  *
  *-------------------------------------------------------------------------
  */
@@ -13,11 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+int
+GetDatabaseEncoding(void)
+{
+	return PG_SQL_ASCII;
+}
 
 /* GUC variables, as src/setstream.c defines them, at their defaults */
 int			setstream_max_request_bytes = 1024 * 1024;

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "utils/jsonb.h"
+
 #include "server/conn.h"
 #include "server/metrics.h"
 #include "store/store.h"
@@ -240,4 +242,42 @@ store_schema_is_0_4(void)
 {
 	UNREACHABLE(store_schema_is_0_4);
 	return false;
+}
+
+/* jsonread.c builds jsonb only in a UTF-8 database: backend.c has none */
+JsonbValue *
+pushJsonbValue(JsonbParseState **pstate, JsonbIteratorToken seq,
+			   JsonbValue *jbval)
+{
+	UNREACHABLE(pushJsonbValue);
+	return NULL;
+}
+
+Jsonb *
+JsonbValueToJsonb(JsonbValue *val)
+{
+	UNREACHABLE(JsonbValueToJsonb);
+	return NULL;
+}
+
+Datum
+numeric_in(PG_FUNCTION_ARGS)
+{
+	UNREACHABLE(numeric_in);
+	return (Datum) 0;
+}
+
+Datum
+DirectFunctionCall3Coll(PGFunction func, Oid collation, Datum arg1,
+						Datum arg2, Datum arg3)
+{
+	UNREACHABLE(DirectFunctionCall3Coll);
+	return (Datum) 0;
+}
+
+struct varlena *
+pg_detoast_datum(struct varlena *datum)
+{
+	UNREACHABLE(pg_detoast_datum);
+	return NULL;
 }
