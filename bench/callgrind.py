@@ -2,10 +2,13 @@
 """bench/callgrind.py: the driver of bench/callgrind.sh.
 
     callgrind.py prepare STATE.json     pre-signed SETs (gen_sets), two
-                                        receiving streams; writes STATE
+                                        receiving streams, a transmitting
+                                        one with (1 + CG_POLLS) x 1000 SETs
+                                        emitted; writes STATE
     callgrind.py measure STATE.json DIR the cluster runs under callgrind:
-                                        warm up, measure push and pushpull
-                                        in the listener, print Ir per SET
+                                        warm up, measure push, pushpull and
+                                        poll in the listener, print Ir per
+                                        SET
 
 Each path: a warm-up (its stream cache entry, prepared statements, first
 allocations), a marker (GET /jwks.json: the listener dumps and zeroes its
@@ -29,9 +32,12 @@ import gen_sets  # noqa: E402
 ALG = os.environ.get("CG_ALG", "RS256")
 N_PUSH = int(os.environ.get("CG_PUSH", "300"))
 N_OBJ = int(os.environ.get("CG_PUSHPULL_OBJECTS", "5"))
+N_POLLS = int(os.environ.get("CG_POLLS", "3"))
 PER = 100
+POLL_MAX = 1000
 WARM_PUSH = 20
 WARM_OBJ = 1
+WARM_POLLS = 1
 
 
 def prepare(state_path):
@@ -41,6 +47,15 @@ def prepare(state_path):
     for kind in ("push", "pushpull"):
         info = lib.receiver_for("cg_%s" % kind, meta)
         state[kind] = {"name": info["name"], "token": info["token"]}
+    # a transmitting stream whose outbox holds the SETs the polls drain
+    info = lib.make_stream("cg_poll", peer=False, alg="ES256")
+    lib.sql("SELECT count(setstream.emit('cg_poll',"
+            " 'https://schemas.openid.net/secevent/caep/event-type/credential-change',"
+            " jsonb_build_object('change_type', 'update', 'credential_type', 'password',"
+            " 'event_timestamp', 1700000000 + g),"
+            " jsonb_build_object('format', 'email', 'email', 'user' || g || '@example.com')))"
+            " FROM generate_series(1, %s) g", ((WARM_POLLS + N_POLLS) * POLL_MAX,))
+    state["poll"] = {"name": info["name"], "token": info["token"]}
     with open(state_path, "w") as f:
         json.dump(state, f)
 
@@ -169,9 +184,27 @@ def measure(state_path, directory):
             if ans is None or ans.get("setErrs") or len(ans.get("ack", [])) != PER:
                 raise RuntimeError("pushpull answered %d: %r" % (st, data[:300]))
 
+    poll_path = "/streams/%s/poll" % state["poll"]["name"]
+    acks = []
+
+    def poll(n):
+        """n polls of maxEvents 1000, each acknowledging the last one's SETs
+        (RFC 8936 section 2.4: the drain of bench/scenarios/poll_drain.py)"""
+        nonlocal acks
+        for _ in range(n):
+            body = json.dumps({"maxEvents": POLL_MAX, "returnImmediately": True,
+                               "ack": acks})
+            st, data = client.post(poll_path, state["poll"]["token"],
+                                   "application/json", body)
+            ans = json.loads(data) if st == 200 else None
+            if ans is None or len(ans.get("sets", {})) != POLL_MAX:
+                raise RuntimeError("poll answered %d: %r" % (st, data[:300]))
+            acks = list(ans["sets"])
+
     results = {}
     for label, fn, warm, n, sets_per in (("push", push, WARM_PUSH, N_PUSH, 1),
-                                         ("pushpull", pushpull, WARM_OBJ, N_OBJ, PER)):
+                                         ("pushpull", pushpull, WARM_OBJ, N_OBJ, PER),
+                                         ("poll", poll, WARM_POLLS, N_POLLS, POLL_MAX)):
         fn(warm)
         marker(client, directory, pid)
         fn(n)

@@ -12,13 +12,16 @@
 # a marker between phases.  It warms the listener up, then sends CG_PUSH
 # RFC 8935 pushes (one SET each) between two markers, and
 # CG_PUSHPULL_OBJECTS pushpull Communication Objects of 100 SETs between
-# two more, one request at a time on one keep-alive connection, and prints
+# two more, and CG_POLLS RFC 8936 polls of maxEvents 1000, each acking the
+# SETs of the one before (the drain of scenario poll_drain), between two
+# more, one request at a time on one keep-alive connection, and prints
 # per SET: the listener's total Ir, and the Ir of setstream.so's own code
 # (self cost).  (vgdb's monitor commands, instrumentation on/off, left the
 # listener stopped here: hence the markers.)
 #
-# Environment: CG_PUSH (300), CG_PUSHPULL_OBJECTS (5), CG_ALG (RS256),
-# CG_OUT (bench/.cache/callgrind: the dumps and the result JSON),
+# Environment: CG_PUSH (300), CG_PUSHPULL_OBJECTS (5), CG_POLLS (3),
+# CG_ALG (RS256), CG_OUT (bench/.cache/callgrind: the dumps and the result
+# JSON),
 # CG_KEEP=1 leaves the cluster running.  Counts are deterministic to well
 # under 1% between runs of one build; compare builds with the same settings.
 set -euo pipefail
@@ -29,7 +32,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
 CG_OUT=${CG_OUT:-$BENCH_DIR/.cache/callgrind}
 export BENCH_DIR BENCH_CACHE=$BENCH_DIR/.cache
-export CG_PUSH=${CG_PUSH:-300} CG_PUSHPULL_OBJECTS=${CG_PUSHPULL_OBJECTS:-5} CG_ALG=${CG_ALG:-RS256}
+export CG_PUSH=${CG_PUSH:-300} CG_PUSHPULL_OBJECTS=${CG_PUSHPULL_OBJECTS:-5} CG_POLLS=${CG_POLLS:-3}
+export CG_ALG=${CG_ALG:-RS256}
 PY=/usr/bin/python3
 
 say() { printf '[%s] callgrind.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
