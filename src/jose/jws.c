@@ -81,19 +81,39 @@ jose_init_allocators(void)
  * base64url and JSON
  * ---------------------------------------------------------------------
  */
+/*
+ * The standard-alphabet character of each base64url character, 0 for every
+ * other byte: one table lookup a character checks and translates
+ */
+static char b64url_std[256];
+
+static inline const char *
+b64url_table(void)
+{
+	if (b64url_std['A'] == 0)
+	{
+		for (int c = 'A'; c <= 'Z'; c++)
+			b64url_std[c] = (char) c;
+		for (int c = 'a'; c <= 'z'; c++)
+			b64url_std[c] = (char) c;
+		for (int c = '0'; c <= '9'; c++)
+			b64url_std[c] = (char) c;
+		b64url_std['-'] = '+';
+		b64url_std['_'] = '/';
+	}
+	return b64url_std;
+}
+
 static bool
 is_b64url(const char *s, size_t len)
 {
+	const char *std = b64url_table();
+
 	if (len % 4 == 1)
 		return false;
 	for (size_t i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			  (c >= '0' && c <= '9') || c == '-' || c == '_'))
+		if (std[(unsigned char) s[i]] == 0)
 			return false;
-	}
 	return true;
 }
 
@@ -106,11 +126,12 @@ char *
 jose_b64url_decode(const char *s, size_t len, size_t *outlen)
 {
 	size_t		padded = (len + 3) / 4 * 4;
+	const char *table = b64url_table();
 	char	   *std;
 	char	   *result;
 	int			n;
 
-	if (!is_b64url(s, len) || len % 4 == 1 || len > INT_MAX / 2)
+	if (len % 4 == 1 || len > INT_MAX / 2)
 		return NULL;
 	if (len == 0)
 	{
@@ -119,7 +140,14 @@ jose_b64url_decode(const char *s, size_t len, size_t *outlen)
 	}
 	std = palloc(padded + 1);
 	for (size_t i = 0; i < len; i++)
-		std[i] = s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
+	{
+		std[i] = table[(unsigned char) s[i]];
+		if (std[i] == 0)
+		{
+			pfree(std);
+			return NULL;
+		}
+	}
 	for (size_t i = len; i < padded; i++)
 		std[i] = '=';
 	std[padded] = '\0';
