@@ -23,6 +23,13 @@
 
 #include "codec/json.h"
 
+/* The bytes a JSON string cannot hold as they are: one lookup a byte */
+static const bool needs_escape[256] = {
+	[0x00 ... 0x1f] = true,
+	['"'] = true,
+	['\\'] = true,
+};
+
 static void
 write_string(StringInfo out, const char *s, size_t len)
 {
@@ -34,7 +41,7 @@ write_string(StringInfo out, const char *s, size_t len)
 	{
 		unsigned char c = (unsigned char) *p;
 
-		if (c >= 0x20 && c != '"' && c != '\\')
+		if (!needs_escape[c])
 			continue;
 		appendBinaryStringInfo(out, run, p - run);
 		run = p + 1;

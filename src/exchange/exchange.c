@@ -23,6 +23,9 @@
 #include "postgres.h"
 
 #include "exchange/exchange.h"
+
+#include "mb/pg_wchar.h"
+
 #include "shmem/jwksreq.h"
 #include "shmem/stats.h"
 #include "store/store.h"
@@ -276,6 +279,22 @@ exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
  * disabled only its SSF stream-updated SETs are due (the store's
  * RELEASE_CONDITION, issue 13): the others are held, or failed.
  */
+/*
+ * A taken SET into the "sets" object.  Text from a UTF-8 database is valid
+ * UTF-8 (PostgreSQL checks every value it stores), so jansson's check of
+ * each token, a kilobyte or more, is skipped there.
+ */
+static void
+add_taken(json_t *sets, OutSet *o)
+{
+	if (GetDatabaseEncoding() == PG_UTF8)
+		json_object_set_new_nocheck(sets, o->jti,
+									json_stringn_nocheck(o->token,
+														 strlen(o->token)));
+	else
+		json_object_set_new(sets, o->jti, json_string(o->token));
+}
+
 json_t *
 exchange_take(StreamInfo *stream, int max_events, bool *more)
 {
@@ -294,11 +313,7 @@ exchange_take(StreamInfo *stream, int max_events, bool *more)
 	}
 	taken = store_take_due(stream->name, limit, 0, more);
 	foreach(lc, taken)
-	{
-		OutSet	   *o = lfirst(lc);
-
-		json_object_set_new(sets, o->jti, json_string(o->token));
-	}
+		add_taken(sets, lfirst(lc));
 	return sets;
 }
 
