@@ -334,39 +334,49 @@ push(Builder *b, json_t *container)
 	b->depth++;
 }
 
+/* A container opens (token: WJB_BEGIN_*) */
+static void
+open_container(Builder *b, json_t *container, JsonbIteratorToken token)
+{
+	push(b, container);
+	if (building_jsonb(b))
+		jsonb_push(b, token, NULL);
+}
+
+/* The innermost container closes (token: WJB_END_*) */
+static void
+close_container(Builder *b, JsonbIteratorToken token)
+{
+	b->depth--;
+	if (building_jsonb(b))
+		jsonb_push(b, token, NULL);
+}
+
 static JSON_ACTION_RESULT
 on_object_start(void *state)
 {
-	push(state, json_object());
-	if (building_jsonb(state))
-		jsonb_push(state, WJB_BEGIN_OBJECT, NULL);
+	open_container(state, json_object(), WJB_BEGIN_OBJECT);
 	return JSON_ACTION_DONE;
 }
 
 static JSON_ACTION_RESULT
 on_array_start(void *state)
 {
-	push(state, json_array());
-	if (building_jsonb(state))
-		jsonb_push(state, WJB_BEGIN_ARRAY, NULL);
+	open_container(state, json_array(), WJB_BEGIN_ARRAY);
 	return JSON_ACTION_DONE;
 }
 
 static JSON_ACTION_RESULT
 on_object_end(void *state)
 {
-	((Builder *) state)->depth--;
-	if (building_jsonb(state))
-		jsonb_push(state, WJB_END_OBJECT, NULL);
+	close_container(state, WJB_END_OBJECT);
 	return JSON_ACTION_DONE;
 }
 
 static JSON_ACTION_RESULT
 on_array_end(void *state)
 {
-	((Builder *) state)->depth--;
-	if (building_jsonb(state))
-		jsonb_push(state, WJB_END_ARRAY, NULL);
+	close_container(state, WJB_END_ARRAY);
 	return JSON_ACTION_DONE;
 }
 
