@@ -274,12 +274,6 @@ exchange_collect(StreamInfo *stream, CommObj *obj, IngestItem *items,
 }
 
 /*
- * Take up to max_events (all due, up to setstream.max_poll_events, when
- * negative) due SETs as a "sets" object.  While the stream is paused or
- * disabled only its SSF stream-updated SETs are due (the store's
- * RELEASE_CONDITION, issue 13): the others are held, or failed.
- */
-/*
  * A taken SET into the "sets" object.  Text from a UTF-8 database is valid
  * UTF-8 (PostgreSQL checks every value it stores), so jansson's check of
  * each token, a kilobyte or more, is skipped there.
@@ -295,6 +289,12 @@ add_taken(json_t *sets, OutSet *o)
 		json_object_set_new(sets, o->jti, json_string(o->token));
 }
 
+/*
+ * Take up to max_events (all due, up to setstream.max_poll_events, when
+ * negative) due SETs as a "sets" object.  While the stream is paused or
+ * disabled only its SSF stream-updated SETs are due (the store's
+ * RELEASE_CONDITION, issue 13): the others are held, or failed.
+ */
 json_t *
 exchange_take(StreamInfo *stream, int max_events, bool *more)
 {
